@@ -1,0 +1,34 @@
+# bastion — the two commands: `make run` serves the demo, `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit e2e bench system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	@echo "bastion demo: http://127.0.0.1:8000"
+	cd examples/demo && ../../$(VENV)/bin/bastion serve -c bastion.toml
+
+system-deps:
+	bash scripts/system-deps.sh
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests bench examples
+	$(PY) -m ruff format --check src
+	$(PY) -m mypy
+
+test: $(STAMP) system-deps lint
+	$(PY) -m pytest -q
+
+bench: $(STAMP) system-deps
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

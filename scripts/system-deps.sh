@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system programs the tests and benchmarks use (curl, wrk) when missing.
+set -euo pipefail
+need=()
+for prog in curl wrk; do
+    command -v "$prog" >/dev/null 2>&1 || need+=("$prog")
+done
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: please install: ${need[*]}" >&2
+    exit 1
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,0 +1,125 @@
+"""The typed configuration tree.
+
+Every section is a small frozen value object. The tree is built once (defaults, then the
+TOML file, then ``BASTION_*`` environment variables, then command-line flags) and never
+mutated afterwards. ``msgspec`` does the type checking: unknown keys and wrong types are
+rejected with the key path, which :mod:`bastion.config.load` turns into a message that
+names the file and line.
+
+Each default says in a comment where it comes from.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+
+Interface = Literal["auto", "asgi", "wsgi"]
+Lifespan = Literal["auto", "on", "off"]
+WsgiMode = Literal["inline", "threads"]
+AccessFormat = Literal["off", "combined", "json"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every section: immutable, unknown keys are an error."""
+
+
+class AppConfig(_Section):
+    """Which application to serve and how to call it.
+
+    ``target`` is ``module:attribute`` or ``path/to/file.py:attribute``; with
+    ``factory = true`` the attribute is called with no arguments to build the app.
+    """
+
+    target: str = ""
+    interface: Interface = "auto"  # detected from the app's call signature
+    factory: bool = False
+    app_dir: str = "."  # put on sys.path first, like uvicorn --app-dir
+    root_path: str = ""  # ASGI root_path / WSGI SCRIPT_NAME, for apps mounted below a prefix
+    lifespan: Lifespan = "auto"  # uvicorn: auto (run it, ignore apps that do not support it)
+    # WSGI only. inline: the app runs on the event loop thread (CPU-bound apps, most
+    # throughput). threads: a pool of `threads` threads (I/O-bound apps, like gthread).
+    wsgi_mode: WsgiMode = "inline"
+    threads: PositiveInt = 8  # a gunicorn gthread deployment commonly runs 2-4 per core x workers
+
+
+class ServerConfig(_Section):
+    """Where to listen and how to present ourselves."""
+
+    # "HOST:PORT", "[V6]:PORT", "unix:/path", "fd://N"; port 8000 like gunicorn and uvicorn
+    bind: tuple[str, ...] = ("127.0.0.1:8000",)
+    unix_socket_mode: Annotated[int, msgspec.Meta(ge=0, le=0o777)] = 0o660  # owner+group
+    backlog: PositiveInt = 2048  # gunicorn --backlog default
+    # false: one listening socket shared by all workers (see docs/workers.md for why)
+    reuse_port: bool = False
+    server_header: str = "bastion"  # "" sends no Server header
+    debug: bool = False  # tracebacks in 500 responses, only to clients on loopback
+
+
+class WorkersConfig(_Section):
+    """The supervisor and its workers."""
+
+    count: NonNegativeInt = 0  # 0 = one per CPU core, like Granian / nginx worker_processes auto
+    preload: bool = False  # gunicorn --preload default
+    max_requests: NonNegativeInt = 0  # 0 = never recycle (gunicorn default)
+    max_requests_jitter: NonNegativeInt = 0  # gunicorn default
+    timeout: PositiveFloat = 30.0  # blocked event loop kills the worker; gunicorn --timeout 30
+    graceful_timeout: NonNegativeFloat = 30.0  # gunicorn --graceful-timeout 30
+    startup_timeout: PositiveFloat = 60.0  # time for import + lifespan start-up before giving up
+    heartbeat_interval: PositiveFloat = 1.0  # how often a worker proves its loop is alive
+
+
+class LimitsConfig(_Section):
+    """Sizes that bound what one client can make a worker hold."""
+
+    # nginx large_client_header_buffers 8k; gunicorn limit_request_line 4094 (-> 414)
+    max_request_line: PositiveInt = 8190
+    # the whole header block; nginx 4 x 8k buffers = 32k, Go http.DefaultMaxHeaderBytes 1 MB
+    max_header_size: PositiveInt = 32768
+    max_header_count: PositiveInt = 100  # gunicorn limit_request_fields 100 (-> 431)
+    # nginx client_max_body_size is 1m, too small for most apps; Django's upload handlers
+    # stream larger files, so allow 100 MiB and let users lower it (-> 413)
+    max_body_size: NonNegativeInt = 100 * 1024 * 1024
+    # per worker; nginx worker_connections 512, gunicorn worker_connections 1000
+    max_connections: PositiveInt = 1000
+    # max requests on one keep-alive connection; nginx keepalive_requests 1000
+    max_keepalive_requests: NonNegativeInt = 1000
+
+
+class TimeoutsConfig(_Section):
+    """How long a connection may sit in each state, in seconds."""
+
+    # time to receive the request line and headers; nginx client_header_timeout 60s,
+    # Go servers are commonly set to ReadHeaderTimeout 10-30s. 408 then close.
+    header: PositiveFloat = 30.0
+    # idle gap allowed while receiving a body; nginx client_body_timeout 60s (-> 408)
+    body: PositiveFloat = 60.0
+    # idle keep-alive connection; uvicorn 5s, gunicorn 2s, nginx 75s
+    keepalive: PositiveFloat = 5.0
+
+
+class LogConfig(_Section):
+    """Error log and access log."""
+
+    level: LogLevel = "info"
+    error_file: str = "-"  # "-" = stderr
+    access: AccessFormat = "off"  # off by default, like gunicorn
+    access_file: str = "-"  # "-" = stdout
+
+
+class Config(_Section):
+    """The whole configuration tree. Build it with :func:`bastion.config.load.load_config`."""
+
+    app: AppConfig = msgspec.field(default_factory=AppConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    workers: WorkersConfig = msgspec.field(default_factory=WorkersConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)

@@ -1,0 +1,134 @@
+"""What a connection protocol offers to whatever answers its requests.
+
+A protocol (``http1`` today; ``http2`` later) parses bytes into :class:`Exchange` objects
+and hands each one to a :data:`Handler`. The handler (the ASGI or WSGI gateway, later the
+edge router) reads the request body and writes the response through the exchange; it
+never sees the socket. Nothing here knows about routing or applications.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the request body was read or the response written."""
+
+
+class InvalidResponse(Exception):
+    """The handler tried to send something that must not reach the wire.
+
+    For example a header name or value holding CR, LF or NUL, a second response head, or
+    more body bytes than the Content-Length it declared.
+    """
+
+
+class Exchange(Protocol):
+    """One request and its response, as seen by a handler.
+
+    Request attributes are set by the protocol before the handler is called and never
+    change. Header names are lower-cased ASCII bytes; values are exactly as received.
+    """
+
+    method: str
+    raw_path: bytes  # the path part of the request target, still percent-encoded
+    path: str  # percent-decoded path (UTF-8, undecodable bytes kept as surrogates)
+    query_string: bytes  # without the "?"
+    http_version: str  # "1.0", "1.1" (later "2")
+    headers: list[tuple[bytes, bytes]]
+    client: tuple[str, int] | None
+    server: tuple[str, int | None] | None  # (host, port) or (unix path, None)
+    scheme: str  # "http" or "https"
+    keep_alive: bool  # whether the connection may carry another request afterwards
+
+    # request body -------------------------------------------------------------------
+    @property
+    def body_complete(self) -> bool:
+        """True once the whole request body has been received (always for GET/HEAD)."""
+        ...
+
+    @property
+    def disconnected(self) -> bool:
+        """True once the client has gone away."""
+        ...
+
+    async def receive_body(self) -> tuple[bytes, bool]:
+        """Return the next chunk of the request body and whether more follows.
+
+        Returns ``(b"", False)`` once the body is exhausted. Raises
+        :class:`ClientDisconnected` if the client went away before the body ended.
+        Reading resumes only as the handler consumes (backpressure).
+        """
+        ...
+
+    def take_buffered_body(self) -> bytes:
+        """Return and clear the body bytes received so far without waiting.
+
+        Meant for handlers that wait for :attr:`body_complete` (see
+        :meth:`call_when_complete`) and then want the whole body at once.
+        """
+        ...
+
+    def call_when_complete(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the body is complete or the client has gone.
+
+        Called immediately if that is already so. While the handler waits this way, the
+        body is buffered up to ``limits.max_body_size`` without pausing reads.
+        """
+        ...
+
+    async def wait_disconnected(self) -> None:
+        """Return when the client has gone away (for ASGI ``http.disconnect``)."""
+        ...
+
+    # response ----------------------------------------------------------------------
+    @property
+    def response_started(self) -> bool:
+        """True once :meth:`start_response` has been called."""
+        ...
+
+    def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Queue the status line and headers.
+
+        Header names may be in any case. Adds Date and Server (if configured), and chooses
+        the framing: Content-Length if given, chunked for HTTP/1.1 otherwise, close-
+        delimited for HTTP/1.0. Raises :class:`InvalidResponse` for CR/LF/NUL in names or
+        values, a status outside 100-999, or a second call.
+        """
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Send part of the response body (never blocks; see :meth:`drain`)."""
+        ...
+
+    def finish(self, data: bytes = b"") -> None:
+        """Send the last part of the body and end the response."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait while the client is not reading fast enough (transport paused)."""
+        ...
+
+    def fail(self, exc: BaseException | None = None) -> None:
+        """The handler failed: send 500 if nothing was sent yet, else drop the connection.
+
+        ``exc`` is the exception, for the error log. Safe to call more than once.
+        """
+        ...
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """Send ``count`` bytes of the open file ``fd`` from ``offset`` as body, zero-copy.
+
+        Falls back to reading and writing when zero-copy is not possible (for example a
+        chunked response, or TLS later). Respects flow control.
+        """
+        ...
+
+
+Handler = Callable[[Exchange], None]
+"""Called by the protocol for each request, on the event loop, when its head is parsed.
+
+The handler must not block. It takes ownership of the exchange: it must eventually call
+:meth:`Exchange.finish` or :meth:`Exchange.fail`.
+"""

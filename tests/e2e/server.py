@@ -1,0 +1,159 @@
+"""Start the real ``bastion`` command for end-to-end tests.
+
+``BastionProcess`` runs ``python -m bastion serve ...`` (or any subcommand) on port 0,
+reads the addresses it prints and waits until it says it is ready. Use it as a context
+manager; it stops the server (SIGTERM, then SIGKILL) on exit and keeps everything it
+wrote to stderr in ``.log`` for assertions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = Path(__file__).resolve().parent / "apps"
+
+LISTEN_RE = re.compile(r"listening on (http://\S+|unix:\S+)")
+READY_RE = re.compile(r"\bready\b")
+
+
+class BastionProcess:
+    """A running ``bastion`` process. ``url`` is its first HTTP address."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        wait_ready: bool = True,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        self.args = [sys.executable, "-m", "bastion", *args]
+        self.cwd = str(cwd or APPS)
+        full_env = dict(os.environ)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT / "src"), full_env.get("PYTHONPATH", "")) if p
+        )
+        if env:
+            full_env.update(env)
+        self.env = full_env
+        self.wait_ready = wait_ready
+        self.ready_timeout = ready_timeout
+        self.addresses: list[str] = []
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.proc: subprocess.Popen[str] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> BastionProcess:
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        if self.wait_ready:
+            if not self._ready.wait(self.ready_timeout):
+                self.stop()
+                raise RuntimeError(f"bastion did not become ready:\n{self.log}")
+            if not self.addresses:
+                self.stop()
+                raise RuntimeError(f"bastion printed no address:\n{self.log}")
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self._lines.append(line)
+            m = LISTEN_RE.search(line)
+            if m:
+                self.addresses.append(m.group(1))
+            if READY_RE.search(line):
+                self._ready.set()
+        self._ready.set()  # process ended: stop waiting
+
+    def __enter__(self) -> BastionProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    # -- helpers ---------------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        for a in self.addresses:
+            if a.startswith("http://"):
+                return a
+        raise RuntimeError(f"no http address in {self.addresses}")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        rest = self.url.removeprefix("http://")
+        host, _, port = rest.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def log(self) -> str:
+        with self._lock:
+            return "".join(self._lines)
+
+    def wait_for_log(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match[str]:
+        """Wait until ``pattern`` (a regex) appears in the log after character ``start``."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while time.monotonic() < deadline:
+            m = rx.search(self.log, start)
+            if m:
+                return m
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not in log:\n{self.log}")
+
+
+def serve(*args: str, **kw: object) -> BastionProcess:
+    """``BastionProcess(["serve", *args, "--bind", "127.0.0.1:0"])``, not yet started."""
+    argv = ["serve", *args]
+    if "--bind" not in args and "-b" not in args and "-c" not in args:
+        argv += ["--bind", "127.0.0.1:0"]
+    return BastionProcess(argv, **kw)  # type: ignore[arg-type]
