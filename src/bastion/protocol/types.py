@@ -106,6 +106,11 @@ class Exchange(Protocol):
         """Send the last part of the body and end the response."""
         ...
 
+    @property
+    def writing_paused(self) -> bool:
+        """True while the client reads slower than we write (await :meth:`drain`)."""
+        ...
+
     async def drain(self) -> None:
         """Wait while the client is not reading fast enough (transport paused)."""
         ...
