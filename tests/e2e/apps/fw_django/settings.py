@@ -1,0 +1,25 @@
+"""Settings of the test project: production-like (DEBUG off), no database."""
+
+from __future__ import annotations
+
+DEBUG = False
+SECRET_KEY = "fw-django-test-only-not-secret"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ROOT_URLCONF = "fw_django.urls"
+INSTALLED_APPS: list[str] = []
+DATABASES: dict[str, dict[str, str]] = {}
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+]
+USE_TZ = True
+WSGI_APPLICATION = "fw_django.wsgi.application"
+
+# With DEBUG off Django only mails tracebacks to ADMINS; a deployment logs them instead.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR"}},
+}

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST, require_safe
+
+
+@require_safe
+def json_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"framework": "django", "pid": os.getpid(), "message": "hello"})
+
+
+@csrf_exempt
+@require_POST
+def form_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"name": request.POST.get("name"), "colour": request.POST.get("colour")})
+
+
+@csrf_exempt
+@require_POST
+def upload_view(request: HttpRequest) -> JsonResponse:
+    upload = request.FILES["file"]
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in upload.chunks(65536):
+        digest.update(chunk)
+        size += len(chunk)
+    return JsonResponse({"filename": upload.name, "size": size, "sha256": digest.hexdigest()})
+
+
+def stream_view(request: HttpRequest) -> StreamingHttpResponse:
+    count = int(request.GET.get("n", "4"))
+    delay = float(request.GET.get("delay", "0.3"))
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(count):
+            if i:
+                time.sleep(delay)
+            yield f"chunk {i}\n".encode()
+
+    return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+
+def boom_view(request: HttpRequest) -> HttpResponse:
+    raise RuntimeError("deliberate failure fw-boom-marker")
+
+
+def query_view(request: HttpRequest) -> JsonResponse:
+    args = {key: request.GET.getlist(key) for key in request.GET}
+    return JsonResponse({"query_string": request.META.get("QUERY_STRING", ""), "args": args})
+
+
+def headers_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        {"x_echo": request.headers.get("X-Echo"), "user_agent": request.headers.get("User-Agent")}
+    )
+
+
+def url_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        {
+            "json_url": reverse("json"),
+            "root_path": request.META.get("SCRIPT_NAME", ""),
+            "path": request.path,
+        }
+    )
