@@ -31,7 +31,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Base of every section: immutable, unknown keys are an error."""
 
 
-class AppConfig(_Section):
+class AppConfig(_Section, frozen=True):
     """Which application to serve and how to call it.
 
     ``target`` is ``module:attribute`` or ``path/to/file.py:attribute``; with
@@ -50,7 +50,7 @@ class AppConfig(_Section):
     threads: PositiveInt = 8  # a gunicorn gthread deployment commonly runs 2-4 per core x workers
 
 
-class ServerConfig(_Section):
+class ServerConfig(_Section, frozen=True):
     """Where to listen and how to present ourselves."""
 
     # "HOST:PORT", "[V6]:PORT", "unix:/path", "fd://N"; port 8000 like gunicorn and uvicorn
@@ -63,7 +63,7 @@ class ServerConfig(_Section):
     debug: bool = False  # tracebacks in 500 responses, only to clients on loopback
 
 
-class WorkersConfig(_Section):
+class WorkersConfig(_Section, frozen=True):
     """The supervisor and its workers."""
 
     count: NonNegativeInt = 0  # 0 = one per CPU core, like Granian / nginx worker_processes auto
@@ -76,7 +76,7 @@ class WorkersConfig(_Section):
     heartbeat_interval: PositiveFloat = 1.0  # how often a worker proves its loop is alive
 
 
-class LimitsConfig(_Section):
+class LimitsConfig(_Section, frozen=True):
     """Sizes that bound what one client can make a worker hold."""
 
     # nginx large_client_header_buffers 8k; gunicorn limit_request_line 4094 (-> 414)
@@ -93,7 +93,7 @@ class LimitsConfig(_Section):
     max_keepalive_requests: NonNegativeInt = 1000
 
 
-class TimeoutsConfig(_Section):
+class TimeoutsConfig(_Section, frozen=True):
     """How long a connection may sit in each state, in seconds."""
 
     # time to receive the request line and headers; nginx client_header_timeout 60s,
@@ -105,7 +105,7 @@ class TimeoutsConfig(_Section):
     keepalive: PositiveFloat = 5.0
 
 
-class LogConfig(_Section):
+class LogConfig(_Section, frozen=True):
     """Error log and access log."""
 
     level: LogLevel = "info"
@@ -114,7 +114,7 @@ class LogConfig(_Section):
     access_file: str = "-"  # "-" = stdout
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     """The whole configuration tree. Build it with :func:`bastion.config.load.load_config`."""
 
     app: AppConfig = msgspec.field(default_factory=AppConfig)
