@@ -1,0 +1,1007 @@
+"""HTTP/1.1 server connections on asyncio/uvloop with httptools (llhttp).
+
+One :class:`HTTP1Protocol` per connection parses requests into :class:`H1Exchange`
+objects and hands them, one at a time and in order, to the handler. Responses go back
+through the exchange. Ambiguous or malformed requests never reach the handler: they are
+answered with 400/408/413/414/417/431/501/505 and the connection is closed.
+
+Nothing here knows about routing or applications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from bastion.protocol.errors import error_response, status_line
+from bastion.protocol.state import ConnectionTracker
+from bastion.protocol.types import ClientDisconnected, Handler, InvalidResponse
+
+if TYPE_CHECKING:
+    from bastion.config.schema import Config
+
+log = logging.getLogger("bastion.error")
+
+AccessLog = Callable[[Any, int, int, float], None]
+
+# Pause reading when this much request body is buffered and the handler is not reading.
+BODY_HIGH_WATER = 256 * 1024
+# Write buffer limits: pause the handler above HIGH, resume below LOW (asyncio uses 64k/16k).
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+
+# Deadline kinds
+_NO_DEADLINE = 0
+_IDLE = 1  # keep-alive, waiting for the next request
+_HEAD = 2  # receiving the request line and headers
+_BODY = 3  # receiving the body
+_WRITE = 4  # the client is not reading the response
+
+# Characters that may never appear in a header value we put on the wire.
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TE_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*;[ \t]*[^,]*)?")
+_DIGITS = re.compile(rb"[0-9]+")
+
+_NO_BODY_STATUS = frozenset({204, 304})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# Header names we validated and lower-cased before; bounded so hostile apps cannot grow it.
+_name_cache: dict[bytes, bytes] = {}
+
+
+def _lower_name(name: bytes) -> bytes:
+    lname = _name_cache.get(name)
+    if lname is None:
+        if not isinstance(name, bytes) or not _TOKEN.fullmatch(name):
+            raise InvalidResponse(f"invalid header name {name!r}")
+        lname = name.lower()
+        if len(_name_cache) < 512:
+            _name_cache[name] = lname
+    return lname
+
+
+class _Reject(Exception):
+    """Raised inside parser callbacks to refuse a request with ``status``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class ProtocolSettings:
+    """The numbers an HTTP/1.1 connection needs, read once from the configuration."""
+
+    __slots__ = (
+        "access_log",
+        "body_timeout",
+        "debug",
+        "header_timeout",
+        "keepalive_timeout",
+        "max_body_size",
+        "max_connections",
+        "max_header_count",
+        "max_header_size",
+        "max_keepalive_requests",
+        "max_request_line",
+        "server_header",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_request_line: int = 8190,
+        max_header_size: int = 32768,
+        max_header_count: int = 100,
+        max_body_size: int = 100 * 1024 * 1024,
+        max_connections: int = 1000,
+        max_keepalive_requests: int = 1000,
+        header_timeout: float = 30.0,
+        body_timeout: float = 60.0,
+        keepalive_timeout: float = 5.0,
+        server_header: str = "bastion",
+        debug: bool = False,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.max_request_line = max_request_line
+        self.max_header_size = max_header_size
+        self.max_header_count = max_header_count
+        self.max_body_size = max_body_size
+        self.max_connections = max_connections
+        self.max_keepalive_requests = max_keepalive_requests
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.server_header = (
+            b"server: " + server_header.encode("latin-1") + b"\r\n" if server_header else b""
+        )
+        self.debug = debug
+        self.access_log = access_log
+
+    @classmethod
+    def from_config(cls, config: Config, access_log: AccessLog | None = None) -> ProtocolSettings:
+        lim, tmo = config.limits, config.timeouts
+        return cls(
+            max_request_line=lim.max_request_line,
+            max_header_size=lim.max_header_size,
+            max_header_count=lim.max_header_count,
+            max_body_size=lim.max_body_size,
+            max_connections=lim.max_connections,
+            max_keepalive_requests=lim.max_keepalive_requests,
+            header_timeout=tmo.header,
+            body_timeout=tmo.body,
+            keepalive_timeout=tmo.keepalive,
+            server_header=config.server.server_header,
+            debug=config.server.debug,
+            access_log=access_log,
+        )
+
+
+class H1Exchange:
+    """One HTTP/1.x request and its response (implements ``protocol.types.Exchange``)."""
+
+    __slots__ = (
+        "_body",
+        "_body_done",
+        "_body_size",
+        "_body_waiter",
+        "_chunked",
+        "_close_after",
+        "_complete_cb",
+        "_content_length",
+        "_disc_waiters",
+        "_disconnected",
+        "_expect_continue",
+        "_finished",
+        "_head",
+        "_no_body",
+        "_proto",
+        "_received",
+        "_sent",
+        "_start",
+        "_started",
+        "_status",
+        "_streaming",
+        "_wrote",
+        "client",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "query_string",
+        "raw_path",
+        "scheme",
+        "server",
+    )
+
+    def __init__(
+        self,
+        proto: HTTP1Protocol,
+        method: str,
+        raw_path: bytes,
+        query_string: bytes,
+        http_version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        body_expected: bool,
+        expect_continue: bool,
+    ) -> None:
+        self._proto = proto
+        self.method = method
+        self.raw_path = raw_path
+        if b"%" in raw_path:
+            self.path = unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
+        else:
+            self.path = raw_path.decode("utf-8", "surrogateescape")
+        self.query_string = query_string
+        self.http_version = http_version
+        self.headers = headers
+        self.client = proto.client
+        self.server = proto.server
+        self.scheme = "http"
+        self.keep_alive = keep_alive
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._received = 0
+        self._body_done = not body_expected
+        self._body_waiter: asyncio.Future[None] | None = None
+        self._streaming = False
+        self._complete_cb: Callable[[], None] | None = None
+        self._expect_continue = expect_continue
+        self._disconnected = False
+        self._disc_waiters: list[asyncio.Future[None]] | None = None
+        self._started = False
+        self._finished = False
+        self._wrote = False
+        self._head: list[bytes] | None = None
+        self._status = 0
+        self._content_length = -1
+        self._chunked = False
+        self._no_body = method == "HEAD"
+        self._close_after = False
+        self._sent = 0
+        self._start = proto.loop.time() if proto.settings.access_log is not None else 0.0
+
+    # -- request body ------------------------------------------------------------------
+    @property
+    def body_complete(self) -> bool:
+        return self._body_done
+
+    @property
+    def disconnected(self) -> bool:
+        return self._disconnected
+
+    def _feed(self, data: bytes) -> None:
+        self._body.append(data)
+        self._body_size += len(data)
+        waiter = self._body_waiter
+        if waiter is not None:
+            self._body_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self._streaming and self._body_size > BODY_HIGH_WATER:
+            self._proto._pause_reading(self)
+
+    def _complete(self) -> None:
+        self._body_done = True
+        waiter = self._body_waiter
+        if waiter is not None:
+            self._body_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _lost(self) -> None:
+        """The connection went away."""
+        if self._disconnected:
+            return
+        self._disconnected = True
+        waiter = self._body_waiter
+        if waiter is not None:
+            self._body_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._disc_waiters:
+            for fut in self._disc_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self._disc_waiters = None
+        cb = self._complete_cb
+        if cb is not None:
+            self._complete_cb = None
+            cb()
+
+    def _send_continue(self) -> None:
+        if self._expect_continue:
+            self._expect_continue = False
+            if not self._started and not self._disconnected:
+                self._proto.transport_write(_CONTINUE)
+
+    async def receive_body(self) -> tuple[bytes, bool]:
+        self._streaming = True
+        while True:
+            if self._body:
+                data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+                self._body.clear()
+                self._body_size = 0
+                self._proto._resume_reading(self)
+                return data, not self._body_done
+            if self._body_done:
+                return b"", False
+            if self._disconnected:
+                raise ClientDisconnected()
+            self._send_continue()
+            self._proto._resume_reading(self)
+            waiter = self._proto.loop.create_future()
+            self._body_waiter = waiter
+            await waiter
+
+    def take_buffered_body(self) -> bytes:
+        data = b"".join(self._body)
+        self._body.clear()
+        self._body_size = 0
+        return data
+
+    def call_when_complete(self, callback: Callable[[], None]) -> None:
+        if self._body_done or self._disconnected:
+            callback()
+            return
+        self._complete_cb = callback
+        self._send_continue()
+        self._proto._resume_reading(self)
+
+    async def wait_disconnected(self) -> None:
+        if self._disconnected:
+            return
+        fut = self._proto.loop.create_future()
+        if self._disc_waiters is None:
+            self._disc_waiters = [fut]
+        else:
+            self._disc_waiters.append(fut)
+        await fut
+
+    # -- response ----------------------------------------------------------------------
+    @property
+    def response_started(self) -> bool:
+        return self._started
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._proto.write_paused
+
+    def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self._started:
+            raise InvalidResponse("response already started")
+        if not isinstance(status, int) or not 100 <= status <= 999:
+            raise InvalidResponse(f"invalid status {status!r}")
+        if status < 200:
+            raise InvalidResponse(f"informational status {status} cannot be a final response")
+        proto = self._proto
+        head = [status_line(status)]
+        content_length = -1
+        add_date = True
+        add_server = bool(proto.settings.server_header)
+        for name, value in headers:
+            lname = _lower_name(name)
+            if not isinstance(value, bytes) or _BAD_VALUE.search(value) is not None:
+                raise InvalidResponse(f"invalid value for header {name!r}: {value!r}")
+            if lname == b"content-length":
+                if not _DIGITS.fullmatch(value.strip()):
+                    raise InvalidResponse(f"invalid content-length {value!r}")
+                if content_length != -1:
+                    raise InvalidResponse("content-length given twice")
+                content_length = int(value)
+                continue
+            if lname == b"transfer-encoding":
+                # framing is ours to choose
+                continue
+            if lname == b"connection":
+                if b"close" in value.lower():
+                    self._close_after = True
+                continue
+            if lname == b"date":
+                add_date = False
+            elif lname == b"server":
+                add_server = False
+            head.append(name + b": " + value + b"\r\n")
+        if add_date:
+            head.append(proto.tracker.date_header)
+        if add_server:
+            head.append(proto.settings.server_header)
+        self._started = True
+        self._status = status
+        self._content_length = content_length
+        if status in _NO_BODY_STATUS:
+            self._no_body = True
+            if status == 204:
+                self._content_length = -1
+        self._head = head
+        # an unread request body cannot be skipped reliably once we answer early
+        if not self._body_done:
+            self._expect_continue = False
+
+    def _emit_head(self, finishing_with: int) -> bytes:
+        """Finish the head; ``finishing_with`` is the whole body length or -1 if unknown."""
+        head = self._head
+        if head is None:
+            raise InvalidResponse("response not started")
+        self._head = None
+        cl = self._content_length
+        if cl >= 0:
+            head.append(b"content-length: %d\r\n" % cl)
+        elif self._status == 204 or (self._status == 304):
+            pass
+        elif finishing_with >= 0:
+            self._content_length = finishing_with
+            head.append(b"content-length: %d\r\n" % finishing_with)
+        elif self.http_version == "1.1":
+            self._chunked = True
+            head.append(b"transfer-encoding: chunked\r\n")
+        else:
+            self._close_after = True  # HTTP/1.0: the end of the body is the end of the connection
+        if not self.keep_alive or self._close_after or not self._body_done:
+            self._close_after = True
+            head.append(b"connection: close\r\n\r\n")
+        elif self.http_version == "1.0":
+            head.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            head.append(b"\r\n")
+        return b"".join(head)
+
+    def write(self, data: bytes) -> None:
+        if self._finished:
+            raise InvalidResponse("response already finished")
+        if self._disconnected:
+            return
+        proto = self._proto
+        if not self._wrote:
+            self._wrote = True
+            head = self._emit_head(-1)
+            if self._no_body or not data:
+                proto.transport_write(head)
+                return
+            proto.transport_write(head + self._frame(data))
+            return
+        if self._no_body or not data:
+            return
+        proto.transport_write(self._frame(data))
+
+    def _frame(self, data: bytes) -> bytes:
+        n = len(data)
+        self._sent += n
+        if self._chunked:
+            return b"%x\r\n%b\r\n" % (n, data)
+        cl = self._content_length
+        if cl >= 0 and self._sent > cl:
+            self._close_after = True
+            raise InvalidResponse(f"response body longer than its content-length {cl}")
+        return data
+
+    def finish(self, data: bytes = b"") -> None:
+        if self._finished:
+            return
+        if self._disconnected:
+            self._finished = True
+            self._proto._exchange_done(self)
+            return
+        proto = self._proto
+        if not self._wrote:
+            self._wrote = True
+            head = self._emit_head(len(data))
+            out = head if self._no_body or not data else head + self._frame(data)
+        elif self._no_body:
+            out = b""
+        elif self._chunked:
+            out = (self._frame(data) + b"0\r\n\r\n") if data else b"0\r\n\r\n"
+        else:
+            out = self._frame(data) if data else b""
+        if (
+            not self._no_body
+            and self._content_length >= 0
+            and self._sent != self._content_length
+            and self.method != "HEAD"
+        ):
+            self._close_after = True  # short body: the client must not reuse the framing
+        self._finished = True
+        if out:
+            proto.transport_write(out)
+        proto._exchange_done(self)
+
+    async def drain(self) -> None:
+        await self._proto.drain()
+
+    def fail(self, exc: BaseException | None = None) -> None:
+        if self._finished:
+            return
+        if exc is not None and not isinstance(exc, ClientDisconnected):
+            log.error(
+                "error while answering %s %s",
+                self.method,
+                self.raw_path.decode("latin-1"),
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        proto = self._proto
+        self._finished = True
+        self._close_after = True
+        if self._disconnected:
+            proto._exchange_done(self)
+            return
+        if not self._started or (self._head is not None and not self._wrote):
+            self._started = True
+            self._wrote = True
+            self._status = 500
+            proto.transport_write(error_response(500, proto.tracker.date_header))
+        proto._exchange_done(self)
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> None:
+        from bastion.protocol.sendfile import send_file
+
+        if self._no_body or self._disconnected:
+            return
+        if not self._wrote:
+            self._wrote = True
+            self._proto.transport_write(self._emit_head(-1))
+        if self._chunked or self._content_length < 0:
+            # no zero-copy inside chunked framing: read and write blocks
+            await send_file(self._proto, fd, offset, count, self._frame, zero_copy=False)
+            return
+        self._sent += count
+        await send_file(self._proto, fd, offset, count, None, zero_copy=True)
+
+
+class HTTP1Protocol(asyncio.Protocol):
+    """One HTTP/1.x connection."""
+
+    __slots__ = (
+        "_active",
+        "_cl_seen",
+        "_deadline",
+        "_deadline_kind",
+        "_dispatching",
+        "_drain_waiter",
+        "_error_status",
+        "_expect",
+        "_handler",
+        "_hcount",
+        "_headers",
+        "_hsize",
+        "_parser",
+        "_parsing",
+        "_paused_by",
+        "_pending_reject",
+        "_pipeline",
+        "_reading_paused",
+        "_requests",
+        "_te",
+        "_url",
+        "client",
+        "closed",
+        "loop",
+        "server",
+        "settings",
+        "tracker",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(
+        self, settings: ProtocolSettings, handler: Handler, tracker: ConnectionTracker
+    ) -> None:
+        self.settings = settings
+        self._handler = handler
+        self.tracker = tracker
+        self.loop = asyncio.get_event_loop()
+        self.transport: asyncio.Transport | None = None
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
+        self.closed = False
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._parsing: H1Exchange | None = None
+        self._active: H1Exchange | None = None
+        self._pipeline: deque[H1Exchange] = deque()
+        self._dispatching = False
+        self._reading_paused = False
+        self._paused_by: object = None
+        self._error_status = 0
+        self._pending_reject: _Reject | None = None
+        self._requests = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._hsize = 0
+        self._hcount = 0
+        self._te: bytes | None = None
+        self._cl_seen = False
+        self._expect: bytes | None = None
+        self._deadline = 0.0
+        self._deadline_kind = _NO_DEADLINE
+
+    # -- connection events -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client = (str(peer[0]), int(peer[1]))
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, tuple):
+            self.server = (str(sock[0]), int(sock[1]))
+        elif isinstance(sock, str) and sock:
+            self.server = (sock, None)
+        tracker = self.tracker
+        if len(tracker.connections) >= self.settings.max_connections and not tracker.reclaim_idle():
+            transport.write(error_response(503, tracker.date_header, retry_after=True))
+            transport.close()
+            self.closed = True
+            return
+        tracker.add(self)
+        if tracker.draining:
+            transport.close()
+            self.closed = True
+            return
+        self._set_deadline(_IDLE, self.settings.keepalive_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.tracker.remove(self)
+        for ex in (self._active, self._parsing, *self._pipeline):
+            if ex is not None:
+                ex._lost()
+        self._pipeline.clear()
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        # The client finished sending. Answer what we have, then close.
+        active = self._active
+        if active is None and not self._pipeline:
+            return None  # transport closes itself
+        for ex in (active, *self._pipeline):
+            if ex is not None:
+                ex.keep_alive = False
+        return True  # keep the write side open for the responses in progress
+
+    def data_received(self, data: bytes) -> None:
+        if self._error_status or self.closed:
+            return
+        if self._deadline_kind == _IDLE:
+            self._set_deadline(_HEAD, self.settings.header_timeout)
+        try:
+            self._parser.feed_data(data)
+        except _Reject as exc:
+            self._reject(exc.status, str(exc))
+        except httptools.HttpParserUpgrade:
+            # Upgrades (WebSocket, h2c) are not served here: answer the request as plain
+            # HTTP/1.1, as RFC 9110 allows, and close afterwards.
+            for ex in (self._parsing, *self._pipeline):
+                if ex is not None:
+                    ex.keep_alive = False
+            if self._parsing is not None and not self._parsing._body_done:
+                self._parsing._complete()
+            self._error_status = -1  # ignore anything that follows
+        except httptools.HttpParserError as exc:
+            cause = self._pending_reject
+            if cause is not None:
+                self._reject(cause.status, str(cause))
+            else:
+                self._reject(self._status_for(exc), str(exc))
+        if not self._dispatching and self._active is None:
+            self._dispatch()
+        active = self._active
+        if active is not None and active._complete_cb is not None and active._body_done:
+            cb = active._complete_cb
+            active._complete_cb = None
+            cb()
+
+    def _status_for(self, exc: Exception) -> int:
+        msg = str(exc)
+        if "Invalid HTTP version" in msg:
+            return 505
+        if self._te is not None and "Transfer-Encoding" in msg and "Content-Length" not in msg:
+            return self._te_status(self._te) or 400
+        return 400
+
+    # -- parser callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._hsize = 0
+        self._hcount = 0
+        self._te = None
+        self._cl_seen = False
+        self._expect = None
+        if self._deadline_kind != _HEAD and self._active is None:
+            self._set_deadline(_HEAD, self.settings.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.settings.max_request_line:
+            raise self._remember(_Reject(414, "request target too long"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._hcount += 1
+        self._hsize += len(name) + len(value) + 4
+        settings = self.settings
+        if self._hcount > settings.max_header_count:
+            raise self._remember(_Reject(431, "too many header fields"))
+        if self._hsize > settings.max_header_size:
+            raise self._remember(_Reject(431, "header block too large"))
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            self._te = value if self._te is None else self._te + b"," + value
+        elif lname == b"content-length":
+            if self._cl_seen:
+                raise self._remember(_Reject(400, "more than one content-length"))
+            self._cl_seen = True
+            if not _DIGITS.fullmatch(value):
+                raise self._remember(_Reject(400, "malformed content-length"))
+            if int(value) > settings.max_body_size:
+                raise self._remember(_Reject(413, "request body too large"))
+        elif lname == b"expect":
+            self._expect = value
+        self._headers.append((lname, value))
+
+    def _remember(self, exc: _Reject) -> _Reject:
+        # httptools wraps exceptions raised in callbacks; keep ours to read the status back
+        self._pending_reject = exc
+        return exc
+
+    def _te_status(self, te: bytes) -> int:
+        """0 if the Transfer-Encoding is plain ``chunked``, else 400 or 501."""
+        codings = [c.strip(b" \t").lower() for c in te.split(b",")]
+        for c in codings:
+            if not _TE_TOKEN.fullmatch(c):
+                return 400  # obfuscated
+        if codings == [b"chunked"]:
+            return 0
+        if codings[-1] != b"chunked":
+            return 400  # the body length cannot be determined
+        return 501  # another coding (gzip, ...) we do not decode
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise self._remember(_Reject(505, f"HTTP version {version} not supported"))
+        te = self._te
+        body_expected = self._cl_seen
+        if te is not None:
+            if version == "1.0":
+                raise self._remember(_Reject(400, "transfer-encoding in an HTTP/1.0 request"))
+            status = self._te_status(te)
+            if status:
+                raise self._remember(_Reject(status, "unsupported transfer-encoding"))
+            body_expected = True
+        elif self._cl_seen:
+            for name, value in self._headers:
+                if name == b"content-length":
+                    body_expected = value != b"0"
+                    break
+        expect_continue = False
+        if self._expect is not None:
+            if self._expect.lower() != b"100-continue":
+                raise self._remember(_Reject(417, "unsupported expectation"))
+            expect_continue = version == "1.1" and body_expected
+        url = self._url
+        if url[:1] == b"/":
+            raw_path, sep, query = url.partition(b"?")
+            if b"#" in query:
+                query = query.partition(b"#")[0]
+            elif not sep and b"#" in raw_path:
+                raw_path = raw_path.partition(b"#")[0]
+        elif url == b"*":
+            raw_path, query = b"*", b""
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise self._remember(_Reject(400, "malformed request target")) from None
+            raw_path = parsed.path or b"/"
+            query = parsed.query or b""
+        self._requests += 1
+        keep_alive = (
+            parser.should_keep_alive()
+            and not self.tracker.draining
+            and (
+                self.settings.max_keepalive_requests == 0
+                or self._requests < self.settings.max_keepalive_requests
+            )
+        )
+        ex = H1Exchange(
+            self,
+            parser.get_method().decode("ascii"),
+            raw_path,
+            query,
+            version,
+            self._headers,
+            keep_alive,
+            body_expected,
+            expect_continue,
+        )
+        self._parsing = ex
+        self._pipeline.append(ex)
+        if body_expected:
+            self._set_deadline(_BODY, self.settings.body_timeout)
+        else:
+            self._clear_deadline()
+        if len(self._pipeline) > 1 or self._active is not None:
+            self._pause_reading(self)  # bound what a pipelining client can queue
+
+    def on_body(self, body: bytes) -> None:
+        ex = self._parsing
+        if ex is None:
+            return
+        ex._received += len(body)
+        if ex._received > self.settings.max_body_size:
+            raise self._remember(_Reject(413, "request body too large"))
+        self._deadline = self.tracker.now + self.settings.body_timeout
+        ex._feed(body)
+
+    def on_message_complete(self) -> None:
+        ex = self._parsing
+        self._parsing = None
+        if ex is not None:
+            ex._complete()
+        if self._deadline_kind == _BODY:
+            self._clear_deadline()
+
+    # -- dispatching -------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        self._dispatching = True
+        try:
+            while self._active is None and self._pipeline and not self.closed:
+                ex = self._pipeline.popleft()
+                self._active = ex
+                try:
+                    self._handler(ex)
+                except BaseException as exc:  # the handler must not raise; contain it
+                    ex.fail(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            self._dispatching = False
+        if self._active is None and not self._pipeline:
+            if self._error_status > 0:
+                self._send_error()
+            elif self._reading_paused and self._paused_by is self:
+                self._resume_reading(self)
+
+    def _exchange_done(self, ex: H1Exchange) -> None:
+        """Called by the exchange when its response has been completely handed over."""
+        if ex is not self._active:
+            return
+        self._active = None
+        tracker = self.tracker
+        tracker.request_done()
+        access_log = self.settings.access_log
+        if access_log is not None:
+            try:
+                access_log(ex, ex._status, ex._sent, self.loop.time() - ex._start)
+            except Exception:
+                log.exception("access log failed")
+        if self.closed:
+            return
+        if ex._close_after or not ex.keep_alive or not ex._body_done:
+            self._close()
+            return
+        if self._pipeline:
+            if not self._dispatching:
+                self._dispatch()
+            return
+        if self._error_status > 0:
+            self._send_error()
+            return
+        if self._parsing is None:
+            self._set_deadline(_IDLE, self.settings.keepalive_timeout)
+        if self._reading_paused:
+            self._resume_reading(self._paused_by)
+
+    # -- errors --------------------------------------------------------------------------
+    def _reject(self, status: int, reason: str) -> None:
+        """Refuse the request being parsed; answer once earlier responses are done."""
+        log.debug("rejecting request from %s: %d %s", self.client, status, reason)
+        self._error_status = status
+        ex = self._parsing
+        if ex is not None:
+            # a request already handed to the handler (e.g. its body broke off)
+            self._parsing = None
+            ex.keep_alive = False
+            if ex in self._pipeline:
+                self._pipeline.remove(ex)
+            elif ex is self._active:
+                if not ex._started:
+                    ex._lost()
+                    ex._finished = True
+                    self._active = None
+                else:
+                    ex._lost()
+                    self._close()
+                    return
+        self._pause_reading(self)
+        if self._active is None and not self._pipeline:
+            self._send_error()
+
+    def _send_error(self) -> None:
+        status = self._error_status
+        self._error_status = -1
+        if self.transport is not None and not self.closed:
+            self.transport.write(error_response(status, self.tracker.date_header))
+        self._close()
+
+    # -- deadlines -----------------------------------------------------------------------
+    def _set_deadline(self, kind: int, seconds: float) -> None:
+        self._deadline_kind = kind
+        self._deadline = self.tracker.now + seconds
+
+    def _clear_deadline(self) -> None:
+        self._deadline_kind = _NO_DEADLINE
+
+    def check_deadline(self, now: float) -> None:
+        kind = self._deadline_kind
+        if kind == _NO_DEADLINE or now < self._deadline or self.closed:
+            return
+        if kind == _IDLE:
+            self._close()
+        elif kind == _HEAD:
+            if self._active is None and not self._pipeline:
+                self._error_status = 408
+                self._send_error()
+            else:
+                self._close()
+        elif kind == _BODY:
+            ex = self._parsing
+            self._deadline_kind = _NO_DEADLINE
+            if ex is not None and (ex is not self._active or not ex._started):
+                self._reject(408, "request body timed out")
+            else:
+                self.abort()
+        elif kind == _WRITE:
+            self.abort()
+
+    # -- flow control --------------------------------------------------------------------
+    def transport_write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.write(data)
+
+    def _pause_reading(self, by: object) -> None:
+        if not self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = True
+            self._paused_by = by
+            self.transport.pause_reading()
+
+    def _resume_reading(self, by: object) -> None:
+        if (
+            not self._reading_paused
+            or self._paused_by is not by
+            or self._error_status != 0
+            or self.closed
+            or self.transport is None
+        ):
+            return
+        if by is self and (self._pipeline or self._active is not None):
+            return  # still holding pipelined requests back
+        self._reading_paused = False
+        self._paused_by = None
+        self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self._deadline_kind == _NO_DEADLINE:
+            self._set_deadline(_WRITE, max(self.settings.body_timeout, 1.0))
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._deadline_kind == _WRITE:
+            self._clear_deadline()
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        if not self.write_paused or self.closed:
+            return
+        waiter = self._drain_waiter
+        if waiter is None:
+            waiter = self._drain_waiter = self.loop.create_future()
+        await waiter
+
+    # -- closing -------------------------------------------------------------------------
+    @property
+    def is_idle(self) -> bool:
+        return self._active is None and not self._pipeline and self._deadline_kind == _IDLE
+
+    def shutdown(self) -> None:
+        if self.closed:
+            return
+        if self.is_idle or (self._active is None and not self._pipeline):
+            self._close()
+            return
+        for ex in (self._active, *self._pipeline):
+            if ex is not None:
+                ex.keep_alive = False
+
+    def _close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self._deadline_kind = _NO_DEADLINE
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+        self.closed = True
