@@ -1,0 +1,265 @@
+"""The ``bastion`` command line.
+
+::
+
+    bastion serve [APP] [options]    serve an app (MODULE:ATTR or path/to/app.py:ATTR)
+    bastion check [APP] [options]    validate the configuration and print it as TOML
+    bastion --version
+
+Every option of ``serve`` and ``check`` sets one configuration key (see
+docs/configuration.md); only the options actually given override the config file and
+the environment. A configuration problem prints ``bastion: error: ...`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import typing
+from collections.abc import Mapping, Sequence
+
+from bastion import __version__
+from bastion.config.errors import ConfigError
+from bastion.config.keys import KEYS
+from bastion.config.load import Resolved, resolve
+from bastion.config.render import render_config
+
+PROG = "bastion"
+
+
+class Option(typing.NamedTuple):
+    """One command-line option and the configuration key it sets."""
+
+    flags: tuple[str, ...]
+    key: str
+    help: str
+    metavar: str | None = None
+    action: typing.Literal["value", "append", "true", "const"] = "value"
+    const: object = None
+    choices: bool = False  # offer the key's allowed values (a Literal) as choices
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        ("-b", "--bind"),
+        "server.bind",
+        "listen address; repeat for several (HOST:PORT, [IPV6]:PORT, unix:/path, fd://N, systemd)",
+        "ADDR",
+        "append",
+    ),
+    Option(("-w", "--workers"), "workers.count", "worker processes (0: one per CPU core)", "N"),
+    Option(("--interface",), "app.interface", "how to call the app", choices=True),
+    Option(("--factory",), "app.factory", "APP is a function that returns the app", action="true"),
+    Option(("--app-dir",), "app.app_dir", "directory put first on sys.path", "DIR"),
+    Option(("--root-path",), "app.root_path", "path prefix the app is mounted below", "PATH"),
+    Option(("--lifespan",), "app.lifespan", "ASGI lifespan events", choices=True),
+    Option(
+        ("--wsgi-mode",),
+        "app.wsgi_mode",
+        "run a WSGI app on the event loop or on threads",
+        choices=True,
+    ),
+    Option(("--threads",), "app.threads", "threads per worker for --wsgi-mode threads", "N"),
+    Option(
+        ("--preload",),
+        "workers.preload",
+        "import the app in the supervisor before forking",
+        action="true",
+    ),
+    Option(
+        ("--max-requests",),
+        "workers.max_requests",
+        "restart a worker after this many requests (0: never)",
+        "N",
+    ),
+    Option(
+        ("--max-requests-jitter",),
+        "workers.max_requests_jitter",
+        "add up to N random requests to --max-requests per worker",
+        "N",
+    ),
+    Option(
+        ("--timeout",),
+        "workers.timeout",
+        "restart a worker whose event loop is blocked this long",
+        "SECONDS",
+    ),
+    Option(
+        ("--graceful-timeout",),
+        "workers.graceful_timeout",
+        "time for in-flight requests when stopping a worker",
+        "SECONDS",
+    ),
+    Option(
+        ("--keepalive-timeout",),
+        "timeouts.keepalive",
+        "close idle keep-alive connections after this long",
+        "SECONDS",
+    ),
+    Option(
+        ("--header-timeout",),
+        "timeouts.header",
+        "time allowed to receive the request headers (then 408)",
+        "SECONDS",
+    ),
+    Option(
+        ("--max-body-size",),
+        "limits.max_body_size",
+        'largest request body, like 10485760 or "10m" (then 413)',
+        "BYTES",
+    ),
+    Option(("--max-connections",), "limits.max_connections", "open connections per worker", "N"),
+    Option(("--server-header",), "server.server_header", "value of the Server header", "TEXT"),
+    Option(
+        ("--no-server-header",),
+        "server.server_header",
+        "send no Server header",
+        action="const",
+        const="",
+    ),
+    Option(
+        ("--reuse-port",),
+        "server.reuse_port",
+        "one listening socket per worker (SO_REUSEPORT)",
+        action="true",
+    ),
+    Option(
+        ("--unix-socket-mode",),
+        "server.unix_socket_mode",
+        "permissions of unix: sockets, like 660",
+        "OCTAL",
+    ),
+    Option(("--log-level",), "log.level", "error log level", choices=True),
+    Option(("--access-log",), "log.access", "access log format", choices=True),
+    Option(("--access-log-file",), "log.access_file", 'access log path ("-": stdout)', "FILE"),
+    Option(("--error-log-file",), "log.error_file", 'error log path ("-": stderr)', "FILE"),
+    Option(
+        ("--debug",),
+        "server.debug",
+        "tracebacks in 500 responses to clients on loopback",
+        action="true",
+    ),
+)
+
+APP_ARG = "APP"  # how the positional argument is named in messages
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "app",
+        nargs="?",
+        metavar=APP_ARG,
+        default=argparse.SUPPRESS,
+        help="the app: MODULE:ATTR or path/to/app.py:ATTR (config: app.target)",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="TOML config file (default: $BASTION_CONFIG, else none)",
+    )
+    for i, opt in enumerate(OPTIONS):
+        help_text = f"{opt.help} (config: {opt.key})"
+        dest = f"opt{i}"
+        if opt.action == "true":
+            parser.add_argument(
+                *opt.flags,
+                dest=dest,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        elif opt.action == "const":
+            parser.add_argument(
+                *opt.flags,
+                dest=dest,
+                action="store_const",
+                const=opt.const,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            choices = typing.get_args(KEYS[opt.key].annotation) if opt.choices else None
+            parser.add_argument(
+                *opt.flags,
+                dest=dest,
+                metavar=opt.metavar,
+                choices=choices,
+                action="append" if opt.action == "append" else "store",
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve any Python WSGI or ASGI app in production.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="serve an app",
+        description="Serve an app. Options override the config file and BASTION_* variables.",
+    )
+    _add_options(serve)
+    check = sub.add_parser(
+        "check",
+        help="validate the configuration and print it",
+        description="Validate the configuration and print the effective result as TOML.",
+    )
+    _add_options(check)
+    return parser
+
+
+def cli_values(ns: argparse.Namespace) -> tuple[str | None, dict[str, object], dict[str, str]]:
+    """From parsed arguments: the config file, key path -> value, key path -> flag."""
+    given = vars(ns)
+    values: dict[str, object] = {}
+    flags: dict[str, str] = {}
+    if "app" in given:
+        values["app.target"] = given["app"]
+        flags["app.target"] = APP_ARG
+    for i, opt in enumerate(OPTIONS):
+        if f"opt{i}" in given:
+            values[opt.key] = given[f"opt{i}"]
+            flags[opt.key] = opt.flags[-1]
+    config = given.get("config")
+    return (str(config) if config is not None else None), values, flags
+
+
+def load(ns: argparse.Namespace, env: Mapping[str, str], *, require_app: bool) -> Resolved:
+    file, values, flags = cli_values(ns)
+    return resolve(file=file, env=env, cli=values, cli_flags=flags, require_app=require_app)
+
+
+def _error(message: str) -> None:
+    for line in message.splitlines() or [""]:
+        print(f"{PROG}: error: {line}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as e:  # --help, --version and usage errors (status 2)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if ns.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        resolved = load(ns, os.environ, require_app=ns.command == "serve")
+    except ConfigError as e:
+        _error(str(e))
+        return e.exit_code
+    if ns.command == "check":
+        sys.stdout.write(render_config(resolved.config, resolved.sources))
+        print("configuration OK")
+        return 0
+    from bastion.process.supervisor import run  # type: ignore[import-not-found, unused-ignore]
+
+    return int(run(resolved.config))

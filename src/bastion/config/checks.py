@@ -1,0 +1,108 @@
+"""Checks on the whole configuration, after every value has its type.
+
+Types and ranges are checked key by key as the sources are read; what is left here is
+what only makes sense once the tree is built: listen addresses that do not parse or
+repeat, an app target that cannot be imported as written, and settings that cannot work
+together. Each check returns messages; none raises.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+
+from bastion.config.binds import BIND_FORMS, BindError, parse_bind
+from bastion.config.errors import DEFAULT, Source, problem
+from bastion.config.schema import Config
+from bastion.config.toml_write import toml_value
+
+NO_APP = "no app given: pass MODULE:ATTR or set [app] target in the config file"
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_DOTTED = rf"{_NAME}(?:\.{_NAME})*"
+_TARGET_RE = re.compile(rf"(?:{_DOTTED}|.+\.py):{_DOTTED}")
+
+
+def check_config(
+    config: Config, sources: Mapping[str, Source], *, require_app: bool = False
+) -> list[str]:
+    """Every problem with ``config`` as a whole, as messages."""
+
+    def src(path: str) -> Source:
+        return sources.get(path, DEFAULT)
+
+    out: list[str] = []
+    out.extend(_check_binds(config.server.bind, src("server.bind")))
+    out.extend(_check_app(config, src, require_app))
+    if config.workers.max_requests_jitter and not config.workers.max_requests:
+        out.append(
+            problem(
+                src("workers.max_requests_jitter"),
+                "workers.max_requests_jitter",
+                "has no effect while workers.max_requests is 0 (recycling is off); "
+                "set workers.max_requests too, or leave the jitter at 0",
+            )
+        )
+    header = config.server.server_header
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in header) or not header.isascii():
+        out.append(
+            problem(
+                src("server.server_header"),
+                "server.server_header",
+                f"expected printable ASCII text (it is sent as a header), got {toml_value(header)}",
+            )
+        )
+    return out
+
+
+def _check_binds(binds: tuple[str, ...], source: Source) -> Iterator[str]:
+    if not binds:
+        yield problem(source, "server.bind", f"expected at least one address ({BIND_FORMS})")
+        return
+    seen: dict[tuple[object, ...], int] = {}
+    for i, text in enumerate(binds):
+        key = f"server.bind[{i}]"
+        try:
+            spec = parse_bind(text)
+        except BindError as e:
+            detail = str(e) if BIND_FORMS in str(e) else f"{e} (accepted forms: {BIND_FORMS})"
+            yield problem(source, key, detail)
+            continue
+        if spec.kind == "tcp" and spec.port == 0:
+            continue  # each port-0 bind gets its own free port
+        ident = (spec.kind, spec.host, spec.port, spec.path, spec.fd)
+        if ident in seen:
+            first = seen[ident]
+            yield problem(
+                source,
+                key,
+                f"{toml_value(text)} repeats server.bind[{first}] {toml_value(binds[first])}",
+            )
+        else:
+            seen[ident] = i
+
+
+def _check_app(config: Config, src: Callable[[str], Source], require_app: bool) -> Iterator[str]:
+    app = config.app
+    if not app.target:
+        if require_app:
+            yield NO_APP
+    elif not _TARGET_RE.fullmatch(app.target):
+        yield problem(
+            src("app.target"),
+            "app.target",
+            "expected MODULE:ATTR (like myproject.asgi:application) or path/to/app.py:ATTR, "
+            f"got {toml_value(app.target)}",
+        )
+    if app.root_path and (not app.root_path.startswith("/") or app.root_path.endswith("/")):
+        yield problem(
+            src("app.root_path"),
+            "app.root_path",
+            'expected a path that starts with "/" and does not end with one (like "/api"), '
+            f"got {toml_value(app.root_path)}",
+        )
+    if not os.path.isdir(app.app_dir):
+        yield problem(
+            src("app.app_dir"), "app.app_dir", f"no such directory: {toml_value(app.app_dir)}"
+        )
