@@ -1,0 +1,186 @@
+"""The access log: one line per response, written off the event loop.
+
+:func:`make_access_log` returns the hook the HTTP protocol calls after each response, or
+``None`` when the access log is off so the protocol does no work at all. The hook only
+formats a line and puts it on a queue; a writer thread batches the lines to the file, so
+a slow disk or a full stdout pipe never stalls request handling.
+
+Formats:
+
+* ``combined`` -- the NCSA combined format that nginx and Apache write by default::
+
+      127.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET /a?b=1 HTTP/1.1" 200 5 "-" "curl/8.5"
+
+* ``json`` -- one JSON object per line with the fields ``time``, ``client``, ``method``,
+  ``path``, ``query``, ``http_version``, ``status``, ``bytes``, ``duration_ms``,
+  ``referer``, ``user_agent`` and ``pid``.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import BinaryIO
+
+import msgspec
+
+from bastion.config.schema import LogConfig
+from bastion.protocol.types import Exchange
+
+AccessLogHook = Callable[[Exchange, int, int, float], None]
+
+_STOP = b""  # queued to tell the writer thread to finish
+_BATCH = 256  # lines written with one call at most
+
+
+def _escape(value: bytes) -> str:
+    """Header bytes as printable text for a quoted log field (nginx-style \\xHH escapes)."""
+    text = value.decode("latin-1")
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in '"\\' or code < 0x20 or code >= 0x7F:
+            out.append(f"\\x{code:02X}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _find_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    referer = agent = b""
+    for name, value in headers:
+        if name == b"referer":
+            referer = value
+        elif name == b"user-agent":
+            agent = value
+    return referer, agent
+
+
+class _Writer:
+    """A queue and the thread that drains it into one binary stream."""
+
+    def __init__(self, stream: BinaryIO, owned: bool) -> None:
+        self._stream = stream
+        self._owned = owned
+        self._queue: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self.put = self._queue.put
+        self._thread = threading.Thread(target=self._run, name="bastion-access-log", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        while True:
+            line = get()
+            batch = [line]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(get_nowait())
+                except queue.Empty:
+                    break
+            stop = _STOP in batch
+            data = b"".join(batch)
+            if data:
+                try:
+                    self._stream.write(data)
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    pass  # nowhere left to report it; dropping log lines beats crashing
+            if stop:
+                return
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._owned:
+            try:
+                self._stream.close()
+            except OSError:
+                pass
+
+
+class AccessLog:
+    """The hook the protocol calls; ``close()`` writes out what is queued."""
+
+    def __init__(self, fmt: str, writer: _Writer) -> None:
+        self._writer = writer
+        self._put = writer.put
+        self._pid = os.getpid()
+        self._second = -1
+        self._stamp = ""
+        self._emit = self._combined if fmt == "combined" else self._json
+
+    def __call__(self, exchange: Exchange, status: int, body_bytes: int, duration: float) -> None:
+        try:
+            self._emit(exchange, status, body_bytes, duration)
+        except Exception:  # a log line must never break a response
+            pass
+
+    def _now(self, fmt: str) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime(fmt, time.localtime(now))
+        return self._stamp
+
+    def _combined(self, ex: Exchange, status: int, body_bytes: int, duration: float) -> None:
+        client = ex.client[0] if ex.client else "-"
+        target = ex.raw_path + b"?" + ex.query_string if ex.query_string else ex.raw_path
+        referer, agent = _find_headers(ex.headers)
+        line = (
+            f"{client} - - [{self._now('%d/%b/%Y:%H:%M:%S %z')}] "
+            f'"{ex.method} {_escape(target)} HTTP/{ex.http_version}" '
+            f'{status} {body_bytes} "{_escape(referer) if referer else "-"}" '
+            f'"{_escape(agent) if agent else "-"}"\n'
+        )
+        self._put(line.encode("utf-8", "replace"))
+
+    def _json(self, ex: Exchange, status: int, body_bytes: int, duration: float) -> None:
+        referer, agent = _find_headers(ex.headers)
+        record: dict[str, object] = {
+            "time": self._now("%Y-%m-%dT%H:%M:%S%z"),
+            "client": ex.client[0] if ex.client else None,
+            "method": ex.method,
+            "path": ex.path,
+            "query": ex.query_string.decode("latin-1"),
+            "http_version": ex.http_version,
+            "status": status,
+            "bytes": body_bytes,
+            "duration_ms": round(duration * 1000.0, 3),
+            "referer": referer.decode("latin-1") if referer else None,
+            "user_agent": agent.decode("latin-1") if agent else None,
+            "pid": self._pid,
+        }
+        self._put(_encode(record) + b"\n")
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _encode(record: dict[str, object]) -> bytes:
+    return _encoder.encode(record)
+
+
+def make_access_log(cfg: LogConfig) -> AccessLog | None:
+    """Build the access-log hook for this process, or ``None`` when it is off.
+
+    Call it in the process that serves requests (a worker, after the fork): it starts
+    the writer thread.
+    """
+    if cfg.access == "off":
+        return None
+    if cfg.access_file in ("", "-"):
+        writer = _Writer(sys.stdout.buffer, owned=False)
+    else:
+        writer = _Writer(open(cfg.access_file, "ab"), owned=True)  # noqa: SIM115
+    return AccessLog(cfg.access, writer)

@@ -1,0 +1,483 @@
+"""The supervisor: owns the sockets, forks the workers, and keeps them running.
+
+It is deliberately plain blocking Python with no event loop and no threads, because it
+forks. One loop waits (``selectors``) on the signal wakeup pipe and on every worker's
+control pipe, then reaps exited workers, checks heartbeats and deadlines, and brings the
+number of workers back to the target. See docs/process.md and docs/signals.md.
+
+Start-up: open the listeners, optionally preload the app, fork ``workers.count`` workers
+and wait until every one says ``ready``. If any worker cannot start (the app fails to
+import, lifespan start-up fails) everything stops and ``run`` returns 1 with the app's
+message in the log -- a broken deploy never turns into a restart loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import selectors
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bastion import __version__
+from bastion.config.schema import Config
+from bastion.observe.logging import error_stream, logger, setup_logging
+from bastion.process.children import Child, State, describe_status
+from bastion.process.control import ControlReader, Message
+from bastion.process.heartbeat import HeartbeatTable
+from bastion.process.listeners import Listener, ListenerError, close_listeners, open_listeners
+from bastion.process.signals import SignalQueue
+from bastion.process.worker import EXIT_STARTUP_FAILED, WorkerSpec, run_worker
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # could not start (bind, app import, lifespan) or a fatal error
+
+BACKOFF_MIN = 0.1  # first restart delay after a crash
+BACKOFF_MAX = 10.0
+BACKOFF_RESET = 30.0  # a worker that lived this long resets the delay
+SHUTDOWN_GRACE = 5.0  # after graceful_timeout, time left for lifespan shutdown
+DUMP_WAIT = 1.0  # between the stack-dump signal and SIGKILL for a blocked worker
+QUIT_WAIT = 2.0  # after SIGQUIT, before SIGKILL
+TICK = 1.0  # longest wait in the main loop (heartbeat checks)
+
+ReloadConfig = Callable[[], Config]
+
+
+def worker_count(config: Config) -> int:
+    """``workers.count``, with 0 meaning one per CPU this process may run on."""
+    if config.workers.count:
+        return config.workers.count
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def run(config: Config, *, reload: ReloadConfig | None = None) -> int:
+    """Serve until told to stop; return the process exit status.
+
+    ``reload`` re-reads the configuration (file, environment, the same command-line
+    flags) on SIGHUP; it may raise to report an invalid configuration, which is logged
+    and the running configuration kept. Without it SIGHUP re-imports the app only.
+    """
+    setup_logging(config.log)
+    return Supervisor(config, reload).run()
+
+
+class Supervisor:
+    def __init__(self, config: Config, reload: ReloadConfig | None) -> None:
+        self.config = config
+        self.reload_config = reload
+        self.target = worker_count(config)
+        self.children: dict[int, Child] = {}
+        self.phase = "starting"  # starting -> running -> stopping
+        self.exit_code = EXIT_OK
+        self.listeners: list[Listener] = []
+        self.loaded: Any = None
+        self.heartbeat = HeartbeatTable()
+        self.signals = SignalQueue()
+        self.selector = selectors.DefaultSelector()
+        self.generation = 0
+        self.reloading = False
+        self.backoff = BACKOFF_MIN
+        self.respawn_at = 0.0
+        self.startup_deadline = math.inf
+        self.stop_deadline = math.inf
+
+    # -- start-up ----------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            self.listeners = open_listeners(self.config.server)
+        except ListenerError as exc:
+            self._report_fatal(str(exc))
+            return EXIT_FAILED
+        try:
+            if self.config.workers.preload and not self._preload():
+                return EXIT_FAILED
+            self.signals.install()
+            self.selector.register(self.signals.read_fd, selectors.EVENT_READ, None)
+            self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout
+            self._reconcile()
+            self._loop()
+        finally:
+            self._cleanup()
+        return self.exit_code
+
+    def _preload(self) -> bool:
+        from bastion.gateway.loader import AppLoadError, load_app
+
+        try:
+            self.loaded = load_app(self.config.app)
+        except AppLoadError as exc:
+            self._report_fatal(str(exc))
+            return False
+        except Exception as exc:
+            self._report_fatal(f"cannot load {self.config.app.target}: {exc!r}")
+            return False
+        return True
+
+    def _report_fatal(self, message: str) -> None:
+        logger.error("%s", message)
+        if error_stream() is not sys.stderr:
+            print(message, file=sys.stderr, flush=True)
+
+    def _banner(self, interface: str) -> None:
+        for lst in self.listeners:
+            logger.info("listening on %s", lst.describe())
+        count = len(self._serving())
+        logger.info(
+            "bastion %s ready: serving %s (%s) with %d worker%s, pid %d",
+            __version__,
+            self.config.app.target,
+            (interface or "?").upper(),
+            count,
+            "" if count == 1 else "s",
+            os.getpid(),
+        )
+
+    # -- the main loop -----------------------------------------------------------------
+    def _loop(self) -> None:
+        while self.phase != "stopping" or self.children:
+            for key, _ in self.selector.select(self._wait_time()):
+                if key.data is None:
+                    for sig in self.signals.pending():
+                        self._on_signal(sig)
+                else:
+                    self._read_messages(key.data)
+            self._reap()
+            self._check_deadlines()
+            self._reconcile()
+
+    def _wait_time(self) -> float:
+        now = time.monotonic()
+        deadlines = [now + TICK, self.startup_deadline, self.stop_deadline]
+        deadlines.extend(c.kill_at for c in self.children.values())
+        if self.respawn_at > now and self.phase == "running":
+            deadlines.append(self.respawn_at)
+        return max(0.0, min(deadlines) - now)
+
+    # -- signals -----------------------------------------------------------------------
+    def _on_signal(self, sig: int) -> None:
+        if sig == signal.SIGCHLD:
+            return
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            if self.phase != "stopping":
+                name = signal.Signals(sig).name
+                logger.info("%s received: stopping gracefully", name)
+                self._stop(immediate=False)
+            elif sig == signal.SIGINT:
+                logger.info("SIGINT received again: stopping now")
+                self._stop(immediate=True)
+        elif sig == signal.SIGQUIT:
+            logger.info("SIGQUIT received: stopping now")
+            self._stop(immediate=True)
+        elif sig == signal.SIGHUP:
+            self._reload()
+        elif sig == signal.SIGTTIN:
+            self.target += 1
+            logger.info("SIGTTIN received: %d workers", self.target)
+        elif sig == signal.SIGTTOU:
+            if self.target > 1:
+                self.target -= 1
+            logger.info("SIGTTOU received: %d worker%s", self.target, "s"[: self.target - 1])
+
+    # -- workers -----------------------------------------------------------------------
+    def _spawn(self, predecessor: Child | None = None, for_reload: bool = False) -> Child:
+        slot = self.heartbeat.allocate()
+        read_fd, write_fd = os.pipe()
+        close_fds = [*self.signals.fds, self.selector.fileno(), read_fd]
+        close_fds.extend(c.control.fd for c in self.children.values())
+        spec = WorkerSpec(
+            config=self.config,
+            listeners=self.listeners,
+            heartbeat=self.heartbeat,
+            slot=slot,
+            control_fd=write_fd,
+            close_fds=close_fds,
+            loaded=self.loaded,
+        )
+        for stream in (sys.stdout, sys.stderr, error_stream()):
+            stream.flush()
+        if self.loaded is not None:
+            gc.freeze()  # keep the preloaded objects' pages shared with the workers
+        self.signals.block()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                run_worker(spec)  # unblocks the signals once its own handlers are set
+        finally:
+            self.signals.unblock()
+        os.close(write_fd)
+        child = Child(
+            pid=pid,
+            slot=slot,
+            control=ControlReader(read_fd),
+            generation=self.generation,
+            started=time.monotonic(),
+            predecessor=predecessor,
+            for_reload=for_reload,
+        )
+        if predecessor is not None:
+            predecessor.successor = child
+        self.children[pid] = child
+        self.selector.register(read_fd, selectors.EVENT_READ, child)
+        logger.debug("worker %d started", pid)
+        return child
+
+    def _serving(self) -> list[Child]:
+        """Workers that count toward the target: not retiring, not someone's replacement."""
+        return [
+            c for c in self.children.values() if c.state is not State.RETIRING and not c.predecessor
+        ]
+
+    def _reconcile(self) -> None:
+        """Start or retire workers until the target number is serving or starting."""
+        if self.phase == "stopping":
+            return
+        serving = self._serving()
+        missing = self.target - len(serving)
+        if missing > 0:
+            if self.phase == "running" and time.monotonic() < self.respawn_at:
+                return
+            for _ in range(missing):
+                self._spawn()
+        elif missing < 0 and self.phase == "running":
+            # retire the newest first: the longest-running ones are warm
+            for child in sorted(serving, key=lambda c: c.started, reverse=True)[:-missing]:
+                self._retire(child, "fewer workers wanted")
+
+    def _retire(self, child: Child, reason: str) -> None:
+        child.unlink()
+        child.state = State.RETIRING
+        child.reason = reason
+        child.kill_at = time.monotonic() + self.config.workers.graceful_timeout + SHUTDOWN_GRACE
+        logger.info("stopping worker %d (%s)", child.pid, reason)
+        child.signal(signal.SIGTERM)
+
+    def _read_messages(self, child: Child) -> None:
+        for msg in child.control.read():
+            self._on_message(child, msg)
+        if child.control.closed and child.control.fd >= 0:
+            self.selector.unregister(child.control.fd)
+            child.control.close()
+
+    def _on_message(self, child: Child, msg: Message) -> None:
+        if msg.kind == "failed":
+            child.failure = msg.message
+            if self.phase == "starting":
+                self._fatal(msg.message)
+        elif msg.kind == "ready":
+            self._on_ready(child, msg.interface)
+        elif (
+            msg.kind == "recycle"
+            and self.phase == "running"
+            and child.state is State.READY
+            and not child.successor
+        ):
+            logger.info("worker %d reached max_requests: replacing it", child.pid)
+            self._spawn(predecessor=child)
+
+    def _on_ready(self, child: Child, interface: str) -> None:
+        if child.state is not State.STARTING:
+            return
+        child.state = State.READY
+        child.interface = interface
+        logger.debug("worker %d serving", child.pid)
+        old = child.predecessor
+        if old is not None:
+            child.unlink()
+            self._retire(old, "reloaded" if child.for_reload else "replaced")
+        if self.phase == "starting" and not any(
+            c.state is State.STARTING for c in self.children.values()
+        ):
+            self.phase = "running"
+            self._banner(interface)
+        if child.for_reload:
+            self._advance_reload()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self._on_exit(child, status)
+
+    def _on_exit(self, child: Child, status: int) -> None:
+        if child.control.fd >= 0:
+            self._read_messages(child)  # a last "failed" may have come with the exit
+            if child.control.fd >= 0:
+                self.selector.unregister(child.control.fd)
+                child.control.close()
+        self.heartbeat.release(child.slot)
+        replaced = child.predecessor
+        child.unlink()
+        how = describe_status(status)
+        failed = os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_STARTUP_FAILED
+        if self.phase == "stopping" or child.state is State.RETIRING:
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                logger.info("worker %d stopped", child.pid)
+            elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM:
+                logger.debug("worker %d %s", child.pid, how)  # stopped before it could drain
+            else:
+                logger.warning("worker %d %s", child.pid, how)
+            return
+        if self.phase == "starting":
+            self._fatal(child.failure or f"worker {child.pid} {how} while starting")
+            return
+        if child.failure or failed:
+            logger.error("worker %d could not start: %s", child.pid, child.failure or how)
+        else:
+            logger.error("worker %d %s unexpectedly", child.pid, how)
+        if child.for_reload and self.reloading:
+            self.reloading = False
+            logger.error("reload failed: keeping the running workers")
+        if replaced is not None:
+            return  # the worker it was meant to replace keeps serving
+        now = time.monotonic()
+        if now - child.started >= BACKOFF_RESET:
+            self.backoff = BACKOFF_MIN
+        self.respawn_at = now + self.backoff
+        logger.info("starting a new worker in %.1fs", self.backoff)
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+
+    # -- deadlines and heartbeats ------------------------------------------------------
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        if self.phase == "starting" and now >= self.startup_deadline:
+            self._fatal(
+                f"workers did not start within {self.config.workers.startup_timeout:g}s "
+                "(workers.startup_timeout)"
+            )
+        timeout = self.config.workers.timeout
+        startup_timeout = self.config.workers.startup_timeout
+        for child in list(self.children.values()):
+            if now >= child.kill_at:
+                child.kill_at = math.inf
+                if child.reason != "timeout":
+                    logger.warning("worker %d did not stop in time: killing it", child.pid)
+                child.signal(signal.SIGKILL)
+                continue
+            if child.state is State.STARTING:
+                if self.phase == "running" and now - child.started > startup_timeout:
+                    logger.error(
+                        "worker %d did not start within %gs: killing it",
+                        child.pid,
+                        startup_timeout,
+                    )
+                    child.failure = "start-up timed out"
+                    child.signal(signal.SIGKILL)
+                continue
+            if child.reason == "timeout":
+                continue
+            last = self.heartbeat.last_beat(child.slot)
+            if last and now - last > timeout:
+                logger.error("worker %d timed out (event loop blocked > %gs)", child.pid, timeout)
+                self._retire_blocked(child, now)
+
+    def _retire_blocked(self, child: Child, now: float) -> None:
+        child.unlink()
+        child.state = State.RETIRING
+        child.reason = "timeout"
+        child.signal(signal.SIGUSR1)  # faulthandler in the worker dumps every stack
+        child.kill_at = now + DUMP_WAIT
+
+    # -- reload ------------------------------------------------------------------------
+    def _reload(self) -> None:
+        if self.phase != "running":
+            logger.info("SIGHUP received while %s: ignored", self.phase)
+            return
+        if self.reload_config is not None:
+            try:
+                config = self.reload_config()
+            except Exception as exc:
+                logger.error(
+                    "SIGHUP: the new configuration is invalid, keeping the current one:\n%s",
+                    exc,
+                )
+                return
+            self._apply_config(config)
+        self.generation += 1
+        self.reloading = True
+        old = sum(1 for c in self.children.values() if c.state is State.READY)
+        logger.info("SIGHUP received: reloading %d worker%s one by one", old, "s"[: old - 1])
+        self._advance_reload()
+
+    def _apply_config(self, config: Config) -> None:
+        old = self.config
+        for name, needs in (
+            ("server.bind", old.server.bind != config.server.bind),
+            ("server.reuse_port", old.server.reuse_port != config.server.reuse_port),
+            ("workers.preload", old.workers.preload != config.workers.preload),
+        ):
+            if needs:
+                logger.warning("SIGHUP: a change of %s takes effect only after a restart", name)
+        self.config = config
+        self.target = worker_count(config)
+        if config.log != old.log:
+            setup_logging(config.log)
+
+    def _advance_reload(self) -> None:
+        if not self.reloading:
+            return
+        if any(c.for_reload and c.state is State.STARTING for c in self.children.values()):
+            return
+        for child in sorted(self.children.values(), key=lambda c: c.started):
+            if (
+                child.generation < self.generation
+                and child.state is State.READY
+                and child.successor is None
+            ):
+                self._spawn(predecessor=child, for_reload=True)
+                return
+        self.reloading = False
+        count = len(self._serving())
+        logger.info("reload complete: %d worker%s serving", count, "s"[: count - 1])
+
+    # -- stopping ----------------------------------------------------------------------
+    def _fatal(self, message: str) -> None:
+        if self.phase == "stopping":
+            return
+        self._report_fatal(message)
+        self.exit_code = EXIT_FAILED
+        self._stop(immediate=False)
+
+    def _stop(self, immediate: bool) -> None:
+        now = time.monotonic()
+        self.phase = "stopping"
+        self.reloading = False
+        self.startup_deadline = math.inf
+        close_listeners(self.listeners)  # the kernel stops queueing new connections
+        for child in self.children.values():
+            child.unlink()
+            if immediate:
+                child.signal(signal.SIGQUIT)
+                child.kill_at = min(child.kill_at, now + QUIT_WAIT)
+            elif child.state is not State.RETIRING:
+                child.state = State.RETIRING
+                child.reason = "stop"
+                child.signal(signal.SIGTERM)
+                child.kill_at = now + self.config.workers.graceful_timeout + SHUTDOWN_GRACE
+
+    def _cleanup(self) -> None:
+        for child in self.children.values():
+            child.signal(signal.SIGKILL)
+        for pid in list(self.children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.children.clear()
+        close_listeners(self.listeners)
+        self.signals.restore()
+        self.selector.close()
+        self.heartbeat.close()
+        logger.info("bastion stopped")

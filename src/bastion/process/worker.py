@@ -1,0 +1,262 @@
+"""A worker: one process, one uvloop event loop, serving requests until told to stop.
+
+The supervisor forks it and calls :func:`run_worker`, which never returns. In order the
+worker resets the signal handlers it inherited, sets up non-blocking logging, loads the
+app (unless the supervisor preloaded it), runs lifespan start-up, starts serving on the
+inherited sockets, starts its heartbeat and tells the supervisor ``ready``.
+
+SIGTERM or SIGINT start a graceful stop: stop accepting, let in-flight requests finish
+within ``workers.graceful_timeout``, drop what is left, run lifespan shutdown, exit 0.
+A second SIGINT or a SIGQUIT stops at once. SIGUSR1 dumps every thread's Python stack to
+the error log (the supervisor sends it before killing a worker whose loop is blocked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import os
+import random
+import signal
+import socket
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from bastion.config.schema import Config
+from bastion.observe.accesslog import AccessLog, make_access_log
+from bastion.observe.logging import error_stream, flush_logging, logger, setup_worker_logging
+from bastion.process.control import ControlWriter, Message
+from bastion.process.heartbeat import HeartbeatTable
+from bastion.process.listeners import Listener, worker_sockets
+
+if TYPE_CHECKING:
+    from bastion.gateway import Gateway
+
+# Exit statuses a worker uses to tell the supervisor why it ended.
+EXIT_OK = 0
+EXIT_ERROR = 1  # an unexpected error after start-up (logged)
+EXIT_STARTUP_FAILED = 3  # the app failed to import or its lifespan start-up failed
+
+# Signals the supervisor handles; a worker must not act on the copies it inherited.
+_INHERITED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGCHLD,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+# Signals meant for the supervisor only (a whole process group may receive them).
+_IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker takes from the supervisor across the fork."""
+
+    config: Config
+    listeners: list[Listener]
+    heartbeat: HeartbeatTable
+    slot: int
+    control_fd: int
+    close_fds: list[int]  # supervisor-side descriptors this process must not keep
+    loaded: Any = None  # the preloaded app (bastion.gateway.loader.LoadedApp) or None
+
+
+def run_worker(spec: WorkerSpec) -> NoReturn:
+    """The body of a forked worker. Exits the process; never returns."""
+    code = EXIT_ERROR
+    try:
+        code = _Worker(spec).run()
+    except BaseException:
+        try:
+            logger.critical("worker crashed:\n%s", traceback.format_exc())
+        except BaseException:
+            pass
+    finally:
+        try:
+            flush_logging()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _startup_message(exc: BaseException) -> str:
+    """The app's own words for why it could not start."""
+    from bastion.gateway.lifespan import LifespanFailure
+    from bastion.gateway.loader import AppLoadError
+
+    if isinstance(exc, AppLoadError | LifespanFailure):
+        return str(exc) or type(exc).__name__
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
+class _Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.config = spec.config
+        self.control = ControlWriter(spec.control_fd)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping: asyncio.Event | None = None
+        self.stop_count = 0
+        self.immediate = False
+        self.recycle_sent = False
+        self.limit = 0
+        self.tracker: Any = None
+        self.access_log: AccessLog | None = None
+        self.parent = os.getppid()
+
+    # -- process set-up ----------------------------------------------------------------
+    def _reset_process(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in _INHERITED:
+            signal.signal(sig, signal.SIG_DFL)
+        for sig in _IGNORED:
+            signal.signal(sig, signal.SIG_IGN)
+        # the supervisor blocked these around the fork
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (*_INHERITED, *_IGNORED))
+        for fd in self.spec.close_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        random.seed()  # the parent's random state would be shared by every worker
+        setup_worker_logging(self.config.log)
+        faulthandler.register(signal.SIGUSR1, file=error_stream(), all_threads=True)
+
+    # -- main --------------------------------------------------------------------------
+    def run(self) -> int:
+        self._reset_process()
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        self.loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(self._main())
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    async def _main(self) -> int:
+        from bastion.gateway import build_gateway
+
+        self.stopping = asyncio.Event()
+        try:
+            gateway = build_gateway(self.config, self.spec.loaded)
+            await gateway.startup()
+        except Exception as exc:
+            message = _startup_message(exc)
+            self.control.send(Message(kind="failed", message=message))
+            return EXIT_STARTUP_FAILED
+        try:
+            servers = await self._serve(gateway)
+        except Exception as exc:
+            self.control.send(Message(kind="failed", message=f"cannot serve: {exc}"))
+            await self._shutdown_gateway(gateway)
+            return EXIT_STARTUP_FAILED
+        self._install_signals()
+        self._beat()
+        self.control.send(Message(kind="ready", interface=gateway.interface))
+        await self.stopping.wait()
+        return await self._stop(gateway, servers)
+
+    async def _serve(self, gateway: Gateway) -> list[asyncio.AbstractServer]:
+        from bastion.protocol.http1 import HTTP1Protocol, ProtocolSettings
+        from bastion.protocol.state import ConnectionTracker
+
+        access_log = make_access_log(self.config.log)
+        self.access_log = access_log
+        settings = ProtocolSettings.from_config(self.config, access_log=access_log)
+        tracker = ConnectionTracker()
+        self.tracker = tracker
+        workers = self.config.workers
+        if workers.max_requests:
+            jitter = random.randint(0, workers.max_requests_jitter)
+            self.limit = workers.max_requests + jitter
+            tracker.on_request = self._count
+        handler = gateway.handler
+        assert self.loop is not None
+        servers: list[asyncio.AbstractServer] = []
+        socks: list[socket.socket] = worker_sockets(self.spec.listeners, self.config.server.backlog)
+        for sock in socks:
+            server = await self.loop.create_server(
+                lambda: HTTP1Protocol(settings, handler, tracker),
+                sock=sock,
+                backlog=self.config.server.backlog,
+            )
+            servers.append(server)
+        return servers
+
+    # -- max_requests ----------------------------------------------------------------
+    def _count(self) -> None:
+        if not self.recycle_sent and self.tracker.requests_served >= self.limit:
+            self.recycle_sent = True
+            logger.info("worker %d served %d requests: recycling", os.getpid(), self.limit)
+            self.control.send(Message(kind="recycle"))
+
+    # -- heartbeat ---------------------------------------------------------------------
+    def _beat(self) -> None:
+        self.spec.heartbeat.beat(self.spec.slot)
+        assert self.loop is not None and self.stopping is not None
+        if os.getppid() != self.parent and not self.stopping.is_set():
+            # the supervisor died (SIGKILL, OOM killer): nobody would ever stop us
+            logger.warning("worker %d: the supervisor is gone, stopping", os.getpid())
+            self.stopping.set()
+        self.loop.call_later(self.config.workers.heartbeat_interval, self._beat)
+
+    # -- stopping ----------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        assert self.loop is not None
+        self.loop.add_signal_handler(signal.SIGTERM, self._on_stop, signal.SIGTERM)
+        self.loop.add_signal_handler(signal.SIGINT, self._on_stop, signal.SIGINT)
+        self.loop.add_signal_handler(signal.SIGQUIT, self._on_quit)
+
+    def _on_stop(self, sig: int) -> None:
+        assert self.stopping is not None
+        self.stop_count += 1
+        if self.stop_count > 1 and sig == signal.SIGINT:
+            self._on_quit()
+            return
+        self.stopping.set()
+
+    def _on_quit(self) -> None:
+        # stop at once: no draining, no lifespan shutdown
+        logger.info("worker %d stopping immediately", os.getpid())
+        try:
+            if self.tracker is not None:
+                self.tracker.abort_all()
+            flush_logging()
+        finally:
+            os._exit(EXIT_OK)
+
+    async def _stop(self, gateway: Gateway, servers: list[asyncio.AbstractServer]) -> int:
+        for server in servers:
+            server.close()
+        tracker = self.tracker
+        tracker.shutdown()
+        grace = self.config.workers.graceful_timeout
+        if not await tracker.wait_closed(grace):
+            logger.warning(
+                "worker %d: %d connection(s) still busy after %gs: closing them",
+                os.getpid(),
+                len(tracker.connections),
+                grace,
+            )
+        tracker.abort_all()
+        await self._shutdown_gateway(gateway)
+        if self.access_log is not None:
+            self.access_log.close()
+        return EXIT_OK
+
+    async def _shutdown_gateway(self, gateway: Gateway) -> None:
+        try:
+            await gateway.shutdown()
+        except Exception:
+            logger.exception("worker %d: error during shutdown", os.getpid())
