@@ -280,3 +280,55 @@ def test_root_path_prefixes_generated_urls(case: Case) -> None:
         assert body["json_url"] == "/prefix/json"
         assert body["root_path"] == "/prefix"
         assert c.get("/prefix/json").json()["framework"] == case.name
+
+
+# -- the examples and the demo -----------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+EXAMPLE_APPS = [
+    ("hello_asgi:app", (), "Hello, world!"),
+    ("hello_wsgi:app", (), "Hello, world!"),
+    ("flask_app:app", (), "Hello from Flask!"),
+    ("fastapi_app:app", (), "Hello from FastAPI!"),
+    ("starlette_app:app", (), "Hello from Starlette!"),
+    ("mysite.wsgi:application", ("--app-dir", "django_site"), "Hello from Django!"),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "expect"), EXAMPLE_APPS, ids=[a[0].split(".")[0] for a in EXAMPLE_APPS]
+)
+def test_examples_serve_their_index(target: str, extra: tuple[str, ...], expect: str) -> None:
+    with (
+        serve(target, *extra, "--workers", "1", cwd=EXAMPLES) as proc,
+        httpx.Client(base_url=proc.url, timeout=15.0) as c,
+    ):
+        r = c.get("/")
+        assert r.status_code == 200
+        assert expect in r.text
+
+
+def test_demo_with_its_config_file() -> None:
+    """What ``make run`` serves, on port 0 instead of 8000 (flags override the file)."""
+    demo = EXAMPLES / "demo"
+    args = ["serve", "-c", "bastion.toml", "--bind", "127.0.0.1:0"]
+    with (
+        BastionProcess(args, cwd=demo) as proc,
+        httpx.Client(base_url=proc.url, timeout=15.0) as c,
+    ):
+        assert "with 2 workers" in proc.log
+        page = c.get("/")
+        assert page.status_code == 200
+        assert "bastion demo" in page.text
+        who = c.get("/api/whoami").json()
+        assert f'worker pid <span class="big">{who["worker_pid"]}</span>' in page.text
+        assert who["supervisor_pid"] == proc.pid
+        upload = c.post("/upload", files={"file": ("a.txt", b"bastion")}).json()
+        assert upload["sha256"] == _sha256(b"bastion")
+        with c.stream("GET", "/events") as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            first = next(r.iter_lines())
+        assert first.startswith("data: tick 1/")
+        proc.wait_for_log(r'"GET /api/whoami HTTP/1.1" 200')  # the access log is on
