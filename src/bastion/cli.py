@@ -24,6 +24,7 @@ from bastion.config.errors import ConfigError
 from bastion.config.keys import KEYS
 from bastion.config.load import Resolved, resolve
 from bastion.config.render import render_config
+from bastion.config.schema import Config
 
 PROG = "bastion"
 
@@ -262,4 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from bastion.process.supervisor import run  # type: ignore[import-not-found, unused-ignore]
 
-    return int(run(resolved.config))
+    def reload() -> Config:
+        """On SIGHUP: the file and the environment again, with the same flags."""
+        return load(ns, os.environ, require_app=True).config
+
+    return int(run(resolved.config, reload=reload))

@@ -245,3 +245,15 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "bastion.toml",
     ]
     assert "server.bind[0]" in found[-1]
+
+
+def test_heartbeat_must_be_shorter_than_the_worker_timeout(tmp_path: Path) -> None:
+    assert problems(
+        tmp_path,
+        "[workers]\ntimeout = 5\n",
+        env={"BASTION_WORKERS__HEARTBEAT_INTERVAL": "5"},
+    ) == (
+        "environment variable BASTION_WORKERS__HEARTBEAT_INTERVAL: workers.heartbeat_interval: "
+        "must be shorter than workers.timeout (5s), or every worker would be killed as blocked; "
+        "got 5",
+    )

@@ -44,6 +44,16 @@ def check_config(
                 "set workers.max_requests too, or leave the jitter at 0",
             )
         )
+    workers = config.workers
+    if workers.heartbeat_interval >= workers.timeout:
+        out.append(
+            problem(
+                src("workers.heartbeat_interval"),
+                "workers.heartbeat_interval",
+                f"must be shorter than workers.timeout ({workers.timeout:g}s), or every worker "
+                f"would be killed as blocked; got {workers.heartbeat_interval:g}",
+            )
+        )
     header = config.server.server_header
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in header) or not header.isascii():
         out.append(
