@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render_config(resolved.config, resolved.sources))
         print("configuration OK")
         return 0
-    from bastion.process.supervisor import run  # type: ignore[import-not-found, unused-ignore]
+    from bastion.process.supervisor import run
 
     def reload() -> Config:
         """On SIGHUP: the file and the environment again, with the same flags."""
