@@ -1,0 +1,1 @@
+"""The pieces of bench/run.py: workloads, servers, measurements, environment."""

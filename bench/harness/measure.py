@@ -1,0 +1,101 @@
+"""One measurement: a server under wrk, with its latency, throughput and memory."""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness.procfs import CpuSnapshot, RssSampler, cpu_usage, process_tree, rss_kib
+from harness.servers import (
+    BENCH,
+    CLIENT_CPU,
+    HOST,
+    SERVER_CPU,
+    Server,
+    free_port,
+    probe,
+    server_command,
+)
+from harness.workloads import Workload
+
+# -- wrk ----------------------------------------------------------------------------------
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def run_wrk(w: Workload, port: int, seconds: float, connections: int) -> dict[str, Any]:
+    cmd = ["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", f"-c{connections}"]
+    cmd += [f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
+    if w.post:
+        cmd += ["-s", str(BENCH / "post_10k.lua")]
+    cmd.append(f"http://{HOST}:{port}/")
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + 30, check=False
+    ).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    result: dict[str, Any] = {"requests": 0, "rps": 0.0, "non_2xx": 0, "socket_errors": {}}
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
+        result["rps"] = float(m.group(1))
+    if m := re.search(r"(\d+) requests in", out):
+        result["requests"] = int(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        result["non_2xx"] = int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        keys = ("connect", "read", "write", "timeout")
+        result["socket_errors"] = {k: int(v) for k, v in zip(keys, m.groups(), strict=True)}
+    for pct, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M):
+        result[f"p{pct}_ms"] = round(float(value) * _UNIT_MS[unit], 3)
+    if not result["requests"]:
+        result["wrk_output"] = out[-2000:]
+    return result
+
+
+# -- one measurement ------------------------------------------------------------------------
+
+
+def measure(server: str, w: Workload, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    port = free_port()
+    cmd = server_command(server, w, port)
+    row: dict[str, Any] = {"server": server, "ok": False, "command": " ".join(cmd)}
+    srv = Server(server, cmd, port, logs / f"{w.name}-{server}.log")
+    try:
+        pid = srv.start()
+        srv.wait_ready(w)
+        row["idle_rss_tree_mb"] = _mb(sum(rss_kib(p) for p in process_tree(pid)))
+        if args.warmup > 0:
+            run_wrk(w, port, args.warmup, args.connections)
+        cpus = (SERVER_CPU, CLIENT_CPU)
+        with RssSampler(pid) as rss:
+            before = CpuSnapshot.take(pid, cpus)
+            row.update(run_wrk(w, port, args.duration, args.connections))
+            after = CpuSnapshot.take(pid, cpus)
+            rss.sample()
+        row.update(cpu_usage(before, after, SERVER_CPU, CLIENT_CPU))
+        row["rss_tree_mb"] = _mb(rss.peak_tree_kib)
+        row["rss_worker_mb"] = _mb(rss.peak_worker_kib)
+        row["processes"] = len(rss.peak_by_pid)
+        if (status := srv.exited()) is not None:
+            raise RuntimeError(f"exited during the run with status {status}")
+        wrong = probe(w, port)
+        if wrong:
+            raise RuntimeError(f"wrong answer after the run: {wrong}")
+        if not row["requests"]:
+            raise RuntimeError("wrk completed no request")
+        row["ok"] = True
+    except (RuntimeError, OSError, http.client.HTTPException, subprocess.SubprocessError) as e:
+        row["error"] = str(e)
+        row["log_tail"] = srv.log_tail()
+    finally:
+        row["port_freed"] = srv.stop()
+    return row
+
+
+def _mb(kib: int) -> float:
+    return round(kib / 1024, 1)

@@ -1,0 +1,132 @@
+"""What /proc tells about a server: its process tree, its memory and its CPU time."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+RSS_INTERVAL = 0.2  # seconds between RSS samples
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (pids alive now)."""
+    children = _children_map()
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class RssSampler:
+    """Samples the RSS of a process tree in a thread; keeps the peaks."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.peak_tree_kib = 0
+        self.peak_by_pid: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def sample(self) -> None:
+        total = 0
+        for pid in process_tree(self.root):
+            kib = rss_kib(pid)
+            total += kib
+            self.peak_by_pid[pid] = max(self.peak_by_pid.get(pid, 0), kib)
+        self.peak_tree_kib = max(self.peak_tree_kib, total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(RSS_INTERVAL)
+
+    @property
+    def peak_worker_kib(self) -> int:
+        """The largest process below the root (the worker), or the root if it has none."""
+        below = [kib for pid, kib in self.peak_by_pid.items() if pid != self.root]
+        return max(below) if below else self.peak_by_pid.get(self.root, 0)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Clock ticks so far: busy and total per CPU, and used by a process tree."""
+
+    busy: dict[int, int]
+    total: dict[int, int]
+    tree: int
+
+    @classmethod
+    def take(cls, root: int, cpus: tuple[int, ...]) -> CpuSnapshot:
+        busy, total = {}, {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *values = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    # user nice system idle iowait irq softirq steal (guest is inside user)
+                    t = [int(v) for v in values[:8]]
+                    busy[int(name[3:])] = t[0] + t[1] + t[2] + t[5] + t[6] + t[7]
+                    total[int(name[3:])] = sum(t)
+        return cls(busy, total, sum(_ticks(pid) for pid in process_tree(root)))
+
+
+def _ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def cpu_usage(
+    before: CpuSnapshot, after: CpuSnapshot, server_cpu: int, client_cpu: int
+) -> dict[str, float]:
+    """Percent of one core: the server's tree, everything else on its core, the client core."""
+    span = max(1, after.total[server_cpu] - before.total[server_cpu])
+    tree = after.tree - before.tree
+    others = after.busy[server_cpu] - before.busy[server_cpu] - tree
+    client_span = max(1, after.total[client_cpu] - before.total[client_cpu])
+    client = after.busy[client_cpu] - before.busy[client_cpu]
+    return {
+        "server_cpu_pct": round(min(100.0, 100 * tree / span), 1),
+        "others_on_server_cpu_pct": round(max(0.0, 100 * others / span), 1),
+        "client_cpu_pct": round(100 * client / client_span, 1),
+    }

@@ -1,0 +1,178 @@
+"""What is measured: the workloads (app, interface, which servers) and bastion's targets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+SERVERS = ("bastion", "granian", "uvicorn", "gunicorn", "hypercorn", "waitress")
+ASGI_PEERS = ("granian", "uvicorn", "hypercorn")
+WSGI_PEERS = ("granian", "gunicorn", "hypercorn", "waitress")
+WSGI_THREADS = 8  # thread pool size for every server in the WSGI threads workload
+
+HELLO = b"Hello, world!"
+JSON_BODY = {"message": "Hello, world!", "id": 1, "ok": True}
+POST_BODY = b"x" * 10240  # what post_10k.lua sends
+
+
+# -- workloads ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    interface: str  # "asgi" | "wsgi"
+    target: str  # module:attribute under bench/apps
+    servers: tuple[str, ...]
+    expect: Callable[[bytes], bool]  # does a 200 response body look right?
+    post: bool = False  # POST 10 KiB (post_10k.lua) instead of GET
+    threads: bool = False  # WSGI app on a thread pool of WSGI_THREADS
+
+
+def _is_hello(body: bytes) -> bool:
+    return body == HELLO
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        return bool(json.loads(body) == JSON_BODY)
+    except ValueError:
+        return False
+
+
+def _is_echo(body: bytes) -> bool:
+    return body == POST_BODY
+
+
+WORKLOADS = (
+    Workload(
+        "asgi-plaintext",
+        "ASGI plaintext (raw ASGI hello, 13-byte body)",
+        "asgi",
+        "raw_asgi:hello",
+        ("bastion", *ASGI_PEERS),
+        _is_hello,
+    ),
+    Workload(
+        "asgi-json",
+        "ASGI JSON (FastAPI, small dict)",
+        "asgi",
+        "fastapi_json:app",
+        ("bastion", *ASGI_PEERS),
+        _is_json,
+    ),
+    Workload(
+        "asgi-echo",
+        "ASGI 10 KiB POST echo (raw ASGI)",
+        "asgi",
+        "raw_asgi:echo",
+        ("bastion", *ASGI_PEERS),
+        _is_echo,
+        post=True,
+    ),
+    Workload(
+        "wsgi-plaintext",
+        "WSGI plaintext, inline (raw WSGI hello, 13-byte body)",
+        "wsgi",
+        "raw_wsgi:hello",
+        ("bastion", *WSGI_PEERS),
+        _is_hello,
+    ),
+    Workload(
+        "wsgi-threads",
+        f"WSGI plaintext on {WSGI_THREADS} threads (raw WSGI hello)",
+        "wsgi",
+        "raw_wsgi:hello",
+        ("bastion", "granian", "gunicorn", "waitress"),
+        _is_hello,
+        threads=True,
+    ),
+    Workload(
+        "wsgi-echo",
+        "WSGI 10 KiB POST echo (raw WSGI)",
+        "wsgi",
+        "raw_wsgi:echo",
+        ("bastion", *WSGI_PEERS),
+        _is_echo,
+        post=True,
+    ),
+    Workload(
+        "flask-json",
+        "WSGI JSON (Flask, small dict)",
+        "wsgi",
+        "flask_json:app",
+        ("bastion", *WSGI_PEERS),
+        _is_json,
+    ),
+)
+WORKLOADS_BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+# -- targets ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    workload: str
+    text: str
+    check: Callable[[dict[str, dict[str, Any]]], tuple[bool | None, str]]
+
+
+def rps_of(rows: dict[str, dict[str, Any]], name: str) -> float | None:
+    row = rows.get(name)
+    return float(row["rps"]) if row and row.get("ok") and row.get("rps") else None
+
+
+def _at_least(peer: str, factor: float) -> Callable[[dict[str, dict[str, Any]]], Any]:
+    def check(rows: dict[str, dict[str, Any]]) -> tuple[bool | None, str]:
+        ours, theirs = rps_of(rows, "bastion"), rps_of(rows, peer)
+        if ours is None or theirs is None:
+            return None, "no data"
+        ratio = ours / theirs
+        return ratio >= factor, f"{ratio:.2f}x"
+
+    return check
+
+
+def _ahead_of_all(rows: dict[str, dict[str, Any]]) -> tuple[bool | None, str]:
+    ours = rps_of(rows, "bastion")
+    peers = {n: r for n in rows if n != "bastion" and (r := rps_of(rows, n)) is not None}
+    if ours is None or not peers:
+        return None, "no data"
+    best = max(peers, key=lambda n: peers[n])
+    return ours > peers[best], f"{ours / peers[best]:.2f}x best peer ({best})"
+
+
+def _worker_below(mb: float) -> Callable[[dict[str, dict[str, Any]]], Any]:
+    def check(rows: dict[str, dict[str, Any]]) -> tuple[bool | None, str]:
+        row = rows.get("bastion")
+        if not row or not row.get("ok"):
+            return None, "no data"
+        return row["rss_worker_mb"] < mb, f"{row['rss_worker_mb']} MB"
+
+    return check
+
+
+TARGETS = (
+    Target("asgi-plaintext", "ASGI plaintext >= 1.3x Granian", _at_least("granian", 1.3)),
+    Target("asgi-plaintext", "ASGI plaintext >= 2.5x uvicorn", _at_least("uvicorn", 2.5)),
+    Target("asgi-plaintext", "worker peak RSS < 40 MB (hello app)", _worker_below(40.0)),
+    Target("wsgi-plaintext", "WSGI inline plaintext >= 1.1x Granian", _at_least("granian", 1.1)),
+    Target("wsgi-threads", "WSGI threads >= 4x gunicorn gthread", _at_least("gunicorn", 4.0)),
+    Target("asgi-json", "FastAPI JSON ahead of every peer", _ahead_of_all),
+    Target("flask-json", "Flask JSON ahead of every peer", _ahead_of_all),
+)
+
+
+def check_targets(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    out = []
+    for t in TARGETS:
+        if t.workload not in results:
+            continue
+        passed, detail = t.check({r["server"]: r for r in results[t.workload]})
+        verdict = {True: "PASS", False: "MISS", None: "n/a"}[passed]
+        out.append({"target": t.text, "workload": t.workload, "verdict": verdict, "detail": detail})
+    return out

@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Side-by-side HTTP benchmark: bastion against uvicorn, Granian, gunicorn, Hypercorn, waitress.
+
+Each server runs alone with one worker pinned to CPU 0; wrk drives it from CPU 1. For every
+workload and server: start, wait until it answers correctly, warm up, measure, sample the
+peak RSS of its process tree, stop it, check that its port is free. Prints a table per
+workload, checks bastion's targets and writes everything to bench/results/<UTC time>.json.
+
+    .venv/bin/python bench/run.py              # the full run (about 10 minutes)
+    .venv/bin/python bench/run.py --quick      # a smoke check (1 s warm-up, 3 s runs)
+    .venv/bin/python bench/run.py --only asgi-plaintext --servers bastion,granian
+
+See bench/README.md for what is measured and how to read the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.environment import bastion_available, ensure_peers, machine, preflight, versions
+from harness.measure import measure
+from harness.servers import CLIENT_CPU, RESULTS, ROOT, SERVER_CPU, stop_all
+from harness.workloads import (
+    SERVERS,
+    WORKLOADS_BY_NAME,
+    WSGI_THREADS,
+    Workload,
+    check_targets,
+    rps_of,
+)
+
+NOISY_PCT = 5.0  # other processes' share of the server's core worth a warning
+CLIENT_BOUND_PCT = 97.0  # wrk's core this busy: the figure may be wrk's limit, not the server's
+
+
+# -- reporting ----------------------------------------------------------------------------
+
+
+def print_table(w: Workload, rows: list[dict[str, Any]]) -> None:
+    ours = rps_of({r["server"]: r for r in rows}, "bastion")
+    print(f"\n== {w.name}: {w.title} ==")
+    print(
+        f"{'server':<10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} "
+        f"{'worker MB':>9} {'CPU %':>6} {'bastion ÷':>10}"
+    )
+    for r in rows:
+        if not r["ok"]:
+            print(f"{r['server']:<10} failed: {r.get('error', '?')}")
+            continue
+        ratio = f"{ours / r['rps']:.2f}x" if ours and r["server"] != "bastion" else "-"
+        print(
+            f"{r['server']:<10} {r['rps']:>9.0f} {r.get('p50_ms', 0):>7.2f} "
+            f"{r.get('p99_ms', 0):>7.2f} {r['rss_tree_mb']:>7.1f} {r['rss_worker_mb']:>9.1f} "
+            f"{r['server_cpu_pct']:>6.0f} {ratio:>10}{_notes(r)}"
+        )
+
+
+def _notes(r: dict[str, Any]) -> str:
+    notes = []
+    if r["non_2xx"] or any(r["socket_errors"].values()):
+        errors = ", ".join(f"{k} {v}" for k, v in r["socket_errors"].items() if v)
+        notes.append(f"{r['non_2xx']} non-2xx" + (f", socket errors: {errors}" if errors else ""))
+    if r["others_on_server_cpu_pct"] > NOISY_PCT:
+        notes.append(
+            f"other processes took {r['others_on_server_cpu_pct']:.0f}% of the server's CPU"
+        )
+    if r["client_cpu_pct"] > CLIENT_BOUND_PCT:
+        notes.append(f"client CPU {r['client_cpu_pct']:.0f}% busy: may be client-bound")
+    return "  ! " + "; ".join(notes) if notes else ""
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true", help="smoke check: 1 s warm-up, 3 s runs")
+    p.add_argument(
+        "--only", help="workloads to run, comma-separated: " + ",".join(WORKLOADS_BY_NAME)
+    )
+    p.add_argument("--servers", help="servers to run, comma-separated: " + ",".join(SERVERS))
+    p.add_argument("--duration", type=float, help="seconds per measured run (default 10)")
+    p.add_argument("--warmup", type=float, help="seconds of warm-up per server (default 2)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    args = p.parse_args(argv)
+    if args.duration is None:
+        args.duration = 3.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 1.0 if args.quick else 2.0
+    if args.duration < 1 or args.duration > 600 or args.connections < 1 or args.warmup < 0:
+        p.error("--duration must be 1..600 s, --warmup >= 0, --connections >= 1")
+    args.workloads = _pick(p, args.only, WORKLOADS_BY_NAME, "--only")
+    args.server_names = _pick(p, args.servers, dict.fromkeys(SERVERS), "--servers")
+    return args
+
+
+def _pick(
+    p: argparse.ArgumentParser, value: str | None, known: dict[str, Any], flag: str
+) -> list[str]:
+    if not value:
+        return list(known)
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        p.error(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    return names
+
+
+@contextlib.contextmanager
+def cleanup_on_exit() -> Iterator[None]:
+    """Kill every server still running on exit, Ctrl-C, SIGTERM or an error."""
+    atexit.register(stop_all)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        stop_all()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    preflight()
+    ensure_peers()
+    # keep this process (and its RSS sampling) off the server's core
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    unavailable = bastion_available() if "bastion" in args.server_names else None
+    if unavailable:
+        print(f"bastion cannot serve yet, measuring the peers only: {unavailable}")
+    started = datetime.now(UTC)
+    report: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "wrk_threads": 1,
+            "server_cpu": SERVER_CPU,
+            "client_cpu": CLIENT_CPU,
+            "workers": 1,
+            "wsgi_threads": WSGI_THREADS,
+        },
+        "machine": machine(),
+        "versions": versions(),
+        "workloads": {},
+    }
+    results: dict[str, list[dict[str, Any]]] = {}
+    with cleanup_on_exit(), tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
+        try:
+            for name in args.workloads:
+                w = WORKLOADS_BY_NAME[name]
+                rows = []
+                for server in w.servers:
+                    if server not in args.server_names:
+                        continue
+                    if server == "bastion" and unavailable:
+                        rows.append({"server": server, "ok": False, "error": unavailable})
+                        continue
+                    print(f"  {w.name} / {server} ...", flush=True)
+                    row = measure(server, w, args, Path(tmp))
+                    if not row["ok"] and row.get("log_tail"):
+                        print("    " + row["log_tail"].replace("\n", "\n    "))
+                    rows.append(row)
+                results[name] = rows
+                report["workloads"][name] = {"title": w.title, "rows": rows}
+                print_table(w, rows)
+        except KeyboardInterrupt:
+            print("\ninterrupted: servers stopped; writing what was measured")
+            report["interrupted"] = True
+    report["targets"] = check_targets(results)
+    report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    if report["targets"]:
+        print("\n== targets ==")
+        for t in report["targets"]:
+            print(f"{t['verdict']:<5} {t['target']}: {t['detail']}")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    tmp_path = path.with_suffix(".json.tmp")
+    tmp_path.write_text(json.dumps(report, indent=2) + "\n")
+    tmp_path.replace(path)
+    print(f"\nresults: {path.relative_to(ROOT)}")
+    return 130 if report.get("interrupted") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
