@@ -158,7 +158,8 @@ class _Builder:
         for section, body in doc.items():
             keys = SECTIONS.get(section)
             if keys is None:
-                self.problems.append(problem(at(section), "", _unknown_section(section)))
+                text = _unknown_section(section, is_table=isinstance(body, dict))
+                self.problems.append(problem(at(section), "", text))
                 continue
             if not isinstance(body, dict):
                 detail = f"expected a table [{section}], got {toml_value(body)}"
@@ -229,14 +230,17 @@ def _syntax_error(path: str, e: tomllib.TOMLDecodeError) -> str:
     return f"{path}{where}: invalid TOML: {msg}"
 
 
-def _unknown_section(section: str) -> str:
-    near = suggest(section, SECTIONS)
-    if near is not None:
-        return f"unknown section [{section}] (did you mean [{near}]?)"
+def _unknown_section(section: str, *, is_table: bool) -> str:
     owners = [k.path for k in KEYS.values() if k.name == section]
-    if owners:
+    if owners and not is_table:
         return f"unknown key {section} (did you mean {owners[0]}?)"
-    return f"unknown section [{section}] (the sections are {', '.join(SECTIONS)})"
+    near = suggest(section, SECTIONS)
+    what = f"section [{section}]" if is_table else f"key {section}"
+    if near is not None:
+        return f"unknown {what} (did you mean [{near}]?)"
+    if owners:
+        return f"unknown {what} (did you mean {owners[0]}?)"
+    return f"unknown {what} (the sections are {', '.join(SECTIONS)})"
 
 
 def _unknown_key_hint(section: str, name: str) -> str:
