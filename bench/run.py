@@ -121,12 +121,16 @@ def _pick(
 def cleanup_on_exit() -> Iterator[None]:
     """Kill every server still running on exit, Ctrl-C, SIGTERM or an error."""
     atexit.register(stop_all)
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield
     finally:
         stop_all()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name in args.workloads:
                 w = WORKLOADS_BY_NAME[name]
-                rows = []
+                rows: list[dict[str, Any]] = results.setdefault(name, [])
+                report["workloads"][name] = {"title": w.title, "rows": rows}
                 for server in w.servers:
                     if server not in args.server_names:
                         continue
@@ -173,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
                     if not row["ok"] and row.get("log_tail"):
                         print("    " + row["log_tail"].replace("\n", "\n    "))
                     rows.append(row)
-                results[name] = rows
-                report["workloads"][name] = {"title": w.title, "rows": rows}
                 print_table(w, rows)
         except KeyboardInterrupt:
             print("\ninterrupted: servers stopped; writing what was measured")
