@@ -1,0 +1,299 @@
+"""The ASGI 3 gateway: one task per request, talking to the protocol's :class:`Exchange`.
+
+Per request this builds the ``http`` scope, starts ``app(scope, receive, send)`` as a
+task and translates messages both ways:
+
+* ``receive()`` yields ``http.request`` messages with the body as it arrives. Once the
+  body is over, it waits until the client disconnects or the response is complete and
+  then yields ``http.disconnect`` (at once if the client has already gone).
+* ``send()`` turns ``http.response.start`` / ``http.response.body`` into
+  :meth:`Exchange.start_response` / :meth:`~Exchange.write` / :meth:`~Exchange.finish`,
+  waiting for the client whenever the transport says writing is paused. After the
+  client has disconnected, messages are accepted and dropped, so apps need not guard
+  every ``send``. ``http.response.pathsend`` sends a file by path, zero-copy.
+* Messages that break the protocol (body before start, a second start, an unknown type,
+  wrong value types, header bytes that must not reach the wire) raise ``RuntimeError``
+  inside the app's ``send``; if the app then ends without a complete response the client
+  gets a 500 (or a dropped connection if the response had begun).
+
+An exception escaping the app is logged once with a request id and answered with 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+
+from bastion.config.schema import Config
+from bastion.gateway.failure import ERROR_LOG, describe, fail_request, request_id
+from bastion.gateway.lifespan import Lifespan
+from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
+
+__all__ = ["ASGIApp", "ASGIGateway"]
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+# response states
+_IDLE = 0
+_STARTED = 1
+_DONE = 2
+
+_PATHSEND: dict[str, Any] = {}  # the (empty) settings of the pathsend extension
+
+
+class ASGIGateway:
+    """Serves an ASGI 3 application. ``handler`` is what the protocol calls per request."""
+
+    __slots__ = (
+        "_debug",
+        "_lifespan_mode",
+        "_root_bytes",
+        "_root_path",
+        "_tasks",
+        "app",
+        "lifespan",
+        "state",
+    )
+
+    interface: Final = "asgi"
+
+    def __init__(self, app: ASGIApp, config: Config) -> None:
+        self.app = app
+        # lifespan state (scope["state"]), set after a lifespan start-up the app supports
+        self.state: dict[str, Any] | None = None
+        self._root_path = config.app.root_path.rstrip("/")
+        self._root_bytes = self._root_path.encode("utf-8")
+        self._debug = config.server.debug
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lifespan_mode = config.app.lifespan
+        self.lifespan: Lifespan | None = None
+
+    async def startup(self) -> None:
+        """Run the app's lifespan start-up (raises LifespanFailure if it fails)."""
+        if self._lifespan_mode == "off":
+            return
+        state: dict[str, Any] = {}
+        self.lifespan = Lifespan(self.app, self._lifespan_mode, state)
+        await self.lifespan.startup()
+        if self.lifespan.supported:
+            self.state = state
+
+    async def shutdown(self) -> None:
+        """Cancel requests still running, then run the app's lifespan shut-down."""
+        await self.cancel_requests()
+        if self.lifespan is not None:
+            await self.lifespan.shutdown()
+
+    def handler(self, exchange: Exchange) -> None:
+        """Start the app for one request (the protocol's :data:`Handler`)."""
+        path = exchange.path
+        raw_path = exchange.raw_path
+        root = self._root_path
+        if root and not (path == root or path.startswith(root + "/")):
+            # the proxy in front stripped the prefix: ASGI's path includes root_path
+            path = root + path
+            raw_path = self._root_bytes + raw_path
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": exchange.http_version,
+            "server": exchange.server,
+            "client": exchange.client,
+            "scheme": exchange.scheme,
+            "method": exchange.method,
+            "root_path": root,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": exchange.query_string,
+            "headers": exchange.headers,
+            "extensions": {"http.response.pathsend": _PATHSEND},
+        }
+        if self.state is not None:
+            scope["state"] = self.state.copy()
+        cycle = _Cycle(exchange, self._debug)
+        task = asyncio.get_running_loop().create_task(cycle.run(self.app, scope))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel_requests(self, timeout: float = 5.0) -> None:
+        """Cancel requests still running (for shutdown) and wait up to ``timeout``."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+
+class _Cycle:
+    """One request's ``receive`` and ``send``, and the task that runs the app."""
+
+    __slots__ = ("body_done", "debug", "ex", "response", "waiters")
+
+    def __init__(self, exchange: Exchange, debug: bool) -> None:
+        self.ex = exchange
+        self.debug = debug
+        self.response = _IDLE
+        self.body_done = False
+        self.waiters: list[asyncio.Future[None]] | None = None
+
+    async def run(self, app: ASGIApp, scope: dict[str, Any]) -> None:
+        try:
+            await app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            if self.response != _DONE:
+                self.ex.fail(None)
+            raise
+        except BaseException as exc:
+            self.crashed(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if self.response != _DONE:
+            self.incomplete()
+
+    def crashed(self, exc: BaseException) -> None:
+        ex = self.ex
+        if self.response == _DONE:
+            ERROR_LOG.error(
+                "exception in ASGI app after its response was sent (request %s, %s)",
+                request_id(),
+                describe(ex),
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        else:
+            fail_request(ex, exc, "exception in ASGI app", self.debug)
+        self.wake_waiters()
+
+    def incomplete(self) -> None:
+        ex = self.ex
+        if ex.disconnected:
+            ex.fail(None)
+        elif self.response == _IDLE:
+            fail_request(ex, None, "ASGI app returned without sending a response", self.debug)
+        else:
+            fail_request(ex, None, "ASGI app returned before its response was complete", False)
+        self.wake_waiters()
+
+    # -- receive ------------------------------------------------------------------------
+    async def receive(self) -> Message:
+        if not self.body_done:
+            ex = self.ex
+            if ex.body_complete:  # all of it is here: no need to wait
+                self.body_done = True
+                return {"type": "http.request", "body": ex.take_buffered_body(), "more_body": False}
+            try:
+                body, more = await ex.receive_body()
+            except ClientDisconnected:
+                self.body_done = True
+                return {"type": "http.disconnect"}
+            if not more:
+                self.body_done = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        if self.response != _DONE and not self.ex.disconnected:
+            await self.wait_disconnect_or_done()
+        return {"type": "http.disconnect"}
+
+    async def wait_disconnect_or_done(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        if self.waiters is None:
+            self.waiters = []
+        self.waiters.append(waiter)
+        watcher = loop.create_task(self.ex.wait_disconnected())
+        watcher.add_done_callback(lambda _: _resolve(waiter))
+        try:
+            await waiter
+        finally:
+            watcher.cancel()
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+
+    def wake_waiters(self) -> None:
+        if self.waiters:
+            for waiter in self.waiters:
+                _resolve(waiter)
+            self.waiters.clear()
+
+    # -- send ---------------------------------------------------------------------------
+    async def send(self, message: Message) -> None:
+        ex = self.ex
+        if ex.disconnected:
+            return  # the client has gone; let the app wind down quietly
+        try:
+            kind = message["type"]
+        except (TypeError, KeyError):
+            raise RuntimeError(f"ASGI message must be a dict with a 'type': {message!r}") from None
+        if kind == "http.response.body":
+            if self.response != _STARTED:
+                raise RuntimeError(self.out_of_order(kind))
+            body = message.get("body", b"")
+            try:
+                if message.get("more_body", False):
+                    if body:
+                        ex.write(body)
+                    if ex.writing_paused:
+                        await ex.drain()
+                    return
+                ex.finish(body)
+            except (TypeError, ValueError, InvalidResponse) as exc:
+                raise RuntimeError(f"invalid {kind} message: {exc}") from None
+            self.response = _DONE
+            if self.waiters:
+                self.wake_waiters()
+        elif kind == "http.response.start":
+            if self.response != _IDLE:
+                raise RuntimeError(self.out_of_order(kind))
+            status = message.get("status")
+            if type(status) is not int:
+                raise RuntimeError(f"http.response.start status must be an int, got {status!r}")
+            headers = message.get("headers", ())
+            if type(headers) is not list:
+                headers = list(headers)
+            try:
+                ex.start_response(status, headers)
+            except (TypeError, ValueError, InvalidResponse) as exc:
+                raise RuntimeError(f"invalid http.response.start message: {exc}") from None
+            self.response = _STARTED
+        elif kind == "http.response.pathsend":
+            if self.response != _STARTED:
+                raise RuntimeError(self.out_of_order(kind))
+            await self.pathsend(message.get("path"))
+        elif kind == "http.response.trailers":
+            if self.response == _IDLE:
+                raise RuntimeError(self.out_of_order(kind))
+            # trailers are not sent over HTTP/1.1 here; accepted so apps that ask work
+        else:
+            raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http request")
+
+    async def pathsend(self, path: object) -> None:
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise RuntimeError(f"http.response.pathsend needs an absolute path, got {path!r}")
+        ex = self.ex
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            size = os.fstat(fd).st_size
+            await ex.sendfile(fd, 0, size)
+        finally:
+            os.close(fd)
+        if not ex.disconnected:
+            ex.finish()
+        self.response = _DONE
+        self.wake_waiters()
+
+    def out_of_order(self, kind: str) -> str:
+        where = {
+            _IDLE: "before http.response.start",
+            _STARTED: "after http.response.start",
+            _DONE: "after the response was complete",
+        }[self.response]
+        return f"unexpected ASGI message {kind!r} {where}"
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,142 @@
+"""Building the PEP 3333 ``environ`` dict from an :class:`Exchange`.
+
+The parts that never change (``wsgi.version``, ``wsgi.errors``, ``SCRIPT_NAME``...) are
+built once; per request the base is copied and the request's own keys are added.
+Request header names are translated to ``HTTP_*`` keys through a bounded cache.
+
+Headers whose names contain ``_`` are dropped: ``X-Forwarded_For`` and
+``X-Forwarded-For`` would both become ``HTTP_X_FORWARDED_FOR``, letting a client spoof
+a header a proxy in front set (nginx and Apache drop them for the same reason).
+Repeated headers are joined with ``", "`` (``Cookie`` with ``"; "``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from bastion.config.schema import Config
+from bastion.gateway.wsgi_io import ErrorStream, FileWrapper
+from bastion.protocol.types import Exchange
+
+__all__ = ["EnvironBuilder"]
+
+_NAME_CACHE_LIMIT = 512  # distinct header names remembered; the rest are translated each time
+
+_SPECIAL = {
+    b"content-type": "CONTENT_TYPE",
+    b"content-length": "CONTENT_LENGTH",
+}
+
+_COMMON = (
+    b"host",
+    b"user-agent",
+    b"accept",
+    b"accept-encoding",
+    b"accept-language",
+    b"connection",
+    b"cookie",
+    b"referer",
+    b"origin",
+    b"authorization",
+    b"cache-control",
+    b"if-none-match",
+    b"if-modified-since",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-real-ip",
+    b"x-requested-with",
+)
+
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2", "0.9": "HTTP/0.9"}
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _translate(name: bytes) -> str:
+    """The environ key for a header name; "" if the header is to be dropped."""
+    special = _SPECIAL.get(name)
+    if special is not None:
+        return special
+    if b"_" in name:
+        return ""
+    return "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+
+
+class EnvironBuilder:
+    """Makes the environ for each request. One per gateway."""
+
+    __slots__ = ("_base", "_names", "_root", "_root_slash")
+
+    def __init__(self, config: Config, multithread: bool) -> None:
+        root = config.app.root_path.rstrip("/")
+        # environ strings carry bytes as latin-1 (PEP 3333 "native strings")
+        self._root = root.encode("utf-8").decode("latin-1")
+        self._root_slash = self._root + "/"
+        self._base: dict[str, Any] = {
+            "SCRIPT_NAME": self._root,
+            "wsgi.version": (1, 0),
+            "wsgi.errors": ErrorStream(),
+            "wsgi.multithread": multithread,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+        self._names: dict[bytes, str] = {}
+        for name in (*_SPECIAL, *_COMMON):
+            self._names[name] = _translate(name)
+
+    def build(self, ex: Exchange) -> dict[str, Any]:
+        """A new environ for ``ex``, without ``wsgi.input`` (the caller adds it)."""
+        env = self._base.copy()
+        raw = ex.raw_path
+        path = unquote_to_bytes(raw).decode("latin-1") if b"%" in raw else raw.decode("latin-1")
+        root = self._root
+        if root and (path == root or path.startswith(self._root_slash)):
+            path = path[len(root) :]
+        env["REQUEST_METHOD"] = ex.method
+        env["PATH_INFO"] = path
+        env["QUERY_STRING"] = ex.query_string.decode("latin-1")
+        env["SERVER_PROTOCOL"] = _PROTOCOLS.get(ex.http_version) or "HTTP/" + ex.http_version
+        env["wsgi.url_scheme"] = ex.scheme
+        client = ex.client
+        if client is not None:
+            env["REMOTE_ADDR"] = client[0]
+            env["REMOTE_PORT"] = str(client[1])
+        names = self._names
+        for name, value in ex.headers:
+            key = names.get(name)
+            if key is None:
+                key = _translate(name)
+                if len(names) < _NAME_CACHE_LIMIT:
+                    names[name] = key
+            if not key:
+                continue
+            text = value.decode("latin-1")
+            if key in env:
+                if key == "HTTP_COOKIE":
+                    env[key] += "; " + text
+                elif key.startswith("HTTP_"):
+                    env[key] += ", " + text
+                # a repeated Content-Length or Content-Type keeps the first
+            else:
+                env[key] = text
+        host = env.get("HTTP_HOST")
+        if host:
+            if ":" in host and not host.endswith("]"):
+                name_part, _, port = host.rpartition(":")
+                env["SERVER_NAME"] = name_part
+                env["SERVER_PORT"] = port
+            else:
+                env["SERVER_NAME"] = host
+                env["SERVER_PORT"] = _DEFAULT_PORTS.get(ex.scheme, "80")
+        else:
+            server = ex.server
+            if server is not None and server[1] is not None:
+                env["SERVER_NAME"] = server[0]
+                env["SERVER_PORT"] = str(server[1])
+            else:  # a Unix socket: no host or port to speak of
+                env["SERVER_NAME"] = "localhost"
+                env["SERVER_PORT"] = _DEFAULT_PORTS.get(ex.scheme, "80")
+        return env
