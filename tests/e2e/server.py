@@ -54,6 +54,7 @@ class BastionProcess:
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.proc: subprocess.Popen[str] | None = None
+        self._pump_thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> BastionProcess:
@@ -67,7 +68,8 @@ class BastionProcess:
             text=True,
             bufsize=1,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
         if self.wait_ready:
             if not self._ready.wait(self.ready_timeout):
                 self.stop()
@@ -79,14 +81,17 @@ class BastionProcess:
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._lock:
-                self._lines.append(line)
-            m = LISTEN_RE.search(line)
-            if m:
-                self.addresses.append(m.group(1))
-            if READY_RE.search(line):
-                self._ready.set()
+        try:
+            for line in self.proc.stdout:
+                with self._lock:
+                    self._lines.append(line)
+                m = LISTEN_RE.search(line)
+                if m:
+                    self.addresses.append(m.group(1))
+                if READY_RE.search(line):
+                    self._ready.set()
+        except (ValueError, OSError):
+            pass  # the pipe was closed under us
         self._ready.set()  # process ended: stop waiting
 
     def __enter__(self) -> BastionProcess:
@@ -105,7 +110,19 @@ class BastionProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self._close_pipe()
         return self.proc.returncode
+
+    def _close_pipe(self) -> None:
+        """Let the reader drain what is left, then close the pipe (no ResourceWarning)."""
+        assert self.proc is not None
+        thread = getattr(self, "_pump_thread", None)
+        if thread is not None:
+            thread.join(5)
+            if thread.is_alive():
+                return  # an orphaned worker holds the pipe open; closing would block
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
 
     def wait(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
