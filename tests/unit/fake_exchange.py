@@ -50,9 +50,7 @@ class FakeExchange:
         self.path = unquote(path, errors="surrogateescape")
         self.query_string = query.encode("latin-1")
         self.http_version = http_version
-        self.headers: list[tuple[bytes, bytes]] = [
-            (_b(n).lower(), _b(v)) for n, v in headers
-        ]
+        self.headers: list[tuple[bytes, bytes]] = [(_b(n).lower(), _b(v)) for n, v in headers]
         self.client = client
         self.server = server
         self.scheme = scheme
