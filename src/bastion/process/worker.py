@@ -108,6 +108,10 @@ class _Worker:
         self.tracker: Any = None
         self.access_log: AccessLog | None = None
         self.parent = os.getppid()
+        # at least three beats per timeout, so a busy but healthy loop is never mistaken
+        # for a blocked one
+        workers = spec.config.workers
+        self.beat_every = min(workers.heartbeat_interval, workers.timeout / 3)
 
     # -- process set-up ----------------------------------------------------------------
     def _reset_process(self) -> None:
@@ -209,7 +213,7 @@ class _Worker:
             # the supervisor died (SIGKILL, OOM killer): nobody would ever stop us
             logger.warning("worker %d: the supervisor is gone, stopping", os.getpid())
             self.stopping.set()
-        self.loop.call_later(self.config.workers.heartbeat_interval, self._beat)
+        self.loop.call_later(self.beat_every, self._beat)
 
     # -- stopping ----------------------------------------------------------------------
     def _install_signals(self) -> None:
