@@ -6,6 +6,7 @@ Every test runs ``python -m bastion`` in a subprocess, as a user would.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -239,3 +240,29 @@ def test_serve_uses_file_environment_and_flags(tmp_path: Path) -> None:
         assert response.text == "hello from cli test"
         assert response.headers["server"] == "from-env"
         assert proc.host_port[1] not in (0, 1)
+
+
+def test_sighup_reads_the_config_file_again(tmp_path: Path) -> None:
+    """A bad edit is reported and ignored; a good one is served after the reload."""
+    (tmp_path / "hello.py").write_text(HELLO_APP)
+    config = tmp_path / "bastion.toml"
+    config.write_text('[app]\ntarget = "hello:app"\n[server]\nserver_header = "first"\n')
+    with BastionProcess(
+        ["serve", "-c", "bastion.toml", "-w", "1", "-b", "127.0.0.1:0"], cwd=tmp_path
+    ) as proc:
+        assert httpx.get(proc.url, timeout=10).headers["server"] == "first"
+
+        config.write_text('[app]\ntarget = "hello:app"\n[server]\nserver_headr = "x"\n')
+        mark = len(proc.log)
+        proc.signal(signal.SIGHUP)
+        proc.wait_for_log(r"bastion\.toml:4: unknown key server\.server_headr", start=mark)
+        assert httpx.get(proc.url, timeout=10).headers["server"] == "first"
+
+        config.write_text('[app]\ntarget = "hello:app"\n[server]\nserver_header = "second"\n')
+        proc.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        seen = "first"
+        while seen != "second" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seen = httpx.get(proc.url, timeout=10).headers["server"]
+        assert seen == "second", proc.log
