@@ -69,7 +69,8 @@ class FakeExchange:
         self.status: int | None = None
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
-        self.writes: list[bytes] = []  # every write()/finish() payload, in order
+        self.writes: list[bytes] = []  # every non-empty write()/finish() payload, in order
+        self.head_sent = False  # a write/finish/sendfile put the head on the wire
         self.finished = False
         self.failed = False
         self.fail_exc: BaseException | None = None
@@ -178,7 +179,7 @@ class FakeExchange:
     def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         if self.status is not None or self.failed:
             raise InvalidResponse("response already started")
-        if type(status) is not int or not 100 <= status <= 999:
+        if type(status) is not int or not 200 <= status <= 999:
             raise InvalidResponse(f"invalid status {status!r}")
         checked: list[tuple[bytes, bytes]] = []
         for name, value in headers:
@@ -212,6 +213,7 @@ class FakeExchange:
         if self._disconnected:
             self.dropped_writes += 1
             return
+        self.head_sent = True
         if not data:
             return
         if self._declared_length is not None and (
@@ -242,8 +244,11 @@ class FakeExchange:
             return
         self.failed = True
         self.fail_exc = exc
-        if self.status is None:
+        if self._disconnected:
+            pass  # nobody to answer
+        elif not self.head_sent:  # nothing on the wire yet: the 500 can still go out
             self.status = 500
+            self.response_headers = []
             self.body = bytearray(b"Internal Server Error")
         else:
             self.aborted = True

@@ -70,7 +70,7 @@ def fail_request(exchange: Exchange, exc: BaseException | None, message: str, de
             return
         except Exception:
             pass
-    exchange.fail(exc)
+    exchange.fail(None)  # logged above, with the request id: the protocol need not log it
 
 
 def _is_loopback(client: tuple[str, int] | None) -> bool:

@@ -1,0 +1,515 @@
+"""The ASGI gateway against an in-memory exchange: scope, receive, send, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.unit.fake_exchange import FakeExchange, run_async
+
+from bastion.config.schema import AppConfig, Config, ServerConfig
+from bastion.gateway.asgi import ASGIGateway
+
+Scope = dict[str, Any]
+
+
+def gateway(app: Any, *, root_path: str = "", debug: bool = False) -> ASGIGateway:
+    return ASGIGateway(
+        app, Config(app=AppConfig(root_path=root_path), server=ServerConfig(debug=debug))
+    )
+
+
+async def serve(gw: ASGIGateway, ex: FakeExchange, timeout: float = 5.0) -> FakeExchange:
+    gw.handler(ex)
+    await ex.wait_done(timeout)
+    return ex
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def hello(scope: Scope, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+# -- scope ------------------------------------------------------------------------------
+
+
+def test_scope_has_every_key_an_app_needs() -> None:
+    seen: list[Scope] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        seen.append(scope)
+        await hello(scope, receive, send)
+
+    headers = [("Host", "example.org"), ("X-Thing", "a"), ("X-Thing", "b")]
+    ex = FakeExchange(
+        "PUT", "/caf%C3%A9/x?q=1&r=%20", headers, client=("10.0.0.5", 4242), scheme="https"
+    )
+    run_async(serve(gateway(app), ex))
+    scope = seen[0]
+    assert scope["type"] == "http"
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert scope["http_version"] == "1.1"
+    assert scope["method"] == "PUT"
+    assert scope["scheme"] == "https"
+    assert scope["path"] == "/café/x"
+    assert scope["raw_path"] == b"/caf%C3%A9/x"
+    assert scope["query_string"] == b"q=1&r=%20"
+    assert scope["root_path"] == ""
+    assert scope["headers"] is ex.headers
+    assert scope["headers"] == [(b"host", b"example.org"), (b"x-thing", b"a"), (b"x-thing", b"b")]
+    assert scope["client"] == ("10.0.0.5", 4242)
+    assert scope["server"] == ("127.0.0.1", 8000)
+    assert isinstance(scope["extensions"], dict)
+    assert "state" not in scope
+    assert ex.status == 200 and bytes(ex.body) == b"hello"
+    assert ex.response_headers == [(b"x-a", b"1")]
+    assert ex.finished and not ex.failed
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "raw_path"),
+    [
+        ("/api/items", "/api/items", b"/api/items"),  # the proxy kept the prefix
+        ("/items", "/api/items", b"/api/items"),  # the proxy stripped it
+        ("/api", "/api", b"/api"),
+        ("/apix", "/api/apix", b"/api/apix"),  # not a segment match
+    ],
+)
+def test_root_path_is_included_in_path(target: str, path: str, raw_path: bytes) -> None:
+    seen: list[Scope] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        seen.append(scope)
+        await hello(scope, receive, send)
+
+    run_async(serve(gateway(app, root_path="/api/"), FakeExchange("GET", target)))
+    assert seen[0]["root_path"] == "/api"
+    assert seen[0]["path"] == path
+    assert seen[0]["raw_path"] == raw_path
+
+
+def test_state_is_a_shallow_copy_per_request() -> None:
+    seen: list[Scope] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        seen.append(scope)
+        scope["state"]["per_request"] = True
+        await hello(scope, receive, send)
+
+    gw = gateway(app)
+    pool = object()
+    gw.state = {"pool": pool}
+
+    async def main() -> None:
+        await serve(gw, FakeExchange())
+        await serve(gw, FakeExchange())
+
+    run_async(main())
+    assert seen[0]["state"] is not seen[1]["state"]
+    assert seen[1]["state"]["pool"] is pool
+    assert gw.state == {"pool": pool}
+
+
+# -- receive ----------------------------------------------------------------------------
+
+
+def test_request_body_arrives_in_chunks_with_more_body() -> None:
+    received: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            received.append(message)
+            if not message.get("more_body"):
+                break
+        await hello(scope, receive, send)
+
+    async def main() -> None:
+        ex = FakeExchange("POST", "/", [("content-length", "9")], streaming=True)
+        gateway(app).handler(ex)
+        await settle()
+        ex.feed(b"abc")
+        await settle()
+        ex.feed(b"def")
+        await settle()
+        ex.feed(b"ghi")
+        ex.end()
+        await ex.wait_done()
+
+    run_async(main())
+    body = b"".join(m["body"] for m in received)
+    assert body == b"abcdefghi"
+    assert all(m["type"] == "http.request" for m in received)
+    assert [m["more_body"] for m in received][-1] is False
+    assert all(m["more_body"] for m in received[:-1])
+
+
+def test_whole_body_at_once_when_already_received() -> None:
+    received: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        received.append(await receive())
+        await hello(scope, receive, send)
+
+    ex = FakeExchange("POST", "/", [("content-length", "4")], [b"ab", b"cd"])
+    run_async(serve(gateway(app), ex))
+    assert received == [{"type": "http.request", "body": b"abcd", "more_body": False}]
+    assert ex.receive_calls == 0  # no waiting needed
+
+
+def test_receive_after_body_waits_for_disconnect() -> None:
+    events: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        message = await receive()
+        events.append(message["type"])
+
+    async def main() -> FakeExchange:
+        ex = FakeExchange()
+        gw = gateway(app)
+        gw.handler(ex)
+        await settle()
+        assert events == []  # still waiting
+        ex.disconnect()
+        await settle()
+        return ex
+
+    ex = run_async(main())
+    assert events == ["http.disconnect"]
+    assert bytes(ex.body) == b"partial"
+
+
+def test_receive_after_response_complete_returns_disconnect() -> None:
+    events: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        await hello(scope, receive, send)
+        events.append((await receive())["type"])
+
+    async def main() -> None:
+        gw = gateway(app)
+        await serve(gw, FakeExchange())
+        await settle()
+
+    run_async(main())
+    assert events == ["http.disconnect"]
+
+
+def test_pending_receive_wakes_when_the_response_completes() -> None:
+    """Starlette's StreamingResponse listens for disconnect while it streams."""
+    events: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+
+        async def listen() -> None:
+            events.append((await receive())["type"])
+
+        listener = asyncio.get_running_loop().create_task(listen())
+        await hello(scope, receive, send)
+        await asyncio.wait_for(listener, 2)
+
+    ex = run_async(serve(gateway(app), FakeExchange()))
+    assert events == ["http.disconnect"]
+    assert ex.finished
+
+
+def test_client_gone_before_body_gives_disconnect() -> None:
+    events: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        events.append((await receive())["type"])
+
+    async def main() -> FakeExchange:
+        ex = FakeExchange("POST", "/", [("content-length", "10")], streaming=True)
+        gateway(app).handler(ex)
+        await settle()
+        ex.disconnect()
+        await settle()
+        return ex
+
+    ex = run_async(main())
+    assert events == ["http.disconnect"]
+    assert ex.failed and ex.status is None  # nothing was sent to nobody
+
+
+# -- send -------------------------------------------------------------------------------
+
+
+def test_streamed_body_and_flow_control() -> None:
+    progress: list[int] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(5):
+            await send({"type": "http.response.body", "body": b"x" * 100, "more_body": True})
+            progress.append(i)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def main() -> FakeExchange:
+        ex = FakeExchange()
+        ex.pause_after(200)
+        gateway(app).handler(ex)
+        await settle()
+        assert progress == [0]  # the second send waits for the client
+        assert len(ex.body) == 200
+        ex.resume_writing()
+        await ex.wait_done()
+        return ex
+
+    ex = run_async(main())
+    assert progress == [0, 1, 2, 3, 4]
+    assert bytes(ex.body) == b"x" * 500 and ex.finished
+
+
+def test_send_after_disconnect_is_dropped_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    finished: list[bool] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        for _ in range(3):
+            await send({"type": "http.response.body", "body": b"b", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        finished.append(True)
+
+    async def main() -> FakeExchange:
+        ex = FakeExchange()
+        gateway(app).handler(ex)
+        await settle()
+        ex.disconnect()
+        await settle()
+        return ex
+
+    ex = run_async(main())
+    assert finished == [True]
+    assert bytes(ex.body) == b"a"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    ("messages", "error"),
+    [
+        ([{"type": "http.response.body", "body": b"x"}], "before http.response.start"),
+        (
+            [
+                {"type": "http.response.start", "status": 200},
+                {"type": "http.response.start", "status": 200},
+            ],
+            "after http.response.start",
+        ),
+        ([{"type": "http.response.start", "status": "200"}], "status must be an int"),
+        ([{"type": "websocket.accept"}], "unexpected ASGI message type 'websocket.accept'"),
+        ([{"status": 200}], "must be a dict with a 'type'"),
+        (
+            [{"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\r\nb")]}],
+            "invalid http.response.start",
+        ),
+        (
+            [{"type": "http.response.start", "status": 200, "headers": [("x", "str")]}],
+            "invalid http.response.start",
+        ),
+        (
+            [
+                {"type": "http.response.start", "status": 200},
+                {"type": "http.response.body", "body": "text"},
+            ],
+            "invalid http.response.body",
+        ),
+    ],
+)
+def test_protocol_errors_raise_in_send_and_fail_the_request(
+    messages: list[dict[str, Any]], error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    raised: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        try:
+            for m in messages:
+                await send(m)
+        except RuntimeError as exc:
+            raised.append(exc)
+            raise
+
+    ex = run_async(serve(gateway(app), FakeExchange()))
+    assert len(raised) == 1 and error in str(raised[0])
+    assert ex.failed and ex.status == 500
+    assert b"a\r\nb" not in bytes(ex.body)
+    errors = [r for r in caplog.records if r.name == "bastion.error"]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+
+
+def test_app_recovering_from_a_bad_head_can_still_answer() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"a", b"\n")]})
+        except RuntimeError:
+            await send({"type": "http.response.start", "status": 502, "headers": []})
+            await send({"type": "http.response.body", "body": b"sorry"})
+
+    ex = run_async(serve(gateway(app), FakeExchange()))
+    assert ex.status == 502 and bytes(ex.body) == b"sorry" and not ex.failed
+
+
+def test_trailers_message_is_accepted_and_ignored() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "trailers": True})
+        await send({"type": "http.response.body", "body": b"x"})
+        await send({"type": "http.response.trailers", "headers": [(b"a", b"b")]})
+
+    ex = run_async(serve(gateway(app), FakeExchange()))
+    assert ex.finished and not ex.failed and bytes(ex.body) == b"x"
+
+
+def test_pathsend_sends_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "file.bin"
+    path.write_bytes(os.urandom(200_000))
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        assert "http.response.pathsend" in scope["extensions"]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"200000")],
+            }
+        )
+        await send({"type": "http.response.pathsend", "path": str(path)})
+
+    ex = run_async(serve(gateway(app), FakeExchange()))
+    assert ex.finished and bytes(ex.body) == path.read_bytes()
+    assert ex.sendfile_calls and ex.sendfile_calls[0][1:] == (0, 200_000)
+
+
+# -- failures ---------------------------------------------------------------------------
+
+
+def test_app_exception_is_a_500_logged_once_with_a_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        raise ValueError("kaboom")
+
+    ex = run_async(serve(gateway(app), FakeExchange("GET", "/boom?x=1")))
+    assert ex.status == 500 and ex.failed
+    assert b"kaboom" not in bytes(ex.body)
+    records = [r for r in caplog.records if r.name == "bastion.error"]
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert "exception in ASGI app" in message
+    assert f"request {os.getpid():x}-" in message
+    assert "GET /boom?x=1" in message
+    assert records[0].exc_info is not None and records[0].exc_info[0] is ValueError
+
+
+def test_exception_after_the_body_started_drops_the_connection() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        raise ValueError("mid-stream")
+
+    ex = run_async(serve(gateway(app), FakeExchange()))
+    assert ex.aborted and ex.status == 200 and bytes(ex.body) == b"part"
+
+
+def test_exception_after_complete_response_is_logged_but_response_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await hello(scope, receive, send)
+        raise ValueError("cleanup failed")
+
+    async def main() -> FakeExchange:
+        ex = await serve(gateway(app), FakeExchange())
+        await settle()
+        return ex
+
+    ex = run_async(main())
+    assert ex.finished and not ex.failed and not ex.failed_after_finish
+    assert any("after its response was sent" in r.getMessage() for r in caplog.records)
+
+
+def test_returning_without_a_response_is_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        return None
+
+    ex = run_async(serve(gateway(app), FakeExchange()))
+    assert ex.status == 500
+    assert any("without sending a response" in r.getMessage() for r in caplog.records)
+
+
+def test_returning_mid_body_drops_the_connection() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"half", "more_body": True})
+
+    ex = run_async(serve(gateway(app), FakeExchange()))
+    assert ex.aborted and bytes(ex.body) == b"half"
+
+
+def boom_app() -> Any:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        raise ZeroDivisionError("secret detail")
+
+    return app
+
+
+def test_debug_shows_the_traceback_to_a_loopback_client() -> None:
+    ex = run_async(serve(gateway(boom_app(), debug=True), FakeExchange()))
+    assert ex.status == 500
+    assert ex.header("content-type") == "text/plain; charset=utf-8"
+    assert b"ZeroDivisionError: secret detail" in bytes(ex.body)
+    assert b"Traceback" in bytes(ex.body)
+
+
+@pytest.mark.parametrize(
+    ("debug", "client"),
+    [(True, ("203.0.113.9", 1)), (False, ("127.0.0.1", 1)), (True, None)],
+)
+def test_no_traceback_otherwise(debug: bool, client: tuple[str, int] | None) -> None:
+    ex = run_async(serve(gateway(boom_app(), debug=debug), FakeExchange(client=client)))
+    assert ex.status == 500
+    assert b"secret detail" not in bytes(ex.body)
+
+
+def test_cancel_requests_fails_what_is_still_running() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await asyncio.sleep(60)
+
+    async def main() -> FakeExchange:
+        gw = gateway(app)
+        ex = FakeExchange()
+        gw.handler(ex)
+        await settle()
+        await gw.shutdown()
+        return ex
+
+    ex = run_async(main())
+    assert ex.failed and ex.status == 500
+
+
+def test_many_requests_in_a_row() -> None:
+    async def main() -> None:
+        gw = gateway(hello)
+        for _ in range(200):
+            ex = await serve(gw, FakeExchange())
+            assert ex.status == 200
+        await settle()
+        assert not gw._tasks
+
+    run_async(main())
