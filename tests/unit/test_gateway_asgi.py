@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.fake_exchange import FakeExchange, run_async
 
 from bastion.config.schema import AppConfig, Config, ServerConfig
 from bastion.gateway.asgi import ASGIGateway
+from tests.unit.fake_exchange import FakeExchange, run_async
 
 Scope = dict[str, Any]
 

@@ -67,7 +67,7 @@ def test_startup_failed_raises_with_the_apps_message(mode: Any) -> None:
     async def main() -> None:
         await Lifespan(lifespan_app(startup="failed"), mode, {}).startup()
 
-    with pytest.raises(LifespanFailure, match="^no database$"):
+    with pytest.raises(LifespanFailure, match=r"^no database$"):
         run_async(main())
 
 
