@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import io
 import json
 import os
 import signal
@@ -29,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.environment import bastion_available, ensure_peers, machine, preflight, versions
-from harness.measure import measure
+from harness.measure import measure_quietly
 from harness.servers import CLIENT_CPU, RESULTS, ROOT, SERVER_CPU, stop_all
 from harness.workloads import (
+    NOISY_PCT,
     SERVERS,
     WORKLOADS_BY_NAME,
     WSGI_THREADS,
@@ -40,7 +42,6 @@ from harness.workloads import (
     rps_of,
 )
 
-NOISY_PCT = 5.0  # other processes' share of the server's core worth a warning
 CLIENT_BOUND_PCT = 97.0  # wrk's core this busy: the figure may be wrk's limit, not the server's
 
 
@@ -72,11 +73,11 @@ def _notes(r: dict[str, Any]) -> str:
         errors = ", ".join(f"{k} {v}" for k, v in r["socket_errors"].items() if v)
         notes.append(f"{r['non_2xx']} non-2xx" + (f", socket errors: {errors}" if errors else ""))
     if r["others_on_server_cpu_pct"] > NOISY_PCT:
-        notes.append(
-            f"other processes took {r['others_on_server_cpu_pct']:.0f}% of the server's CPU"
-        )
+        notes.append(f"others took {r['others_on_server_cpu_pct']:.0f}% of the server's core")
+    if r["others_on_client_cpu_pct"] > NOISY_PCT:
+        notes.append(f"others took {r['others_on_client_cpu_pct']:.0f}% of wrk's core")
     if r["client_cpu_pct"] > CLIENT_BOUND_PCT:
-        notes.append(f"client CPU {r['client_cpu_pct']:.0f}% busy: may be client-bound")
+        notes.append(f"wrk used {r['client_cpu_pct']:.0f}% of its core: may be client-bound")
     return "  ! " + "; ".join(notes) if notes else ""
 
 
@@ -93,13 +94,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="seconds per measured run (default 10)")
     p.add_argument("--warmup", type=float, help="seconds of warm-up per server (default 2)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        help="seconds to wait, before each server, for the two cores to be quiet (default 20)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        help="times to measure again when other processes disturbed a run (default 2)",
+    )
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
     if args.warmup is None:
         args.warmup = 1.0 if args.quick else 2.0
-    if args.duration < 1 or args.duration > 600 or args.connections < 1 or args.warmup < 0:
-        p.error("--duration must be 1..600 s, --warmup >= 0, --connections >= 1")
+    if args.settle is None:
+        args.settle = 5.0 if args.quick else 20.0
+    if args.retries is None:
+        args.retries = 0 if args.quick else 2
+    if not (1 <= args.duration <= 600 and 0 <= args.warmup <= 60 and 0 <= args.settle <= 600):
+        p.error("--duration must be 1..600 s, --warmup 0..60 s, --settle 0..600 s")
+    if not (1 <= args.connections <= 10000 and 0 <= args.retries <= 5):
+        p.error("--connections must be 1..10000, --retries 0..5")
     args.workloads = _pick(p, args.only, WORKLOADS_BY_NAME, "--only")
     args.server_names = _pick(p, args.servers, dict.fromkeys(SERVERS), "--servers")
     return args
@@ -135,6 +152,8 @@ def cleanup_on_exit() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped too
     preflight()
     ensure_peers()
     # keep this process (and its RSS sampling) off the server's core
@@ -155,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             "client_cpu": CLIENT_CPU,
             "workers": 1,
             "wsgi_threads": WSGI_THREADS,
+            "settle_s": args.settle,
+            "retries": args.retries,
         },
         "machine": machine(),
         "versions": versions(),
@@ -174,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                         rows.append({"server": server, "ok": False, "error": unavailable})
                         continue
                     print(f"  {w.name} / {server} ...", flush=True)
-                    row = measure(server, w, args, Path(tmp))
+                    row = measure_quietly(server, w, args, Path(tmp))
                     if not row["ok"] and row.get("log_tail"):
                         print("    " + row["log_tail"].replace("\n", "\n    "))
                     rows.append(row)

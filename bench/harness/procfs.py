@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 RSS_INTERVAL = 0.2  # seconds between RSS samples
+_CLK_TCK = os.sysconf("SC_CLK_TCK")  # the unit of /proc/stat and /proc/<pid>/stat
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -86,11 +88,13 @@ class RssSampler:
 
 @dataclass(frozen=True)
 class CpuSnapshot:
-    """Clock ticks so far: busy and total per CPU, and used by a process tree."""
+    """Clock ticks so far: busy and total per CPU, used by a process tree, and used by the
+    client side (this process and the children it has waited for, that is wrk)."""
 
     busy: dict[int, int]
     total: dict[int, int]
     tree: int
+    client: int
 
     @classmethod
     def take(cls, root: int, cpus: tuple[int, ...]) -> CpuSnapshot:
@@ -103,7 +107,9 @@ class CpuSnapshot:
                     t = [int(v) for v in values[:8]]
                     busy[int(name[3:])] = t[0] + t[1] + t[2] + t[5] + t[6] + t[7]
                     total[int(name[3:])] = sum(t)
-        return cls(busy, total, sum(_ticks(pid) for pid in process_tree(root)))
+        own = os.times()
+        client = round((own.user + own.system + own.children_user + own.children_system) * _CLK_TCK)
+        return cls(busy, total, sum(_ticks(pid) for pid in process_tree(root)), client)
 
 
 def _ticks(pid: int) -> int:
@@ -119,14 +125,34 @@ def _ticks(pid: int) -> int:
 def cpu_usage(
     before: CpuSnapshot, after: CpuSnapshot, server_cpu: int, client_cpu: int
 ) -> dict[str, float]:
-    """Percent of one core: the server's tree, everything else on its core, the client core."""
-    span = max(1, after.total[server_cpu] - before.total[server_cpu])
+    """Shares of one core, in percent: the server's tree and everything else on the
+    server's core; the client (wrk and this harness) and everything else on its core."""
+
+    def pct(ticks: int, cpu: int) -> float:
+        span = max(1, after.total[cpu] - before.total[cpu])
+        return round(min(100.0, max(0.0, 100 * ticks / span)), 1)
+
     tree = after.tree - before.tree
-    others = after.busy[server_cpu] - before.busy[server_cpu] - tree
-    client_span = max(1, after.total[client_cpu] - before.total[client_cpu])
-    client = after.busy[client_cpu] - before.busy[client_cpu]
+    client = after.client - before.client
     return {
-        "server_cpu_pct": round(min(100.0, 100 * tree / span), 1),
-        "others_on_server_cpu_pct": round(max(0.0, 100 * others / span), 1),
-        "client_cpu_pct": round(100 * client / client_span, 1),
+        "server_cpu_pct": pct(tree, server_cpu),
+        "others_on_server_cpu_pct": pct(
+            after.busy[server_cpu] - before.busy[server_cpu] - tree, server_cpu
+        ),
+        "client_cpu_pct": pct(client, client_cpu),
+        "others_on_client_cpu_pct": pct(
+            after.busy[client_cpu] - before.busy[client_cpu] - client, client_cpu
+        ),
     }
+
+
+def cpu_busy(cpus: tuple[int, ...], seconds: float) -> dict[int, float]:
+    """How busy (percent) each of ``cpus`` is over the next ``seconds``."""
+    before = CpuSnapshot.take(os.getpid(), cpus)
+    time.sleep(seconds)
+    after = CpuSnapshot.take(os.getpid(), cpus)
+    shares = {}
+    for cpu in cpus:
+        span = max(1, after.total[cpu] - before.total[cpu])
+        shares[cpu] = round(100 * (after.busy[cpu] - before.busy[cpu]) / span, 1)
+    return shares

@@ -121,6 +121,16 @@ class Target:
     check: Callable[[dict[str, dict[str, Any]]], tuple[bool | None, str]]
 
 
+NOISY_PCT = 5.0  # other processes' share of the server's or wrk's core that spoils a figure
+
+
+def interference(row: dict[str, Any]) -> float:
+    """The largest share (percent) of a benchmark core that other processes took."""
+    return float(
+        max(row.get("others_on_server_cpu_pct", 0.0), row.get("others_on_client_cpu_pct", 0.0))
+    )
+
+
 def rps_of(rows: dict[str, dict[str, Any]], name: str) -> float | None:
     row = rows.get(name)
     return float(row["rps"]) if row and row.get("ok") and row.get("rps") else None
@@ -172,7 +182,19 @@ def check_targets(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
     for t in TARGETS:
         if t.workload not in results:
             continue
-        passed, detail = t.check({r["server"]: r for r in results[t.workload]})
+        rows = results[t.workload]
+        passed, detail = t.check({r["server"]: r for r in rows})
         verdict = {True: "PASS", False: "MISS", None: "n/a"}[passed]
-        out.append({"target": t.text, "workload": t.workload, "verdict": verdict, "detail": detail})
+        noisy = passed is not None and any(interference(r) > NOISY_PCT for r in rows)
+        if noisy:
+            detail += " (unreliable: the machine was busy during this workload)"
+        out.append(
+            {
+                "target": t.text,
+                "workload": t.workload,
+                "verdict": verdict,
+                "detail": detail,
+                "reliable": not noisy,
+            }
+        )
     return out
