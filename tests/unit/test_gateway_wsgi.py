@@ -266,6 +266,13 @@ def test_large_or_chunked_body_is_spooled_with_its_length(mode: str) -> None:
     assert bytes(ex.body) == b"ok"
 
 
+def test_chunked_body_already_received_gets_a_content_length(mode: str) -> None:
+    env = environ_for(
+        FakeExchange("POST", "/", [("Transfer-Encoding", "chunked")], [b"abc", b"de"]), mode
+    )
+    assert env["CONTENT_LENGTH"] == "5"
+
+
 def test_client_leaving_mid_body_never_reaches_the_app(mode: str) -> None:
     calls: list[int] = []
 

@@ -75,7 +75,10 @@ class WSGIGateway:
         """Handle one request: gather its body, then run the app."""
         env = self.environ.build(exchange)
         if exchange.body_complete:
-            env["wsgi.input"] = BytesIO(exchange.take_buffered_body())
+            body = exchange.take_buffered_body()
+            if body and "CONTENT_LENGTH" not in env:  # a chunked body that is all here
+                env["CONTENT_LENGTH"] = str(len(body))
+            env["wsgi.input"] = BytesIO(body)
             self.run(exchange, env, None)
             return
         declared = env.get("CONTENT_LENGTH")
