@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
-from bastion.protocol.errors import error_response, status_line
+from bastion.protocol.errors import error_response, reason, status_line
 from bastion.protocol.types import ClientDisconnected, InvalidResponse
 
 if TYPE_CHECKING:
@@ -34,19 +34,56 @@ _DIGITS = re.compile(rb"[0-9]+")
 _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-# Header names we validated and lower-cased before; bounded so hostile apps cannot grow it.
+# Header names and values already checked, so the common case costs one lookup each.
+# Both are bounded so a hostile app cannot grow them without limit.
 _name_cache: dict[bytes, bytes] = {}
+_value_cache: set[bytes] = set()
+
+_HAS_DATE = 1
+_HAS_SERVER = 2
+_SPECIAL = {
+    b"content-length": 4,
+    b"transfer-encoding": 8,
+    b"connection": 16,
+    b"date": _HAS_DATE,
+    b"server": _HAS_SERVER,
+}
+
+_STATUS_LINES = {s: status_line(s) for s in range(200, 600) if reason(s)}
+_cl_headers: dict[int, bytes] = {}
 
 
-def _lower_name(name: bytes) -> bytes:
-    lname = _name_cache.get(name)
-    if lname is None:
-        if not isinstance(name, bytes) or not _TOKEN.fullmatch(name):
-            raise InvalidResponse(f"invalid header name {name!r}")
-        lname = name.lower()
-        if len(_name_cache) < 512:
-            _name_cache[name] = lname
+def _check_name(name: bytes) -> bytes:
+    if not isinstance(name, bytes) or not _TOKEN.fullmatch(name):
+        raise InvalidResponse(f"invalid header name {name!r}")
+    lname = name.lower()
+    if len(_name_cache) < 1024:
+        _name_cache[name] = lname
     return lname
+
+
+def _check_value(name: bytes, value: bytes) -> None:
+    if not isinstance(value, bytes) or _BAD_VALUE.search(value) is not None:
+        raise InvalidResponse(f"invalid value for header {name!r}: {value!r}")
+    if len(value) <= 64 and len(_value_cache) < 4096:
+        _value_cache.add(value)
+
+
+def _status_line_checked(status: object) -> bytes:
+    if not isinstance(status, int) or not 100 <= status <= 999:
+        raise InvalidResponse(f"invalid status {status!r}")
+    if status < 200:
+        raise InvalidResponse(f"informational status {status} cannot be a final response")
+    return status_line(status)
+
+
+def _content_length_header(n: int) -> bytes:
+    line = _cl_headers.get(n)
+    if line is None:
+        line = b"content-length: %d\r\n" % n
+        if n < 65536 and len(_cl_headers) < 4096:
+            _cl_headers[n] = line
+    return line
 
 
 class H1Exchange:
@@ -244,45 +281,34 @@ class H1Exchange:
     def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         if self._started:
             raise InvalidResponse("response already started")
-        if not isinstance(status, int) or not 100 <= status <= 999:
-            raise InvalidResponse(f"invalid status {status!r}")
-        if status < 200:
-            raise InvalidResponse(f"informational status {status} cannot be a final response")
+        line = _STATUS_LINES.get(status) if status.__class__ is int else None
+        if line is None:
+            line = _status_line_checked(status)
         proto = self._proto
-        head = [status_line(status)]
-        content_length = -1
-        add_date = True
-        add_server = bool(proto.settings.server_header)
+        head = [line]
+        names = _name_cache
+        values = _value_cache
+        special = 0
         for name, value in headers:
-            lname = _lower_name(name)
-            if not isinstance(value, bytes) or _BAD_VALUE.search(value) is not None:
-                raise InvalidResponse(f"invalid value for header {name!r}: {value!r}")
-            if lname == b"content-length":
-                if not _DIGITS.fullmatch(value.strip()):
-                    raise InvalidResponse(f"invalid content-length {value!r}")
-                if content_length != -1:
-                    raise InvalidResponse("content-length given twice")
-                content_length = int(value)
-                continue
-            if lname == b"transfer-encoding":
-                # framing is ours to choose
-                continue
-            if lname == b"connection":
-                if b"close" in value.lower():
-                    self._close_after = True
-                continue
-            if lname == b"date":
-                add_date = False
-            elif lname == b"server":
-                add_server = False
-            head.append(name + b": " + value + b"\r\n")
-        if add_date:
+            lname = names.get(name)
+            if lname is None:
+                lname = _check_name(name)
+            if value not in values:
+                _check_value(name, value)
+            if lname in _SPECIAL:
+                if self._special_header(lname, value):
+                    special |= _SPECIAL[lname]
+                    continue
+                special |= _SPECIAL[lname]
+            head += (name, b": ", value, b"\r\n")
+        if not special & _HAS_DATE:
             head.append(proto.tracker.date_header)
-        if add_server:
-            head.append(proto.settings.server_header)
+        if not special & _HAS_SERVER:
+            server = proto.settings.server_header
+            if server:
+                head.append(server)
         self._started = True
         self._status = status
-        self._content_length = content_length
         if status in _NO_BODY_STATUS:
             self._no_body = True
             if status == 204:
@@ -292,20 +318,33 @@ class H1Exchange:
         if not self._body_done:
             self._expect_continue = False
 
-    def _emit_head(self, finishing_with: int) -> bytes:
-        """Finish the head; ``finishing_with`` is the whole body length or -1 if unknown."""
-        head = self._head
-        if head is None:
-            raise InvalidResponse("response not started")
-        self._head = None
+    def _special_header(self, lname: bytes, value: bytes) -> bool:
+        """Handle a framing-related header; True if it must not be copied to the head."""
+        if lname == b"content-length":
+            if not _DIGITS.fullmatch(value.strip()):
+                raise InvalidResponse(f"invalid content-length {value!r}")
+            if self._content_length != -1:
+                raise InvalidResponse("content-length given twice")
+            self._content_length = int(value)
+            return True
+        if lname == b"transfer-encoding":
+            return True  # framing is ours to choose
+        if lname == b"connection":
+            if b"close" in value.lower():
+                self._close_after = True
+            return True
+        return False  # date, server: the app's own replaces ours
+
+    def _end_head(self, head: list[bytes], whole_body: int) -> None:
+        """Add framing and connection headers; ``whole_body`` is the body length or -1."""
         cl = self._content_length
         if cl >= 0:
-            head.append(b"content-length: %d\r\n" % cl)
-        elif self._status == 204 or (self._status == 304):
+            head.append(_content_length_header(cl))
+        elif self._status == 204 or self._status == 304:
             pass
-        elif finishing_with >= 0:
-            self._content_length = finishing_with
-            head.append(b"content-length: %d\r\n" % finishing_with)
+        elif whole_body >= 0:
+            self._content_length = whole_body
+            head.append(_content_length_header(whole_body))
         elif self.http_version == "1.1":
             self._chunked = True
             head.append(b"transfer-encoding: chunked\r\n")
@@ -318,6 +357,13 @@ class H1Exchange:
             head.append(b"connection: keep-alive\r\n\r\n")
         else:
             head.append(b"\r\n")
+
+    def _emit_head(self, whole_body: int) -> bytes:
+        head = self._head
+        if head is None:
+            raise InvalidResponse("response not started")
+        self._head = None
+        self._end_head(head, whole_body)
         return b"".join(head)
 
     def write(self, data: bytes) -> None:
@@ -352,27 +398,44 @@ class H1Exchange:
     def finish(self, data: bytes = b"") -> None:
         if self._finished:
             return
+        proto = self._proto
+        head = self._head
+        if head is not None and not self._wrote and not self._disconnected:
+            # the common case: the whole response at once, in one write
+            self._wrote = True
+            self._head = None
+            n = len(data)
+            self._end_head(head, n)
+            if data and not self._no_body:
+                cl = self._content_length
+                if n > cl:
+                    self._close_after = True
+                    raise InvalidResponse(f"response body longer than its content-length {cl}")
+                if n < cl:
+                    self._close_after = True  # short body: the framing is broken
+                self._sent = n
+                head.append(data)
+            elif self._content_length > 0 and not self._no_body:
+                self._close_after = True
+            self._finished = True
+            proto.transport_write(b"".join(head))
+            proto._exchange_done(self)
+            return
         if self._disconnected:
             self._finished = True
-            self._proto._exchange_done(self)
+            proto._exchange_done(self)
             return
-        proto = self._proto
         if not self._wrote:
             self._wrote = True
-            head = self._emit_head(len(data))
-            out = head if self._no_body or not data else head + self._frame(data)
+            head_bytes = self._emit_head(len(data))
+            out = head_bytes if self._no_body or not data else head_bytes + self._frame(data)
         elif self._no_body:
             out = b""
         elif self._chunked:
             out = (self._frame(data) + b"0\r\n\r\n") if data else b"0\r\n\r\n"
         else:
             out = self._frame(data) if data else b""
-        if (
-            not self._no_body
-            and self._content_length >= 0
-            and self._sent != self._content_length
-            and self.method != "HEAD"
-        ):
+        if not self._no_body and self._content_length >= 0 and self._sent != self._content_length:
             self._close_after = True  # short body: the client must not reuse the framing
         self._finished = True
         if out:

@@ -44,6 +44,7 @@ _WRITE = 4  # the client is not reading the response
 
 _TE_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*;[ \t]*[^,]*)?")
 _DIGITS = re.compile(rb"[0-9]+")
+_FRAMING_HEADERS = frozenset({b"transfer-encoding", b"content-length", b"expect"})
 
 
 class _Reject(Exception):
@@ -127,17 +128,23 @@ class HTTP1Protocol(asyncio.Protocol):
 
     __slots__ = (
         "_active",
-        "_cl_seen",
+        "_cl",
         "_deadline",
         "_deadline_kind",
         "_dispatching",
         "_drain_waiter",
         "_error_status",
         "_expect",
+        "_framing",
         "_handler",
-        "_hcount",
+        "_head_bytes",
+        "_head_limit",
         "_headers",
         "_hsize",
+        "_in_head",
+        "_max_hcount",
+        "_max_hsize",
+        "_max_url",
         "_parser",
         "_parsing",
         "_paused_by",
@@ -183,10 +190,22 @@ class HTTP1Protocol(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._hsize = 0
-        self._hcount = 0
+        self._framing = False
         self._te: bytes | None = None
-        self._cl_seen = False
+        self._cl = -1
         self._expect: bytes | None = None
+        self._in_head = False
+        self._head_bytes = 0
+        self._max_url = settings.max_request_line
+        self._max_hsize = settings.max_header_size
+        self._max_hcount = settings.max_header_count
+        # a head may be the request line plus the header block, with line endings
+        self._head_limit = (
+            settings.max_request_line
+            + settings.max_header_size
+            + 4 * settings.max_header_count
+            + 64
+        )
         self._deadline = 0.0
         self._deadline_kind = _NO_DEADLINE
 
@@ -242,11 +261,10 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._error_status or self.closed:
             return
         if self._deadline_kind == _IDLE:
-            self._set_deadline(_HEAD, self.settings.header_timeout)
+            self._deadline_kind = _HEAD
+            self._deadline = self.tracker.now + self.settings.header_timeout
         try:
             self._parser.feed_data(data)
-        except _Reject as exc:
-            self._reject(exc.status, str(exc))
         except httptools.HttpParserUpgrade:
             # Upgrades (WebSocket, h2c) are not served here: answer the request as plain
             # HTTP/1.1, as RFC 9110 allows, and close afterwards.
@@ -262,13 +280,20 @@ class HTTP1Protocol(asyncio.Protocol):
                 self._reject(cause.status, str(cause))
             else:
                 self._reject(self._status_for(exc), str(exc))
-        if not self._dispatching and self._active is None:
-            self._dispatch()
-        active = self._active
-        if active is not None and active._complete_cb is not None and active._body_done:
-            cb = active._complete_cb
-            active._complete_cb = None
-            cb()
+        if self._in_head:
+            # httptools buffers a header line until it ends: bound that too
+            self._head_bytes += len(data)
+            if self._head_bytes > self._head_limit and not self._error_status:
+                self._reject(431, "request head too large")
+        if self._active is None:
+            if self._pipeline and not self._dispatching:
+                self._dispatch()
+        else:
+            active = self._active
+            if active._complete_cb is not None and active._body_done:
+                cb = active._complete_cb
+                active._complete_cb = None
+                cb()
 
     def _status_for(self, exc: Exception) -> int:
         msg = str(exc)
@@ -283,40 +308,48 @@ class HTTP1Protocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._hsize = 0
-        self._hcount = 0
-        self._te = None
-        self._cl_seen = False
-        self._expect = None
+        self._framing = False
+        self._in_head = True
+        self._head_bytes = 0
         if self._deadline_kind != _HEAD and self._active is None:
             self._set_deadline(_HEAD, self.settings.header_timeout)
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self.settings.max_request_line:
+        url = self._url + url if self._url else url
+        self._url = url
+        if len(url) > self._max_url:
             raise self._remember(_Reject(414, "request target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._hcount += 1
-        self._hsize += len(name) + len(value) + 4
-        settings = self.settings
-        if self._hcount > settings.max_header_count:
-            raise self._remember(_Reject(431, "too many header fields"))
-        if self._hsize > settings.max_header_size:
-            raise self._remember(_Reject(431, "header block too large"))
         lname = name.lower()
+        headers = self._headers
+        headers.append((lname, value))
+        if len(headers) > self._max_hcount:
+            raise self._remember(_Reject(431, "too many header fields"))
+        self._hsize += len(name) + len(value)
+        if lname in _FRAMING_HEADERS:
+            self._framing_header(lname, value)
+        if self._hsize > self._max_hsize:
+            raise self._remember(_Reject(431, "header block too large"))
+
+    def _framing_header(self, lname: bytes, value: bytes) -> None:
+        if not self._framing:
+            self._framing = True
+            self._te = None
+            self._cl = -1
+            self._expect = None
         if lname == b"transfer-encoding":
             self._te = value if self._te is None else self._te + b"," + value
         elif lname == b"content-length":
-            if self._cl_seen:
+            if self._cl != -1:
                 raise self._remember(_Reject(400, "more than one content-length"))
-            self._cl_seen = True
             if not _DIGITS.fullmatch(value):
                 raise self._remember(_Reject(400, "malformed content-length"))
-            if int(value) > settings.max_body_size:
+            self._cl = int(value)
+            if self._cl > self.settings.max_body_size:
                 raise self._remember(_Reject(413, "request body too large"))
-        elif lname == b"expect":
+        else:
             self._expect = value
-        self._headers.append((lname, value))
 
     def _remember(self, exc: _Reject) -> _Reject:
         # httptools wraps exceptions raised in callbacks; keep ours to read the status back
@@ -336,29 +369,16 @@ class HTTP1Protocol(asyncio.Protocol):
         return 501  # another coding (gzip, ...) we do not decode
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         parser = self._parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise self._remember(_Reject(505, f"HTTP version {version} not supported"))
-        te = self._te
-        body_expected = self._cl_seen
-        if te is not None:
-            if version == "1.0":
-                raise self._remember(_Reject(400, "transfer-encoding in an HTTP/1.0 request"))
-            status = self._te_status(te)
-            if status:
-                raise self._remember(_Reject(status, "unsupported transfer-encoding"))
-            body_expected = True
-        elif self._cl_seen:
-            for name, value in self._headers:
-                if name == b"content-length":
-                    body_expected = value != b"0"
-                    break
+        headers = self._headers
+        body_expected = False
         expect_continue = False
-        if self._expect is not None:
-            if self._expect.lower() != b"100-continue":
-                raise self._remember(_Reject(417, "unsupported expectation"))
-            expect_continue = version == "1.1" and body_expected
+        if self._framing:
+            body_expected, expect_continue = self._check_framing(version)
         url = self._url
         if url[:1] == b"/":
             raw_path, sep, query = url.partition(b"?")
@@ -366,43 +386,62 @@ class HTTP1Protocol(asyncio.Protocol):
                 query = query.partition(b"#")[0]
             elif not sep and b"#" in raw_path:
                 raw_path = raw_path.partition(b"#")[0]
-        elif url == b"*":
-            raw_path, query = b"*", b""
         else:
-            try:
-                parsed = httptools.parse_url(url)
-            except httptools.HttpParserInvalidURLError:
-                raise self._remember(_Reject(400, "malformed request target")) from None
-            raw_path = parsed.path or b"/"
-            query = parsed.query or b""
+            raw_path, query = self._absolute_target(url)
         self._requests += 1
-        keep_alive = (
-            parser.should_keep_alive()
-            and not self.tracker.draining
-            and (
-                self.settings.max_keepalive_requests == 0
-                or self._requests < self.settings.max_keepalive_requests
-            )
-        )
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and (
+            self.tracker.draining or self._requests == self.settings.max_keepalive_requests
+        ):
+            keep_alive = False
         ex = H1Exchange(
             self,
             parser.get_method().decode("ascii"),
             raw_path,
             query,
             version,
-            self._headers,
+            headers,
             keep_alive,
             body_expected,
             expect_continue,
         )
-        self._parsing = ex
         self._pipeline.append(ex)
         if body_expected:
+            self._parsing = ex
             self._set_deadline(_BODY, self.settings.body_timeout)
         else:
-            self._clear_deadline()
-        if len(self._pipeline) > 1 or self._active is not None:
+            self._deadline_kind = _NO_DEADLINE
+        if self._active is not None or len(self._pipeline) > 1:
             self._pause_reading(self)  # bound what a pipelining client can queue
+
+    def _check_framing(self, version: str) -> tuple[bool, bool]:
+        """Validate Transfer-Encoding, Content-Length and Expect; (body?, 100-continue?)."""
+        te = self._te
+        body_expected = self._cl > 0
+        if te is not None:
+            if self._cl != -1:
+                raise self._remember(_Reject(400, "content-length with transfer-encoding"))
+            if version == "1.0":
+                raise self._remember(_Reject(400, "transfer-encoding in an HTTP/1.0 request"))
+            status = self._te_status(te)
+            if status:
+                raise self._remember(_Reject(status, "unsupported transfer-encoding"))
+            body_expected = True
+        expect_continue = False
+        if self._expect is not None:
+            if self._expect.lower() != b"100-continue":
+                raise self._remember(_Reject(417, "unsupported expectation"))
+            expect_continue = version == "1.1" and body_expected
+        return body_expected, expect_continue
+
+    def _absolute_target(self, url: bytes) -> tuple[bytes, bytes]:
+        if url == b"*":
+            return b"*", b""
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            raise self._remember(_Reject(400, "malformed request target")) from None
+        return parsed.path or b"/", parsed.query or b""
 
     def on_body(self, body: bytes) -> None:
         ex = self._parsing
@@ -416,11 +455,11 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self._parsing
-        self._parsing = None
         if ex is not None:
+            self._parsing = None
             ex._complete()
-        if self._deadline_kind == _BODY:
-            self._clear_deadline()
+            if self._deadline_kind == _BODY:
+                self._deadline_kind = _NO_DEADLINE
 
     # -- dispatching -------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -449,7 +488,9 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         self._active = None
         tracker = self.tracker
-        tracker.request_done()
+        tracker.requests_served += 1
+        if tracker.on_request is not None:
+            tracker.on_request()
         access_log = self.settings.access_log
         if access_log is not None:
             try:
@@ -468,8 +509,9 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._error_status > 0:
             self._send_error()
             return
-        if self._parsing is None:
-            self._set_deadline(_IDLE, self.settings.keepalive_timeout)
+        if self._parsing is None and not self._in_head:
+            self._deadline_kind = _IDLE
+            self._deadline = tracker.now + self.settings.keepalive_timeout
         if self._reading_paused:
             self._resume_reading(self._paused_by)
 

@@ -1,0 +1,163 @@
+"""CPU cost per request of bastion's own layers, without sockets (not a test).
+
+Feeds requests to ``HTTP1Protocol`` through an in-memory transport on a uvloop loop and
+reports CPU microseconds per request (``time.process_time``), for the protocol alone and
+with the ASGI and WSGI gateways. CPU time is far steadier than wall-clock throughput on a
+shared machine, so this is the number to compare before and after a hot-path change:
+
+    .venv/bin/python bench/inprocess.py [--requests N] [--profile NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from typing import Any
+
+import httptools
+import uvloop
+
+from bastion.config.schema import AppConfig, Config
+from bastion.gateway.asgi import ASGIGateway
+from bastion.gateway.wsgi import WSGIGateway
+from bastion.protocol.http1 import HTTP1Protocol, ProtocolSettings
+from bastion.protocol.state import ConnectionTracker
+
+REQUEST = (
+    b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\n"
+    b"Accept: */*\r\nConnection: keep-alive\r\n\r\n"
+)
+BODY = b"Hello, world!"
+
+
+class Transport:
+    __slots__ = ("writes",)
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        raise RuntimeError("connection closed unexpectedly")
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def raw_handler(ex: Any) -> None:
+    ex.start_response(200, [(b"content-type", b"text/plain")])
+    ex.finish(BODY)
+
+
+async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [BODY]
+
+
+def handlers() -> dict[str, Any]:
+    config = Config(app=AppConfig(target="x:y"))
+    return {
+        "floor": None,
+        "protocol": raw_handler,
+        "asgi": ASGIGateway(asgi_app, config).handler,  # type: ignore[arg-type]
+        "wsgi-inline": WSGIGateway(wsgi_app, config).handler,
+    }
+
+
+class FloorProtocol:
+    """The least any httptools server does: parse, then write a constant response."""
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 13\r\n\r\n" + BODY
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Any) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        self.transport.write(self.RESPONSE)
+
+
+async def measure(handler: Any, n: int, profile: bool) -> float:
+    settings = ProtocolSettings(max_keepalive_requests=0)
+    if handler is None:
+        proto: Any = FloorProtocol()
+    else:
+        proto = HTTP1Protocol(settings, handler, ConnectionTracker())
+    transport = Transport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    sleep = asyncio.sleep
+    for _ in range(2000):  # warm up
+        proto.data_received(REQUEST)
+        await sleep(0)
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        prof.enable()
+    start = time.process_time()
+    for _ in range(n):
+        proto.data_received(REQUEST)
+        await sleep(0)
+    elapsed = time.process_time() - start
+    if prof:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+    proto.connection_lost(None)
+    if transport.writes < n:
+        raise RuntimeError(f"only {transport.writes} responses for {n} requests")
+    return elapsed / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--profile", help="profile this case (protocol, asgi, wsgi-inline)")
+    args = parser.parse_args()
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    for name, handler in handlers().items():
+        if args.profile and args.profile != name:
+            continue
+        us = loop.run_until_complete(measure(handler, args.requests, args.profile == name))
+        print(f"{name:12} {us:6.2f} µs CPU per request  (~{1e6 / us:,.0f} req/s of one core)")
+
+
+if __name__ == "__main__":
+    main()
