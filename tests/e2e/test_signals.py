@@ -68,7 +68,7 @@ def test_sighup_serves_new_code_without_failing_a_request(tmp_path: Path) -> Non
         before = child_pids(srv.pid)
         assert len(before) == 2
         assert get(srv.url)[1].startswith("v1 ok ")
-        with Load(srv.url, threads=4) as load:
+        with Load(srv.url, threads=6) as load:
             wait_until(lambda: load.count() > 50, 10, "load to start")
             app.write_text(app.read_text().replace('"v1 ok {', '"version two ok {'))
             mark = len(srv.log)
@@ -76,10 +76,14 @@ def test_sighup_serves_new_code_without_failing_a_request(tmp_path: Path) -> Non
             srv.wait_for_log(r"reload complete", 30, start=mark)
             seen = load.count()
             wait_until(lambda: load.count() > seen + 50, 10, "load after the reload")
+            for _ in range(2):  # more swaps under load: still nothing lost
+                mark = len(srv.log)
+                srv.signal(signal.SIGHUP)
+                srv.wait_for_log(r"reload complete", 30, start=mark)
         assert_no_failures(load)
-        after = child_pids(srv.pid)
-        assert len(after) == 2
-        assert not after & before, "every worker was replaced"
+        # the old workers finish their last requests and exit
+        wait_until(lambda: len(child_pids(srv.pid)) == 2, 10, "two workers")
+        assert not child_pids(srv.pid) & before, "every worker was replaced"
         assert get(srv.url)[1].startswith("version two ok ")
         # both versions answered during the run: the swap happened under load
         assert any(b.startswith("v1 ") for b in load.bodies)

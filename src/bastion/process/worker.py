@@ -39,6 +39,11 @@ EXIT_OK = 0
 EXIT_ERROR = 1  # an unexpected error after start-up (logged)
 EXIT_STARTUP_FAILED = 3  # the app failed to import or its lifespan start-up failed
 
+# After the worker stops accepting, how long requests on just-accepted connections get
+# to arrive before idle connections are closed (a client sends its request right after
+# the handshake, so this covers far more than a round trip).
+ACCEPT_SETTLE = 0.2
+
 # Signals the supervisor handles; a worker must not act on the copies it inherited.
 _INHERITED = (
     signal.SIGTERM,
@@ -243,6 +248,11 @@ class _Worker:
     async def _stop(self, gateway: Gateway, servers: list[asyncio.AbstractServer]) -> int:
         for server in servers:
             server.close()
+        # A connection accepted just before the close may not have delivered its first
+        # request yet (its connection_made may even be still queued). Closing it now as
+        # "idle" would drop a request the client has already sent, so let such requests
+        # arrive before idle connections are closed.
+        await asyncio.sleep(ACCEPT_SETTLE)
         tracker = self.tracker
         tracker.shutdown()
         grace = self.config.workers.graceful_timeout
