@@ -49,21 +49,25 @@ CLIENT_BOUND_PCT = 97.0  # wrk's core this busy: the figure may be wrk's limit, 
 
 
 def print_table(w: Workload, rows: list[dict[str, Any]]) -> None:
-    ours = rps_of({r["server"]: r for r in rows}, "bastion")
+    by_name = {r["server"]: r for r in rows}
+    ours, ours_cpu = rps_of(by_name, "bastion"), rps_of(by_name, "bastion", "rps_per_cpu")
     print(f"\n== {w.name}: {w.title} ==")
     print(
         f"{'server':<10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} "
-        f"{'worker MB':>9} {'CPU %':>6} {'bastion ÷':>10}"
+        f"{'worker MB':>9} {'CPU %':>6} {'req/CPU-s':>9} {'bastion ÷':>10} {'÷ per CPU':>9}"
     )
     for r in rows:
         if not r["ok"]:
             print(f"{r['server']:<10} failed: {r.get('error', '?')}")
             continue
-        ratio = f"{ours / r['rps']:.2f}x" if ours and r["server"] != "bastion" else "-"
+        peer = r["server"] != "bastion"
+        ratio = f"{ours / r['rps']:.2f}x" if ours and peer else "-"
+        per_cpu = r.get("rps_per_cpu") or 0.0
+        ratio_cpu = f"{ours_cpu / per_cpu:.2f}x" if ours_cpu and per_cpu and peer else "-"
         print(
             f"{r['server']:<10} {r['rps']:>9.0f} {r.get('p50_ms', 0):>7.2f} "
             f"{r.get('p99_ms', 0):>7.2f} {r['rss_tree_mb']:>7.1f} {r['rss_worker_mb']:>9.1f} "
-            f"{r['server_cpu_pct']:>6.0f} {ratio:>10}{_notes(r)}"
+            f"{r['server_cpu_pct']:>6.0f} {per_cpu:>9.0f} {ratio:>10} {ratio_cpu:>9}{_notes(r)}"
         )
 
 

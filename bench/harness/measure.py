@@ -111,6 +111,8 @@ def measure(server: str, w: Workload, args: argparse.Namespace, logs: Path) -> d
             after = CpuSnapshot.take(pid, cpus)
             rss.sample()
         row.update(cpu_usage(before, after, SERVER_CPU, CLIENT_CPU))
+        if row["server_cpu_pct"] > 0:  # requests per second of the server's own CPU time
+            row["rps_per_cpu"] = round(row["rps"] * 100 / row["server_cpu_pct"], 1)
         row["rss_tree_mb"] = _mb(rss.peak_tree_kib)
         row["rss_worker_mb"] = _mb(rss.peak_worker_kib)
         row["processes"] = len(rss.peak_by_pid)

@@ -131,9 +131,10 @@ def interference(row: dict[str, Any]) -> float:
     )
 
 
-def rps_of(rows: dict[str, dict[str, Any]], name: str) -> float | None:
+def rps_of(rows: dict[str, dict[str, Any]], name: str, key: str = "rps") -> float | None:
+    """A server's requests per second (or another figure) if its run succeeded."""
     row = rows.get(name)
-    return float(row["rps"]) if row and row.get("ok") and row.get("rps") else None
+    return float(row[key]) if row and row.get("ok") and row.get(key) else None
 
 
 def _at_least(peer: str, factor: float) -> Callable[[dict[str, dict[str, Any]]], Any]:
@@ -142,7 +143,7 @@ def _at_least(peer: str, factor: float) -> Callable[[dict[str, dict[str, Any]]],
         if ours is None or theirs is None:
             return None, "no data"
         ratio = ours / theirs
-        return ratio >= factor, f"{ratio:.2f}x"
+        return ratio >= factor, f"{ratio:.2f}x{_per_cpu(rows, peer)}"
 
     return check
 
@@ -153,7 +154,12 @@ def _ahead_of_all(rows: dict[str, dict[str, Any]]) -> tuple[bool | None, str]:
     if ours is None or not peers:
         return None, "no data"
     best = max(peers, key=lambda n: peers[n])
-    return ours > peers[best], f"{ours / peers[best]:.2f}x best peer ({best})"
+    return ours > peers[best], f"{ours / peers[best]:.2f}x best peer ({best}){_per_cpu(rows, best)}"
+
+
+def _per_cpu(rows: dict[str, dict[str, Any]], peer: str) -> str:
+    ours, theirs = rps_of(rows, "bastion", "rps_per_cpu"), rps_of(rows, peer, "rps_per_cpu")
+    return f" ({ours / theirs:.2f}x per CPU-second)" if ours and theirs else ""
 
 
 def _worker_below(mb: float) -> Callable[[dict[str, dict[str, Any]]], Any]:
