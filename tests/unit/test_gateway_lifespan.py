@@ -236,3 +236,20 @@ def test_starlette_lifespan_state_reaches_requests() -> None:
     ex = run_async(main())
     assert ex.status == 200 and bytes(ex.body) == b"hello from lifespan"
     assert events == ["up", "down"]
+
+
+def test_auto_mode_startup_that_raises_after_taking_the_message_is_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        raise ConnectionRefusedError("database is down")
+
+    async def main() -> None:
+        await Lifespan(app, "auto", {}).startup()
+
+    with pytest.raises(LifespanFailure) as err:
+        run_async(main())
+    assert "ConnectionRefusedError: database is down" in str(err.value)
+    assert "app.lifespan = 'off'" in str(err.value)
+    assert any(r.exc_info for r in caplog.records if r.name == "bastion.error")

@@ -23,20 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 from bastion.config.schema import Config
 from bastion.gateway.failure import ERROR_LOG, describe, fail_request, request_id
-from bastion.gateway.lifespan import Lifespan
+from bastion.gateway.lifespan import ASGIApp, Lifespan, Message
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
 
 __all__ = ["ASGIApp", "ASGIGateway"]
-
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
 # response states
 _IDLE = 0

@@ -7,8 +7,9 @@ a task for the life of the worker. :meth:`Lifespan.startup` sends
 
 Modes (``app.lifespan``):
 
-* ``auto`` — if the app raises, or returns, before answering start-up, it does not
-  support lifespan: note it in the log and serve without it (what uvicorn does).
+* ``auto`` — if the app raises, or returns, before taking the start-up message, it
+  does not support lifespan: note it in the log and serve without it (what uvicorn
+  does). If it took the message and then raised, its start-up failed.
 * ``on`` — the same situations are a start-up failure.
 * ``off`` — never run it.
 
@@ -54,6 +55,7 @@ class Lifespan:
         self._answer: asyncio.Future[Message] | None = None
         self._phase = "idle"  # idle, startup, running, shutdown, done
         self._error: BaseException | None = None
+        self._started_receiving = False  # the app has taken a message from receive()
 
     async def startup(self) -> None:
         """Run the app's start-up. Raises :class:`LifespanFailure` if it failed."""
@@ -86,6 +88,12 @@ class Lifespan:
             raise LifespanFailure(
                 f"lifespan start-up failed: the app {what} before completing start-up "
                 "(app.lifespan is 'on')"
+            )
+        if err is not None and self._started_receiving:
+            # it took the start-up message, so it speaks lifespan: its start-up broke
+            raise LifespanFailure(
+                f"lifespan start-up failed: {_one_line(err)} (if the app does not support "
+                "ASGI lifespan, set app.lifespan = 'off')"
             )
         if err is not None:
             log.info("ASGI lifespan not supported by the app (it raised %s)", _one_line(err))
@@ -129,7 +137,7 @@ class Lifespan:
         except BaseException as exc:
             self._error = exc
             if self._phase in ("running", "shutdown") or (
-                self._phase == "startup" and self.mode == "on"
+                self._phase == "startup" and (self.mode == "on" or self._started_receiving)
             ):
                 log.error(
                     "exception in ASGI lifespan (%s)",
@@ -142,7 +150,9 @@ class Lifespan:
             self._settle({"type": "lifespan.ended"})
 
     async def _receive(self) -> Message:
-        return await self._inbox.get()
+        message = await self._inbox.get()
+        self._started_receiving = True
+        return message
 
     async def _send(self, message: Message) -> None:
         try:
