@@ -10,10 +10,11 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from proc_tools import Load, assert_no_failures, child_pids, get, pid_of, wait_until
-from server import serve
+from server import BastionProcess, serve
 
 
 def test_killed_worker_is_replaced() -> None:
@@ -213,3 +214,61 @@ def _alive(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_workers_not_ready_within_startup_timeout_stop_bastion() -> None:
+    env = {"BASTION_WORKERS__STARTUP_TIMEOUT": "1.5", "PROC_IMPORT_SECONDS": "30"}
+    started = time.monotonic()
+    srv = serve("proc_slowimport:app", "--workers", "2", env=env, wait_ready=False).start()
+    try:
+        assert srv.wait(15) == 1
+    finally:
+        srv.stop()
+    assert time.monotonic() - started < 8
+    assert "workers did not start within 1.5s (workers.startup_timeout)" in srv.log
+
+
+def test_wsgi_app_is_announced_and_served() -> None:
+    with serve("proc_wsgi:app", "--workers", "2") as srv:
+        assert re.search(r"ready: serving proc_wsgi:app \(WSGI\) with 2 workers, pid \d+", srv.log)
+        status, body = get(srv.url)
+        assert status == 200 and pid_of(body) in child_pids(srv.pid)
+
+
+def test_error_log_and_access_log_files(tmp_path: Path) -> None:
+    error_log = tmp_path / "error.log"
+    access_log = tmp_path / "access.log"
+    args = [
+        "proc_app:app",
+        "--workers",
+        "1",
+        "--timeout",
+        "2",
+        "--error-log-file",
+        str(error_log),
+        "--access-log",
+        "combined",
+        "--access-log-file",
+        str(access_log),
+    ]
+    srv = BastionProcess(["serve", *args, "--bind", "127.0.0.1:0"], wait_ready=False).start()
+    try:
+        wait_until(lambda: error_log.exists() and "ready" in error_log.read_text(), 15)
+        port = re.search(r"listening on http://127\.0\.0\.1:(\d+)", error_log.read_text())
+        assert port
+        url = f"http://127.0.0.1:{port.group(1)}"
+        _get_with_headers(url, "/")
+        wait_until(lambda: access_log.exists() and "proc-test/1.0" in access_log.read_text(), 10)
+        assert re.search(r'"GET / HTTP/1\.1" 200 \d+ ', access_log.read_text())
+        # the blocked worker's stack goes to the error log file too
+        with pytest.raises(Exception):  # noqa: B017 - the worker dies mid-request
+            get(url, "/block", timeout=15)
+        wait_until(lambda: "in block_the_loop_forever" in error_log.read_text(), 10)
+        assert "timed out (event loop blocked > 2s)" in error_log.read_text()
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(15) == 0
+    finally:
+        srv.stop()
+    text = error_log.read_text()
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[\d+\] INFO bastion stopped$", text, re.M)
+    assert "proc-test/1.0" not in srv.log  # nothing went to stdout
