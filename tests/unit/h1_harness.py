@@ -19,6 +19,7 @@ class FakeTransport:
         self.closed = False
         self.aborted = False
         self.reading_paused = False
+        self.eof_written = False
         self.protocol: HTTP1Protocol | None = None
 
     def write(self, data: bytes) -> None:
@@ -36,6 +37,17 @@ class FakeTransport:
 
     def get_write_buffer_size(self) -> int:
         return 0
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    @property
+    def done(self) -> bool:
+        """The server will send nothing more: closed, or half-closed after an error."""
+        return self.closed or self.eof_written
 
     def pause_reading(self) -> None:
         self.reading_paused = True

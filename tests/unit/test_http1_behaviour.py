@@ -145,7 +145,7 @@ def test_streaming_response_is_chunked_on_http11_and_close_delimited_on_http10()
         raw = transport.take()
         assert b"transfer-encoding" not in raw
         assert raw.endswith(b"one two three")
-        assert transport.closed
+        assert transport.done
 
     run(main())
 
@@ -162,7 +162,7 @@ def test_http10_keep_alive_when_asked() -> None:
         await settle()
         [(_, headers, _)] = parse_responses(transport.take())
         assert headers["connection"] == "close"
-        assert transport.closed
+        assert transport.done
 
     run(main())
 
@@ -269,7 +269,7 @@ def test_content_length_overrun_is_refused() -> None:
         proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
         await settle()
         assert errors
-        assert transport.closed
+        assert transport.done
 
     run(main())
 
@@ -331,13 +331,13 @@ def test_timeouts_408_for_slow_head_and_silent_close_when_idle() -> None:
         await settle()
         [(status, _, _)] = parse_responses(transport.take())
         assert status == 408
-        assert transport.closed
+        assert transport.done
 
         proto, transport, tracker = make_conn(hello_handler, keepalive_timeout=1.0)
         proto.check_deadline(tracker.now + 0.5)
         assert not transport.closed
         proto.check_deadline(tracker.now + 2.0)
-        assert transport.closed
+        assert transport.done
         assert transport.take() == b""
 
     run(main())
@@ -352,7 +352,7 @@ def test_body_timeout_408() -> None:
         await settle()
         [(status, _, _)] = parse_responses(transport.take())
         assert status == 408
-        assert transport.closed
+        assert transport.done
 
     run(main())
 
@@ -367,7 +367,7 @@ def test_max_keepalive_requests_closes_after_the_limit() -> None:
         await settle()
         responses = parse_responses(transport.take())
         assert responses[-1][1]["connection"] == "close"
-        assert transport.closed
+        assert transport.done
 
     run(main())
 

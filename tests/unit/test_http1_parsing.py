@@ -123,7 +123,7 @@ def test_malformed_request_is_refused_and_closed(name: str, raw: bytes, status: 
         responses = parse_responses(transport.take())
         assert [r[0] for r in responses] == [status], name
         assert responses[0][1]["connection"] == "close"
-        assert transport.closed
+        assert transport.done
         assert calls == [], "a refused request reached the handler"
 
     run(main())
@@ -137,7 +137,7 @@ def test_refusal_after_a_good_pipelined_request_keeps_order() -> None:
         responses = parse_responses(transport.take())
         assert [r[0] for r in responses] == [200, 400]
         assert responses[0][2] == b"GET /"
-        assert transport.closed
+        assert transport.done
 
     run(main())
 
@@ -159,7 +159,7 @@ def test_limits(limit: dict[str, int], raw: bytes, status: int) -> None:
         await settle()
         responses = parse_responses(transport.take())
         assert [r[0] for r in responses] == [status]
-        assert transport.closed
+        assert transport.done
 
     run(main())
 
@@ -174,7 +174,7 @@ def test_header_limits_hold_when_the_head_arrives_in_pieces() -> None:
             proto.data_received(b"X-Pad: " + b"p" * 100 + b"\r\n")
         await settle()
         assert [r[0] for r in parse_responses(transport.take())] == [431]
-        assert transport.closed
+        assert transport.done
 
     run(main())
 
@@ -205,7 +205,22 @@ def test_chunked_body_over_limit_is_413() -> None:
         await settle()
         responses = parse_responses(transport.take())
         assert [r[0] for r in responses] == [413]
-        assert transport.closed
+        assert transport.done
         assert seen[-1] == b"<disconnected>"
+
+    run(main())
+
+
+def test_error_response_lingers_then_closes() -> None:
+    async def main() -> None:
+        proto, transport, tracker = make_conn(hello_handler)
+        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n")
+        await settle()
+        assert transport.eof_written and not transport.closed
+        assert not transport.reading_paused  # keeps draining what the client still sends
+        proto.data_received(b"more junk from the client")
+        assert transport.take().startswith(b"HTTP/1.1 400")
+        proto.check_deadline(tracker.now + 5.0)
+        assert transport.closed
 
     run(main())

@@ -41,6 +41,11 @@ _IDLE = 1  # keep-alive, waiting for the next request
 _HEAD = 2  # receiving the request line and headers
 _BODY = 3  # receiving the body
 _WRITE = 4  # the client is not reading the response
+_LINGER = 5  # after an error response: read and discard briefly, then close
+
+# nginx lingering_timeout is 5s and lingering_time 30s; a short linger is enough for the
+# client to read the error before the close (a close with unread input sends a reset).
+LINGER_SECONDS = 2.0
 
 _TE_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*;[ \t]*[^,]*)?")
 _DIGITS = re.compile(rb"[0-9]+")
@@ -249,6 +254,9 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # The client finished sending. Answer what we have, then close.
+        if self._deadline_kind == _LINGER:
+            self._close()
+            return None
         active = self._active
         if active is None and not self._pipeline:
             return None  # transport closes itself
@@ -259,7 +267,7 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._error_status or self.closed:
-            return
+            return  # refused or lingering: discard
         if self._deadline_kind == _IDLE:
             self._deadline_kind = _HEAD
             self._deadline = self.tracker.now + self.settings.header_timeout
@@ -543,9 +551,25 @@ class HTTP1Protocol(asyncio.Protocol):
     def _send_error(self) -> None:
         status = self._error_status
         self._error_status = -1
-        if self.transport is not None and not self.closed:
-            self.transport.write(error_response(status, self.tracker.date_header))
-        self._close()
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.write(error_response(status, self.tracker.date_header))
+        # Half-close and drain what the client is still sending, so that the kernel
+        # does not answer its unread data with a reset that destroys our response.
+        try:
+            can_eof = transport.can_write_eof()
+        except (AttributeError, NotImplementedError):
+            can_eof = False
+        if not can_eof:
+            self._close()
+            return
+        transport.write_eof()
+        self._set_deadline(_LINGER, LINGER_SECONDS)
+        if self._reading_paused:
+            self._reading_paused = False
+            self._paused_by = None
+            transport.resume_reading()
 
     # -- deadlines -----------------------------------------------------------------------
     def _set_deadline(self, kind: int, seconds: float) -> None:
@@ -576,6 +600,8 @@ class HTTP1Protocol(asyncio.Protocol):
                 self.abort()
         elif kind == _WRITE:
             self.abort()
+        elif kind == _LINGER:
+            self._close()
 
     # -- flow control --------------------------------------------------------------------
     def transport_write(self, data: bytes) -> None:

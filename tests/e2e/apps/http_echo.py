@@ -1,0 +1,83 @@
+"""ASGI and WSGI apps for the HTTP/1.1 end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Echoes the request: method, path, query, headers and body length/prefix as JSON.
+
+    ``/stream`` answers with 5 chunks, 0.2 s apart, with no Content-Length.
+    ``/big`` answers with 4 MiB. ``/slow`` waits 3 s first.
+    """
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(5):
+            await send({"type": "http.response.body", "body": b"chunk%d\n" % i, "more_body": True})
+            await asyncio.sleep(0.2)
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/big":
+        body = b"x" * (4 * 1024 * 1024)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+        return
+    if path == "/slow":
+        await asyncio.sleep(3)
+    size = 0
+    first = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunk = message.get("body", b"")
+        if len(first) < 64:
+            first += chunk[: 64 - len(first)]
+        size += len(chunk)
+        if not message.get("more_body"):
+            break
+    out = {
+        "method": scope["method"],
+        "path": path,
+        "raw_path": scope["raw_path"].decode("latin-1"),
+        "query": scope["query_string"].decode("latin-1"),
+        "http_version": scope["http_version"],
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+        "body_size": size,
+        "body_start": first.decode("latin-1"),
+        "client": list(scope["client"]) if scope["client"] else None,
+    }
+    data = json.dumps(out).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+async def injector(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Tries to put CR/LF into a response header."""
+    if scope["type"] != "http":
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-evil", b"a\r\nset-cookie: stolen=1")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"should never be sent"})
+
+
+def wsgi_injector(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("X-Evil", "a\r\nSet-Cookie: stolen=1")])
+    return [b"should never be sent"]
