@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,9 @@ def test_access_log_combined() -> None:
         assert m
         stamp = re.search(r"\[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\]", m.group(0))
         assert stamp
+        # a quote in a header cannot end the quoted field early
+        _get_with_headers(srv.url, "/", agent='evil" 200 0 "x')
+        srv.wait_for_log(r'"GET / HTTP/1\.1" 200 \d+ "[^"]*" "evil\\x22 200 0 \\x22x"\n', 10)
 
 
 def test_access_log_json() -> None:
@@ -154,6 +158,7 @@ def test_access_log_json() -> None:
         _get_with_headers(srv.url, "/slow?s=0.01")
         m = srv.wait_for_log(r'\{"time".*"proc-test/1\.0".*\}\n', 10)
         record = json.loads(m.group(0))
+        assert datetime.fromisoformat(record["time"]).tzinfo is not None
         assert record["method"] == "GET"
         assert record["path"] == "/slow"
         assert record["query"] == "s=0.01"
@@ -174,7 +179,7 @@ def test_access_log_off_writes_nothing() -> None:
         assert "proc-test/1.0" not in srv.log
 
 
-def _get_with_headers(url: str, path: str) -> None:
+def _get_with_headers(url: str, path: str, agent: str = "proc-test/1.0") -> None:
     import http.client
     from urllib.parse import urlsplit
 
@@ -184,7 +189,7 @@ def _get_with_headers(url: str, path: str) -> None:
         conn.request(
             "GET",
             path,
-            headers={"User-Agent": "proc-test/1.0", "Referer": "http://example.test/from"},
+            headers={"User-Agent": agent, "Referer": "http://example.test/from"},
         )
         resp = conn.getresponse()
         assert resp.status == 200

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import BinaryIO
 
 import msgspec
@@ -35,6 +36,7 @@ AccessLogHook = Callable[[Exchange, int, int, float], None]
 
 _STOP = b""  # queued to tell the writer thread to finish
 _BATCH = 256  # lines written with one call at most
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def _escape(value: bytes) -> str:
@@ -122,12 +124,18 @@ class AccessLog:
         except Exception:  # a log line must never break a response
             pass
 
-    def _now(self, fmt: str) -> str:
+    def _now(self, iso: bool) -> str:
+        """The local time, formatted once per second."""
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
-            self._stamp = time.strftime(fmt, time.localtime(now))
+            local = datetime.fromtimestamp(second).astimezone()
+            if iso:
+                self._stamp = local.isoformat()
+            else:  # English month names whatever the locale, like nginx
+                month = _MONTHS[local.month - 1]
+                self._stamp = local.strftime(f"%d/{month}/%Y:%H:%M:%S %z")
         return self._stamp
 
     def _combined(self, ex: Exchange, status: int, body_bytes: int, duration: float) -> None:
@@ -135,7 +143,7 @@ class AccessLog:
         target = ex.raw_path + b"?" + ex.query_string if ex.query_string else ex.raw_path
         referer, agent = _find_headers(ex.headers)
         line = (
-            f"{client} - - [{self._now('%d/%b/%Y:%H:%M:%S %z')}] "
+            f"{client} - - [{self._now(False)}] "
             f'"{ex.method} {_escape(target)} HTTP/{ex.http_version}" '
             f'{status} {body_bytes} "{_escape(referer) if referer else "-"}" '
             f'"{_escape(agent) if agent else "-"}"\n'
@@ -145,7 +153,7 @@ class AccessLog:
     def _json(self, ex: Exchange, status: int, body_bytes: int, duration: float) -> None:
         referer, agent = _find_headers(ex.headers)
         record: dict[str, object] = {
-            "time": self._now("%Y-%m-%dT%H:%M:%S%z"),
+            "time": self._now(True),
             "client": ex.client[0] if ex.client else None,
             "method": ex.method,
             "path": ex.path,

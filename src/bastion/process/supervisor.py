@@ -244,7 +244,15 @@ class Supervisor:
             if self.phase == "running" and time.monotonic() < self.respawn_at:
                 return
             for _ in range(missing):
-                self._spawn()
+                try:
+                    self._spawn()
+                except OSError as exc:  # out of processes or memory: try again later
+                    logger.error("cannot start a worker: %s", exc)
+                    if self.phase == "starting":
+                        self._fatal(f"cannot start a worker: {exc}")
+                    else:
+                        self.respawn_at = time.monotonic() + BACKOFF_MAX
+                    return
         elif missing < 0 and self.phase == "running":
             # retire the newest first: the longest-running ones are warm
             for child in sorted(serving, key=lambda c: c.started, reverse=True)[:-missing]:
