@@ -85,7 +85,7 @@ class LimitsConfig(_Section, frozen=True):
     max_header_size: PositiveInt = 32768
     max_header_count: PositiveInt = 100  # gunicorn limit_request_fields 100 (-> 431)
     # nginx client_max_body_size is 1m, too small for most apps; Django's upload handlers
-    # stream larger files, so allow 100 MiB and let users lower it (-> 413)
+    # stream larger files, so allow 100 MiB and let users lower it (-> 413); 0 = no limit
     max_body_size: NonNegativeInt = 100 * 1024 * 1024
     # per worker; nginx worker_connections 512, gunicorn worker_connections 1000
     max_connections: PositiveInt = 1000

@@ -97,7 +97,7 @@ class ProtocolSettings:
         self.max_request_line = max_request_line
         self.max_header_size = max_header_size
         self.max_header_count = max_header_count
-        self.max_body_size = max_body_size
+        self.max_body_size = max_body_size or (1 << 62)  # 0 = no limit, as in nginx
         self.max_connections = max_connections
         self.max_keepalive_requests = max_keepalive_requests
         self.header_timeout = header_timeout
