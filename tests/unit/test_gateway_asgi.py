@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bastion.config.schema import AppConfig, Config, ServerConfig
+from bastion.config.schema import AppConfig, Config, ServerConfig, WorkersConfig
 from bastion.gateway.asgi import ASGIGateway
 from tests.unit.fake_exchange import FakeExchange, run_async
 
@@ -487,20 +487,36 @@ def test_no_traceback_otherwise(debug: bool, client: tuple[str, int] | None) -> 
     assert b"secret detail" not in bytes(ex.body)
 
 
-def test_cancel_requests_fails_what_is_still_running() -> None:
+def test_shutdown_waits_for_background_work_then_cancels_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[str] = []
+
     async def app(scope: Scope, receive: Any, send: Any) -> None:
-        await asyncio.sleep(60)
+        await hello(scope, receive, send)
+        if scope["path"] == "/background":
+            await asyncio.sleep(0.05)  # work after the response, like a background task
+            events.append("background done")
+        else:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                events.append("cancelled")
+                raise
 
-    async def main() -> FakeExchange:
-        gw = gateway(app)
-        ex = FakeExchange()
-        gw.handler(ex)
+    async def main() -> None:
+        gw = ASGIGateway(app, Config(workers=WorkersConfig(graceful_timeout=0.5)))
+        for path in ("/background", "/forever"):
+            gw.handler(FakeExchange("GET", path))
         await settle()
+        started = asyncio.get_running_loop().time()
         await gw.shutdown()
-        return ex
+        assert 0.4 < asyncio.get_running_loop().time() - started < 3
+        assert not gw._tasks
 
-    ex = run_async(main())
-    assert ex.failed and ex.status == 500
+    run_async(main())
+    assert events == ["background done", "cancelled"]
+    assert any("cancelled 1 request task" in r.getMessage() for r in caplog.records)
 
 
 def test_many_requests_in_a_row() -> None:

@@ -29,8 +29,12 @@ class Gateway(Protocol):
     async def startup(self) -> None:
         """Before serving: ASGI lifespan start-up (raises LifespanFailure on failure)."""
 
-    async def shutdown(self) -> None:
-        """After serving: ASGI lifespan shut-down, or stopping the WSGI thread pool."""
+    async def shutdown(self, grace: float | None = None) -> None:
+        """After serving: ASGI lifespan shut-down, or stopping the WSGI thread pool.
+
+        ``grace``: how long app work still running (ASGI tasks) may take before it is
+        cancelled; the gateway picks a default when None.
+        """
 
 
 def build_gateway(config: Config, loaded: LoadedApp | None = None) -> Gateway:

@@ -37,6 +37,8 @@ _IDLE = 0
 _STARTED = 1
 _DONE = 2
 
+_TASK_GRACE = 2.0  # default wait for app tasks at shutdown, after connections have drained
+
 _PATHSEND: dict[str, Any] = {}  # the (empty) settings of the pathsend extension
 
 
@@ -45,6 +47,7 @@ class ASGIGateway:
 
     __slots__ = (
         "_debug",
+        "_grace",
         "_lifespan_mode",
         "_root_bytes",
         "_root_path",
@@ -63,6 +66,7 @@ class ASGIGateway:
         self._root_path = config.app.root_path.rstrip("/")
         self._root_bytes = self._root_path.encode("utf-8")
         self._debug = config.server.debug
+        self._grace = min(config.workers.graceful_timeout, _TASK_GRACE)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lifespan_mode = config.app.lifespan
         self.lifespan: Lifespan | None = None
@@ -77,9 +81,14 @@ class ASGIGateway:
         if self.lifespan.supported:
             self.state = state
 
-    async def shutdown(self) -> None:
-        """Cancel requests still running, then run the app's lifespan shut-down."""
-        await self.cancel_requests()
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Wait for (then cancel) app tasks still running; run the lifespan shut-down.
+
+        ``grace`` bounds the wait for app tasks; by default the smaller of
+        ``workers.graceful_timeout`` and 2 s, so the lifespan shut-down still fits in the
+        time the supervisor allows after draining connections.
+        """
+        await self.finish_requests(self._grace if grace is None else grace)
         if self.lifespan is not None:
             await self.lifespan.shutdown()
 
@@ -114,13 +123,22 @@ class ASGIGateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def cancel_requests(self, timeout: float = 5.0) -> None:
-        """Cancel requests still running (for shutdown) and wait up to ``timeout``."""
+    async def finish_requests(self, grace: float) -> None:
+        """Let app tasks still running end on their own for ``grace`` seconds, then cancel.
+
+        By the time the worker shuts the gateway down its connections are closed, but an
+        app may still be at work after its response (Starlette's background tasks run
+        there); like uvicorn, give them the graceful period before cancelling.
+        """
+        if self._tasks:
+            ERROR_LOG.info("waiting for %d running request task(s)", len(self._tasks))
+            await asyncio.wait(list(self._tasks), timeout=grace)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            ERROR_LOG.warning("cancelled %d request task(s) still running", len(tasks))
+            await asyncio.wait(tasks, timeout=1.0)
 
 
 class _Cycle:

@@ -65,7 +65,7 @@ class WSGIGateway:
     async def startup(self) -> None:
         """Nothing to do: WSGI has no start-up protocol."""
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, grace: float | None = None) -> None:
         """Stop the thread pool (waiting for running requests)."""
         if self.threads is not None:
             await self.threads.shutdown()
