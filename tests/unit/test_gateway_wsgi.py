@@ -816,3 +816,26 @@ def test_threads_write_after_disconnect_raises_client_gone(
     assert outcome == ["gone"]
     assert ex.failed and ex.dropped_writes == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_shutdown_cancels_a_response_stuck_on_a_client_that_never_reads() -> None:
+    result = Closing([b"z" * 1000] * 10)
+
+    def app(environ: Environ, start_response: Any) -> Closing:
+        start_response("200 OK", [])
+        return result
+
+    async def main() -> WSGIGateway:
+        gw = gateway(app)
+        ex = FakeExchange()
+        ex.pause_after(1)
+        gw.handler(ex)
+        await settle()
+        assert gw.tasks
+        started = asyncio.get_running_loop().time()
+        await gw.shutdown(grace=0.2)
+        assert asyncio.get_running_loop().time() - started < 2
+        return gw
+
+    gw = run_async(main())
+    assert not gw.tasks and result.closed.is_set()

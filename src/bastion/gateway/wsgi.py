@@ -39,6 +39,7 @@ __all__ = ["WSGIApp", "WSGIGateway"]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _SYNC_CHUNKS = 16  # body chunks written before letting other connections run
+_TASK_GRACE = 2.0  # default wait at shutdown for responses still being sent
 
 
 class WSGIGateway:
@@ -66,7 +67,14 @@ class WSGIGateway:
         """Nothing to do: WSGI has no start-up protocol."""
 
     async def shutdown(self, grace: float | None = None) -> None:
-        """Stop the thread pool (waiting for running requests)."""
+        """Finish (or, after ``grace`` seconds, cancel) responses still being sent; stop
+        the thread pool, waiting for the requests running on it."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=_TASK_GRACE if grace is None else grace)
+            for task in list(self.tasks):
+                task.cancel()
+            if self.tasks:
+                await asyncio.wait(list(self.tasks), timeout=1.0)
         if self.threads is not None:
             await self.threads.shutdown()
 
