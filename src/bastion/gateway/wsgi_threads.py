@@ -179,7 +179,8 @@ class _Job(Head):
             with self.cond:
                 while self.unsent > QUEUED_LIMIT and not self.gone:
                     self.waiting = True
-                    self.cond.wait(1.0)
+                    if not self.cond.wait(1.0) and self.loop.is_closed():
+                        self.gone = True
                 self.waiting = False
                 self.unsent += size
         try:
