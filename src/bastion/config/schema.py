@@ -57,7 +57,7 @@ class ServerConfig(_Section, frozen=True):
     bind: tuple[str, ...] = ("127.0.0.1:8000",)
     unix_socket_mode: Annotated[int, msgspec.Meta(ge=0, le=0o777)] = 0o660  # owner+group
     backlog: PositiveInt = 2048  # gunicorn --backlog default
-    # false: one listening socket shared by all workers (see docs/workers.md for why)
+    # false: one listening socket shared by all workers (see docs/process.md for why)
     reuse_port: bool = False
     server_header: str = "bastion"  # "" sends no Server header
     debug: bool = False  # tracebacks in 500 responses, only to clients on loopback
