@@ -1,0 +1,1 @@
+"""What bastion tells its operators: the error log and the access log."""
