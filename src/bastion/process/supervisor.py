@@ -209,6 +209,11 @@ class Supervisor:
             pid = os.fork()
             if pid == 0:
                 run_worker(spec)  # unblocks the signals once its own handlers are set
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            self.heartbeat.release(slot)
+            raise
         finally:
             self.signals.unblock()
         os.close(write_fd)
@@ -227,6 +232,14 @@ class Supervisor:
         self.selector.register(read_fd, selectors.EVENT_READ, child)
         logger.debug("worker %d started", pid)
         return child
+
+    def _try_spawn(self, predecessor: Child, for_reload: bool) -> Child | None:
+        """Start a replacement for ``predecessor``; None (logged) if the fork failed."""
+        try:
+            return self._spawn(predecessor=predecessor, for_reload=for_reload)
+        except OSError as exc:
+            logger.error("cannot start a worker: %s", exc)
+            return None
 
     def _serving(self) -> list[Child]:
         """Workers that count toward the target: not retiring, not someone's replacement."""
@@ -287,7 +300,7 @@ class Supervisor:
             and not child.successor
         ):
             logger.info("worker %d reached max_requests: replacing it", child.pid)
-            self._spawn(predecessor=child)
+            self._try_spawn(child, for_reload=False)
 
     def _on_ready(self, child: Child, interface: str) -> None:
         if child.state is not State.STARTING:
@@ -444,7 +457,9 @@ class Supervisor:
                 and child.state is State.READY
                 and child.successor is None
             ):
-                self._spawn(predecessor=child, for_reload=True)
+                if self._try_spawn(child, for_reload=True) is None:
+                    self.reloading = False
+                    logger.error("reload failed: keeping the running workers")
                 return
         self.reloading = False
         count = len(self._serving())
