@@ -190,3 +190,16 @@ def _ignore(fn: object, *args: object, **kw: object) -> None:
         fn(*args, **kw)  # type: ignore[operator]
     except Exception:
         pass
+
+
+def test_sigterm_while_workers_are_starting_stops_at_once() -> None:
+    env = {"PROC_IMPORT_SECONDS": "30"}
+    srv = serve("proc_slowimport:app", "--workers", "2", env=env, wait_ready=False).start()
+    try:
+        wait_until(lambda: len(child_pids(srv.pid)) == 2, 10, "workers forked")
+        started = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        srv.stop()

@@ -482,7 +482,8 @@ class Supervisor:
         for child in self.children.values():
             child.unlink()
             if immediate:
-                child.signal(signal.SIGQUIT)
+                # a worker still starting has no handlers yet (SIGQUIT would dump core)
+                child.signal(signal.SIGKILL if child.state is State.STARTING else signal.SIGQUIT)
                 child.kill_at = min(child.kill_at, now + QUIT_WAIT)
             elif child.state is not State.RETIRING:
                 child.state = State.RETIRING
