@@ -839,3 +839,30 @@ def test_shutdown_cancels_a_response_stuck_on_a_client_that_never_reads() -> Non
 
     gw = run_async(main())
     assert not gw.tasks and result.closed.is_set()
+
+
+def test_threads_shutdown_drops_queued_requests_and_finishes_running_ones() -> None:
+    release = threading.Event()
+    ran: list[str] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        ran.append(environ["PATH_INFO"])
+        release.wait(5)
+        start_response("200 OK", [])
+        return [b"done"]
+
+    async def main() -> tuple[FakeExchange, FakeExchange]:
+        gw = WSGIGateway(app, Config(app=AppConfig(wsgi_mode="threads", threads=1)))
+        running, queued = FakeExchange("GET", "/running"), FakeExchange("GET", "/queued")
+        gw.handler(running)
+        gw.handler(queued)
+        await until(lambda: ran == ["/running"])
+        asyncio.get_running_loop().call_later(0.1, release.set)
+        await gw.shutdown()
+        await running.wait_done()
+        return running, queued
+
+    running, queued = run_async(main())
+    assert ran == ["/running"]
+    assert bytes(running.body) == b"done" and running.finished
+    assert queued.failed and queued.status == 500

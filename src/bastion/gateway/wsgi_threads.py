@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from bastion.gateway.wsgi_io import FileWrapper, regular_file
@@ -47,27 +48,42 @@ class ThreadRunner:
     def __init__(self, gateway: WSGIGateway, threads: int) -> None:
         self.gateway = gateway
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bastion-wsgi")
+        # queued work and what to do instead if shutdown cancels it before it runs
+        self.queued: dict[Future[None], Callable[[], None]] = {}
 
     def submit(self, ex: Exchange, env: dict[str, Any], spool_head: Head | None) -> None:
         job = _Job(self, ex, env, asyncio.get_running_loop())
         if spool_head is not None:
             job.spool = spool_head.spool
         try:
-            self.pool.submit(job.run)
+            self._track(self.pool.submit(job.run), job.abandon)
         except RuntimeError:  # the pool is shutting down
-            job.close_spool()
-            ex.fail(None)
+            job.abandon()
 
     def close_later(self, result: object, head: Head | None) -> None:
         """Close a result on a pool thread (its close() may do the app's I/O)."""
         try:
-            self.pool.submit(close_result, result, head)
+            fut = self.pool.submit(close_result, result, head)
         except RuntimeError:
             close_result(result, head)
+        else:
+            self._track(fut, lambda: close_result(result, head))
+
+    def _track(self, fut: Future[None], instead: Callable[[], None]) -> None:
+        self.queued[fut] = instead
+        fut.add_done_callback(self._untrack)
+
+    def _untrack(self, fut: Future[None]) -> None:
+        if not fut.cancelled():
+            self.queued.pop(fut, None)
 
     async def shutdown(self) -> None:
-        """Stop taking requests and wait for the running ones to finish."""
+        """Stop taking requests, drop the queued ones and wait for the running ones."""
         await asyncio.to_thread(self.pool.shutdown, True, cancel_futures=True)
+        for fut, instead in list(self.queued.items()):
+            if fut.cancelled():
+                instead()
+        self.queued.clear()
 
 
 class _Job(Head):
@@ -239,6 +255,11 @@ class _Job(Head):
                 self.runner.gateway.failed(ex, exc)
         if self.ended:
             self.stop()
+
+    def abandon(self) -> None:
+        """The request will not run (the pool is stopping): release what it holds."""
+        self.close_spool()
+        self.ex.fail(None)
 
     def close_after(self, result: object, head: Head | None) -> None:
         self.runner.close_later(result, head)
