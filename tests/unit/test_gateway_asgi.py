@@ -325,6 +325,14 @@ def test_send_after_disconnect_is_dropped_quietly(caplog: pytest.LogCaptureFixtu
             "invalid http.response.start",
         ),
         (
+            [{"type": "http.response.start", "status": 200, "headers": None}],
+            "invalid http.response.start",
+        ),
+        (
+            [{"type": "http.response.start", "status": 200, "headers": [(b"a", b"b", b"c")]}],
+            "invalid http.response.start",
+        ),
+        (
             [
                 {"type": "http.response.start", "status": 200},
                 {"type": "http.response.body", "body": "text"},

@@ -264,10 +264,8 @@ class _Cycle:
             if type(status) is not int:
                 raise RuntimeError(f"http.response.start status must be an int, got {status!r}")
             headers = message.get("headers", ())
-            if type(headers) is not list:
-                headers = list(headers)
             try:
-                ex.start_response(status, headers)
+                ex.start_response(status, headers if type(headers) is list else list(headers))
             except (TypeError, ValueError, InvalidResponse) as exc:
                 raise RuntimeError(f"invalid http.response.start message: {exc}") from None
             self.response = _STARTED
