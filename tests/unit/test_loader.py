@@ -270,3 +270,9 @@ def test_real_frameworks_are_detected() -> None:
 
     assert detect_interface(WSGIHandler.__call__.__get__(object.__new__(WSGIHandler))) == "wsgi"
     assert detect_interface(object.__new__(ASGIHandler)) == "asgi"
+
+
+def test_async_factory_is_refused_without_a_warning() -> None:
+    with pytest.raises(AppLoadError) as err:
+        load("gateway_kinds:async_factory", factory=True)
+    assert str(err.value).startswith('app factory "gateway_kinds:async_factory" is async')

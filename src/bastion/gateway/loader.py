@@ -63,6 +63,11 @@ def load_app(cfg: AppConfig) -> LoadedApp:
             raise AppLoadError(
                 f'app factory "{target}" raised {_one_line(exc)}\n\n{_user_traceback(exc)}'
             ) from None
+        if inspect.iscoroutine(obj):
+            obj.close()
+            raise AppLoadError(
+                f'app factory "{target}" is async; make it a plain function that returns the app'
+            )
     if not callable(obj):
         raise AppLoadError(f'"{target}" is not callable (it is {type(obj).__name__})')
     if cfg.interface == "auto":

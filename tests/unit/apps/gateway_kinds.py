@@ -83,3 +83,7 @@ def broken_factory() -> Any:
 
 
 not_callable = 42
+
+
+async def async_factory() -> Any:
+    return asgi_function
