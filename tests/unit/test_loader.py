@@ -276,3 +276,11 @@ def test_async_factory_is_refused_without_a_warning() -> None:
     with pytest.raises(AppLoadError) as err:
         load("gateway_kinds:async_factory", factory=True)
     assert str(err.value).startswith('app factory "gateway_kinds:async_factory" is async')
+
+
+def test_a_factory_without_factory_flag_gets_a_hint() -> None:
+    with pytest.raises(AppLoadError) as err:
+        load("gateway_kinds:create_wsgi")
+    assert str(err.value) == (
+        '"gateway_kinds:create_wsgi" takes no arguments: if it builds the app, pass --factory'
+    )

@@ -72,6 +72,10 @@ def load_app(cfg: AppConfig) -> LoadedApp:
         raise AppLoadError(f'"{target}" is not callable (it is {type(obj).__name__})')
     if cfg.interface == "auto":
         interface = detect_interface(obj)
+        if interface is None and not cfg.factory and _takes_no_arguments(obj):
+            raise AppLoadError(
+                f'"{target}" takes no arguments: if it builds the app, pass --factory'
+            )
         if interface is None:
             raise AppLoadError(
                 f'cannot tell whether "{target}" is ASGI or WSGI; pass --interface asgi or '
@@ -205,6 +209,15 @@ def detect_interface(obj: Any) -> Literal["asgi", "wsgi"] | None:
     if _accepts(sig, 2):
         return "wsgi"
     return None
+
+
+def _takes_no_arguments(obj: Any) -> bool:
+    if inspect.isclass(obj):
+        return False
+    try:
+        return _accepts(inspect.signature(obj), 0)
+    except (TypeError, ValueError):
+        return False
 
 
 def _accepts(sig: inspect.Signature, count: int) -> bool:
