@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from io import BytesIO
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from bastion.config.schema import Config
 from bastion.gateway.failure import fail_request
@@ -148,7 +148,8 @@ class WSGIGateway:
                     resp.sent = True
                     ex.start_response(status, headers)
                     ex.finish(chunk)
-                    resp.close_spool()
+                    if resp.spool is not None:
+                        resp.close_spool()
                     return
             if type(result) is FileWrapper and not resp.sent and resp.status:
                 handed_off = self.try_sendfile(ex, resp, result)
@@ -275,7 +276,12 @@ class _InlineHead(Head):
     __slots__ = ("ex",)
 
     def __init__(self, ex: Exchange) -> None:
-        super().__init__()
+        # Head.__init__ spelled out: this runs for every request
+        self.status: int | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.length: int | None = None
+        self.sent = False
+        self.spool: IO[bytes] | None = None
         self.ex = ex
 
     def write(self, data: bytes) -> None:
