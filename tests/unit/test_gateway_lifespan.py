@@ -253,3 +253,22 @@ def test_auto_mode_startup_that_raises_after_taking_the_message_is_a_failure(
     assert "ConnectionRefusedError: database is down" in str(err.value)
     assert "app.lifespan = 'off'" in str(err.value)
     assert any(r.exc_info for r in caplog.records if r.name == "bastion.error")
+
+
+def test_auto_mode_http_only_app_that_reads_first_is_not_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()  # a naive app: reads the "body" whatever the scope
+        await send({"type": "http.response.start", "status": 200})
+
+    async def main() -> Lifespan:
+        life = Lifespan(app, "auto", {})
+        await life.startup()
+        return life
+
+    assert not run_async(main()).supported
+    assert any("lifespan not supported" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

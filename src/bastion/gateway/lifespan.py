@@ -9,7 +9,8 @@ Modes (``app.lifespan``):
 
 * ``auto`` — if the app raises, or returns, before taking the start-up message, it
   does not support lifespan: note it in the log and serve without it (what uvicorn
-  does). If it took the message and then raised, its start-up failed.
+  does). If it took the message and then raised (other than by sending an ``http.*``
+  message, which an app without lifespan support would), its start-up failed.
 * ``on`` — the same situations are a start-up failure.
 * ``off`` — never run it.
 
@@ -56,6 +57,7 @@ class Lifespan:
         self._phase = "idle"  # idle, startup, running, shutdown, done
         self._error: BaseException | None = None
         self._started_receiving = False  # the app has taken a message from receive()
+        self._foreign = False  # the app sent a message that is not lifespan (an http app)
 
     async def startup(self) -> None:
         """Run the app's start-up. Raises :class:`LifespanFailure` if it failed."""
@@ -89,8 +91,8 @@ class Lifespan:
                 f"lifespan start-up failed: the app {what} before completing start-up "
                 "(app.lifespan is 'on')"
             )
-        if err is not None and self._started_receiving:
-            # it took the start-up message, so it speaks lifespan: its start-up broke
+        if err is not None and self._speaks_lifespan():
+            # it took the start-up message and answered nothing foreign: its start-up broke
             raise LifespanFailure(
                 f"lifespan start-up failed: {_one_line(err)} (if the app does not support "
                 "ASGI lifespan, set app.lifespan = 'off')"
@@ -137,7 +139,7 @@ class Lifespan:
         except BaseException as exc:
             self._error = exc
             if self._phase in ("running", "shutdown") or (
-                self._phase == "startup" and (self.mode == "on" or self._started_receiving)
+                self._phase == "startup" and (self.mode == "on" or self._speaks_lifespan())
             ):
                 log.error(
                     "exception in ASGI lifespan (%s)",
@@ -164,8 +166,14 @@ class Lifespan:
             "shutdown": ("lifespan.shutdown.complete", "lifespan.shutdown.failed"),
         }.get(self._phase, ())
         if kind not in expected:
+            if not str(kind).startswith("lifespan."):
+                self._foreign = True
             raise RuntimeError(f"unexpected ASGI lifespan message {kind!r} during {self._phase}")
         self._settle(message)
+
+    def _speaks_lifespan(self) -> bool:
+        """Whether the app took part: read the start-up message and sent nothing else."""
+        return self._started_receiving and not self._foreign
 
     def _settle(self, message: Message) -> None:
         if self._answer is not None and not self._answer.done():
