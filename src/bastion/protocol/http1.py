@@ -233,10 +233,8 @@ class HTTP1Protocol(asyncio.Protocol):
             self.closed = True
             return
         tracker.add(self)
-        if tracker.draining:
-            transport.close()
-            self.closed = True
-            return
+        # While draining, a new connection still gets one answer (with Connection: close):
+        # its client may already have sent a request, which must not be lost.
         self._set_deadline(_IDLE, self.settings.keepalive_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -661,7 +659,12 @@ class HTTP1Protocol(asyncio.Protocol):
     def shutdown(self) -> None:
         if self.closed:
             return
-        if self.is_idle or (self._active is None and not self._pipeline):
+        if self._active is None and not self._pipeline and not self._in_head:
+            if self._requests == 0:
+                # Accepted but nothing read yet: a request may be in flight. Give it
+                # a short while; its response will carry Connection: close.
+                self._set_deadline(_IDLE, min(self.settings.keepalive_timeout, 1.0))
+                return
             self._close()
             return
         for ex in (self._active, *self._pipeline):
