@@ -48,6 +48,7 @@ CASES = [
         "fw_django.wsgi:application",
         ("--wsgi-mode", "threads", "--threads", "4", "--workers", "1"),
     ),
+    Case("django", "fw_django.asgi:application", ("--workers", "1")),
     Case("fastapi", "fw_fastapi:app", ("--workers", "1")),
     Case("starlette", "fw_starlette:app", ("--workers", "2")),
 ]
@@ -56,6 +57,8 @@ CASES = [
 def _case_id(case: Case) -> str:
     if "--wsgi-mode" in case.args:
         return f"{case.name}-{case.args[case.args.index('--wsgi-mode') + 1]}"
+    if case.target.endswith(".asgi:application"):
+        return f"{case.name}-asgi"
     return case.name
 
 

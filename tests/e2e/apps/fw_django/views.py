@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -44,7 +46,15 @@ def stream_view(request: HttpRequest) -> StreamingHttpResponse:
                 time.sleep(delay)
             yield f"chunk {i}\n".encode()
 
-    return StreamingHttpResponse(chunks(), content_type="text/plain")
+    async def async_chunks() -> AsyncIterator[bytes]:
+        for i in range(count):
+            if i:
+                await asyncio.sleep(delay)
+            yield f"chunk {i}\n".encode()
+
+    # under ASGI Django streams only asynchronous iterators chunk by chunk
+    content = async_chunks() if isinstance(request, ASGIRequest) else chunks()
+    return StreamingHttpResponse(content, content_type="text/plain")
 
 
 def boom_view(request: HttpRequest) -> HttpResponse:
