@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -331,3 +332,17 @@ def test_demo_with_its_config_file() -> None:
             first = next(r.iter_lines())
         assert first.startswith("data: tick 1/")
         proc.wait_for_log(r'"GET /api/whoami HTTP/1.1" 200')  # the access log is on
+
+
+def test_demo_config_passes_check() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bastion", "check", "-c", "bastion.toml"],
+        cwd=EXAMPLES / "demo",
+        env={**os.environ, "PYTHONPATH": str(EXAMPLES.parent / "src")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert 'target = "app:app"' in out.stdout
+    assert "count = 2" in out.stdout
