@@ -71,26 +71,33 @@ class Key(msgspec.Struct, frozen=True, kw_only=True):
         return text
 
 
+def table_keys(cls: type[msgspec.Struct], section: str) -> dict[str, Key]:
+    """The keys of one table type, by their TOML names; ``section`` prefixes their paths."""
+    infos = {f.encode_name: f.type for f in typing.cast(mi.StructType, mi.type_info(cls)).fields}
+    keys: dict[str, Key] = {}
+    for f in msgspec.structs.fields(cls):
+        default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
+        keys[f.encode_name] = Key(
+            section=section,
+            name=f.encode_name,
+            annotation=f.type,
+            info=infos[f.encode_name],
+            default=default,
+        )
+    return keys
+
+
 def _walk() -> dict[str, dict[str, Key]]:
-    sections: dict[str, dict[str, Key]] = {}
-    for sec in msgspec.structs.fields(Config):
-        cls = sec.type
-        infos = {f.name: f.type for f in typing.cast(mi.StructType, mi.type_info(cls)).fields}
-        keys: dict[str, Key] = {}
-        for f in msgspec.structs.fields(cls):
-            default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
-            keys[f.name] = Key(
-                section=sec.name,
-                name=f.name,
-                annotation=f.type,
-                info=infos[f.name],
-                default=default,
-            )
-        sections[sec.name] = keys
-    return sections
+    return {
+        sec.name: table_keys(sec.type, sec.name)
+        for sec in msgspec.structs.fields(Config)
+        if isinstance(sec.type, type) and issubclass(sec.type, msgspec.Struct)
+    }
 
 
-#: section name -> key name -> Key, in schema order.
+#: section name -> key name -> Key, in schema order: the plain sections ([server],
+#: [compress], ...), whose keys can also be set from the environment and the command line.
+#: ``apps`` and ``routes`` are read from the config file only (see :mod:`.tables`).
 SECTIONS: Mapping[str, Mapping[str, Key]] = _walk()
 #: "section.name" -> Key
 KEYS: Mapping[str, Key] = {k.path: k for keys in SECTIONS.values() for k in keys.values()}
@@ -127,7 +134,13 @@ def describe(info: mi.Type, annotation: Any = None) -> str:
     if isinstance(info, mi.StrType):
         return "a string"
     if isinstance(info, mi.VarTupleType | mi.ListType):
-        return f"a list of {_plural(describe(info.item_type))}"
+        args = typing.get_args(annotation) if annotation is not None else ()
+        item = describe(info.item_type, args[0] if args else None)
+        if item.startswith("one of "):
+            return f"a list of values, each {item}"
+        return f"a list of {_plural(item)}"
+    if isinstance(info, mi.DictType):
+        return f"a table of {_plural(describe(info.value_type))}"
     return str(info)  # pragma: no cover - every schema type is handled above
 
 

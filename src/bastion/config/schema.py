@@ -114,6 +114,108 @@ class LogConfig(_Section, frozen=True):
     access_file: str = "-"  # "-" = stdout
 
 
+# --- the edge: routes, static files, compression, headers ------------------------------
+
+MatchKind = Literal["prefix", "exact", "regex"]
+RedirectStatus = Literal[301, 302, 303, 307, 308]
+SecurityPreset = Literal["none", "basic", "strict"]
+Algorithm = Literal["zstd", "br", "gzip"]
+
+# Compressible types: what nginx's gzip_types and Caddy's encode commonly cover.
+DEFAULT_COMPRESS_TYPES = (
+    "text/*",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/xhtml+xml",
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/manifest+json",
+    "application/wasm",
+    "image/svg+xml",
+    "font/ttf",
+    "font/otf",
+)
+
+
+class StaticConfig(_Section, frozen=True):
+    """Serve files from a directory (a route's ``static`` handler)."""
+
+    root: str  # the directory; relative paths are taken from the working directory
+    index: tuple[str, ...] = ("index.html",)  # nginx: index index.html
+    listing: bool = False  # nginx autoindex off
+    dotfiles: bool = False  # hide .git, .env, ... (answer 404)
+    follow_symlinks: bool = False  # symlinks that leave `root` are refused unless true
+    cache_control: str = ""  # e.g. "public, max-age=31536000, immutable" for fingerprinted assets
+    mime_types: dict[str, str] = msgspec.field(default_factory=dict)  # ".ext" -> type overrides
+    not_found: str = ""  # a file under root served with status 404 (nginx error_page 404)
+    precompressed: bool = True  # serve file.br / file.zst / file.gz when the client accepts them
+    # files up to this size are kept in memory (invalidated when they change on disk);
+    # larger ones go out with sendfile
+    memory_max_file: NonNegativeInt = 256 * 1024
+    memory_max_total: NonNegativeInt = 64 * 1024 * 1024  # per worker, for this route
+
+
+class RedirectConfig(_Section, frozen=True):
+    """Answer with a redirect. ``to`` may use ``{name}`` captures of a regex route and
+    ``{path}`` (the path after a prefix route's prefix) and ``{query}``."""
+
+    to: str
+    status: RedirectStatus = 302  # nginx `return URL` default
+
+
+class ReturnConfig(_Section, frozen=True):
+    """Answer with a fixed response (maintenance pages, /robots.txt, health checks)."""
+
+    status: Annotated[int, msgspec.Meta(ge=200, le=599)] = 200
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class CompressConfig(_Section, frozen=True):
+    """On-the-fly compression of responses (off unless enabled, like nginx's gzip)."""
+
+    enabled: bool = False
+    algorithms: tuple[Algorithm, ...] = ("zstd", "br", "gzip")  # preference on equal q-values
+    min_size: NonNegativeInt = 1024  # smaller bodies gain little; nginx gzip_min_length 20
+    types: tuple[str, ...] = DEFAULT_COMPRESS_TYPES
+    gzip_level: Annotated[int, msgspec.Meta(ge=1, le=9)] = 5  # nginx gzip_comp_level 1, Caddy 5
+    brotli_quality: Annotated[int, msgspec.Meta(ge=0, le=11)] = 4  # fast, for on-the-fly use
+    zstd_level: Annotated[int, msgspec.Meta(ge=1, le=19)] = 3  # zstd's own default
+
+
+class HeadersConfig(_Section, frozen=True):
+    """Response headers: a security preset plus free-form rules."""
+
+    preset: SecurityPreset = "none"
+    hsts_max_age: NonNegativeInt = 31536000  # one year, as hstspreload.org asks; strict only
+    content_security_policy: str = ""  # sent when not empty
+    add: dict[str, str] = msgspec.field(default_factory=dict)  # set (replacing the app's)
+    remove: tuple[str, ...] = ()  # header names removed from responses
+
+
+class RouteConfig(_Section, frozen=True):
+    """One route: what it matches, the one handler that answers, and response filters.
+
+    Routes are tried in order; the first match wins; no match is a 404.
+    """
+
+    host: str = ""  # "" = any host; "example.com"; "*.example.com" (any subdomain)
+    path: str = "/"  # with match = "prefix", "/static/" matches /static/ and below
+    match: MatchKind = "prefix"
+    methods: tuple[str, ...] = ()  # () = any method
+    match_headers: dict[str, str] = msgspec.field(default_factory=dict)  # name -> exact value
+    # the handler: exactly one of these
+    app: str = ""  # name of an app under [apps] ("default" is the top-level [app])
+    static: StaticConfig | None = None
+    redirect: RedirectConfig | None = None
+    respond: ReturnConfig | None = msgspec.field(default=None, name="return")
+    # response filters for this route (None: the top-level [compress] / [headers])
+    compress: CompressConfig | None = None
+    headers: HeadersConfig | None = None
+
+
 class Config(_Section, frozen=True):
     """The whole configuration tree. Build it with :func:`bastion.config.load.load_config`."""
 
@@ -123,3 +225,8 @@ class Config(_Section, frozen=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    # more apps, by name, for routes to mount ([app] is the one named "default")
+    apps: dict[str, AppConfig] = msgspec.field(default_factory=dict)
+    routes: tuple[RouteConfig, ...] = ()  # none: every request goes to the default app
+    compress: CompressConfig = msgspec.field(default_factory=CompressConfig)
+    headers: HeadersConfig = msgspec.field(default_factory=HeadersConfig)
