@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The per-request modules are compiled with mypyc at install time (see setup.py), so a
+# change to them means a reinstall. BASTION_COMPILE=0 make ... installs pure Python.
+COMPILED_SRC := $(wildcard src/bastion/protocol/*.py src/bastion/gateway/*.py)
 
 .PHONY: run test lint typecheck unit e2e bench system-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -32,3 +35,4 @@ bench: $(STAMP) system-deps
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
+	find src -name '*.so' -delete

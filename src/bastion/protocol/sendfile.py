@@ -31,7 +31,7 @@ async def _wait_empty(proto: HTTP1Protocol) -> None:
             await proto.drain()
     finally:
         if not proto.closed:
-            from bastion.protocol.http1 import WRITE_HIGH_WATER, WRITE_LOW_WATER
+            from bastion.protocol.settings import WRITE_HIGH_WATER, WRITE_LOW_WATER
 
             transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 

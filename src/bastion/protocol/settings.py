@@ -1,0 +1,83 @@
+"""The numbers an HTTP/1.1 connection needs, read once from the configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bastion.config.schema import Config
+
+AccessLog = Callable[[Any, int, int, float], None]
+
+# Write buffer limits: pause the handler above HIGH, resume below LOW (asyncio uses 64k/16k).
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+
+
+class ProtocolSettings:
+    """The numbers an HTTP/1.1 connection needs, read once from the configuration."""
+
+    __slots__ = (
+        "access_log",
+        "body_timeout",
+        "debug",
+        "header_timeout",
+        "keepalive_timeout",
+        "max_body_size",
+        "max_connections",
+        "max_header_count",
+        "max_header_size",
+        "max_keepalive_requests",
+        "max_request_line",
+        "server_header",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_request_line: int = 8190,
+        max_header_size: int = 32768,
+        max_header_count: int = 100,
+        max_body_size: int = 100 * 1024 * 1024,
+        max_connections: int = 1000,
+        max_keepalive_requests: int = 1000,
+        header_timeout: float = 30.0,
+        body_timeout: float = 60.0,
+        keepalive_timeout: float = 5.0,
+        server_header: str = "bastion",
+        debug: bool = False,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.max_request_line = max_request_line
+        self.max_header_size = max_header_size
+        self.max_header_count = max_header_count
+        self.max_body_size = max_body_size or (1 << 62)  # 0 = no limit, as in nginx
+        self.max_connections = max_connections
+        self.max_keepalive_requests = max_keepalive_requests
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.server_header = (
+            b"server: " + server_header.encode("latin-1") + b"\r\n" if server_header else b""
+        )
+        self.debug = debug
+        self.access_log = access_log
+
+    @classmethod
+    def from_config(cls, config: Config, access_log: AccessLog | None = None) -> ProtocolSettings:
+        lim, tmo = config.limits, config.timeouts
+        return cls(
+            max_request_line=lim.max_request_line,
+            max_header_size=lim.max_header_size,
+            max_header_count=lim.max_header_count,
+            max_body_size=lim.max_body_size,
+            max_connections=lim.max_connections,
+            max_keepalive_requests=lim.max_keepalive_requests,
+            header_timeout=tmo.header,
+            body_timeout=tmo.body,
+            keepalive_timeout=tmo.keepalive,
+            server_header=config.server.server_header,
+            debug=config.server.debug,
+            access_log=access_log,
+        )
