@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Set
 
 from bastion.config.binds import BIND_FORMS, BindError, parse_bind
 from bastion.config.errors import DEFAULT, Source, problem
-from bastion.config.schema import Config
+from bastion.config.route_checks import check_headers, check_routes
+from bastion.config.schema import AppConfig, Config
 from bastion.config.toml_write import toml_value
 
 NO_APP = "no app given: pass MODULE:ATTR or set [app] target in the config file"
@@ -25,16 +26,31 @@ _TARGET_RE = re.compile(rf"(?:{_DOTTED}|.+\.py):{_DOTTED}")
 
 
 def check_config(
-    config: Config, sources: Mapping[str, Source], *, require_app: bool = False
+    config: Config,
+    sources: Mapping[str, Source],
+    *,
+    require_app: bool = False,
+    skip_routes: Set[int] = frozenset(),
 ) -> list[str]:
-    """Every problem with ``config`` as a whole, as messages."""
+    """Every problem with ``config`` as a whole, as messages.
+
+    ``require_app``: the default app must have a target (when routes are configured,
+    only if one of them uses it). ``skip_routes``: routes already reported as broken.
+    """
 
     def src(path: str) -> Source:
         return sources.get(path, DEFAULT)
 
+    def at(path: str) -> tuple[Source, str]:
+        return src(path), path
+
     out: list[str] = []
     out.extend(_check_binds(config.server.bind, src("server.bind")))
-    out.extend(_check_app(config, src, require_app))
+    out.extend(_check_app(config.app, "app", src, require_app and not config.routes))
+    for name, app in config.apps.items():
+        out.extend(_check_app(app, f"apps.{name}", src, True))
+    out.extend(check_routes(config, src, require_app=require_app, skip=skip_routes))
+    out.extend(check_headers(config.headers, lambda key: at(f"headers.{key}")))
     if config.workers.max_requests_jitter and not config.workers.max_requests:
         out.append(
             problem(
@@ -93,26 +109,31 @@ def _check_binds(binds: tuple[str, ...], source: Source) -> Iterator[str]:
             seen[ident] = i
 
 
-def _check_app(config: Config, src: Callable[[str], Source], require_app: bool) -> Iterator[str]:
-    app = config.app
+def _check_app(
+    app: AppConfig, label: str, src: Callable[[str], Source], require_app: bool
+) -> Iterator[str]:
     if not app.target:
-        if require_app:
+        if require_app and label == "app":
             yield NO_APP
+        elif require_app:
+            yield problem(src(label), f"{label}.target", "expected MODULE:ATTR, got nothing")
     elif not _TARGET_RE.fullmatch(app.target):
         yield problem(
-            src("app.target"),
-            "app.target",
+            src(f"{label}.target"),
+            f"{label}.target",
             "expected MODULE:ATTR (like myproject.asgi:application) or path/to/app.py:ATTR, "
             f"got {toml_value(app.target)}",
         )
     if app.root_path and (not app.root_path.startswith("/") or app.root_path.endswith("/")):
         yield problem(
-            src("app.root_path"),
-            "app.root_path",
+            src(f"{label}.root_path"),
+            f"{label}.root_path",
             'expected a path that starts with "/" and does not end with one (like "/api"), '
             f"got {toml_value(app.root_path)}",
         )
     if not os.path.isdir(app.app_dir):
         yield problem(
-            src("app.app_dir"), "app.app_dir", f"no such directory: {toml_value(app.app_dir)}"
+            src(f"{label}.app_dir"),
+            f"{label}.app_dir",
+            f"no such directory: {toml_value(app.app_dir)}",
         )

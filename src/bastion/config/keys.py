@@ -76,7 +76,12 @@ def table_keys(cls: type[msgspec.Struct], section: str) -> dict[str, Key]:
     infos = {f.encode_name: f.type for f in typing.cast(mi.StructType, mi.type_info(cls)).fields}
     keys: dict[str, Key] = {}
     for f in msgspec.structs.fields(cls):
-        default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
+        if f.default is not msgspec.NODEFAULT:
+            default = f.default
+        elif f.default_factory is not msgspec.NODEFAULT:
+            default = f.default_factory()
+        else:
+            default = msgspec.NODEFAULT  # required: static.root, redirect.to
         keys[f.encode_name] = Key(
             section=section,
             name=f.encode_name,

@@ -16,8 +16,9 @@ in one :class:`~bastion.config.errors.ConfigError`.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
-from typing import Any
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -36,6 +37,14 @@ from bastion.config.keys import (
     suggest,
 )
 from bastion.config.schema import Config
+from bastion.config.tables import (
+    APP_KEYS,
+    DEFAULT_APP,
+    ROUTE_KEYS,
+    ROUTE_TABLES,
+    required,
+    route_label,
+)
 from bastion.config.toml_lines import key_lines, line_of
 from bastion.config.toml_write import toml_value
 
@@ -57,6 +66,7 @@ def load_config(
     env: Mapping[str, str],
     cli: Mapping[str, object],
     cli_flags: Mapping[str, str] | None = None,
+    cli_routes: Sequence[CliRoute] = (),
     require_app: bool = False,
 ) -> Config:
     """Build the configuration; raise :class:`ConfigError` listing every problem.
@@ -64,9 +74,18 @@ def load_config(
     ``file`` is the config file path (``None``: ``BASTION_CONFIG`` if set, else no file).
     ``cli`` maps key paths (``"workers.count"``) to values given on the command line;
     text values are read like environment variables. ``cli_flags`` names the flag behind
-    each key path, for messages. ``require_app``: an empty ``app.target`` is an error.
+    each key path, for messages. ``cli_routes``: routes given on the command line
+    (``--static``), put before those of the file. ``require_app``: an empty
+    ``app.target`` is an error, unless routes are configured and none uses that app.
     """
-    return resolve(file=file, env=env, cli=cli, cli_flags=cli_flags, require_app=require_app).config
+    return resolve(
+        file=file,
+        env=env,
+        cli=cli,
+        cli_flags=cli_flags,
+        cli_routes=cli_routes,
+        require_app=require_app,
+    ).config
 
 
 def resolve(
@@ -75,21 +94,28 @@ def resolve(
     env: Mapping[str, str],
     cli: Mapping[str, object],
     cli_flags: Mapping[str, str] | None = None,
+    cli_routes: Sequence[CliRoute] = (),
     require_app: bool = False,
 ) -> Resolved:
     """Like :func:`load_config`, also returning where each value came from."""
     builder = _Builder()
+    builder.route_offset = len(cli_routes)
     path, path_source = _config_path(file, env)
     if path is not None:
         builder.add_file(path, path_source)
     builder.add_env(env)
     builder.add_cli(cli, cli_flags or {})
+    builder.add_cli_routes(cli_routes)
     # Values that failed their own check were left out, so the tree builds; check it as
     # a whole too, so one run reports every problem. If the file could not be read, the
     # tree is missing its settings and checking it would only add noise.
     config = builder.build()
     if builder.file_read:
-        builder.problems.extend(check_config(config, builder.sources, require_app=require_app))
+        builder.problems.extend(
+            check_config(
+                config, builder.sources, require_app=require_app, skip_routes=builder.bad_routes
+            )
+        )
     builder.raise_if_problems()
     return Resolved(config=config, file=path, sources=dict(builder.sources))
 
@@ -103,6 +129,13 @@ def _config_path(file: str | None, env: Mapping[str, str]) -> tuple[str | None, 
     return None, DEFAULT
 
 
+class CliRoute(NamedTuple):
+    """A route given on the command line: its table as in the file, and the flag."""
+
+    table: Mapping[str, object]
+    flag: str
+
+
 class _Builder:
     """Collects values (and problems) from each source in turn."""
 
@@ -111,15 +144,28 @@ class _Builder:
         self.sources: dict[str, Source] = {}
         self.problems: list[str] = []
         self.file_read = True  # False when the config file was missing or not TOML
+        self.apps: dict[str, dict[str, object]] = {}
+        self.cli_routes: list[dict[str, object]] = []
+        self.file_routes: list[dict[str, object]] = []
+        self.route_offset = 0  # routes from the command line come before the file's
+        self.bad_routes: set[int] = set()  # routes with a problem of their own
+        self.cli_route_source = Source(kind="cli")
 
     def set(self, key: Key, value: object, source: Source) -> None:
+        self.put(key, value, source, key.path, self.values.setdefault(key.section, {}))
+
+    def put(
+        self, key: Key, value: object, source: Source, label: str, into: dict[str, object]
+    ) -> bool:
+        """Check ``value`` for ``key``; store it in ``into`` or record the problem."""
         value = normalize(key, value)
         bad = check_value(key, value)
         if bad is not None:
-            self.problems.append(problem(source, key.path, bad))
-            return
-        self.values.setdefault(key.section, {})[key.name] = value
-        self.sources[key.path] = source
+            self.problems.append(problem(source, label, bad))
+            return False
+        into[key.name] = value
+        self.sources[label] = source
+        return True
 
     # -- the file ---------------------------------------------------------------------
     def add_file(self, path: str, named_by: Source) -> None:
@@ -152,10 +198,16 @@ class _Builder:
         self._add_document(path, doc, key_lines(text))
 
     def _add_document(self, path: str, doc: dict[str, Any], lines: dict[Any, int]) -> None:
-        def at(*keys: str) -> Source:
+        def at(*keys: str | int) -> Source:
             return Source(kind="file", name=path, line=line_of(lines, keys))
 
         for section, body in doc.items():
+            if section == "apps":
+                self._add_apps(body, at)
+                continue
+            if section == "routes":
+                self._add_routes(body, at)
+                continue
             keys = SECTIONS.get(section)
             if keys is None:
                 text = _unknown_section(section, is_table=isinstance(body, dict))
@@ -174,6 +226,132 @@ class _Builder:
                     )
                     continue
                 self.set(key, value, at(section, name))
+
+    def _add_apps(self, body: object, at: _At) -> None:
+        if not isinstance(body, dict):
+            detail = f"expected tables [apps.NAME] with the keys of [app], got {toml_value(body)}"
+            self.problems.append(problem(at("apps"), "apps", detail))
+            return
+        for name, table in body.items():
+            label = f"apps.{name}"
+            if not isinstance(table, dict):
+                detail = (
+                    f"expected a table [{label}] with the keys of [app], got {toml_value(table)}"
+                )
+                self.problems.append(problem(at("apps", name), label, detail))
+                continue
+            if name == DEFAULT_APP:
+                detail = (
+                    f'the app named "{DEFAULT_APP}" is the top-level [app]; '
+                    "give this one another name"
+                )
+                self.problems.append(problem(at("apps", name), label, detail))
+                continue
+            values: dict[str, object] = {}
+            self.sources[label] = at("apps", name)
+            for key_name, value in table.items():
+                key = APP_KEYS.get(key_name)
+                if key is None:
+                    hint = _unknown_in(key_name, APP_KEYS, label)
+                    self.problems.append(
+                        problem(
+                            at("apps", name, key_name), "", f"unknown key {label}.{key_name}{hint}"
+                        )
+                    )
+                    continue
+                self.put(key, value, at("apps", name, key_name), f"{label}.{key_name}", values)
+            self.apps[name] = values
+
+    def _add_routes(self, body: object, at: _At) -> None:
+        if isinstance(body, dict):
+            detail = "expected [[routes]] tables, one per route (two brackets), got [routes]"
+            self.problems.append(problem(at("routes"), "routes", detail))
+            return
+        if not isinstance(body, list):
+            detail = f"expected [[routes]] tables, one per route, got {toml_value(body)}"
+            self.problems.append(problem(at("routes"), "routes", detail))
+            return
+        for i, table in enumerate(body):
+
+            def here(*names: str, i: int = i) -> Source:
+                return at("routes", i, *names)
+
+            self.file_routes.append(self._add_route(i + self.route_offset, table, here))
+
+    def _add_route(self, index: int, table: object, at: Callable[..., Source]) -> dict[str, object]:
+        """One route's table, checked key by key; problems make it a bad route."""
+        before = len(self.problems)
+        label = route_label(index)
+        route: dict[str, object] = {}
+        self.sources[label] = at()
+        if not isinstance(table, dict):
+            detail = f"expected a table with the keys of a route, got {toml_value(table)}"
+            self.problems.append(problem(at(), label, detail))
+            self.bad_routes.add(index)
+            return route
+        for name, value in table.items():
+            sub = ROUTE_TABLES.get(name)
+            key = ROUTE_KEYS.get(name)
+            if key is not None:
+                self.put(key, value, at(name), route_label(index, name), route)
+            elif sub is not None:
+                sub_values = self._add_route_table(index, name, sub, value, at)
+                if sub_values is not None:
+                    route[name] = sub_values
+            else:
+                names = [*ROUTE_KEYS, *ROUTE_TABLES]
+                near = suggest(name, names)
+                hint = (
+                    f" (did you mean {route_label(index, near)}?)"
+                    if near
+                    else f" (the keys of a route are {', '.join(names)})"
+                )
+                detail = f"unknown key {route_label(index, name)}{hint}"
+                self.problems.append(problem(at(name), "", detail))
+        if len(self.problems) > before:
+            self.bad_routes.add(index)
+        return route
+
+    def _add_route_table(
+        self,
+        index: int,
+        name: str,
+        keys: Mapping[str, Key],
+        value: object,
+        at: Callable[..., Source],
+    ) -> dict[str, object] | None:
+        label = route_label(index, name)
+        self.sources[label] = at(name)
+        if not isinstance(value, dict):
+            detail = f"expected a table of {', '.join(keys)}, got {toml_value(value)}"
+            self.problems.append(problem(at(name), label, detail))
+            return None
+        out: dict[str, object] = {}
+        ok = True
+        for sub_name, sub_value in value.items():
+            key = keys.get(sub_name)
+            if key is None:
+                hint = _unknown_in(sub_name, keys, label)
+                detail = f"unknown key {label}.{sub_name}{hint}"
+                self.problems.append(problem(at(name, sub_name), "", detail))
+                continue
+            ok &= self.put(key, sub_value, at(name, sub_name), f"{label}.{sub_name}", out)
+        missing = [k for k in required(keys) if k not in value]
+        if missing:
+            detail = f"missing key {', '.join(missing)} ({keys[missing[0]].expected})"
+            self.problems.append(problem(at(name), label, detail))
+            return None
+        return out if ok else None
+
+    def add_cli_routes(self, routes: Sequence[CliRoute]) -> None:
+        for i, route in enumerate(routes):
+            source = Source(kind="cli", name=route.flag)
+            self.cli_route_source = source
+
+            def here(*names: str, source: Source = source) -> Source:
+                return source
+
+            self.cli_routes.append(self._add_route(i, route.table, here))
 
     # -- the environment --------------------------------------------------------------
     def add_env(self, env: Mapping[str, str]) -> None:
@@ -209,10 +387,38 @@ class _Builder:
             raise ConfigError(self.problems)
 
     def build(self) -> Config:
+        values: dict[str, object] = dict(self.values)
+        if self.apps:
+            values["apps"] = self.apps
+        routes = [*self.cli_routes, *self.file_routes]
+        app_values = self.values.get("app", {})
+        if self.cli_routes and not self.file_routes and app_values.get("target"):
+            # --static with an app and no routes in the file: the app takes the rest
+            index = len(routes)
+            routes.append({"path": "/", "app": DEFAULT_APP})
+            for name in ("path", "app"):
+                self.sources[route_label(index, name)] = self.cli_route_source
+        if routes:
+            values["routes"] = routes
         try:
-            return msgspec.convert(self.values, Config)
+            return msgspec.convert(values, Config)
         except msgspec.ValidationError as e:  # pragma: no cover - every value was checked
             raise ConfigError(f"invalid configuration: {e}") from e
+
+
+#: every top-level name of the file, in schema order
+TOP_LEVEL = tuple(f.encode_name for f in msgspec.structs.fields(Config))
+
+
+class _At(typing.Protocol):
+    def __call__(self, *keys: str | int) -> Source: ...
+
+
+def _unknown_in(name: str, keys: Mapping[str, Key], label: str) -> str:
+    near = suggest(name, keys)
+    if near is not None:
+        return f" (did you mean {label}.{near}?)"
+    return f" (the keys are {', '.join(keys)})"
 
 
 def _syntax_error(path: str, e: tomllib.TOMLDecodeError) -> str:
@@ -234,13 +440,13 @@ def _unknown_section(section: str, *, is_table: bool) -> str:
     owners = [k.path for k in KEYS.values() if k.name == section]
     if owners and not is_table:
         return f"unknown key {section} (did you mean {owners[0]}?)"
-    near = suggest(section, SECTIONS)
+    near = suggest(section, TOP_LEVEL)
     what = f"section [{section}]" if is_table else f"key {section}"
     if near is not None:
         return f"unknown {what} (did you mean [{near}]?)"
     if owners:
         return f"unknown {what} (did you mean {owners[0]}?)"
-    return f"unknown {what} (the sections are {', '.join(SECTIONS)})"
+    return f"unknown {what} (the sections are {', '.join(TOP_LEVEL)})"
 
 
 def _unknown_key_hint(section: str, name: str) -> str:
