@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # change to them means a reinstall. BASTION_COMPILE=0 make ... installs pure Python.
 COMPILED_SRC := $(wildcard src/bastion/protocol/*.py src/bastion/gateway/*.py)
 
-.PHONY: run test lint typecheck unit e2e bench system-deps clean
+.PHONY: run test lint typecheck unit e2e bench bench-static system-deps clean
 
 $(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run.py
+
+bench-static: $(STAMP)
+	bash scripts/system-deps.sh bench-static && $(PY) bench/static.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Installs the system programs the tests and benchmarks use (curl, wrk) when missing.
+# With the argument "bench-static" (make bench-static), nginx too: the static-file
+# benchmark compares bastion with it; the tests never need it.
 set -euo pipefail
 need=()
 for prog in curl wrk; do
     command -v "$prog" >/dev/null 2>&1 || need+=("$prog")
 done
+if [ "${1:-}" = "bench-static" ] && ! command -v nginx >/dev/null 2>&1 \
+    && [ ! -x /usr/sbin/nginx ]; then
+    need+=(nginx-light)
+fi
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
