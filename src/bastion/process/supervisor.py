@@ -316,6 +316,7 @@ class Supervisor:
             c.state is State.STARTING for c in self.children.values()
         ):
             self.phase = "running"
+            self.startup_deadline = math.inf  # met: must not bound the loop's wait any more
             self._banner(interface)
         if child.for_reload:
             self._advance_reload()
