@@ -65,6 +65,7 @@ async def index(request: Request) -> HTMLResponse:
         client=html.escape(":".join(str(p) for p in request.client) if request.client else "-"),
         rows=rows,
         events=EVENTS,
+        base=html.escape(f"{request.url.scheme}://{request.url.netloc}"),
     )
     return HTMLResponse(page)
 
@@ -156,14 +157,14 @@ PAGE = """<!doctype html>
   <p>worker pid <span class="big">{pid}</span> &middot; supervisor pid {ppid}
      &middot; worker up {uptime}s &middot; Python {python} &middot; HTTP/{http}
      &middot; you are {client}</p>
-  <p>Reload in a new window, or run <code>curl -s http://127.0.0.1:8000/api/whoami</code>
+  <p>Reload in a new window, or run <code>curl -s {base}/api/whoami</code>
      a few times: each new connection goes to whichever worker accepts it first.</p>
 </section>
 
 <section>
   <h2>Live stream <small>(server-sent events from <code>/events</code>)</small></h2>
   <pre id="ticks"></pre>
-  <p>Plain chunked streaming: <code>curl -N http://127.0.0.1:8000/stream</code></p>
+  <p>Plain chunked streaming: <code>curl -N {base}/stream</code></p>
 </section>
 
 <section>

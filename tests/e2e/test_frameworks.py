@@ -322,6 +322,7 @@ def test_demo_with_its_config_file() -> None:
         page = c.get("/")
         assert page.status_code == 200
         assert "bastion demo" in page.text
+        assert f"curl -s {proc.url}/api/whoami" in page.text  # its own address, not :8000
         who = c.get("/api/whoami").json()
         assert f'worker pid <span class="big">{who["worker_pid"]}</span>' in page.text
         assert who["supervisor_pid"] == proc.pid
