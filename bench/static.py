@@ -502,8 +502,15 @@ def main(argv: list[str] | None = None) -> int:
         },
         "machine": machine(),
         "versions": {**versions(), "static": static_versions()},
+        # mypyc-built modules bastion ran with (none: pure Python; `make` builds them)
+        "bastion_compiled": sorted(
+            str(p.relative_to(ROOT)) for p in (ROOT / "src" / "bastion").rglob("*.so")
+        ),
         "workloads": {},
     }
+    if "bastion" in args.server_names:
+        built = len(report["bastion_compiled"])
+        print(f"bastion: {built} compiled modules" if built else "bastion: pure Python")
     results: dict[str, list[dict[str, Any]]] = {}
     with cleanup_on_exit(), tempfile.TemporaryDirectory(prefix="bastion-bench-static-") as tmp:
         args.tmp = tmp
