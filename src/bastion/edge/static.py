@@ -142,10 +142,14 @@ class StaticHandler:
                     variant = entry.codings[coding]
         body = variant.body
         if body is not None:
-            exchange.start_response(200, variant.ok_headers[:])
-            exchange.finish(body if method == "GET" else b"")
+            if method == "GET":
+                exchange.start_response(200, variant.ok_headers[:])
+                exchange.finish(body)
+            else:
+                exchange.start_response(200, variant.sized_headers[:])
+                exchange.finish()
             return
-        self._from_disk(exchange, key, variant, 200, variant.ok_headers[:], None, retry)
+        self._from_disk(exchange, key, variant, 200, variant.sized_headers[:], None, retry)
 
     def _refresh(self, exchange: Exchange, key: str, entry: Entry | None) -> Entry | None:
         """Re-check a stale entry on disk, or load the path; None once answered."""
@@ -224,10 +228,14 @@ class StaticHandler:
                     return
         body = variant.body
         if body is not None:
-            exchange.start_response(200, variant.ok_headers[:])
-            exchange.finish(body if method == "GET" else b"")
+            if method == "GET":
+                exchange.start_response(200, variant.ok_headers[:])
+                exchange.finish(body)
+            else:
+                exchange.start_response(200, variant.sized_headers[:])
+                exchange.finish()
             return
-        self._from_disk(exchange, key, variant, 200, variant.ok_headers[:], None, retry)
+        self._from_disk(exchange, key, variant, 200, variant.sized_headers[:], None, retry)
 
     @staticmethod
     def _plain_extra(variant: Variant) -> list[tuple[bytes, bytes]]:

@@ -76,6 +76,7 @@ class Variant:
         "ok_headers",
         "path",
         "size",
+        "sized_headers",
     )
 
     def __init__(
@@ -100,12 +101,10 @@ class Variant:
         # headers every response about this variant carries (cache-control, vary, encoding)
         self.extra = extra
         common = [(b"etag", self.etag), (b"last-modified", self.last_modified), *extra]
-        self.ok_headers = [
-            (b"content-type", content_type),
-            (b"content-length", b"%d" % self.size),
-            (b"accept-ranges", b"bytes"),
-            *common,
-        ]
+        # 200 for a GET answered from memory: the exchange counts the body's length itself
+        self.ok_headers = [(b"content-type", content_type), (b"accept-ranges", b"bytes"), *common]
+        # 200 for HEAD or from disk: the length must be declared
+        self.sized_headers = [*self.ok_headers, (b"content-length", b"%d" % self.size)]
         self.not_modified_headers = [h for h in common if h[0] != b"content-encoding"]
 
     def same_file(self, st: os.stat_result) -> bool:
