@@ -31,7 +31,7 @@ from typing import Any
 
 from harness.environment import bastion_available, ensure_peers, machine, preflight, versions
 from harness.measure import measure_quietly
-from harness.servers import CLIENT_CPU, RESULTS, ROOT, SERVER_CPU, stop_all
+from harness.servers import CLIENT_CPU, RESULTS, ROOT, SERVER_CPU, renice_session, stop_all
 from harness.workloads import (
     NOISY_PCT,
     SERVERS,
@@ -108,6 +108,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="times to measure again when other processes disturbed a run (default 2)",
     )
+    p.add_argument(
+        "--nice",
+        type=int,
+        help="niceness of the servers and wrk, and of their sessions' scheduler groups "
+        "(default -20 as root, so that other work on a shared machine yields; else 0)",
+    )
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
@@ -121,6 +127,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--duration must be 1..600 s, --warmup 0..60 s, --settle 0..600 s")
     if not (1 <= args.connections <= 10000 and 0 <= args.retries <= 5):
         p.error("--connections must be 1..10000, --retries 0..5")
+    if args.nice is None:
+        args.nice = -20 if os.geteuid() == 0 else 0
+    if not -20 <= args.nice <= 19:
+        p.error("--nice must be -20..19")
     args.workloads = _pick(p, args.only, WORKLOADS_BY_NAME, "--only")
     args.server_names = _pick(p, args.servers, dict.fromkeys(SERVERS), "--servers")
     return args
@@ -162,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_peers()
     # keep this process (and its RSS sampling) off the server's core
     os.sched_setaffinity(0, {CLIENT_CPU})
+    if args.nice and not renice_session(os.getpid(), args.nice):  # wrk runs in this session
+        print(f"bench: could not set niceness {args.nice} (needs root); going on without")
     unavailable = bastion_available() if "bastion" in args.server_names else None
     if unavailable:
         print(f"bastion cannot serve yet, measuring the peers only: {unavailable}")
@@ -180,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             "wsgi_threads": WSGI_THREADS,
             "settle_s": args.settle,
             "retries": args.retries,
+            "nice": args.nice,
         },
         "machine": machine(),
         "versions": versions(),

@@ -18,6 +18,7 @@ from harness.servers import (
     SERVER_CPU,
     Server,
     free_port,
+    pinned,
     probe,
     server_command,
 )
@@ -30,14 +31,18 @@ QUIET_PCT = 10.0  # both benchmark cores below this busy share: the machine is q
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
-def run_wrk(w: Workload, port: int, seconds: float, connections: int) -> dict[str, Any]:
-    cmd = ["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", f"-c{connections}"]
-    cmd += [f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
+def run_wrk(w: Workload, port: int, seconds: float, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{max(1, round(seconds))}s"]
+    cmd += ["--latency", "--timeout", "5s"]
     if w.post:
         cmd += ["-s", str(BENCH / "post_10k.lua")]
     cmd.append(f"http://{HOST}:{port}/")
     out = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=seconds + 30, check=False
+        pinned(CLIENT_CPU, args.nice, cmd),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=False,
     ).stdout
     return parse_wrk(out)
 
@@ -97,17 +102,17 @@ def measure(server: str, w: Workload, args: argparse.Namespace, logs: Path) -> d
     port = free_port()
     cmd = server_command(server, w, port)
     row: dict[str, Any] = {"server": server, "ok": False, "command": " ".join(cmd)}
-    srv = Server(server, cmd, port, logs / f"{w.name}-{server}.log")
+    srv = Server(server, cmd, port, logs / f"{w.name}-{server}.log", nice=args.nice)
     try:
         pid = srv.start()
         srv.wait_ready(w)
         row["idle_rss_tree_mb"] = _mb(sum(rss_kib(p) for p in process_tree(pid)))
         if args.warmup > 0:
-            run_wrk(w, port, args.warmup, args.connections)
+            run_wrk(w, port, args.warmup, args)
         cpus = (SERVER_CPU, CLIENT_CPU)
         with RssSampler(pid) as rss:
             before = CpuSnapshot.take(pid, cpus)
-            row.update(run_wrk(w, port, args.duration, args.connections))
+            row.update(run_wrk(w, port, args.duration, args))
             after = CpuSnapshot.take(pid, cpus)
             rss.sample()
         row.update(cpu_usage(before, after, SERVER_CPU, CLIENT_CPU))

@@ -146,6 +146,28 @@ def probe(w: Workload, port: int) -> str | None:
     return None
 
 
+def pinned(cpu: int, nice: int, cmd: list[str]) -> list[str]:
+    """``cmd`` run on ``cpu`` only, at niceness ``nice`` (below 0 needs root)."""
+    return ["taskset", "-c", str(cpu), *(["nice", "-n", str(nice)] if nice else []), *cmd]
+
+
+def renice_session(pid: int, nice: int) -> bool:
+    """Give the scheduler autogroup of ``pid``'s session the niceness ``nice``.
+
+    Where the kernel groups tasks by session (``sched_autogroup``), a process's own nice
+    value only ranks it within its session: weighing against other sessions' processes
+    takes the group's niceness. True if it was set (or there are no autogroups).
+    """
+    path = Path(f"/proc/{pid}/autogroup")
+    if not path.exists():
+        return True
+    try:
+        path.write_text(str(nice))
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class Server:
     """One running server, started in its own session so the whole tree can be killed."""
@@ -154,6 +176,7 @@ class Server:
     cmd: list[str]
     port: int
     log_path: Path
+    nice: int = 0
     proc: subprocess.Popen[bytes] | None = None
     seen: set[int] = field(default_factory=set)
 
@@ -161,7 +184,7 @@ class Server:
         """Start the server; its pid."""
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                ["taskset", "-c", str(SERVER_CPU), *self.cmd],
+                pinned(SERVER_CPU, self.nice, self.cmd),
                 cwd=APPS,
                 env=server_env(self.name),
                 stdin=subprocess.DEVNULL,
@@ -170,6 +193,8 @@ class Server:
                 start_new_session=True,
             )
         _live.add(self.proc)
+        if self.nice:
+            renice_session(self.proc.pid, self.nice)
         return self.proc.pid
 
     def wait_ready(self, w: Workload) -> None:
