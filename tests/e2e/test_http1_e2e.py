@@ -284,3 +284,11 @@ def test_disconnect_reaches_the_app_and_server_keeps_serving(echo: BastionProces
             sock.sendall(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
     r = httpx.get(echo.url + "/after")
     assert r.status_code == 200
+
+
+def test_asgi_headers_given_as_lists_are_accepted() -> None:
+    with serve("http_echo:header_lists", "--workers", "1") as proc:
+        r = httpx.get(proc.url)
+    assert r.status_code == 200
+    assert r.text == "lists ok"
+    assert r.headers["x-pair"] == "tuple"

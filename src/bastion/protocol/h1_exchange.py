@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from bastion.protocol.errors import error_response, reason, status_line
@@ -53,7 +53,7 @@ _STATUS_LINES = {s: status_line(s) for s in range(200, 600) if reason(s)}
 _cl_headers: dict[int, bytes] = {}
 
 
-def _check_name(name: bytes) -> bytes:
+def _check_name(name: object) -> bytes:
     if not isinstance(name, bytes) or not _TOKEN.fullmatch(name):
         raise InvalidResponse(f"invalid header name {name!r}")
     lname = name.lower()
@@ -62,7 +62,7 @@ def _check_name(name: bytes) -> bytes:
     return lname
 
 
-def _check_value(name: bytes, value: bytes) -> None:
+def _check_value(name: object, value: object) -> None:
     if not isinstance(value, bytes) or _BAD_VALUE.search(value) is not None:
         raise InvalidResponse(f"invalid value for header {name!r}: {value!r}")
     if len(value) <= 64 and len(_value_cache) < 4096:
@@ -278,7 +278,9 @@ class H1Exchange:
     def writing_paused(self) -> bool:
         return self._proto.write_paused
 
-    def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def start_response(self, status: int, headers: Iterable[Any]) -> None:
+        # ``headers`` is typed loosely on purpose: ASGI apps may send pairs as lists, and
+        # each name and value is checked below whatever its type.
         if self._started:
             raise InvalidResponse("response already started")
         line = _STATUS_LINES.get(status) if status.__class__ is int else None
@@ -289,7 +291,8 @@ class H1Exchange:
         names = _name_cache
         values = _value_cache
         special = 0
-        for name, value in headers:
+        for item in headers:
+            name, value = item
             lname = names.get(name)
             if lname is None:
                 lname = _check_name(name)

@@ -81,3 +81,12 @@ async def injector(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def wsgi_injector(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     start_response("200 OK", [("X-Evil", "a\r\nSet-Cookie: stolen=1")])
     return [b"should never be sent"]
+
+
+async def header_lists(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Sends its headers as lists and as a tuple, both of which ASGI servers accept."""
+    if scope["type"] != "http":
+        return
+    headers = ([b"content-type", b"text/plain"], (b"x-pair", b"tuple"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"lists ok"})
