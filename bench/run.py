@@ -101,12 +101,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--settle",
         type=float,
-        help="seconds to wait, before each server, for the two cores to be quiet (default 20)",
+        help="seconds to wait, before each server, for the two cores to be quiet (default 10)",
     )
     p.add_argument(
         "--retries",
         type=int,
-        help="times to measure again when other processes disturbed a run (default 2)",
+        help="times to measure again when other processes disturbed a run (default 1)",
     )
     p.add_argument(
         "--nice",
@@ -120,9 +120,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.warmup is None:
         args.warmup = 1.0 if args.quick else 2.0
     if args.settle is None:
-        args.settle = 5.0 if args.quick else 20.0
+        args.settle = 5.0 if args.quick else 10.0
     if args.retries is None:
-        args.retries = 0 if args.quick else 2
+        args.retries = 0 if args.quick else 1
     if not (1 <= args.duration <= 600 and 0 <= args.warmup <= 60 and 0 <= args.settle <= 600):
         p.error("--duration must be 1..600 s, --warmup 0..60 s, --settle 0..600 s")
     if not (1 <= args.connections <= 10000 and 0 <= args.retries <= 5):
