@@ -129,6 +129,19 @@ def test_no_content_type_untouched() -> None:
     assert bytes(ex.body) == BODY
 
 
+def test_not_modified_without_type_varies() -> None:
+    ex, w = wrapped("gzip")
+    w.start_response(304, [(b"etag", b'W/"x"')])
+    w.finish()
+    assert ex.status == 304
+    assert ex.header("vary") == "Accept-Encoding"
+    assert ex.header("content-encoding") is None
+    ex, w = wrapped("gzip")
+    w.start_response(304, [(b"etag", b'W/"x"'), (b"content-type", b"image/png")])
+    w.finish()
+    assert ex.header("vary") is None
+
+
 def test_custom_types_and_wildcards() -> None:
     cfg = CompressConfig(enabled=True, types=("application/*", "image/svg+xml"))
     for ctype, expected in [

@@ -7,7 +7,8 @@ puts around each exchange looks at the response head and decides:
 - the response is *eligible* when its ``Content-Type`` matches ``types`` and it carries
   no ``Content-Encoding`` and no ``Cache-Control: no-transform``. An eligible response
   gets ``Vary: Accept-Encoding`` whether or not this client's one is compressed, so
-  caches keep the variants apart;
+  caches keep the variants apart (so does a 304 without ``Content-Type``, which stands
+  for a response whose type it does not repeat);
 - it is *compressed* when, on top of that, it is not a HEAD, 204, 206 or 304 response,
   has no ``Content-Range``, is at least ``min_size`` bytes (when its size is known), and
   the client's ``Accept-Encoding`` accepts one of the configured algorithms.
@@ -197,7 +198,15 @@ class CompressingExchange(ExchangeWrapper):
                     skip = True
             elif kind == _VARY:
                 vary_at = i
-        if skip or not content_type or not settings.compressible(content_type):
+        if skip:
+            self._pass(status, headers)
+            return
+        if not content_type:
+            # a 304 need not repeat Content-Type, but must repeat the Vary of the 200 it
+            # stands for: without the type to go by, say it may vary
+            self._pass(status, _with_vary(headers, vary_at) if status == 304 else headers)
+            return
+        if not settings.compressible(content_type):
             self._pass(status, headers)
             return
         headers = _with_vary(headers, vary_at)
