@@ -437,3 +437,57 @@ def test_read_block_boundaries_exact() -> None:
 
         run_async(go())
     assert gzip.decompress(bytes(ex.body)) == data
+
+
+def test_bodies_with_an_etag_are_compressed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    filt = compress_filter(ON)
+    assert filt is not None
+    calls = []
+    import bastion.edge.encoders as enc
+
+    real = enc.GzipCodec.compress
+
+    def counting(self: enc.GzipCodec, data: bytes) -> bytes:
+        calls.append(len(data))
+        return real(self, data)
+
+    monkeypatch.setattr(enc.GzipCodec, "compress", counting)
+
+    def get(body: bytes, etag: bytes | None) -> FakeExchange:
+        ex = FakeExchange(headers=[("accept-encoding", "gzip")])
+        w = filt(ex)
+        headers = [JSON] + ([(b"etag", etag)] if etag else [])
+        w.start_response(200, headers)
+        w.finish(body)
+        assert gzip.decompress(bytes(ex.body)) == body
+        assert ex.header("content-length") == str(len(ex.body))
+        return ex
+
+    first = get(BODY, b'"v1"')
+    second = get(BODY, b'"v1"')
+    assert bytes(first.body) == bytes(second.body)
+    assert len(calls) == 1
+    get(bytes(bytearray(BODY)), b'"v1"')  # equal bytes, another object: still a hit
+    assert len(calls) == 1
+    get(BODY[:-10] + b"0123456789", b'"v1"')  # same tag, other bytes: never the wrong body
+    assert len(calls) == 2
+    get(BODY, None)  # no tag: no caching
+    get(BODY, None)
+    assert len(calls) == 4
+
+
+def test_compressed_cache_is_bounded() -> None:
+    from bastion.edge.compress import CompressedCache
+
+    cache = CompressedCache(max_total=1000, max_item=400)
+    for i in range(10):
+        cache.put(b'"%d"' % i, "gzip", b"x" * 150, b"y" * 50)
+    assert len(cache) == 5  # 200 bytes each within 1000
+    assert cache.get(b'"9"', "gzip", b"x" * 150) == b"y" * 50
+    assert cache.get(b'"0"', "gzip", b"x" * 150) is None  # the oldest went first
+    assert cache.get(b'"9"', "br", b"x" * 150) is None
+    cache.put(b'"big"', "gzip", b"x" * 500, b"y")  # larger than max_item: not kept
+    assert cache.get(b'"big"', "gzip", b"x" * 500) is None
+    cache.put(b'"9"', "gzip", b"z" * 150, b"w" * 50)  # replaced, not counted twice
+    assert cache.get(b'"9"', "gzip", b"z" * 150) == b"w" * 50
+    assert cache._size <= 1000

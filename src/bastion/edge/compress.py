@@ -16,8 +16,10 @@ puts around each exchange looks at the response head and decides:
 A compressed response gets ``Content-Encoding``, a weak ``ETag`` (the bytes differ from
 the identity variant's) and no ``Accept-Ranges``. The head is held back until the first
 body call: when the whole body comes in one ``finish()`` it is compressed at once and
-sent with its new ``Content-Length``; otherwise every ``write()`` is compressed and
-flushed as it comes, with chunked framing, so streaming responses stay streaming.
+sent with its new ``Content-Length`` (kept in a small cache when the response has an
+``ETag``, so a static file is compressed once, not per request); otherwise every
+``write()`` is compressed and flushed as it comes, with chunked framing, so streaming
+responses stay streaming.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from bastion.edge.types import ExchangeFilter
 from bastion.edge.wrap import ExchangeWrapper
 from bastion.protocol.types import Exchange, InvalidResponse
 
-__all__ = ["CompressSettings", "CompressingExchange", "compress_filter"]
+__all__ = ["CompressSettings", "CompressedCache", "CompressingExchange", "compress_filter"]
 
 # what the wrapper is doing with the response
 _IDLE = 0  # start_response not called yet
@@ -58,10 +60,63 @@ _INTEREST = {
 }
 
 
+class CompressedCache:
+    """Compressed bodies of responses that carry an ``ETag``, to skip compressing again.
+
+    A static file served from memory, or an app response with a validator, is the same
+    bytes request after request; compressing it once per algorithm is enough. An entry
+    is used only when the body handed to ``finish()`` is byte for byte the one it was
+    made from, so an ETag that lies (or two routes' tags that collide) costs a
+    comparison, never a wrong body. Bounded in total size; the oldest entries go first.
+    """
+
+    __slots__ = ("_entries", "_size", "max_item", "max_total")
+
+    def __init__(self, max_total: int = 8 * 1024 * 1024, max_item: int = 512 * 1024) -> None:
+        self._entries: dict[tuple[bytes, str], tuple[bytes, bytes]] = {}
+        self._size = 0
+        self.max_total = max_total
+        self.max_item = max_item
+
+    def get(self, etag: bytes, coding: str, data: bytes) -> bytes | None:
+        entry = self._entries.get((etag, coding))
+        if entry is None:
+            return None
+        plain, packed = entry
+        return packed if plain is data or plain == data else None
+
+    def put(self, etag: bytes, coding: str, data: bytes, packed: bytes) -> None:
+        cost = len(data) + len(packed)
+        if cost > self.max_item:
+            return
+        entries = self._entries
+        old = entries.pop((etag, coding), None)
+        if old is not None:
+            self._size -= len(old[0]) + len(old[1])
+        while entries and self._size + cost > self.max_total:
+            oldest = next(iter(entries))
+            plain, packed_old = entries.pop(oldest)
+            self._size -= len(plain) + len(packed_old)
+        entries[(etag, coding)] = (data, packed)
+        self._size += cost
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class CompressSettings:
     """Everything one route's compression needs, built once from its config."""
 
-    __slots__ = ("_type_cache", "choose", "codecs", "min_size", "prefixes", "type_any", "types")
+    __slots__ = (
+        "_type_cache",
+        "cache",
+        "choose",
+        "codecs",
+        "min_size",
+        "prefixes",
+        "type_any",
+        "types",
+    )
 
     MAX_CACHED_TYPES = 512
 
@@ -69,6 +124,7 @@ class CompressSettings:
         self.codecs: dict[str, Codec] = {c.name: c for c in codecs}
         self.choose = EncodingChooser([c.name for c in codecs])
         self.min_size = cfg.min_size
+        self.cache = CompressedCache()
         exact: set[bytes] = set()
         prefixes: list[bytes] = []
         self.type_any = False
@@ -142,7 +198,7 @@ def _with_vary(headers: list[tuple[bytes, bytes]], vary_at: int) -> list[tuple[b
 class CompressingExchange(ExchangeWrapper):
     """An exchange whose response is compressed when the rules allow (see the module)."""
 
-    __slots__ = ("_coding", "_encoder", "_head", "_mode", "_settings", "_status")
+    __slots__ = ("_coding", "_encoder", "_etag", "_head", "_mode", "_settings", "_status")
 
     def __init__(self, inner: Exchange, settings: CompressSettings) -> None:
         super().__init__(inner)
@@ -152,6 +208,7 @@ class CompressingExchange(ExchangeWrapper):
         self._head: list[tuple[bytes, bytes]] = []
         self._coding = ""
         self._encoder: StreamEncoder | None = None
+        self._etag = b""
 
     @property
     def response_started(self) -> bool:
@@ -178,6 +235,7 @@ class CompressingExchange(ExchangeWrapper):
         vary_at = -1
         skip = False  # already encoded, or the origin forbids transforming it
         ranged = False
+        etag = b""
         for i, (name, value) in enumerate(headers):
             kind = _INTEREST.get(name) if name.islower() else _INTEREST.get(name.lower())
             if kind is None:
@@ -198,6 +256,8 @@ class CompressingExchange(ExchangeWrapper):
                     skip = True
             elif kind == _VARY:
                 vary_at = i
+            elif kind == _ETAG:
+                etag = value
         if skip:
             self._pass(status, headers)
             return
@@ -225,6 +285,7 @@ class CompressingExchange(ExchangeWrapper):
             return
         # compress: hold the head until we know whether the body comes all at once
         self._coding = coding
+        self._etag = etag
         self._status = status
         self._head = headers
         self._mode = _HELD
@@ -286,7 +347,13 @@ class CompressingExchange(ExchangeWrapper):
                 self._inner.finish(data)
                 return
             self._head = head
-            body = self._settings.codecs[self._coding].compress(data)
+            settings = self._settings
+            etag = self._etag
+            body = settings.cache.get(etag, self._coding, data) if etag else None
+            if body is None:
+                body = settings.codecs[self._coding].compress(data)
+                if etag:
+                    settings.cache.put(etag, self._coding, data, body)
             encoded = self._encoded_head(len(body))
             self._head = []
             self._inner.start_response(self._status, encoded)
