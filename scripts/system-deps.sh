@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system programs the tests and benchmarks use (curl, wrk) when missing.
+# Installs the system programs the tests and benchmarks use (curl, wrk, and chromium for
+# the browser test of static files, driven by Playwright) when missing.
 # With the argument "bench-static" (make bench-static), nginx too: the static-file
 # benchmark compares bastion with it; the tests never need it.
 set -euo pipefail
@@ -7,6 +8,9 @@ need=()
 for prog in curl wrk; do
     command -v "$prog" >/dev/null 2>&1 || need+=("$prog")
 done
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+    need+=(chromium)
+fi
 if [ "${1:-}" = "bench-static" ] && ! command -v nginx >/dev/null 2>&1 \
     && [ ! -x /usr/sbin/nginx ]; then
     need+=(nginx-light)
