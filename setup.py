@@ -27,6 +27,7 @@ COMPILED = [
     "src/bastion/gateway/wsgi_environ.py",
     "src/bastion/gateway/wsgi_io.py",
     "src/bastion/gateway/wsgi_response.py",
+    "src/bastion/gateway/wsgi_threads.py",
 ]
 
 
