@@ -46,6 +46,8 @@ _READ_BLOCK = 64 * 1024  # sendfile() through the compressor reads this much at 
 _VARY_VALUE = b"Accept-Encoding"
 _NO_BODY = frozenset({204, 304})
 
+_CE_HEADERS = {name: (b"content-encoding", name.encode("ascii")) for name in ("zstd", "br", "gzip")}
+
 # response headers the decision looks at; everything else is passed along untouched
 _CT, _CL, _CE, _CR, _CC, _ETAG, _VARY, _AR = range(8)
 _INTEREST = {
@@ -304,7 +306,7 @@ class CompressingExchange(ExchangeWrapper):
             if kind == _ETAG and not value.startswith(b"W/"):
                 value = b"W/" + value
             out.append((name, value))
-        out.append((b"content-encoding", self._coding.encode("ascii")))
+        out.append(_CE_HEADERS[self._coding])
         if length >= 0:
             out.append((b"content-length", b"%d" % length))
         return out
