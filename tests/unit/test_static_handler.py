@@ -296,3 +296,22 @@ def test_bad_config_is_refused(tmp_path: Path) -> None:
         StaticHandler(StaticConfig(root=str(tmp_path), index=("../x",)))
     with pytest.raises(ValueError, match="invalid content type"):
         StaticHandler(StaticConfig(root=str(tmp_path), mime_types={".x": "a\r\nb"}))
+
+
+def test_large_file_replaced_within_the_trust_window_is_served_new(site: Path) -> None:
+    h = handler_for(site)
+    assert fetch(h, "/big.bin")[0] == 200
+    fresh = os.urandom(280_000)
+    tmp = site / "big.bin.tmp"
+    tmp.write_bytes(fresh)
+    os.replace(tmp, site / "big.bin")  # a new inode, as deployments do
+    status, headers, body = fetch(h, "/big.bin")
+    assert status == 200 and body == fresh and headers["content-length"] == "280000"
+    os.unlink(site / "big.bin")
+    assert fetch(h, "/big.bin")[0] == 404
+
+
+def test_head_of_not_found_page_has_no_body(site: Path) -> None:
+    status, headers, body = fetch(handler_for(site, not_found="404.html"), "/nope", "HEAD")
+    assert status == 404 and body == b""
+    assert headers["content-length"] == str((site / "404.html").stat().st_size)
