@@ -491,3 +491,18 @@ def test_compressed_cache_is_bounded() -> None:
     cache.put(b'"9"', "gzip", b"z" * 150, b"w" * 50)  # replaced, not counted twice
     assert cache.get(b'"9"', "gzip", b"z" * 150) == b"w" * 50
     assert cache._size <= 1000
+
+
+def test_missing_package_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import bastion.edge.encoders as enc
+
+    monkeypatch.setattr(enc, "codec_available", lambda name: name != "br")
+    monkeypatch.setattr(enc, "_warned", set())
+    with caplog.at_level("WARNING", logger="bastion.error"):
+        for _ in range(3):  # one filter per route
+            assert compress_filter(ON) is not None
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1
+    assert "br is skipped" in messages[0] and "brotli" in messages[0]
