@@ -506,3 +506,14 @@ def test_missing_package_logged_once(
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1
     assert "br is skipped" in messages[0] and "brotli" in messages[0]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[(1, b"x")], [(b"content-type",)], [(b"content-type", "text/html")], [b"content-type"]],
+)
+def test_malformed_headers_refused_like_the_exchange_would(headers: list[object]) -> None:
+    ex, w = wrapped("gzip")
+    with pytest.raises((InvalidResponse, TypeError, ValueError)):
+        w.start_response(200, headers)  # type: ignore[arg-type]
+    assert ex.status is None

@@ -238,28 +238,30 @@ class CompressingExchange(ExchangeWrapper):
         skip = False  # already encoded, or the origin forbids transforming it
         ranged = False
         etag = b""
-        for i, (name, value) in enumerate(headers):
-            kind = _INTEREST.get(name) if name.islower() else _INTEREST.get(name.lower())
-            if kind is None:
-                continue
-            if kind == _CT:
-                content_type = value
-            elif kind == _CL:
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = -1
-            elif kind == _CE:
-                skip = True
-            elif kind == _CR:
-                ranged = True
-            elif kind == _CC:
-                if b"no-transform" in value.lower():
+        try:
+            for i, (name, value) in enumerate(headers):
+                kind = _INTEREST.get(name) if name.islower() else _INTEREST.get(name.lower())
+                if kind is None:
+                    continue
+                if kind == _CT:
+                    content_type = value
+                elif kind == _CL:
+                    length = int(value) if value.strip().isdigit() else -1
+                elif kind == _CE:
                     skip = True
-            elif kind == _VARY:
-                vary_at = i
-            elif kind == _ETAG:
-                etag = value
+                elif kind == _CR:
+                    ranged = True
+                elif kind == _CC:
+                    if b"no-transform" in value.lower():
+                        skip = True
+                elif kind == _VARY:
+                    vary_at = i
+                elif kind == _ETAG:
+                    etag = value
+        except (AttributeError, TypeError, ValueError):
+            # not a list of (bytes, bytes) pairs: let the exchange refuse it as it would
+            self._pass(status, headers)
+            return
         if skip:
             self._pass(status, headers)
             return
