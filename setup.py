@@ -53,7 +53,7 @@ def ext_modules() -> list[Any]:
         return []
     try:
         return list(mypycify(COMPILED, opt_level="3"))
-    except Exception as exc:  # a type error or a missing compiler: fall back, loudly
+    except (Exception, SystemExit) as exc:  # mypyc refused, or no compiler: fall back
         print(f"bastion: not compiling ({exc}); installing pure Python", file=sys.stderr)
         remove_stale_builds()
         return []

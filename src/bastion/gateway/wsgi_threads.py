@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from bastion.gateway.errors import ClientGone
 from bastion.gateway.wsgi_io import FileWrapper, regular_file
 from bastion.gateway.wsgi_response import Head, close_result, log_overflow
 from bastion.protocol.types import Exchange
@@ -36,10 +37,6 @@ _WRITE = 0
 _FINISH = 1
 _FAIL = 2
 _SENDFILE = 3
-
-
-class ClientGone(OSError):
-    """Raised by ``write()`` in threads mode once the client has disconnected."""
 
 
 class ThreadRunner:
