@@ -3,6 +3,7 @@
 ::
 
     bastion serve [APP] [options]    serve an app (MODULE:ATTR or path/to/app.py:ATTR)
+    bastion serve --static /=./public    serve a directory (and no app)
     bastion check [APP] [options]    validate the configuration and print it as TOML
     bastion --version
 
@@ -22,9 +23,10 @@ from collections.abc import Mapping, Sequence
 from bastion import __version__
 from bastion.config.errors import ConfigError
 from bastion.config.keys import KEYS
-from bastion.config.load import Resolved, resolve
+from bastion.config.load import CliRoute, Resolved, resolve
 from bastion.config.render import render_config
 from bastion.config.schema import Config
+from bastion.config.toml_write import toml_value
 
 PROG = "bastion"
 
@@ -144,6 +146,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 APP_ARG = "APP"  # how the positional argument is named in messages
+STATIC_FLAG = "--static"
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
@@ -160,6 +163,15 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         default=argparse.SUPPRESS,
         help="TOML config file (default: $BASTION_CONFIG, else none)",
+    )
+    parser.add_argument(
+        STATIC_FLAG,
+        dest="static",
+        metavar="PREFIX=DIR",
+        action="append",
+        default=argparse.SUPPRESS,
+        help="serve the files of DIR below the path PREFIX, before the app; repeat for "
+        "several (config: a [[routes]] table with static.root)",
     )
     for i, opt in enumerate(OPTIONS):
         help_text = f"{opt.help} (config: {opt.key})"
@@ -232,9 +244,30 @@ def cli_values(ns: argparse.Namespace) -> tuple[str | None, dict[str, object], d
     return (str(config) if config is not None else None), values, flags
 
 
+def static_routes(ns: argparse.Namespace) -> list[CliRoute]:
+    """The routes of ``--static PREFIX=DIR`` options, in the order given."""
+    routes = []
+    for spec in getattr(ns, "static", ()):
+        prefix, sep, root = str(spec).partition("=")
+        if not sep or not root:
+            raise ConfigError(
+                f"command line {STATIC_FLAG}: expected PREFIX=DIR (like /static=./public), "
+                f"got {toml_value(spec)}"
+            )
+        routes.append(CliRoute({"path": prefix, "static": {"root": root}}, STATIC_FLAG))
+    return routes
+
+
 def load(ns: argparse.Namespace, env: Mapping[str, str], *, require_app: bool) -> Resolved:
     file, values, flags = cli_values(ns)
-    return resolve(file=file, env=env, cli=values, cli_flags=flags, require_app=require_app)
+    return resolve(
+        file=file,
+        env=env,
+        cli=values,
+        cli_flags=flags,
+        cli_routes=static_routes(ns),
+        require_app=require_app,
+    )
 
 
 def _error(message: str) -> None:

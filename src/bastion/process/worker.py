@@ -154,11 +154,13 @@ class _Worker:
                 loop.close()
 
     async def _main(self) -> int:
-        from bastion.gateway import build_gateway
+        from bastion.edge.assemble import build_site
 
         self.stopping = asyncio.Event()
         try:
-            gateway = build_gateway(self.config, self.spec.loaded)
+            # the app's gateway itself without routes; with routes, the router and the
+            # apps the routes use
+            gateway = build_site(self.config, self.spec.loaded)
             await gateway.startup()
         except Exception as exc:
             message = _startup_message(exc)

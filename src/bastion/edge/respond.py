@@ -1,0 +1,64 @@
+"""Fixed responses: the ``return`` handler, and the router's 404 and 405.
+
+Everything about a fixed response is known at start-up, so its head is built once and
+each request only sends it. HEAD gets the same head without the body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bastion.config.schema import ReturnConfig
+from bastion.edge.types import RouteMatch
+from bastion.protocol.types import Exchange
+
+# statuses that never carry a body (RFC 9110 6.4.1)
+_NO_BODY = frozenset({204, 304})
+
+
+class FixedResponse:
+    """A :data:`~bastion.edge.types.RouteHandler` that always sends the same response."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.status = status
+        self.body = b"" if status in _NO_BODY else body
+        head: list[tuple[bytes, bytes]] = []
+        if content_type and status not in _NO_BODY:
+            head.append((b"content-type", content_type.encode("latin-1")))
+        for name, value in headers:
+            head.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        if status not in _NO_BODY:
+            head.append((b"content-length", str(len(self.body)).encode("ascii")))
+        self.headers = head
+
+    def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
+        exchange.start_response(self.status, self.headers.copy())
+        exchange.finish(b"" if exchange.method == "HEAD" else self.body)
+
+
+def return_handler(cfg: ReturnConfig) -> FixedResponse:
+    """The handler of a route's ``return`` table."""
+    return FixedResponse(
+        cfg.status, cfg.body.encode("utf-8"), cfg.content_type, tuple(cfg.headers.items())
+    )
+
+
+NOT_FOUND = FixedResponse(404, b"Not Found\n", "text/plain; charset=utf-8")
+
+
+def method_not_allowed(allowed: Sequence[str]) -> FixedResponse:
+    """405 with the ``Allow`` header (RFC 9110 15.5.6)."""
+    return FixedResponse(
+        405,
+        b"Method Not Allowed\n",
+        "text/plain; charset=utf-8",
+        (("Allow", ", ".join(allowed)),),
+    )
