@@ -5,8 +5,10 @@ Run it from this directory (``make run`` does exactly this)::
     bastion serve -c bastion.toml
 
 then open http://127.0.0.1:8000. The page shows which worker process answered, the
-request headers as the app received them, a live stream of server-sent events, and a
-file upload that reports the file's size and SHA-256. ``curl -N
+request headers as the app received them, a live stream of server-sent events, a file
+upload that reports the file's size and SHA-256, and the headers bastion added on its
+own: compression and security headers from bastion.toml, and the validators of the
+files under static/, which bastion serves itself without calling the app. ``curl -N
 http://127.0.0.1:8000/stream`` shows a chunked response arriving line by line.
 """
 
@@ -64,7 +66,6 @@ async def index(request: Request) -> HTMLResponse:
         http=html.escape(str(who["http_version"])),
         client=html.escape(":".join(str(p) for p in request.client) if request.client else "-"),
         rows=rows,
-        events=EVENTS,
         base=html.escape(f"{request.url.scheme}://{request.url.netloc}"),
     )
     return HTMLResponse(page)
@@ -80,7 +81,7 @@ async def events(request: Request) -> StreamingResponse:
             now = time.strftime("%H:%M:%S")
             yield f"data: tick {n}/{EVENTS} at {now} from worker {os.getpid()}\n\n"
             await asyncio.sleep(1)
-        yield "event: done\ndata: stream complete\n\n"
+        yield f"event: done\ndata: {EVENTS} events sent\n\n"
 
     return StreamingResponse(
         ticks(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
@@ -131,25 +132,11 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>bastion demo</title>
-<style>
-  body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 52rem; margin: 2rem auto;
-         padding: 0 1rem; color: #1d2330; background: #f6f7f9; }}
-  h1 {{ margin-bottom: 0; }} h1 + p {{ margin-top: .25rem; color: #5a6272; }}
-  section {{ background: #fff; border: 1px solid #dde1e7; border-radius: 8px;
-            padding: 1rem 1.25rem; margin: 1rem 0; }}
-  h2 {{ font-size: 1.1rem; margin: 0 0 .5rem; }}
-  table {{ border-collapse: collapse; width: 100%; font-size: .9rem; }}
-  th, td {{ text-align: left; padding: .2rem .5rem; border-bottom: 1px solid #eef0f3;
-           vertical-align: top; word-break: break-all; }}
-  th {{ width: 30%; color: #5a6272; font-weight: 500; }}
-  code, #ticks, #result {{ font-family: ui-monospace, monospace; font-size: .9rem; }}
-  #ticks {{ height: 9rem; overflow-y: auto; background: #10141c; color: #9fe3a4;
-           padding: .5rem; border-radius: 6px; margin: 0; }}
-  .big {{ font-size: 2rem; font-weight: 600; }}
-</style>
+<link rel="icon" href="/static/bastion.svg">
+<link rel="stylesheet" href="/static/demo.css">
 </head>
 <body>
-<h1>bastion demo</h1>
+<h1><img src="/static/bastion.svg" alt="">bastion demo</h1>
 <p>A Starlette app, served over ASGI by bastion's pre-forked workers.</p>
 
 <section>
@@ -174,30 +161,22 @@ PAGE = """<!doctype html>
 </section>
 
 <section>
+  <h2>What bastion added <small>(see bastion.toml)</small></h2>
+  <table>
+    <tr><th>this page, from the app</th><td><pre id="page-headers">...</pre></td></tr>
+    <tr><th>/static/demo.css, from bastion's static route (the app never saw it)</th>
+        <td><pre id="css-headers">...</pre></td></tr>
+  </table>
+  <p class="muted">Compression, the security headers and the static route are all set in
+     the config file; the app itself sets none of them.</p>
+</section>
+
+<section>
   <h2>Your request headers, as the app sees them</h2>
   <table>{rows}</table>
 </section>
 
-<script>
-  const ticks = document.getElementById("ticks");
-  const source = new EventSource("/events");
-  source.onmessage = (e) => {{
-    ticks.textContent += e.data + "\\n";
-    ticks.scrollTop = ticks.scrollHeight;
-  }};
-  source.addEventListener("done", () => {{
-    ticks.textContent += "({events} events sent; reload for more)\\n";
-    source.close();
-  }});
-  document.getElementById("upload").addEventListener("submit", async (e) => {{
-    e.preventDefault();
-    const out = document.getElementById("result");
-    out.textContent = "uploading...";
-    const r = await fetch("/upload", {{ method: "POST", body: new FormData(e.target) }});
-    const j = await r.json();
-    out.textContent = j.error || `${{j.filename}}: ${{j.size}} bytes, sha256 ${{j.sha256}}`;
-  }});
-</script>
+<script src="/static/demo.js"></script>
 </body>
 </html>
 """

@@ -326,6 +326,17 @@ def test_demo_with_its_config_file() -> None:
         who = c.get("/api/whoami").json()
         assert f'worker pid <span class="big">{who["worker_pid"]}</span>' in page.text
         assert who["supervisor_pid"] == proc.pid
+        # compression and security headers come from bastion.toml, not from the app
+        assert page.headers["content-encoding"] in ("gzip", "br", "zstd")
+        assert page.headers["x-content-type-options"] == "nosniff"
+        # /static/ is a static route: bastion answers from ./static with validators
+        css = c.get("/static/demo.css")
+        assert css.status_code == 200
+        assert css.headers["content-type"].startswith("text/css")
+        assert css.headers["cache-control"] == "public, max-age=3600"
+        assert css.text == (demo / "static" / "demo.css").read_text()
+        etag = css.headers["etag"]
+        assert c.get("/static/demo.css", headers={"If-None-Match": etag}).status_code == 304
         upload = c.post("/upload", files={"file": ("a.txt", b"bastion")}).json()
         assert upload["sha256"] == _sha256(b"bastion")
         with c.stream("GET", "/events") as r:
