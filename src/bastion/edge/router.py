@@ -35,7 +35,7 @@ _EMPTY: Final[dict[str, str]] = {}
 class _Entry:
     """One compiled route in one path table."""
 
-    __slots__ = ("handler", "headers", "index", "methods", "pattern", "slash")
+    __slots__ = ("anything", "handler", "headers", "index", "methods", "pattern", "slash")
 
     def __init__(
         self, index: int, route: RouteConfig, handler: RouteHandler, pattern: re.Pattern[str] | None
@@ -51,6 +51,7 @@ class _Entry:
             for name, value in route.match_headers.items()
         )
         self.pattern = pattern
+        self.anything = self.methods is None and not self.headers  # any method, any headers
         # a prefix written with a trailing "/" needs something after its last segment
         self.slash = route.path.endswith("/")
 
@@ -88,23 +89,19 @@ class _Table:
             self.depth = max(self.depth, key.count("/"))
 
     def best(
-        self,
-        method: str,
-        path: str,
-        headers: list[tuple[bytes, bytes]],
-        limit: int,
-        found: list[object],
-    ) -> int:
-        """The smallest route index below ``limit`` matching here; its entry, captures
-        and rest are put in ``found``. Returns ``limit`` if none."""
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]], limit: int
+    ) -> tuple[_Entry, dict[str, str], str] | None:
+        """The route with the smallest index below ``limit`` that matches here, with its
+        captures and rest; None if there is none."""
+        best: tuple[_Entry, dict[str, str], str] | None = None
         entries = self.exact.get(path)
         if entries is not None:
             for e in entries:
                 if e.index >= limit:
                     break
-                if e.accepts(method, headers):
+                if e.anything or e.accepts(method, headers):
                     limit = e.index
-                    found[:] = (e, _EMPTY, "/")
+                    best = (e, _EMPTY, "/")
                     break
         prefix = self.prefix
         if prefix:
@@ -119,10 +116,10 @@ class _Table:
                     for e in entries:
                         if e.index >= limit:
                             break
-                        if (whole and e.slash) or not e.accepts(method, headers):
+                        if (whole and e.slash) or not (e.anything or e.accepts(method, headers)):
                             continue
                         limit = e.index
-                        found[:] = (e, _EMPTY, path[len(key) :] or "/")
+                        best = (e, _EMPTY, path[len(key) :] or "/")
                         break
                 if end < 0 or level >= depth:
                     break
@@ -131,14 +128,11 @@ class _Table:
         for e in self.regex:
             if e.index >= limit:
                 break
-            assert e.pattern is not None
-            m = e.pattern.fullmatch(path)
-            if m is not None and e.accepts(method, headers):
-                limit = e.index
+            m = e.pattern.fullmatch(path)  # type: ignore[union-attr]
+            if m is not None and (e.anything or e.accepts(method, headers)):
                 captures = {k: v or "" for k, v in m.groupdict().items()}
-                found[:] = (e, captures, path)
-                break
-        return limit
+                return (e, captures, path)
+        return best
 
 
 def normalize_host(value: bytes) -> str:
@@ -195,27 +189,33 @@ class Router:
     ) -> tuple[RouteHandler, RouteMatch] | None:
         """The handler and match for a request, or None. ``host`` as
         :func:`normalize_host` gives it ("" if there is none)."""
-        found: list[object] = []
+        best = None
         limit = 1 << 62
         if self._by_host and host:
             table = self._exact_hosts.get(host)
             if table is not None:
-                limit = table.best(method, path, headers, limit, found)
+                best = table.best(method, path, headers, limit)
+                if best is not None:
+                    limit = best[0].index
             wild = self._wild_hosts
             if wild:
                 dot = host.find(".")
                 while dot >= 0:
                     table = wild.get(host[dot:])
                     if table is not None:
-                        limit = table.best(method, path, headers, limit, found)
+                        found = table.best(method, path, headers, limit)
+                        if found is not None:
+                            best = found
+                            limit = found[0].index
                     dot = host.find(".", dot + 1)
         if self._any is not None:
-            limit = self._any.best(method, path, headers, limit, found)
-        if not found:
+            found = self._any.best(method, path, headers, limit)
+            if found is not None:
+                best = found
+        if best is None:
             return None
-        entry, captures, rest = found
-        assert isinstance(entry, _Entry)
-        return entry.handler, RouteMatch(entry.index, captures, rest)  # type: ignore[arg-type]
+        entry, captures, rest = best
+        return entry.handler, RouteMatch(entry.index, captures, rest)
 
     def allowed(self, host: str, path: str, headers: list[tuple[bytes, bytes]]) -> list[str]:
         """The methods some route would accept for this host, path and headers (for 405)."""
