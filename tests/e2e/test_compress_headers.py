@@ -386,3 +386,19 @@ def test_bad_header_value_is_a_config_error(tmp_path: Path) -> None:
     finally:
         proc.stop()
     assert "headers.add.X-Bad" in proc.log
+
+
+def test_without_routes_the_app_is_filtered_too(tmp_path: Path, doc: bytes) -> None:
+    config = tmp_path / "bastion.toml"
+    config.write_text(
+        '[app]\ntarget = "compress_app:app"\n'
+        "[compress]\nenabled = true\n"
+        '[headers]\npreset = "basic"\nremove = ["X-Powered-By"]\n'
+    )
+    with BastionProcess(["serve", "-c", str(config), "--bind", "127.0.0.1:0"], cwd=APPS) as p:
+        headers, body = get_raw_body(p.url + "/json", "br")
+        assert headers["content-encoding"] == "br"
+        assert decode("br", body) == doc
+        assert headers["x-content-type-options"] == "nosniff"
+        r = httpx.get(p.url + "/powered")
+        assert "x-powered-by" not in r.headers

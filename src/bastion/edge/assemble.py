@@ -4,7 +4,8 @@
 app gateway (``handler``, ``startup()``, ``shutdown()``, ``interface``).
 
 * Without routes it *is* the default app's gateway: requests go straight to the app,
-  exactly as if the edge did not exist.
+  exactly as if the edge did not exist; only when ``[compress]`` or ``[headers]`` has
+  something to do, the app's handler is wrapped in those filters.
 * With routes it is a :class:`Site`: one gateway per app some route uses (the default
   app only if a route names it), each route's handler wrapped in its filters, and the
   :class:`~bastion.edge.router.Router` as the protocol handler.
@@ -64,7 +65,9 @@ def build_site(config: Config, loaded: LoadedApp | None = None) -> Gateway:
     from bastion.gateway import AppLoadError, build_gateway
 
     if not config.routes:
-        return build_gateway(config, loaded)
+        gateway = build_gateway(config, loaded)
+        filters = _Filters(config.compress, config.headers).top
+        return _FilteredApp(gateway, filters) if filters else gateway
     gateways: dict[str, Gateway] = {}
     for name in app_names(config):
         app_cfg = app_config(config, name)
@@ -150,6 +153,37 @@ class Site:
             except Exception:
                 logger.exception("error while stopping an app")
         self.started.clear()
+
+
+class _FilteredApp:
+    """The default app alone, its responses going through ``[compress]``/``[headers]``."""
+
+    def __init__(self, gateway: Gateway, filters: list[ExchangeFilter]) -> None:
+        self.gateway = gateway
+        app_handler = gateway.handler
+        if len(filters) == 1:
+            (only,) = filters
+
+            def handler(exchange: Exchange) -> None:
+                app_handler(only(exchange))
+
+        else:
+            outer, inner = filters
+
+            def handler(exchange: Exchange) -> None:
+                app_handler(outer(inner(exchange)))
+
+        self.handler: Callable[[Exchange], None] = handler
+
+    @property
+    def interface(self) -> Literal["asgi", "wsgi"]:
+        return self.gateway.interface
+
+    async def startup(self) -> None:
+        await self.gateway.startup()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        await self.gateway.shutdown(grace)
 
 
 class _Filters:
