@@ -37,8 +37,8 @@ from harness.workloads import (
     SERVERS,
     WORKLOADS_BY_NAME,
     WSGI_THREADS,
-    Workload,
     check_targets,
+    interference,
     rps_of,
 )
 
@@ -48,10 +48,10 @@ CLIENT_BOUND_PCT = 97.0  # wrk's core this busy: the figure may be wrk's limit, 
 # -- reporting ----------------------------------------------------------------------------
 
 
-def print_table(w: Workload, rows: list[dict[str, Any]]) -> None:
+def print_table(name: str, title: str, rows: list[dict[str, Any]]) -> None:
     by_name = {r["server"]: r for r in rows}
     ours, ours_cpu = rps_of(by_name, "bastion"), rps_of(by_name, "bastion", "rps_per_cpu")
-    print(f"\n== {w.name}: {w.title} ==")
+    print(f"\n== {name}: {title} ==")
     print(
         f"{'server':<10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} "
         f"{'worker MB':>9} {'CPU %':>6} {'req/CPU-s':>9} {'bastion ÷':>10} {'÷ per CPU':>9}"
@@ -76,13 +76,34 @@ def _notes(r: dict[str, Any]) -> str:
     if r["non_2xx"] or any(r["socket_errors"].values()):
         errors = ", ".join(f"{k} {v}" for k, v in r["socket_errors"].items() if v)
         notes.append(f"{r['non_2xx']} non-2xx" + (f", socket errors: {errors}" if errors else ""))
-    if r["others_on_server_cpu_pct"] > NOISY_PCT:
-        notes.append(f"others took {r['others_on_server_cpu_pct']:.0f}% of the server's core")
-    if r["others_on_client_cpu_pct"] > NOISY_PCT:
-        notes.append(f"others took {r['others_on_client_cpu_pct']:.0f}% of wrk's core")
+    if interference(r) > NOISY_PCT:
+        notes.append(
+            f"other processes took {r['others_on_server_cpu_pct']:.0f}% of the server's core "
+            f"and {r['others_on_client_cpu_pct']:.0f}% of wrk's"
+        )
     if r["client_cpu_pct"] > CLIENT_BOUND_PCT:
         notes.append(f"wrk used {r['client_cpu_pct']:.0f}% of its core: may be client-bound")
     return "  ! " + "; ".join(notes) if notes else ""
+
+
+def print_targets(targets: list[dict[str, Any]]) -> None:
+    if targets:
+        print("\n== targets ==")
+    for t in targets:
+        print(f"{t['verdict']:<5} {t['target']}: {t['detail']}")
+
+
+def show(path: Path) -> int:
+    """Print the tables and targets of a results file again."""
+    report = json.loads(path.read_text())
+    print(f"{path}: {' '.join(report.get('command', []))}, started {report.get('started')}")
+    print(f"machine: {report.get('machine')}")
+    results = {}
+    for name, workload in report["workloads"].items():
+        results[name] = workload["rows"]
+        print_table(name, workload["title"], workload["rows"])
+    print_targets(check_targets(results))
+    return 0
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -90,6 +111,7 @@ def _notes(r: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--show", metavar="FILE", help="print the tables of a results file again")
     p.add_argument("--quick", action="store_true", help="smoke check: 1 s warm-up, 3 s runs")
     p.add_argument(
         "--only", help="workloads to run, comma-separated: " + ",".join(WORKLOADS_BY_NAME)
@@ -166,6 +188,8 @@ def cleanup_on_exit() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.show:
+        return show(Path(args.show))
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped too
     preflight()
@@ -216,16 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                     if not row["ok"] and row.get("log_tail"):
                         print("    " + row["log_tail"].replace("\n", "\n    "))
                     rows.append(row)
-                print_table(w, rows)
+                print_table(w.name, w.title, rows)
         except KeyboardInterrupt:
             print("\ninterrupted: servers stopped; writing what was measured")
             report["interrupted"] = True
     report["targets"] = check_targets(results)
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    if report["targets"]:
-        print("\n== targets ==")
-        for t in report["targets"]:
-            print(f"{t['verdict']:<5} {t['target']}: {t['detail']}")
+    print_targets(report["targets"])
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     tmp_path = path.with_suffix(".json.tmp")

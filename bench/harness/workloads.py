@@ -125,10 +125,13 @@ NOISY_PCT = 5.0  # other processes' share of the server's or wrk's core that spo
 
 
 def interference(row: dict[str, Any]) -> float:
-    """The largest share (percent) of a benchmark core that other processes took."""
-    return float(
-        max(row.get("others_on_server_cpu_pct", 0.0), row.get("others_on_client_cpu_pct", 0.0))
-    )
+    """How much other processes held the server back: their share (percent) of the
+    server's core, or of wrk's core when the server sat idle waiting for requests. (When
+    the server kept its core busy, others using what wrk left of its core did no harm.)"""
+    on_server = float(row.get("others_on_server_cpu_pct", 0.0))
+    server_idle = 100.0 - float(row.get("server_cpu_pct", 0.0)) - on_server
+    on_client = float(row.get("others_on_client_cpu_pct", 0.0))
+    return max(on_server, on_client if server_idle > NOISY_PCT else 0.0)
 
 
 def rps_of(rows: dict[str, dict[str, Any]], name: str, key: str = "rps") -> float | None:
