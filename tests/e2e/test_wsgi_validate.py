@@ -173,3 +173,29 @@ def test_unwrapped_file_wrapper(served_file: Path) -> None:
             r = _ok(c.get("/file"))
             assert r.content == served_file.read_bytes()
         assert "Traceback" not in proc.log
+
+
+def test_unread_body_does_not_leak_into_the_next_request(client: httpx.Client) -> None:
+    """An app that never reads the body; the next request on the connection is intact."""
+    for size in (10, 300_000):
+        r = client.post("/not-here", content=b"GET /hello HTTP/1.1\r\n\r\n" + b"x" * size)
+        assert r.status_code == 404
+        assert _ok(client.get("/hello")).text == "hello from a validated app\n"
+
+
+def test_pipelined_requests_on_one_socket(server: BastionProcess) -> None:
+    """Two requests sent at once, the first with a body: two answers, in order."""
+    body = b"a=1\nb=2\n"
+    wire = (
+        b"POST /readline HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+        b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (len(body), body)
+    )
+    with socket.create_connection(server.host_port, timeout=10) as sock:
+        sock.sendall(wire)
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes after the second answer
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 ") == 2, data
+    first, second = data.split(b"HTTP/1.1 200 ")[1:]
+    assert b'"lines": 2' in first
+    assert second.endswith(b"hello from a validated app\n")
