@@ -19,6 +19,9 @@ target = "route_asgi:app"
 [apps.legacy]
 target = "route_wsgi:app"
 
+[headers]
+add = {{ "X-Site" = "all" }}
+
 [[routes]]
 host = "admin.example.com"
 path = "/"
@@ -35,6 +38,8 @@ match = "exact"
 [routes.return]
 body = "User-agent: *\\nDisallow: /api/\\n"
 headers = {{ "Cache-Control" = "max-age=3600" }}
+[routes.headers]
+add = {{ "X-Route" = "robots" }}
 
 [[routes]]
 path = "/old/(?P<year>\\\\d{{4}})/(?P<slug>[a-z-]+)"
@@ -176,19 +181,34 @@ def test_no_route_is_404(site: BastionProcess) -> None:
     r = get(site, "/nothing/here")
     assert r.status_code == 404
     assert r.text == "Not Found\n"
+    assert r.headers["x-site"] == "all"  # the top-level filters apply to 404s too
+
+
+def test_filters_per_route(site: BastionProcess) -> None:
+    robots = get(site, "/robots.txt")
+    assert robots.headers["x-route"] == "robots"
+    assert "x-site" not in robots.headers  # the route's table replaces the top-level one
+    for path in ("/api/x", "/legacy/x", "/static/css/site.css", "/blog/"):
+        r = get(site, path)
+        assert r.headers["x-site"] == "all", path
+        assert "x-route" not in r.headers, path
 
 
 def test_static_only_site_needs_no_app(tmp_path: Path) -> None:
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "index.html").write_text("<h1>home</h1>\n")
     config = tmp_path / "bastion.toml"
-    config.write_text('[[routes]]\npath = "/"\nstatic = { root = "www" }\n')
+    # preload has no app to load here: it must not stop the site
+    config.write_text(
+        '[workers]\npreload = true\n\n[[routes]]\npath = "/"\nstatic = { root = "www" }\n'
+    )
     proc = BastionProcess(
         ["serve", "-c", str(config), "--bind", "127.0.0.1:0", "--workers", "1"], cwd=tmp_path
     )
     with proc:
         assert httpx.get(proc.url + "/", timeout=10).text == "<h1>home</h1>\n"
         assert httpx.get(proc.url + "/index.html", timeout=10).status_code == 200
+        assert "ready: serving 1 routes" in proc.log
 
 
 def test_static_on_the_command_line_before_the_app(tmp_path: Path) -> None:

@@ -108,6 +108,12 @@ def _check_route(
         if not os.path.isdir(root):
             what = "not a directory" if os.path.exists(root) else "no such directory"
             yield problem(source, label, f"{what}: {toml_value(root)}")
+        for j, name in enumerate(route.static.index):
+            if not name or "/" in name or "\\" in name or name in (".", ".."):
+                source, label = at("static", "index")
+                yield problem(
+                    source, f"{label}[{j}]", f"expected a file name, got {toml_value(name)}"
+                )
         for ext, _type in route.static.mime_types.items():
             if not ext.startswith("."):
                 yield problem(

@@ -96,7 +96,7 @@ class Supervisor:
             self._report_fatal(str(exc))
             return EXIT_FAILED
         try:
-            if self.config.workers.preload and not self._preload():
+            if self.config.workers.preload and self._uses_default_app() and not self._preload():
                 return EXIT_FAILED
             self.signals.install()
             self.selector.register(self.signals.read_fd, selectors.EVENT_READ, None)
@@ -106,6 +106,14 @@ class Supervisor:
         finally:
             self._cleanup()
         return self.exit_code
+
+    def _uses_default_app(self) -> bool:
+        """Whether the workers run ``[app]`` (always without routes; with routes, only
+        when one names it: a site of static files has nothing to preload)."""
+        from bastion.config.tables import DEFAULT_APP
+        from bastion.edge.assemble import app_names
+
+        return not self.config.routes or DEFAULT_APP in app_names(self.config)
 
     def _preload(self) -> bool:
         from bastion.gateway.loader import AppLoadError, load_app
@@ -132,7 +140,9 @@ class Supervisor:
         logger.info(
             "bastion %s ready: serving %s (%s) with %d worker%s, pid %d",
             __version__,
-            self.config.app.target,
+            self.config.app.target
+            if self._uses_default_app()
+            else f"{len(self.config.routes)} routes",
             (interface or "?").upper(),
             count,
             "" if count == 1 else "s",
