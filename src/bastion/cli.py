@@ -275,6 +275,18 @@ def _error(message: str) -> None:
         print(f"{PROG}: error: {line}", file=sys.stderr)
 
 
+def _warn_if_stale_build() -> None:
+    from bastion.buildinfo import stale_compiled_modules
+
+    stale = stale_compiled_modules()
+    if stale:
+        sys.stderr.write(
+            "bastion: warning: these sources changed after they were compiled, so the old "
+            f"compiled code runs: {', '.join(stale)}. Reinstall (make, or pip install -e .) "
+            "or install pure Python with BASTION_COMPILE=0.\n"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
@@ -285,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help(sys.stderr)
         return 2
+    _warn_if_stale_build()
     try:
         resolved = load(ns, os.environ, require_app=ns.command == "serve")
     except ConfigError as e:
