@@ -29,7 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.environment import bastion_available, ensure_peers, machine, preflight, versions
+from harness.environment import (
+    bastion_available,
+    bastion_build,
+    ensure_peers,
+    machine,
+    preflight,
+    versions,
+)
 from harness.measure import measure_quietly
 from harness.servers import CLIENT_CPU, RESULTS, ROOT, SERVER_CPU, renice_session, stop_all
 from harness.workloads import (
@@ -98,6 +105,7 @@ def show(path: Path) -> int:
     report = json.loads(path.read_text())
     print(f"{path}: {' '.join(report.get('command', []))}, started {report.get('started')}")
     print(f"machine: {report.get('machine')}")
+    print(f"versions: {report.get('versions')}")
     results = {}
     for name, workload in report["workloads"].items():
         results[name] = workload["rows"]
@@ -201,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     unavailable = bastion_available() if "bastion" in args.server_names else None
     if unavailable:
         print(f"bastion cannot serve yet, measuring the peers only: {unavailable}")
+    build = bastion_build()
+    print(f"bastion: {len(build['compiled_modules']) or 'no'} compiled modules")
+    if build["stale_compiled_modules"]:
+        stale = ", ".join(build["stale_compiled_modules"])
+        print(f"bastion: compiled modules older than their source (edits not in effect): {stale}")
     started = datetime.now(UTC)
     report: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),

@@ -97,10 +97,28 @@ def versions() -> dict[str, Any]:
     ).stdout.strip()
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return {
-        "bastion": {**_versions(PROJECT_PY, ("bastion", *common), "bastion"), "git": git},
+        "bastion": {
+            **_versions(PROJECT_PY, ("bastion", *common), "bastion"),
+            "git": git,
+            **bastion_build(),
+        },
         "peers": _versions(PEERS / "bin" / "python", peers, "peers"),
         "wrk": (wrk.stdout + wrk.stderr).split("Copyright")[0].strip(),
     }
+
+
+def bastion_build() -> dict[str, list[str]]:
+    """Which of bastion's modules are compiled extensions (an extension module beside its
+    source is what Python imports), and which of those are older than their source."""
+    package = ROOT / "src" / "bastion"
+    compiled, stale = [], []
+    for ext in sorted(package.rglob("*.so")):
+        source = ext.with_name(ext.name.split(".", 1)[0] + ".py")
+        module = ".".join(source.relative_to(package.parent).with_suffix("").parts)
+        compiled.append(module)
+        if source.exists() and source.stat().st_mtime > ext.stat().st_mtime:
+            stale.append(module)
+    return {"compiled_modules": compiled, "stale_compiled_modules": stale}
 
 
 def machine() -> dict[str, Any]:
