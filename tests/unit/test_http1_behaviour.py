@@ -310,6 +310,7 @@ def test_write_pause_blocks_drain_until_resumed() -> None:
         def handler(ex: H1Exchange) -> None:
             async def stream() -> None:
                 ex.start_response(200, [])
+                proto.pause_writing()  # the client stops reading
                 ex.write(b"a")
                 order.append("wrote")
                 await ex.drain()
@@ -319,7 +320,6 @@ def test_write_pause_blocks_drain_until_resumed() -> None:
             asyncio.get_running_loop().create_task(stream())
 
         proto, transport, _ = make_conn(handler)
-        proto.pause_writing()
         proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
         await settle()
         assert order == ["wrote"]

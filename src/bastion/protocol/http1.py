@@ -82,6 +82,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "_reading_paused",
         "_requests",
         "_te",
+        "_unsent",
         "_url",
         "client",
         "closed",
@@ -137,6 +138,7 @@ class HTTP1Protocol(asyncio.Protocol):
         )
         self._deadline = 0.0
         self._deadline_kind = _NO_DEADLINE
+        self._unsent = 0  # write buffer size when the write timeout was last (re)started
 
     # -- connection events -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -185,6 +187,11 @@ class HTTP1Protocol(asyncio.Protocol):
         for ex in (active, *self._pipeline):
             if ex is not None:
                 ex.keep_alive = False
+        parsing = self._parsing
+        if parsing is not None:
+            # the rest of its body can never come: that request's client has gone
+            self._parsing = None
+            parsing._lost()
         return True  # keep the write side open for the responses in progress
 
     def data_received(self, data: bytes) -> None:
@@ -396,6 +403,9 @@ class HTTP1Protocol(asyncio.Protocol):
         self._dispatching = True
         try:
             while self._active is None and self._pipeline and not self.closed:
+                if self.write_paused:
+                    self._next_request()  # hold the pipeline until the client reads
+                    break
                 ex = self._pipeline.popleft()
                 self._active = ex
                 try:
@@ -432,6 +442,16 @@ class HTTP1Protocol(asyncio.Protocol):
         if ex._close_after or not ex.keep_alive or not ex._body_done:
             self._close()
             return
+        self._next_request()
+
+    def _next_request(self) -> None:
+        """Go on after a response: the next pipelined request, a pending error, or wait."""
+        if self.write_paused:
+            # The client is not reading our responses: answer nothing more (and read
+            # nothing more) until it does, or its responses would pile up in memory.
+            self._pause_reading(self)
+            self._start_write_timeout()
+            return
         if self._pipeline:
             if not self._dispatching:
                 self._dispatch()
@@ -439,9 +459,13 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._error_status > 0:
             self._send_error()
             return
-        if self._parsing is None and not self._in_head:
-            self._deadline_kind = _IDLE
-            self._deadline = tracker.now + self.settings.keepalive_timeout
+        if self._parsing is None:
+            if not self._in_head:
+                self._set_deadline(_IDLE, self.settings.keepalive_timeout)
+            elif self._deadline_kind != _HEAD:
+                # the next head began while this response was in progress: its time
+                # starts now
+                self._set_deadline(_HEAD, self.settings.header_timeout)
         if self._reading_paused:
             self._resume_reading(self._paused_by)
 
@@ -503,7 +527,12 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def check_deadline(self, now: float) -> None:
         kind = self._deadline_kind
-        if kind == _NO_DEADLINE or now < self._deadline or self.closed:
+        if kind == _NO_DEADLINE or now < self._deadline:
+            return
+        if kind == _WRITE:
+            self._write_timed_out(now)
+            return
+        if self.closed:
             return
         if kind == _IDLE:
             self._close()
@@ -520,10 +549,26 @@ class HTTP1Protocol(asyncio.Protocol):
                 self._reject(408, "request body timed out")
             else:
                 self.abort()
-        elif kind == _WRITE:
-            self.abort()
         elif kind == _LINGER:
             self._close()
+
+    def _write_timed_out(self, now: float) -> None:
+        """The client has not read for a while: give it more time if it read anything."""
+        transport = self.transport
+        unsent = transport.get_write_buffer_size() if transport is not None else 0
+        if 0 < unsent < self._unsent:
+            self._unsent = unsent
+            self._deadline = now + max(self.settings.body_timeout, 1.0)
+            return
+        self._deadline_kind = _NO_DEADLINE
+        self.closed = True
+        if transport is not None:
+            transport.abort()  # also after close(), which would wait for the client
+
+    def _start_write_timeout(self) -> None:
+        transport = self.transport
+        self._unsent = transport.get_write_buffer_size() if transport is not None else 0
+        self._set_deadline(_WRITE, max(self.settings.body_timeout, 1.0))
 
     # -- flow control --------------------------------------------------------------------
     def transport_write(self, data: bytes) -> None:
@@ -540,13 +585,17 @@ class HTTP1Protocol(asyncio.Protocol):
     def _resume_reading(self, by: object) -> None:
         if (
             not self._reading_paused
-            or self._paused_by is not by
             or self._error_status != 0
             or self.closed
             or self.transport is None
         ):
             return
-        if by is self and (self._pipeline or self._active is not None):
+        if self._paused_by is not by:
+            # Only whoever paused may resume, except the active request waiting for its
+            # own body: reading was held back for it while it was queued.
+            if by is not self._active or by is not self._parsing:
+                return
+        elif by is self and (self._pipeline or self._active is not None or self.write_paused):
             return  # still holding pipelined requests back
         self._reading_paused = False
         self._paused_by = None
@@ -554,13 +603,15 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self._deadline_kind == _NO_DEADLINE:
-            self._set_deadline(_WRITE, max(self.settings.body_timeout, 1.0))
+        if self._deadline_kind == _NO_DEADLINE and not self.closed:
+            self._start_write_timeout()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self._deadline_kind == _WRITE:
+        if self._deadline_kind == _WRITE and not self.closed:
             self._clear_deadline()
+            if self._active is None:
+                self._next_request()  # held back while the client was not reading
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None
@@ -596,10 +647,15 @@ class HTTP1Protocol(asyncio.Protocol):
                 ex.keep_alive = False
 
     def _close(self) -> None:
-        if not self.closed and self.transport is not None:
+        transport = self.transport
+        if not self.closed and transport is not None:
             self.closed = True
             self._deadline_kind = _NO_DEADLINE
-            self.transport.close()
+            transport.close()
+            if transport.get_write_buffer_size():
+                # The transport closes once the rest is sent: a client that stops
+                # reading must not keep the connection (and its slot) open for ever.
+                self._start_write_timeout()
 
     def abort(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -36,6 +36,31 @@ async def _wait_empty(proto: HTTP1Protocol) -> None:
             transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _writable(proto: HTTP1Protocol, fd: int) -> None:
+    """Wait until ``fd`` takes more data, or the connection ends.
+
+    The wait counts as paused writing, so the connection's write timeout applies: a
+    client that stops reading is dropped, and dropping it (``connection_lost``) ends the
+    wait, which nothing else would, since ``fd`` keeps the socket open.
+    """
+    loop = proto.loop
+    ready: asyncio.Future[None] = loop.create_future()
+    proto.pause_writing()
+    proto._drain_waiter = ready
+    loop.add_writer(fd, _resolve, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
+        if not proto.closed:
+            proto.resume_writing()
+
+
 async def _copy(
     proto: HTTP1Protocol,
     fd: int,
@@ -73,18 +98,12 @@ async def send_file(
     if proto.closed:
         return
     out = os.dup(sock.fileno())
-    loop = proto.loop
     try:
         while count > 0 and not proto.closed:
             try:
                 sent = os.sendfile(out, fd, offset, min(count, SENDFILE_CHUNK))
             except BlockingIOError:
-                ready: asyncio.Future[None] = loop.create_future()
-                loop.add_writer(out, ready.set_result, None)
-                try:
-                    await ready
-                finally:
-                    loop.remove_writer(out)
+                await _writable(proto, out)
                 continue
             except OSError:
                 proto.abort()
