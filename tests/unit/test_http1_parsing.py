@@ -101,6 +101,7 @@ BAD_REQUESTS = [
     ("HTTP/2.0 in an HTTP/1 head", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
     ("HTTP/0.9", b"GET /\r\n\r\n", 505),
     ("unknown expectation", b"POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", 417),
+    ("two Host headers", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\nHOST: b\r\n\r\n", 400),
 ]
 
 

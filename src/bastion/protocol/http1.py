@@ -41,7 +41,7 @@ LINGER_SECONDS = 2.0
 
 _TE_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*;[ \t]*[^,]*)?")
 _DIGITS = re.compile(rb"[0-9]+")
-_FRAMING_HEADERS = frozenset({b"transfer-encoding", b"content-length", b"expect"})
+_FRAMING_HEADERS = frozenset({b"transfer-encoding", b"content-length", b"expect", b"host"})
 
 
 class _Reject(Exception):
@@ -69,6 +69,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "_head_bytes",
         "_head_limit",
         "_headers",
+        "_host",
         "_hsize",
         "_in_head",
         "_max_hcount",
@@ -124,6 +125,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self._te: bytes | None = None
         self._cl = -1
         self._expect: bytes | None = None
+        self._host = False
         self._in_head = False
         self._head_bytes = 0
         self._max_url = settings.max_request_line
@@ -275,7 +277,13 @@ class HTTP1Protocol(asyncio.Protocol):
             self._te = None
             self._cl = -1
             self._expect = None
-        if lname == b"transfer-encoding":
+            self._host = False
+        if lname == b"host":
+            # routing and the app could each pick a different one (RFC 9112 3.2: 400)
+            if self._host:
+                raise self._remember(_Reject(400, "more than one host"))
+            self._host = True
+        elif lname == b"transfer-encoding":
             self._te = value if self._te is None else self._te + b"," + value
         elif lname == b"content-length":
             if self._cl != -1:
