@@ -35,7 +35,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.environment import _versions, ensure_peers, machine, preflight, versions
+from harness.environment import (
+    _versions,
+    bastion_build,
+    ensure_peers,
+    machine,
+    preflight,
+    versions,
+)
 from harness.measure import QUIET_PCT, parse_wrk, settle
 from harness.procfs import CpuSnapshot, RssSampler, cpu_usage, process_tree, rss_kib
 from harness.servers import (
@@ -520,15 +527,17 @@ def main(argv: list[str] | None = None) -> int:
         },
         "machine": machine(),
         "versions": {**versions(), "static": static_versions()},
-        # mypyc-built modules bastion ran with (none: pure Python; `make` builds them)
-        "bastion_compiled": sorted(
-            str(p.relative_to(ROOT)) for p in (ROOT / "src" / "bastion").rglob("*.so")
-        ),
+        "bastion_build": bastion_build(),  # mypyc-compiled modules (`make` builds them)
         "workloads": {},
     }
     if "bastion" in args.server_names:
-        built = len(report["bastion_compiled"])
-        print(f"bastion: {built} compiled modules" if built else "bastion: pure Python")
+        build = report["bastion_build"]
+        print(f"bastion: {len(build['compiled_modules']) or 'no'} compiled modules")
+        if build["stale_compiled_modules"]:
+            stale = ", ".join(build["stale_compiled_modules"])
+            print(
+                f"bastion: compiled modules older than their source (edits not in effect): {stale}"
+            )
     results: dict[str, list[dict[str, Any]]] = {}
     with cleanup_on_exit(), tempfile.TemporaryDirectory(prefix="bastion-bench-static-") as tmp:
         args.tmp = tmp
