@@ -209,7 +209,7 @@ def test_no_100_continue_when_handler_answers_without_reading() -> None:
         raw = transport.take()
         assert b"100 Continue" not in raw
         assert raw.startswith(b"HTTP/1.1 200 OK")
-        assert transport.closed  # the unread body makes the framing unusable
+        assert transport.done  # the unread body makes the framing unusable
 
     run(main())
 
@@ -466,5 +466,23 @@ def test_connection_limit_answers_503_when_nothing_idle() -> None:
         assert second_t.closed
         release.set()
         await settle()
+
+    run(main())
+
+
+def test_answer_without_reading_the_body_lingers_before_closing() -> None:
+    async def main() -> None:
+        proto, transport, tracker = make_conn(hello_handler)
+        proto.data_received(b"POST /upload HTTP/1.1\r\nContent-Length: 100000\r\n\r\nxxxx")
+        await settle()
+        [(status, headers, _)] = parse_responses(transport.take())
+        assert status == 200 and headers["connection"] == "close"
+        # half-closed, still reading so the client's upload does not trigger a reset
+        assert transport.eof_written and not transport.closed
+        assert not transport.reading_paused
+        proto.data_received(b"y" * 65536)  # discarded
+        assert transport.take() == b""
+        proto.check_deadline(tracker.now + 5.0)
+        assert transport.closed
 
     run(main())

@@ -62,6 +62,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "_deadline_kind",
         "_dispatching",
         "_drain_waiter",
+        "_eof",
         "_error_status",
         "_expect",
         "_framing",
@@ -116,6 +117,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self._reading_paused = False
         self._paused_by: object = None
         self._error_status = 0
+        self._eof = False
         self._pending_reject: _Reject | None = None
         self._requests = 0
         self._url = b""
@@ -180,6 +182,7 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # The client finished sending. Answer what we have, then close.
+        self._eof = True
         if self._deadline_kind == _LINGER:
             self._close()
             return None
@@ -447,7 +450,10 @@ class HTTP1Protocol(asyncio.Protocol):
                 log.exception("access log failed")
         if self.closed:
             return
-        if ex._close_after or not ex.keep_alive or not ex._body_done:
+        if not ex._body_done:
+            self._linger()  # the app answered without reading the whole request body
+            return
+        if ex._close_after or not ex.keep_alive:
             self._close()
             return
         self._next_request()
@@ -509,8 +515,21 @@ class HTTP1Protocol(asyncio.Protocol):
         if transport is None or self.closed:
             return
         transport.write(error_response(status, self.tracker.date_header))
-        # Half-close and drain what the client is still sending, so that the kernel
-        # does not answer its unread data with a reset that destroys our response.
+        self._linger()
+
+    def _linger(self) -> None:
+        """Half-close and drain what the client is still sending, then close.
+
+        Closing with unread input makes the kernel answer with a reset, which can destroy
+        the response the client has not read yet (nginx's lingering close avoids it too).
+        """
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        self._error_status = -1  # whatever arrives from now on is discarded
+        if self._eof:
+            self._close()  # the client has stopped sending already: nothing to drain
+            return
         try:
             can_eof = transport.can_write_eof()
         except (AttributeError, NotImplementedError):
