@@ -12,7 +12,7 @@ COMPILED_SRC := $(wildcard src/bastion/protocol/*.py src/bastion/gateway/*.py)
 $(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -e '.[test]' | grep -v '^WARNING: Location' || true
+	$(PY) -m pip install -e '.[test]'
 	touch $(STAMP)
 
 run: $(STAMP)
