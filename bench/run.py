@@ -6,7 +6,7 @@ workload and server: start, wait until it answers correctly, warm up, measure, s
 peak RSS of its process tree, stop it, check that its port is free. Prints a table per
 workload, checks bastion's targets and writes everything to bench/results/<UTC time>.json.
 
-    .venv/bin/python bench/run.py              # the full run (about 10 minutes)
+    .venv/bin/python bench/run.py              # the full run (10-25 minutes)
     .venv/bin/python bench/run.py --quick      # a smoke check (1 s warm-up, 3 s runs)
     .venv/bin/python bench/run.py --only asgi-plaintext --servers bastion,granian
 
