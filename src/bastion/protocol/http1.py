@@ -60,6 +60,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "_cl",
         "_deadline",
         "_deadline_kind",
+        "_dispatch_scheduled",
         "_dispatching",
         "_drain_waiter",
         "_eof",
@@ -114,6 +115,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self._active: H1Exchange | None = None
         self._pipeline: deque[H1Exchange] = deque()
         self._dispatching = False
+        self._dispatch_scheduled = False
         self._reading_paused = False
         self._paused_by: object = None
         self._error_status = 0
@@ -227,15 +229,24 @@ class HTTP1Protocol(asyncio.Protocol):
             self._head_bytes += len(data)
             if self._head_bytes > self._head_limit and not self._error_status:
                 self._reject(431, "request head too large")
+        # Handlers run from the loop's ready queue, not inside this read callback: all
+        # connections that became readable are read first, then answered. Answering
+        # inside the callback measured about a third slower on loopback (wrk, c64).
         if self._active is None:
-            if self._pipeline and not self._dispatching:
-                self._dispatch()
+            if self._pipeline and not self._dispatching and not self._dispatch_scheduled:
+                self._dispatch_scheduled = True
+                self.loop.call_soon(self._dispatch_soon)
         else:
             active = self._active
             if active._complete_cb is not None and active._body_done:
                 cb = active._complete_cb
                 active._complete_cb = None
-                cb()
+                self.loop.call_soon(cb)
+
+    def _dispatch_soon(self) -> None:
+        self._dispatch_scheduled = False
+        if self._active is None and self._pipeline and not self._dispatching and not self.closed:
+            self._dispatch()
 
     def _status_for(self, exc: Exception) -> int:
         msg = str(exc)
