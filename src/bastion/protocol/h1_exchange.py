@@ -472,16 +472,25 @@ class H1Exchange:
         proto._exchange_done(self)
 
     async def sendfile(self, fd: int, offset: int, count: int) -> None:
-        from bastion.protocol.sendfile import send_file
+        from bastion.protocol.sendfile import cork, send_file
 
         if self._no_body or self._disconnected:
             return
+        corked = False
         if not self._wrote:
             self._wrote = True
-            self._proto.transport_write(self._emit_head(-1))
+            head = self._emit_head(-1)
+            if not self._chunked and self._content_length >= 0:
+                # hold the head back so it leaves in the same packets as the file
+                corked = cork(self._proto, True)
+            self._proto.transport_write(head)
         if self._chunked or self._content_length < 0:
             # no zero-copy inside chunked framing: read and write blocks
             await send_file(self._proto, fd, offset, count, self._frame, zero_copy=False)
             return
         self._sent += count
-        await send_file(self._proto, fd, offset, count, None, zero_copy=True)
+        try:
+            await send_file(self._proto, fd, offset, count, None, zero_copy=True)
+        finally:
+            if corked:
+                cork(self._proto, False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,21 @@ async def _copy(
         count -= len(data)
         proto.transport_write(frame(data) if frame is not None else data)
         await proto.drain()
+
+
+def cork(proto: HTTP1Protocol, on: bool) -> bool:
+    """Set or clear TCP_CORK on the connection (head and file in full packets, as
+    nginx's tcp_nopush does); False where it cannot be set."""
+    transport = proto.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    option = getattr(socket, "TCP_CORK", None)
+    if sock is None or option is None or proto.closed:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, 1 if on else 0)
+    except (OSError, AttributeError, ValueError):
+        return False
+    return True
 
 
 async def send_file(
