@@ -140,16 +140,7 @@ class StaticHandler:
                 coding = entry.chooser(ae)
                 if coding is not None:
                     variant = entry.codings[coding]
-        body = variant.body
-        if body is not None:
-            if method == "GET":
-                exchange.start_response(200, variant.ok_headers[:])
-                exchange.finish(body)
-            else:
-                exchange.start_response(200, variant.sized_headers[:])
-                exchange.finish()
-            return
-        self._from_disk(exchange, key, variant, 200, variant.sized_headers[:], None, retry)
+        self._send_whole(exchange, key, variant, method, retry)
 
     def _refresh(self, exchange: Exchange, key: str, entry: Entry | None) -> Entry | None:
         """Re-check a stale entry on disk, or load the path; None once answered."""
@@ -213,7 +204,7 @@ class StaticHandler:
             h.get(b"if-modified-since"),
         )
         if outcome == NOT_MODIFIED:
-            exchange.start_response(304, variant.not_modified_headers[:])
+            exchange.start_response(304, variant.not_modified_headers)
             exchange.finish()
             return
         if outcome == PRECONDITION_FAILED:
@@ -226,16 +217,25 @@ class StaticHandler:
                 if ranges is not None:
                     self._partial(exchange, key, variant, ranges, retry)
                     return
+        self._send_whole(exchange, key, variant, method, retry)
+
+    def _send_whole(
+        self, exchange: Exchange, key: str, variant: Variant, method: str, retry: bool
+    ) -> None:
+        """200 with the whole file: from memory when cached, else from disk.
+
+        The prebuilt header lists are passed as they are: an exchange only reads them.
+        """
         body = variant.body
         if body is not None:
             if method == "GET":
-                exchange.start_response(200, variant.ok_headers[:])
+                exchange.start_response(200, variant.ok_headers)
                 exchange.finish(body)
             else:
-                exchange.start_response(200, variant.sized_headers[:])
+                exchange.start_response(200, variant.sized_headers)
                 exchange.finish()
             return
-        self._from_disk(exchange, key, variant, 200, variant.sized_headers[:], None, retry)
+        self._from_disk(exchange, key, variant, 200, variant.sized_headers, None, retry)
 
     @staticmethod
     def _plain_extra(variant: Variant) -> list[tuple[bytes, bytes]]:

@@ -91,7 +91,9 @@ class Exchange(Protocol):
     def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Queue the status line and headers.
 
-        Header names may be in any case. Adds Date and Server (if configured), and chooses
+        ``headers`` is only read, never modified, so a handler may pass a list it
+        built once at start-up; wrappers that change headers build a new list. Header
+        names may be in any case. Adds Date and Server (if configured), and chooses
         the framing: Content-Length if given, chunked for HTTP/1.1 otherwise, close-
         delimited for HTTP/1.0. Raises :class:`InvalidResponse` for CR/LF/NUL in names or
         values, a status outside 100-999, or a second call.
