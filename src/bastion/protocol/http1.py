@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import deque
 
 import httptools
 
 from bastion.protocol.errors import error_response
 from bastion.protocol.h1_exchange import H1Exchange
+from bastion.protocol.h1_framing import (
+    FRAMING_HEADERS,
+    FramingHeaders,
+    Reject,
+    absolute_target,
+    parser_error_status,
+)
 from bastion.protocol.settings import WRITE_HIGH_WATER, WRITE_LOW_WATER, ProtocolSettings
 from bastion.protocol.state import ConnectionTracker
 from bastion.protocol.types import Handler
@@ -39,25 +45,12 @@ _LINGER = 5  # after an error response: read and discard briefly, then close
 # client to read the error before the close (a close with unread input sends a reset).
 LINGER_SECONDS = 2.0
 
-_TE_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*;[ \t]*[^,]*)?")
-_DIGITS = re.compile(rb"[0-9]+")
-_FRAMING_HEADERS = frozenset({b"transfer-encoding", b"content-length", b"expect", b"host"})
-
-
-class _Reject(Exception):
-    """Raised inside parser callbacks to refuse a request with ``status``."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-
 
 class HTTP1Protocol(asyncio.Protocol):
     """One HTTP/1.x connection."""
 
     __slots__ = (
         "_active",
-        "_cl",
         "_deadline",
         "_deadline_kind",
         "_dispatch_scheduled",
@@ -65,13 +58,11 @@ class HTTP1Protocol(asyncio.Protocol):
         "_drain_waiter",
         "_eof",
         "_error_status",
-        "_expect",
         "_framing",
         "_handler",
         "_head_bytes",
         "_head_limit",
         "_headers",
-        "_host",
         "_hsize",
         "_in_head",
         "_max_hcount",
@@ -84,7 +75,6 @@ class HTTP1Protocol(asyncio.Protocol):
         "_pipeline",
         "_reading_paused",
         "_requests",
-        "_te",
         "_unsent",
         "_url",
         "client",
@@ -120,16 +110,12 @@ class HTTP1Protocol(asyncio.Protocol):
         self._paused_by: object = None
         self._error_status = 0
         self._eof = False
-        self._pending_reject: _Reject | None = None
+        self._pending_reject: Reject | None = None
         self._requests = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._hsize = 0
-        self._framing = False
-        self._te: bytes | None = None
-        self._cl = -1
-        self._expect: bytes | None = None
-        self._host = False
+        self._framing: FramingHeaders | None = None  # only once a framing header appears
         self._in_head = False
         self._head_bytes = 0
         self._max_url = settings.max_request_line
@@ -223,7 +209,8 @@ class HTTP1Protocol(asyncio.Protocol):
             if cause is not None:
                 self._reject(cause.status, str(cause))
             else:
-                self._reject(self._status_for(exc), str(exc))
+                te = self._framing.te if self._framing is not None else None
+                self._reject(parser_error_status(str(exc), te), str(exc))
         if self._in_head:
             # httptools buffers a header line until it ends: bound that too
             self._head_bytes += len(data)
@@ -248,20 +235,12 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._active is None and self._pipeline and not self._dispatching and not self.closed:
             self._dispatch()
 
-    def _status_for(self, exc: Exception) -> int:
-        msg = str(exc)
-        if "Invalid HTTP version" in msg:
-            return 505
-        if self._te is not None and "Transfer-Encoding" in msg and "Content-Length" not in msg:
-            return self._te_status(self._te) or 400
-        return 400
-
     # -- parser callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
         self._hsize = 0
-        self._framing = False
+        self._framing = None
         self._in_head = True
         self._head_bytes = 0
         if self._deadline_kind != _HEAD and self._active is None:
@@ -271,73 +250,45 @@ class HTTP1Protocol(asyncio.Protocol):
         url = self._url + url if self._url else url
         self._url = url
         if len(url) > self._max_url:
-            raise self._remember(_Reject(414, "request target too long"))
+            raise self._remember(Reject(414, "request target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
         headers = self._headers
         headers.append((lname, value))
         if len(headers) > self._max_hcount:
-            raise self._remember(_Reject(431, "too many header fields"))
+            raise self._remember(Reject(431, "too many header fields"))
         self._hsize += len(name) + len(value)
-        if lname in _FRAMING_HEADERS:
-            self._framing_header(lname, value)
+        if lname in FRAMING_HEADERS:
+            framing = self._framing
+            if framing is None:
+                framing = self._framing = FramingHeaders()
+            try:
+                framing.add(lname, value, self.settings.max_body_size)
+            except Reject as exc:
+                raise self._remember(exc) from None
         if self._hsize > self._max_hsize:
-            raise self._remember(_Reject(431, "header block too large"))
+            raise self._remember(Reject(431, "header block too large"))
 
-    def _framing_header(self, lname: bytes, value: bytes) -> None:
-        if not self._framing:
-            self._framing = True
-            self._te = None
-            self._cl = -1
-            self._expect = None
-            self._host = False
-        if lname == b"host":
-            # routing and the app could each pick a different one (RFC 9112 3.2: 400)
-            if self._host:
-                raise self._remember(_Reject(400, "more than one host"))
-            self._host = True
-        elif lname == b"transfer-encoding":
-            self._te = value if self._te is None else self._te + b"," + value
-        elif lname == b"content-length":
-            if self._cl != -1:
-                raise self._remember(_Reject(400, "more than one content-length"))
-            if not _DIGITS.fullmatch(value):
-                raise self._remember(_Reject(400, "malformed content-length"))
-            self._cl = int(value)
-            if self._cl > self.settings.max_body_size:
-                raise self._remember(_Reject(413, "request body too large"))
-        else:
-            self._expect = value
-
-    def _remember(self, exc: _Reject) -> _Reject:
+    def _remember(self, exc: Reject) -> Reject:
         # httptools wraps exceptions raised in callbacks; keep ours to read the status back
         self._pending_reject = exc
         return exc
-
-    def _te_status(self, te: bytes) -> int:
-        """0 if the Transfer-Encoding is plain ``chunked``, else 400 or 501."""
-        codings = [c.strip(b" \t").lower() for c in te.split(b",")]
-        for c in codings:
-            if not _TE_TOKEN.fullmatch(c):
-                return 400  # obfuscated
-        if codings == [b"chunked"]:
-            return 0
-        if codings[-1] != b"chunked":
-            return 400  # the body length cannot be determined
-        return 501  # another coding (gzip, ...) we do not decode
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
-            raise self._remember(_Reject(505, f"HTTP version {version} not supported"))
+            raise self._remember(Reject(505, f"HTTP version {version} not supported"))
         headers = self._headers
         body_expected = False
         expect_continue = False
-        if self._framing:
-            body_expected, expect_continue = self._check_framing(version)
+        if self._framing is not None:
+            try:
+                body_expected, expect_continue = self._framing.check(version)
+            except Reject as exc:
+                raise self._remember(exc) from None
         url = self._url
         if url[:1] == b"/":
             raw_path, sep, query = url.partition(b"?")
@@ -346,7 +297,10 @@ class HTTP1Protocol(asyncio.Protocol):
             elif not sep and b"#" in raw_path:
                 raw_path = raw_path.partition(b"#")[0]
         else:
-            raw_path, query = self._absolute_target(url)
+            try:
+                raw_path, query = absolute_target(url)
+            except Reject as exc:
+                raise self._remember(exc) from None
         self._requests += 1
         keep_alive = parser.should_keep_alive()
         if keep_alive and (
@@ -373,42 +327,13 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._active is not None or len(self._pipeline) > 1:
             self._pause_reading(self)  # bound what a pipelining client can queue
 
-    def _check_framing(self, version: str) -> tuple[bool, bool]:
-        """Validate Transfer-Encoding, Content-Length and Expect; (body?, 100-continue?)."""
-        te = self._te
-        body_expected = self._cl > 0
-        if te is not None:
-            if self._cl != -1:
-                raise self._remember(_Reject(400, "content-length with transfer-encoding"))
-            if version == "1.0":
-                raise self._remember(_Reject(400, "transfer-encoding in an HTTP/1.0 request"))
-            status = self._te_status(te)
-            if status:
-                raise self._remember(_Reject(status, "unsupported transfer-encoding"))
-            body_expected = True
-        expect_continue = False
-        if self._expect is not None:
-            if self._expect.lower() != b"100-continue":
-                raise self._remember(_Reject(417, "unsupported expectation"))
-            expect_continue = version == "1.1" and body_expected
-        return body_expected, expect_continue
-
-    def _absolute_target(self, url: bytes) -> tuple[bytes, bytes]:
-        if url == b"*":
-            return b"*", b""
-        try:
-            parsed = httptools.parse_url(url)
-        except httptools.HttpParserInvalidURLError:
-            raise self._remember(_Reject(400, "malformed request target")) from None
-        return parsed.path or b"/", parsed.query or b""
-
     def on_body(self, body: bytes) -> None:
         ex = self._parsing
         if ex is None:
             return
         ex._received += len(body)
         if ex._received > self.settings.max_body_size:
-            raise self._remember(_Reject(413, "request body too large"))
+            raise self._remember(Reject(413, "request body too large"))
         self._deadline = self.tracker.now + self.settings.body_timeout
         ex._feed(body)
 
