@@ -18,6 +18,10 @@ from setuptools import setup
 # Modules on the path of every request. Everything else stays interpreted.
 COMPILED = [
     "src/bastion/protocol/errors.py",
+    "src/bastion/protocol/fields.py",
+    "src/bastion/protocol/flow.py",
+    "src/bastion/protocol/head.py",
+    "src/bastion/protocol/h1_phase.py",
     "src/bastion/protocol/state.py",
     "src/bastion/protocol/h1_exchange.py",
     "src/bastion/protocol/h1_framing.py",

@@ -16,9 +16,9 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+from bastion.protocol.fields import as_bytes, check_header_name, check_header_value
+from bastion.protocol.head import RequestHead
 from bastion.protocol.types import ClientDisconnected, InvalidResponse
-
-_BAD_HEAD_BYTES = (b"\r", b"\n", b"\0")
 
 T = TypeVar("T")
 
@@ -45,16 +45,20 @@ class FakeExchange:
         keep_alive: bool = True,
     ) -> None:
         path, _, query = target.partition("?")
-        self.method = method
-        self.raw_path = path.encode("latin-1")
-        self.path = unquote(path, errors="surrogateescape")
-        self.query_string = query.encode("latin-1")
-        self.http_version = http_version
-        self.headers: list[tuple[bytes, bytes]] = [(_b(n).lower(), _b(v)) for n, v in headers]
-        self.client = client
-        self.server = server
-        self.scheme = scheme
+        self.head = RequestHead(
+            method,
+            path.encode("latin-1"),
+            query.encode("latin-1"),
+            http_version,
+            [(_b(n).lower(), _b(v)) for n, v in headers],
+            client,
+            server,
+            scheme,
+            unquote(path, errors="surrogateescape"),
+        )
         self.keep_alive = keep_alive
+        self.can_upgrade = False
+        self.informational: list[tuple[int, list[tuple[bytes, bytes]]]] = []
 
         chunks = [body] if isinstance(body, bytes) else list(body or [])
         self._chunks: deque[bytes] = deque(c for c in chunks if c)
@@ -176,36 +180,42 @@ class FakeExchange:
     def response_started(self) -> bool:
         return self.status is not None
 
+    def inform(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.status is not None:
+            raise InvalidResponse("informational response after the final response began")
+        if type(status) is not int or not 100 <= status <= 199 or status == 101:
+            raise InvalidResponse(f"invalid informational status {status!r}")
+        self.informational.append((status, _checked(headers)))
+
     def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         if self.status is not None or self.failed:
             raise InvalidResponse("response already started")
         if type(status) is not int or not 200 <= status <= 999:
             raise InvalidResponse(f"invalid status {status!r}")
-        checked: list[tuple[bytes, bytes]] = []
-        for name, value in headers:
-            if not isinstance(name, bytes) or not isinstance(value, bytes):
-                raise TypeError("header names and values must be bytes")
-            if not name or any(c in name or c in value for c in _BAD_HEAD_BYTES):
-                raise InvalidResponse(f"invalid header {name!r}: {value!r}")
-            checked.append((name.lower(), value))
-            if name.lower() == b"content-length":
+        checked = _checked(headers)
+        for name, value in checked:
+            if name == b"content-length":
+                if not value.strip().isdigit():
+                    raise InvalidResponse(f"invalid content-length {value!r}")
                 self._declared_length = int(value)
         self.status = status
         self.response_headers = checked
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self._write(data)
 
-    def finish(self, data: bytes = b"") -> None:
+    def finish(self, data: bytes | bytearray | memoryview = b"") -> None:
         self._write(data)
         if self._disconnected:
             return
         self.finished = True
         self._done.set()
 
-    def _write(self, data: bytes) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"body must be bytes, not {type(data).__name__}")
+    def take_over(self, status: int, headers: list[tuple[bytes, bytes]], session: Any) -> Any:
+        raise InvalidResponse("this request cannot switch protocols")
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        data = as_bytes(data)  # the same rule, and the same words, as the real exchange
         if self.status is None:
             raise RuntimeError("body written before start_response")
         if self.finished or self.failed:
@@ -279,6 +289,17 @@ class FakeExchange:
         key = name.lower().encode("latin-1")
         values = [v.decode("latin-1") for n, v in self.response_headers if n == key]
         return ", ".join(values) if values else None
+
+
+def _checked(headers: Iterable[Any]) -> list[tuple[bytes, bytes]]:
+    """Header pairs checked by the rule the real exchange uses, names lower-cased."""
+    out: list[tuple[bytes, bytes]] = []
+    for item in headers:
+        name, value = item
+        lname = check_header_name(name)
+        check_header_value(name, value)
+        out.append((lname, value))
+    return out
 
 
 def _b(value: bytes | str) -> bytes:

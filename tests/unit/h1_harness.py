@@ -90,7 +90,7 @@ def make_conn(
 
 def hello_handler(ex: H1Exchange) -> None:
     """Answers at once with a fixed body naming the method and path."""
-    body = f"{ex.method} {ex.path}".encode()
+    body = f"{ex.head.method} {ex.head.path}".encode()
     ex.start_response(200, [(b"content-type", b"text/plain")])
     ex.finish(body)
 

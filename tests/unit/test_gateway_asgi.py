@@ -64,7 +64,7 @@ def test_scope_has_every_key_an_app_needs() -> None:
     assert scope["raw_path"] == b"/caf%C3%A9/x"
     assert scope["query_string"] == b"q=1&r=%20"
     assert scope["root_path"] == ""
-    assert scope["headers"] is ex.headers
+    assert scope["headers"] is ex.head.headers
     assert scope["headers"] == [(b"host", b"example.org"), (b"x-thing", b"a"), (b"x-thing", b"b")]
     assert scope["client"] == ("10.0.0.5", 4242)
     assert scope["server"] == ("127.0.0.1", 8000)

@@ -45,7 +45,7 @@ def test_pipelined_requests_answered_in_order_even_when_first_is_slow() -> None:
         release = asyncio.Event()
 
         def handler(ex: H1Exchange) -> None:
-            if ex.path == "/slow":
+            if ex.head.path == "/slow":
 
                 async def slow() -> None:
                     await release.wait()
@@ -384,7 +384,7 @@ def test_shutdown_closes_idle_and_finishes_busy_connections() -> None:
         release = asyncio.Event()
 
         def handler(ex: H1Exchange) -> None:
-            if ex.path == "/quick":
+            if ex.head.path == "/quick":
                 hello_handler(ex)
                 return
 

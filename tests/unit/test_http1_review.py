@@ -19,7 +19,7 @@ def test_pipelined_request_body_still_arriving_is_read_once_it_is_dispatched() -
         release = asyncio.Event()
 
         def handler(ex: H1Exchange) -> None:
-            if ex.path == "/slow":
+            if ex.head.path == "/slow":
 
                 async def slow() -> None:
                     await release.wait()
@@ -83,7 +83,7 @@ def test_client_not_reading_responses_stops_the_pipeline() -> None:
         served: list[str] = []
 
         def handler(ex: H1Exchange) -> None:
-            served.append(ex.path)
+            served.append(ex.head.path)
             hello_handler(ex)
 
         proto, transport, _ = make_conn(handler)

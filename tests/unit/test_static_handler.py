@@ -28,7 +28,7 @@ def fetch(handler: StaticHandler, target: str, method: str = "GET", **headers: s
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def route(ex: Any) -> None:
-        handler(ex, RouteMatch(0, {}, ex.path))
+        handler(ex, RouteMatch(0, {}, ex.head.path))
 
     async def run() -> Response:
         proto, transport, _ = make_conn(route)

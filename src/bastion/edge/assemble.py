@@ -123,7 +123,7 @@ class Site:
 
     def _not_found(self, exchange: Exchange, match: RouteMatch) -> None:
         allowed = self.router.allowed(
-            self.router.host_of(exchange), exchange.path, exchange.headers
+            self.router.host_of(exchange), exchange.head.path, exchange.head.headers
         )
         if allowed:
             method_not_allowed(allowed)(exchange, match)

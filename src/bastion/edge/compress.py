@@ -32,6 +32,7 @@ from bastion.edge.encoders import Codec, StreamEncoder, build_codecs
 from bastion.edge.negotiate import EncodingChooser
 from bastion.edge.types import ExchangeFilter
 from bastion.edge.wrap import ExchangeWrapper
+from bastion.protocol.fields import as_bytes
 from bastion.protocol.types import Exchange, InvalidResponse
 
 __all__ = ["CompressSettings", "CompressedCache", "CompressingExchange", "compress_filter"]
@@ -223,7 +224,7 @@ class CompressingExchange(ExchangeWrapper):
 
     def _accept_encoding(self) -> bytes:
         found = b""
-        for name, value in self.headers:
+        for name, value in self.head.headers:
             if name == b"accept-encoding":
                 found = value if not found else found + b", " + value
         return found
@@ -278,7 +279,7 @@ class CompressingExchange(ExchangeWrapper):
             ranged
             or status == 206
             or status in _NO_BODY
-            or self.method == "HEAD"
+            or self.head.method == "HEAD"
             or 0 <= length < settings.min_size
         ):
             self._pass(status, headers)
@@ -321,8 +322,12 @@ class CompressingExchange(ExchangeWrapper):
         self._head = []
         return encoder
 
-    def write(self, data: bytes) -> None:
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
         mode = self._mode
+        if mode in (_PASS, _IDLE):
+            self._inner.write(chunk)
+            return
+        data = as_bytes(chunk)
         if mode == _STREAM:
             encoder = self._encoder
         elif mode == _HELD:
@@ -338,8 +343,12 @@ class CompressingExchange(ExchangeWrapper):
             if out:
                 self._inner.write(out)
 
-    def finish(self, data: bytes = b"") -> None:
+    def finish(self, chunk: bytes | bytearray | memoryview = b"") -> None:
         mode = self._mode
+        if mode in (_PASS, _IDLE):
+            self._inner.finish(chunk)
+            return
+        data = as_bytes(chunk)
         if mode == _HELD:
             self._mode = _PASS
             head = self._head

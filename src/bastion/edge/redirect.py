@@ -44,8 +44,8 @@ class Redirect:
                 out.append(quote(match.rest, safe=_SAFE))
             elif kind == "capture":
                 out.append(quote(match.captures.get(text, ""), safe=_SAFE))
-            elif exchange.query_string:  # "query" or "?query"
-                query = exchange.query_string.decode("latin-1")
+            elif exchange.head.query_string:  # "query" or "?query"
+                query = exchange.head.query_string.decode("latin-1")
                 out.append("?" + query if kind == "?query" else query)
         return "".join(out)
 

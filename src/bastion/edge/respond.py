@@ -41,7 +41,7 @@ class FixedResponse:
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
         exchange.start_response(self.status, self.headers.copy())
-        exchange.finish(b"" if exchange.method == "HEAD" else self.body)
+        exchange.finish(b"" if exchange.head.method == "HEAD" else self.body)
 
 
 def return_handler(cfg: ReturnConfig) -> FixedResponse:

@@ -224,7 +224,7 @@ class Router:
     def host_of(self, exchange: Exchange) -> str:
         if not self._by_host:
             return ""
-        for name, value in exchange.headers:
+        for name, value in exchange.head.headers:
             if name == b"host":
                 return normalize_host(value)
         return ""
@@ -232,9 +232,9 @@ class Router:
     # -- the protocol handler ------------------------------------------------------------
     def __call__(self, exchange: Exchange) -> None:
         host = self.host_of(exchange) if self._by_host else ""
-        found = self.find(exchange.method, host, exchange.path, exchange.headers)
+        found = self.find(exchange.head.method, host, exchange.head.path, exchange.head.headers)
         if found is None:
-            self.not_found(exchange, RouteMatch(-1, {}, exchange.path))
+            self.not_found(exchange, RouteMatch(-1, {}, exchange.head.path))
             return
         handler, match = found
         handler(exchange, match)

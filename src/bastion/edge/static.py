@@ -50,7 +50,7 @@ def _plain(exchange: Exchange, status: int, text: bytes, extra: list[tuple[bytes
     exchange.start_response(
         status, [(b"content-type", _TEXT), (b"content-length", b"%d" % len(text)), *extra]
     )
-    exchange.finish(b"" if exchange.method == "HEAD" else text)
+    exchange.finish(b"" if exchange.head.method == "HEAD" else text)
 
 
 def _request_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
@@ -115,11 +115,11 @@ class StaticHandler:
             exchange.fail(exc)
 
     def _serve(self, exchange: Exchange, key: str, *, retry: bool) -> None:
-        method = exchange.method
+        method = exchange.head.method
         if method != "GET" and method != "HEAD":
             _plain(exchange, 405, b"Method Not Allowed\n", _ALLOW)
             return
-        raw = exchange.raw_path
+        raw = exchange.head.raw_path
         if (b"%" in raw or b"\\" in raw) and raw_path_refused(raw):
             self._answer_404(exchange)
             return
@@ -128,7 +128,7 @@ class StaticHandler:
             entry = self._refresh(exchange, key, entry)
             if entry is None:
                 return  # answered already (404, redirect, listing)
-        headers = exchange.headers
+        headers = exchange.head.headers
         h = _request_headers(headers) if headers else {}
         variant = entry.identity
         if not _SLOW.isdisjoint(h):
@@ -185,7 +185,7 @@ class StaticHandler:
         self, exchange: Exchange, key: str, entry: Entry, h: dict[bytes, bytes], retry: bool
     ) -> None:
         """Preconditions and ranges (RFC 9110 §13.2.2, §14)."""
-        method = exchange.method
+        method = exchange.head.method
         rng = h.get(b"range") if method == "GET" else None
         variant = entry.identity
         if rng is None and entry.chooser is not None:
@@ -326,7 +326,7 @@ class StaticHandler:
             plan = ([(b"", 0, variant.size)], b"")
         try:
             exchange.start_response(status, headers)
-            if exchange.method == "HEAD":
+            if exchange.head.method == "HEAD":
                 exchange.finish()
                 os.close(fd)
                 return
@@ -357,21 +357,21 @@ class StaticHandler:
                         (b"content-length", b"%d" % page.size),
                     ],
                 )
-                exchange.finish(b"" if exchange.method == "HEAD" else page.body)
+                exchange.finish(b"" if exchange.head.method == "HEAD" else page.body)
                 return
         _plain(exchange, 404, b"Not Found\n", [])
 
     def _redirect_to_directory(self, exchange: Exchange) -> None:
-        target = exchange.raw_path + b"/"
+        target = exchange.head.raw_path + b"/"
         if target.startswith(b"//"):
             self._answer_404(exchange)  # never a redirect to another host
             return
-        if exchange.query_string:
-            target += b"?" + exchange.query_string
+        if exchange.head.query_string:
+            target += b"?" + exchange.head.query_string
         _plain(exchange, 301, b"Moved Permanently\n", [(b"location", target)])
 
     def _answer_listing(self, exchange: Exchange, directory: str, key: str) -> None:
-        page = render_listing(self._safe, directory, exchange.path, at_root=key == "/")
+        page = render_listing(self._safe, directory, exchange.head.path, at_root=key == "/")
         if page is None:
             self._answer_404(exchange)
             return
@@ -383,7 +383,7 @@ class StaticHandler:
                 (b"cache-control", b"no-cache"),
             ],
         )
-        exchange.finish(b"" if exchange.method == "HEAD" else page)
+        exchange.finish(b"" if exchange.head.method == "HEAD" else page)
 
 
 Plan = tuple[list[tuple[bytes, int, int]], bytes]  # (part head, offset, count) and a tail

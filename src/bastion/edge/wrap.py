@@ -1,15 +1,17 @@
 """A base for response filters: an exchange that hands everything to the one it wraps.
 
 A filter (compression, response headers) subclasses :class:`ExchangeWrapper` and
-overrides only the response methods it changes. The request attributes are copied once
-when the wrapper is made, so reading them costs what it costs on the real exchange.
+overrides only the response methods it changes. It shares the wrapped exchange's request
+head (a filter that presents a different request sets its own).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from bastion.protocol.types import Exchange
+from bastion.protocol.flow import Flow
+from bastion.protocol.types import Exchange, Session
 
 __all__ = ["ExchangeWrapper"]
 
@@ -17,31 +19,11 @@ __all__ = ["ExchangeWrapper"]
 class ExchangeWrapper:
     """Implements :class:`~bastion.protocol.types.Exchange` by delegating to ``inner``."""
 
-    __slots__ = (
-        "_inner",
-        "client",
-        "headers",
-        "http_version",
-        "keep_alive",
-        "method",
-        "path",
-        "query_string",
-        "raw_path",
-        "scheme",
-        "server",
-    )
+    __slots__ = ("_inner", "head", "keep_alive")
 
     def __init__(self, inner: Exchange) -> None:
         self._inner = inner
-        self.method = inner.method
-        self.raw_path = inner.raw_path
-        self.path = inner.path
-        self.query_string = inner.query_string
-        self.http_version = inner.http_version
-        self.headers = inner.headers
-        self.client = inner.client
-        self.server = inner.server
-        self.scheme = inner.scheme
+        self.head = inner.head
         self.keep_alive = inner.keep_alive
 
     @property
@@ -75,13 +57,16 @@ class ExchangeWrapper:
     def response_started(self) -> bool:
         return self._inner.response_started
 
+    def inform(self, status: int, headers: Iterable[Any]) -> None:
+        self._inner.inform(status, headers)
+
     def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self._inner.start_response(status, headers)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self._inner.write(data)
 
-    def finish(self, data: bytes = b"") -> None:
+    def finish(self, data: bytes | bytearray | memoryview = b"") -> None:
         self._inner.finish(data)
 
     @property
@@ -96,3 +81,12 @@ class ExchangeWrapper:
 
     async def sendfile(self, fd: int, offset: int, count: int) -> None:
         await self._inner.sendfile(fd, offset, count)
+
+    # -- upgrade -----------------------------------------------------------------------
+    @property
+    def can_upgrade(self) -> bool:
+        return self._inner.can_upgrade
+
+    def take_over(self, status: int, headers: list[tuple[bytes, bytes]], session: Session) -> Flow:
+        # an upgraded connection carries no HTTP response for a filter to change
+        return self._inner.take_over(status, headers, session)

@@ -94,8 +94,9 @@ class ASGIGateway:
 
     def handler(self, exchange: Exchange) -> None:
         """Start the app for one request (the protocol's :data:`Handler`)."""
-        path = exchange.path
-        raw_path = exchange.raw_path
+        head = exchange.head
+        path = head.path
+        raw_path = head.raw_path
         root = self._root_path
         if root and not (path == root or path.startswith(root + "/")):
             # the proxy in front stripped the prefix: ASGI's path includes root_path
@@ -104,16 +105,16 @@ class ASGIGateway:
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": exchange.http_version,
-            "server": exchange.server,
-            "client": exchange.client,
-            "scheme": exchange.scheme,
-            "method": exchange.method,
+            "http_version": head.http_version,
+            "server": head.server,
+            "client": head.client,
+            "scheme": head.scheme,
+            "method": head.method,
             "root_path": root,
             "path": path,
             "raw_path": raw_path,
-            "query_string": exchange.query_string,
-            "headers": exchange.headers,
+            "query_string": head.query_string,
+            "headers": head.headers,
             "extensions": {"http.response.pathsend": _PATHSEND},
         }
         if self.state is not None:

@@ -31,10 +31,10 @@ def request_id() -> str:
 
 def describe(exchange: Exchange) -> str:
     """``METHOD /path`` of a request, safe to put in a log line."""
-    target = exchange.raw_path.decode("latin-1")
-    if exchange.query_string:
-        target += "?" + exchange.query_string.decode("latin-1")
-    return f"{_safe(exchange.method)} {_safe(target)}"
+    target = exchange.head.raw_path.decode("latin-1")
+    if exchange.head.query_string:
+        target += "?" + exchange.head.query_string.decode("latin-1")
+    return f"{_safe(exchange.head.method)} {_safe(target)}"
 
 
 def _safe(text: str) -> str:
@@ -53,7 +53,7 @@ def fail_request(exchange: Exchange, exc: BaseException | None, message: str, de
         describe(exchange),
         exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
     )
-    if debug and not exchange.response_started and _is_loopback(exchange.client):
+    if debug and not exchange.response_started and _is_loopback(exchange.head.client):
         lines = [f"500 Internal Server Error\n\n{message}\nrequest id: {rid}\n\n"]
         if exc is not None:
             lines.extend(traceback.format_exception(exc))

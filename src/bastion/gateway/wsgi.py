@@ -254,7 +254,7 @@ class WSGIGateway:
         fd, offset, left = file
         length = resp.length or 0
         try:
-            if ex.method != "HEAD" and length:
+            if ex.head.method != "HEAD" and length:
                 await ex.sendfile(fd, offset, min(length, left))
             if ex.disconnected:
                 ex.fail(None)

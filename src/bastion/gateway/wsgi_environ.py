@@ -90,22 +90,23 @@ class EnvironBuilder:
     def build(self, ex: Exchange) -> dict[str, Any]:
         """A new environ for ``ex``, without ``wsgi.input`` (the caller adds it)."""
         env = self._base.copy()
-        raw = ex.raw_path
+        head = ex.head
+        raw = head.raw_path
         path = unquote_to_bytes(raw).decode("latin-1") if b"%" in raw else raw.decode("latin-1")
         root = self._root
         if root and (path == root or path.startswith(self._root_slash)):
             path = path[len(root) :]
-        env["REQUEST_METHOD"] = ex.method
+        env["REQUEST_METHOD"] = head.method
         env["PATH_INFO"] = path
-        env["QUERY_STRING"] = ex.query_string.decode("latin-1")
-        env["SERVER_PROTOCOL"] = _PROTOCOLS.get(ex.http_version) or "HTTP/" + ex.http_version
-        env["wsgi.url_scheme"] = ex.scheme
-        client = ex.client
+        env["QUERY_STRING"] = head.query_string.decode("latin-1")
+        env["SERVER_PROTOCOL"] = _PROTOCOLS.get(head.http_version) or "HTTP/" + head.http_version
+        env["wsgi.url_scheme"] = head.scheme
+        client = head.client
         if client is not None:
             env["REMOTE_ADDR"] = client[0]
             env["REMOTE_PORT"] = str(client[1])
         names = self._names
-        for name, value in ex.headers:
+        for name, value in head.headers:
             key = names.get(name)
             if key is None:
                 key = _translate(name)
@@ -130,13 +131,13 @@ class EnvironBuilder:
                 env["SERVER_PORT"] = port
             else:
                 env["SERVER_NAME"] = host
-                env["SERVER_PORT"] = _DEFAULT_PORTS.get(ex.scheme, "80")
+                env["SERVER_PORT"] = _DEFAULT_PORTS.get(head.scheme, "80")
         else:
-            server = ex.server
+            server = head.server
             if server is not None and server[1] is not None:
                 env["SERVER_NAME"] = server[0]
                 env["SERVER_PORT"] = str(server[1])
             else:  # a Unix socket: no host or port to speak of
                 env["SERVER_NAME"] = "localhost"
-                env["SERVER_PORT"] = _DEFAULT_PORTS.get(ex.scheme, "80")
+                env["SERVER_PORT"] = _DEFAULT_PORTS.get(head.scheme, "80")
         return env

@@ -139,26 +139,30 @@ class AccessLog:
         return self._stamp
 
     def _combined(self, ex: Exchange, status: int, body_bytes: int, duration: float) -> None:
-        client = ex.client[0] if ex.client else "-"
-        target = ex.raw_path + b"?" + ex.query_string if ex.query_string else ex.raw_path
-        referer, agent = _find_headers(ex.headers)
+        client = ex.head.client[0] if ex.head.client else "-"
+        target = (
+            ex.head.raw_path + b"?" + ex.head.query_string
+            if ex.head.query_string
+            else ex.head.raw_path
+        )
+        referer, agent = _find_headers(ex.head.headers)
         line = (
             f"{client} - - [{self._now(False)}] "
-            f'"{ex.method} {_escape(target)} HTTP/{ex.http_version}" '
+            f'"{ex.head.method} {_escape(target)} HTTP/{ex.head.http_version}" '
             f'{status} {body_bytes} "{_escape(referer) if referer else "-"}" '
             f'"{_escape(agent) if agent else "-"}"\n'
         )
         self._put(line.encode("utf-8", "replace"))
 
     def _json(self, ex: Exchange, status: int, body_bytes: int, duration: float) -> None:
-        referer, agent = _find_headers(ex.headers)
+        referer, agent = _find_headers(ex.head.headers)
         record: dict[str, object] = {
             "time": self._now(True),
-            "client": ex.client[0] if ex.client else None,
-            "method": ex.method,
-            "path": ex.path,
-            "query": ex.query_string.decode("latin-1"),
-            "http_version": ex.http_version,
+            "client": ex.head.client[0] if ex.head.client else None,
+            "method": ex.head.method,
+            "path": ex.head.path,
+            "query": ex.head.query_string.decode("latin-1"),
+            "http_version": ex.head.http_version,
             "status": status,
             "bytes": body_bytes,
             "duration_ms": round(duration * 1000.0, 3),

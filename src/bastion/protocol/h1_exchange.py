@@ -1,43 +1,46 @@
 """One HTTP/1.x request and its response: the exchange a handler works with.
 
-Built by :class:`bastion.protocol.http1.HTTP1Protocol` when a request head has been
-parsed. It buffers the request body for the handler (with backpressure), frames the
-response (Content-Length, chunked, or close-delimited), and refuses header values that
-would corrupt the wire.
+Built by the HTTP/1.1 connection (:mod:`bastion.protocol.http1`) when a request head has
+been parsed. It buffers the request body for the handler (with backpressure), frames the
+response (Content-Length, chunked, or close-delimited), refuses header values that would
+corrupt the wire, and hands the connection over to a session after a ``101``.
+
+It talks to its connection only through an :class:`H1Link`: the connection's
+:class:`~bastion.protocol.flow.Flow` for every byte in or out, and two callbacks for the
+end of the response and for an upgrade.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes
+from typing import Any
 
 from bastion.protocol.errors import error_response, reason, status_line
-from bastion.protocol.types import ClientDisconnected, InvalidResponse
-
-if TYPE_CHECKING:
-    from bastion.protocol.http1 import HTTP1Protocol
+from bastion.protocol.fields import (
+    as_bytes,
+    check_header_name,
+    check_header_value,
+    known_header_names,
+    known_header_values,
+)
+from bastion.protocol.flow import BODY, Flow
+from bastion.protocol.head import RequestHead
+from bastion.protocol.sendfile import send_file
+from bastion.protocol.settings import ProtocolSettings
+from bastion.protocol.state import ConnectionTracker
+from bastion.protocol.types import ClientDisconnected, InvalidResponse, Session
 
 log = logging.getLogger("bastion.error")
+
+__all__ = ["H1Exchange", "H1Link"]
 
 # Pause reading when this much request body is buffered and the handler is not reading.
 BODY_HIGH_WATER = 256 * 1024
 
-# Characters that may never appear in a header value we put on the wire.
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_DIGITS = re.compile(rb"[0-9]+")
-
 _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-# Header names and values already checked, so the common case costs one lookup each.
-# Both are bounded so a hostile app cannot grow them without limit.
-_name_cache: dict[bytes, bytes] = {}
-_value_cache: set[bytes] = set()
 
 _HAS_DATE = 1
 _HAS_SERVER = 2
@@ -51,22 +54,6 @@ _SPECIAL = {
 
 _STATUS_LINES = {s: status_line(s) for s in range(200, 600) if reason(s)}
 _cl_headers: dict[int, bytes] = {}
-
-
-def _check_name(name: object) -> bytes:
-    if not isinstance(name, bytes) or not _TOKEN.fullmatch(name):
-        raise InvalidResponse(f"invalid header name {name!r}")
-    lname = name.lower()
-    if len(_name_cache) < 1024:
-        _name_cache[name] = lname
-    return lname
-
-
-def _check_value(name: object, value: object) -> None:
-    if not isinstance(value, bytes) or _BAD_VALUE.search(value) is not None:
-        raise InvalidResponse(f"invalid value for header {name!r}: {value!r}")
-    if len(value) <= 64 and len(_value_cache) < 4096:
-        _value_cache.add(value)
 
 
 def _status_line_checked(status: object) -> bytes:
@@ -86,6 +73,37 @@ def _content_length_header(n: int) -> bytes:
     return line
 
 
+def _header_lines(headers: Iterable[Any], out: list[bytes]) -> None:
+    """Append checked ``name: value`` lines (for 1xx and 101 heads, no framing rules)."""
+    for item in headers:
+        name, value = item
+        check_header_name(name)
+        check_header_value(name, value)
+        out += (name, b": ", value, b"\r\n")
+
+
+class H1Link:
+    """What every exchange of one connection shares with it (one per connection)."""
+
+    __slots__ = ("done", "flow", "settings", "tracker", "upgrade")
+
+    def __init__(
+        self,
+        flow: Flow,
+        settings: ProtocolSettings,
+        tracker: ConnectionTracker,
+        done: Callable[[H1Exchange], None],
+        upgrade: Callable[[H1Exchange, Session], None],
+    ) -> None:
+        self.flow = flow
+        self.settings = settings
+        self.tracker = tracker
+        #: the response has been completely handed over (or the exchange failed)
+        self.done = done
+        #: a 101 went out: the connection's bytes now belong to the session
+        self.upgrade = upgrade
+
+
 class H1Exchange:
     """One HTTP/1.x request and its response (implements ``protocol.types.Exchange``)."""
 
@@ -102,57 +120,42 @@ class H1Exchange:
         "_disconnected",
         "_expect_continue",
         "_finished",
+        "_flow",
         "_head",
+        "_link",
         "_no_body",
-        "_proto",
-        "_received",
         "_sent",
-        "_start",
         "_started",
-        "_status",
         "_streaming",
         "_wrote",
-        "client",
-        "headers",
-        "http_version",
+        "can_upgrade",
+        "head",
         "keep_alive",
-        "method",
-        "path",
-        "query_string",
-        "raw_path",
-        "scheme",
-        "server",
+        "received",
+        "start_time",
+        "status",
     )
 
     def __init__(
         self,
-        proto: HTTP1Protocol,
-        method: str,
-        raw_path: bytes,
-        query_string: bytes,
-        http_version: str,
-        headers: list[tuple[bytes, bytes]],
+        link: H1Link,
+        head: RequestHead,
         keep_alive: bool,
         body_expected: bool,
         expect_continue: bool,
     ) -> None:
-        self._proto = proto
-        self.method = method
-        self.raw_path = raw_path
-        if b"%" in raw_path:
-            self.path = unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
-        else:
-            self.path = raw_path.decode("utf-8", "surrogateescape")
-        self.query_string = query_string
-        self.http_version = http_version
-        self.headers = headers
-        self.client = proto.client
-        self.server = proto.server
-        self.scheme = "http"
+        self._link = link
+        self._flow = link.flow
+        self.head = head
         self.keep_alive = keep_alive
+        #: the request asked to switch protocols and the connection can hand itself over
+        self.can_upgrade = False
+        #: request body bytes received so far
+        self.received = 0
+        #: the final status sent (0 until the response starts)
+        self.status = 0
         self._body: list[bytes] = []
         self._body_size = 0
-        self._received = 0
         self._body_done = not body_expected
         self._body_waiter: asyncio.Future[None] | None = None
         self._streaming = False
@@ -164,15 +167,14 @@ class H1Exchange:
         self._finished = False
         self._wrote = False
         self._head: list[bytes] | None = None
-        self._status = 0
         self._content_length = -1
         self._chunked = False
-        self._no_body = method == "HEAD"
+        self._no_body = head.method == "HEAD"
         self._close_after = False
         self._sent = 0
-        self._start = proto.loop.time() if proto.settings.access_log is not None else 0.0
+        self.start_time = self._flow.loop.time() if link.settings.access_log is not None else 0.0
 
-    # -- request body ------------------------------------------------------------------
+    # -- what the connection tells the exchange ------------------------------------------
     @property
     def body_complete(self) -> bool:
         return self._body_done
@@ -181,7 +183,23 @@ class H1Exchange:
     def disconnected(self) -> bool:
         return self._disconnected
 
-    def _feed(self, data: bytes) -> None:
+    @property
+    def finished(self) -> bool:
+        """True once the response has been completely handed over (or failed)."""
+        return self._finished
+
+    @property
+    def response_body_sent(self) -> int:
+        """Response body bytes handed to the connection."""
+        return self._sent
+
+    @property
+    def must_close(self) -> bool:
+        """The connection cannot carry another request after this response."""
+        return self._close_after or not self.keep_alive
+
+    def feed(self, data: bytes) -> None:
+        """Request body bytes arrived."""
         self._body.append(data)
         self._body_size += len(data)
         waiter = self._body_waiter
@@ -190,18 +208,23 @@ class H1Exchange:
             if not waiter.done():
                 waiter.set_result(None)
         elif self._streaming and self._body_size > BODY_HIGH_WATER:
-            self._proto._pause_reading(self)
+            self._flow.pause_reading(BODY)
 
-    def _complete(self) -> None:
+    def complete(self) -> None:
+        """The whole request body has arrived."""
         self._body_done = True
         waiter = self._body_waiter
         if waiter is not None:
             self._body_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        cb = self._complete_cb
+        if cb is not None:
+            self._complete_cb = None
+            self._flow.loop.call_soon(cb)
 
-    def _lost(self) -> None:
-        """The connection went away."""
+    def lost(self) -> None:
+        """The connection went away (or the rest of this request never will arrive)."""
         if self._disconnected:
             return
         self._disconnected = True
@@ -220,28 +243,36 @@ class H1Exchange:
             self._complete_cb = None
             cb()
 
+    def abandon(self) -> None:
+        """The connection refused the rest of this request before its response began:
+        it counts as answered (the connection sends the error itself)."""
+        self.lost()
+        self._finished = True
+
+    # -- request body ------------------------------------------------------------------
     def _send_continue(self) -> None:
         if self._expect_continue:
             self._expect_continue = False
             if not self._started and not self._disconnected:
-                self._proto.transport_write(_CONTINUE)
+                self._flow.write(_CONTINUE)
 
     async def receive_body(self) -> tuple[bytes, bool]:
         self._streaming = True
+        flow = self._flow
         while True:
             if self._body:
                 data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
                 self._body.clear()
                 self._body_size = 0
-                self._proto._resume_reading(self)
+                flow.resume_reading(BODY)
                 return data, not self._body_done
             if self._body_done:
                 return b"", False
             if self._disconnected:
                 raise ClientDisconnected()
             self._send_continue()
-            self._proto._resume_reading(self)
-            waiter = self._proto.loop.create_future()
+            flow.resume_reading(BODY)
+            waiter = flow.loop.create_future()
             self._body_waiter = waiter
             await waiter
 
@@ -257,12 +288,12 @@ class H1Exchange:
             return
         self._complete_cb = callback
         self._send_continue()
-        self._proto._resume_reading(self)
+        self._flow.resume_reading(BODY)
 
     async def wait_disconnected(self) -> None:
         if self._disconnected:
             return
-        fut = self._proto.loop.create_future()
+        fut = self._flow.loop.create_future()
         if self._disc_waiters is None:
             self._disc_waiters = [fut]
         else:
@@ -276,7 +307,23 @@ class H1Exchange:
 
     @property
     def writing_paused(self) -> bool:
-        return self._proto.write_paused
+        return self._flow.write_paused
+
+    def inform(self, status: int, headers: Iterable[Any]) -> None:
+        if self._started:
+            raise InvalidResponse("informational response after the final response began")
+        if status.__class__ is not int or not 100 <= status <= 199 or status == 101:
+            raise InvalidResponse(f"invalid informational status {status!r}")
+        if status == 100:
+            if not self._expect_continue:
+                return  # not asked for, or already sent
+            self._expect_continue = False
+        if self.head.http_version == "1.0" or self._disconnected:
+            return  # an HTTP/1.0 client must not get 1xx (RFC 9110 15.2)
+        lines = [status_line(status)]
+        _header_lines(headers, lines)
+        lines.append(b"\r\n")
+        self._flow.write(b"".join(lines))
 
     def start_response(self, status: int, headers: Iterable[Any]) -> None:
         # ``headers`` is typed loosely on purpose: ASGI apps may send pairs as lists, and
@@ -286,18 +333,18 @@ class H1Exchange:
         line = _STATUS_LINES.get(status) if status.__class__ is int else None
         if line is None:
             line = _status_line_checked(status)
-        proto = self._proto
+        link = self._link
         head = [line]
-        names = _name_cache
-        values = _value_cache
+        names = known_header_names
+        values = known_header_values
         special = 0
         for item in headers:
             name, value = item
             lname = names.get(name)
             if lname is None:
-                lname = _check_name(name)
+                lname = check_header_name(name)
             if value not in values:
-                _check_value(name, value)
+                check_header_value(name, value)
             if lname in _SPECIAL:
                 if self._special_header(lname, value):
                     special |= _SPECIAL[lname]
@@ -305,13 +352,13 @@ class H1Exchange:
                 special |= _SPECIAL[lname]
             head += (name, b": ", value, b"\r\n")
         if not special & _HAS_DATE:
-            head.append(proto.tracker.date_header)
+            head.append(link.tracker.date_header)
         if not special & _HAS_SERVER:
-            server = proto.settings.server_header
+            server = link.settings.server_header
             if server:
                 head.append(server)
         self._started = True
-        self._status = status
+        self.status = status
         if status in _NO_BODY_STATUS:
             self._no_body = True
             if status == 204:
@@ -324,11 +371,12 @@ class H1Exchange:
     def _special_header(self, lname: bytes, value: bytes) -> bool:
         """Handle a framing-related header; True if it must not be copied to the head."""
         if lname == b"content-length":
-            if not _DIGITS.fullmatch(value.strip()):
+            stripped = value.strip()
+            if not stripped.isdigit() or not stripped.isascii():
                 raise InvalidResponse(f"invalid content-length {value!r}")
             if self._content_length != -1:
                 raise InvalidResponse("content-length given twice")
-            self._content_length = int(value)
+            self._content_length = int(stripped)
             return True
         if lname == b"transfer-encoding":
             return True  # framing is ours to choose
@@ -343,12 +391,12 @@ class H1Exchange:
         cl = self._content_length
         if cl >= 0:
             head.append(_content_length_header(cl))
-        elif self._status == 204 or self._status == 304:
+        elif self.status == 204 or self.status == 304:
             pass
         elif whole_body >= 0:
             self._content_length = whole_body
             head.append(_content_length_header(whole_body))
-        elif self.http_version == "1.1":
+        elif self.head.http_version == "1.1":
             self._chunked = True
             head.append(b"transfer-encoding: chunked\r\n")
         else:
@@ -356,7 +404,7 @@ class H1Exchange:
         if not self.keep_alive or self._close_after or not self._body_done:
             self._close_after = True
             head.append(b"connection: close\r\n\r\n")
-        elif self.http_version == "1.0":
+        elif self.head.http_version == "1.0":
             head.append(b"connection: keep-alive\r\n\r\n")
         else:
             head.append(b"\r\n")
@@ -369,23 +417,24 @@ class H1Exchange:
         self._end_head(head, whole_body)
         return b"".join(head)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: object) -> None:
         if self._finished:
             raise InvalidResponse("response already finished")
+        chunk = as_bytes(data)
         if self._disconnected:
             return
-        proto = self._proto
+        flow = self._flow
         if not self._wrote:
             self._wrote = True
             head = self._emit_head(-1)
-            if self._no_body or not data:
-                proto.transport_write(head)
+            if self._no_body or not chunk:
+                flow.write(head)
                 return
-            proto.transport_write(head + self._frame(data))
+            flow.write(head + self._frame(chunk))
             return
-        if self._no_body or not data:
+        if self._no_body or not chunk:
             return
-        proto.transport_write(self._frame(data))
+        flow.write(self._frame(chunk))
 
     def _frame(self, data: bytes) -> bytes:
         n = len(data)
@@ -398,18 +447,19 @@ class H1Exchange:
             raise InvalidResponse(f"response body longer than its content-length {cl}")
         return data
 
-    def finish(self, data: bytes = b"") -> None:
+    def finish(self, data: object = b"") -> None:
         if self._finished:
             return
-        proto = self._proto
+        body = as_bytes(data)
+        flow = self._flow
         head = self._head
         if head is not None and not self._wrote and not self._disconnected:
             # the common case: the whole response at once, in one write
             self._wrote = True
             self._head = None
-            n = len(data)
+            n = len(body)
             self._end_head(head, n)
-            if data and not self._no_body:
+            if body and not self._no_body:
                 cl = self._content_length
                 if n > cl:
                     self._close_after = True
@@ -417,36 +467,36 @@ class H1Exchange:
                 if n < cl:
                     self._close_after = True  # short body: the framing is broken
                 self._sent = n
-                head.append(data)
+                head.append(body)
             elif self._content_length > 0 and not self._no_body:
                 self._close_after = True
             self._finished = True
-            proto.transport_write(b"".join(head))
-            proto._exchange_done(self)
+            flow.write(b"".join(head))
+            self._link.done(self)
             return
         if self._disconnected:
             self._finished = True
-            proto._exchange_done(self)
+            self._link.done(self)
             return
         if not self._wrote:
             self._wrote = True
-            head_bytes = self._emit_head(len(data))
-            out = head_bytes if self._no_body or not data else head_bytes + self._frame(data)
+            head_bytes = self._emit_head(len(body))
+            out = head_bytes if self._no_body or not body else head_bytes + self._frame(body)
         elif self._no_body:
             out = b""
         elif self._chunked:
-            out = (self._frame(data) + b"0\r\n\r\n") if data else b"0\r\n\r\n"
+            out = (self._frame(body) + b"0\r\n\r\n") if body else b"0\r\n\r\n"
         else:
-            out = self._frame(data) if data else b""
+            out = self._frame(body) if body else b""
         if not self._no_body and self._content_length >= 0 and self._sent != self._content_length:
             self._close_after = True  # short body: the client must not reuse the framing
         self._finished = True
         if out:
-            proto.transport_write(out)
-        proto._exchange_done(self)
+            flow.write(out)
+        self._link.done(self)
 
     async def drain(self) -> None:
-        await self._proto.drain()
+        await self._flow.drain()
 
     def fail(self, exc: BaseException | None = None) -> None:
         if self._finished:
@@ -454,43 +504,62 @@ class H1Exchange:
         if exc is not None and not isinstance(exc, ClientDisconnected):
             log.error(
                 "error while answering %s %s",
-                self.method,
-                self.raw_path.decode("latin-1"),
+                self.head.method,
+                self.head.raw_path.decode("latin-1"),
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
-        proto = self._proto
         self._finished = True
         self._close_after = True
         if self._disconnected:
-            proto._exchange_done(self)
+            self._link.done(self)
             return
         if not self._started or (self._head is not None and not self._wrote):
             self._started = True
             self._wrote = True
-            self._status = 500
-            proto.transport_write(error_response(500, proto.tracker.date_header))
-        proto._exchange_done(self)
+            self.status = 500
+            self._flow.write(error_response(500, self._link.tracker.date_header))
+        self._link.done(self)
 
     async def sendfile(self, fd: int, offset: int, count: int) -> None:
-        from bastion.protocol.sendfile import cork, send_file
-
         if self._no_body or self._disconnected:
             return
+        flow = self._flow
         corked = False
         if not self._wrote:
             self._wrote = True
             head = self._emit_head(-1)
             if not self._chunked and self._content_length >= 0:
                 # hold the head back so it leaves in the same packets as the file
-                corked = cork(self._proto, True)
-            self._proto.transport_write(head)
+                corked = flow.cork(True)
+            flow.write(head)
         if self._chunked or self._content_length < 0:
             # no zero-copy inside chunked framing: read and write blocks
-            await send_file(self._proto, fd, offset, count, self._frame, zero_copy=False)
+            await send_file(flow, fd, offset, count, self._frame, zero_copy=False)
             return
         self._sent += count
         try:
-            await send_file(self._proto, fd, offset, count, None, zero_copy=True)
+            await send_file(flow, fd, offset, count, None, zero_copy=True)
         finally:
             if corked:
-                cork(self._proto, False)
+                flow.cork(False)
+
+    # -- upgrade -----------------------------------------------------------------------
+    def take_over(self, status: int, headers: Iterable[Any], session: Session) -> Flow:
+        if not self.can_upgrade:
+            raise InvalidResponse("this request cannot switch protocols")
+        if self._started:
+            raise InvalidResponse("response already started")
+        if status != 101:
+            raise InvalidResponse(f"a protocol switch is answered with 101, not {status!r}")
+        lines = [status_line(101)]
+        _header_lines(headers, lines)
+        lines.append(self._link.tracker.date_header)
+        server = self._link.settings.server_header
+        if server:
+            lines.append(server)
+        lines.append(b"\r\n")
+        self._started = self._wrote = self._finished = True
+        self.status = 101
+        self._flow.write(b"".join(lines))
+        self._link.upgrade(self, session)
+        return self._flow

@@ -1,11 +1,15 @@
 """HTTP/1.1 server connections on asyncio/uvloop with httptools (llhttp).
 
-One :class:`HTTP1Protocol` per connection parses requests into :class:`H1Exchange`
-objects and hands them, one at a time and in order, to the handler. Responses go back
-through the exchange. Ambiguous or malformed requests never reach the handler: they are
-answered with 400/408/413/414/417/431/501/505 and the connection is closed.
+One :class:`HTTP1Protocol` per connection parses requests into
+:class:`~bastion.protocol.h1_exchange.H1Exchange` objects and hands them, one at a time
+and in order, to the handler. Responses go back through the exchange; every byte in
+or out goes through the connection's :class:`~bastion.protocol.flow.Flow`. Ambiguous or
+malformed requests never reach the handler: they are answered with
+400/408/413/414/417/431/501/505 and the connection is closed. A request that asks to
+switch protocols can be handed over to a session (:meth:`H1Exchange.take_over`).
 
-Nothing here knows about routing or applications.
+The connection is always in one phase of :mod:`bastion.protocol.h1_phase`. Nothing here
+knows about routing or applications.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from collections import deque
 import httptools
 
 from bastion.protocol.errors import error_response
-from bastion.protocol.h1_exchange import H1Exchange
+from bastion.protocol.flow import BODY, HANDOVER, PIPELINE, RESPONSES, Flow
+from bastion.protocol.h1_exchange import H1Exchange, H1Link
 from bastion.protocol.h1_framing import (
     FRAMING_HEADERS,
     FramingHeaders,
@@ -25,25 +30,28 @@ from bastion.protocol.h1_framing import (
     absolute_target,
     parser_error_status,
 )
-from bastion.protocol.settings import WRITE_HIGH_WATER, WRITE_LOW_WATER, ProtocolSettings
+from bastion.protocol.h1_phase import (
+    BUSY,
+    CLOSED,
+    HEAD,
+    IDLE,
+    LINGER_SECONDS,
+    LINGERING,
+    NAMES,
+    PARSING,
+    REFUSING,
+    UPGRADED,
+)
+from bastion.protocol.head import RequestHead
+from bastion.protocol.settings import ProtocolSettings
 from bastion.protocol.state import ConnectionTracker
-from bastion.protocol.types import Handler
+from bastion.protocol.types import Handler, Session
 
 __all__ = ["HTTP1Protocol", "ProtocolSettings"]
 
 log = logging.getLogger("bastion.error")
 
-# Deadline kinds
-_NO_DEADLINE = 0
-_IDLE = 1  # keep-alive, waiting for the next request
-_HEAD = 2  # receiving the request line and headers
-_BODY = 3  # receiving the body
-_WRITE = 4  # the client is not reading the response
-_LINGER = 5  # after an error response: read and discard briefly, then close
-
-# nginx lingering_timeout is 5s and lingering_time 30s; a short linger is enough for the
-# client to read the error before the close (a close with unread input sends a reset).
-LINGER_SECONDS = 2.0
+_READ_ALL = PIPELINE | BODY | RESPONSES
 
 
 class HTTP1Protocol(asyncio.Protocol):
@@ -51,13 +59,11 @@ class HTTP1Protocol(asyncio.Protocol):
 
     __slots__ = (
         "_active",
-        "_deadline",
-        "_deadline_kind",
+        "_body_deadline",
         "_dispatch_scheduled",
         "_dispatching",
-        "_drain_waiter",
         "_eof",
-        "_error_status",
+        "_flow",
         "_framing",
         "_handler",
         "_head_bytes",
@@ -65,26 +71,29 @@ class HTTP1Protocol(asyncio.Protocol):
         "_headers",
         "_hsize",
         "_in_head",
+        "_last",
+        "_link",
         "_max_hcount",
         "_max_hsize",
         "_max_url",
         "_parser",
         "_parsing",
-        "_paused_by",
         "_pending_reject",
+        "_phase",
         "_pipeline",
-        "_reading_paused",
+        "_read_deadline",
+        "_refusal",
+        "_replay_head",
+        "_replaying",
         "_requests",
-        "_unsent",
+        "_session",
+        "_upgrade_rest",
         "_url",
         "client",
-        "closed",
         "loop",
         "server",
         "settings",
         "tracker",
-        "transport",
-        "write_paused",
     )
 
     def __init__(
@@ -93,23 +102,24 @@ class HTTP1Protocol(asyncio.Protocol):
         self.settings = settings
         self._handler = handler
         self.tracker = tracker
-        self.loop = asyncio.get_event_loop()
-        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_event_loop()
+        self.loop = loop
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
-        self.closed = False
-        self.write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
+        flow = Flow(loop, tracker, settings.body_timeout)
+        flow.on_writable = self._writable
+        self._flow = flow
+        self._link = H1Link(flow, settings, tracker, self._exchange_done, self._take_over)
+        self._phase = IDLE
         self._parser = httptools.HttpRequestParser(self)
-        self._parsing: H1Exchange | None = None
-        self._active: H1Exchange | None = None
-        self._pipeline: deque[H1Exchange] = deque()
+        self._parsing: H1Exchange | None = None  # the request whose body is arriving
+        self._active: H1Exchange | None = None  # the request being answered
+        self._last: H1Exchange | None = None  # the request parsed last
+        self._pipeline: deque[H1Exchange] = deque()  # parsed, waiting for their turn
         self._dispatching = False
         self._dispatch_scheduled = False
-        self._reading_paused = False
-        self._paused_by: object = None
-        self._error_status = 0
-        self._eof = False
+        self._refusal = 0  # status of the error answer to send once earlier ones are out
+        self._eof = False  # the client closed its side
         self._pending_reject: Reject | None = None
         self._requests = 0
         self._url = b""
@@ -128,14 +138,39 @@ class HTTP1Protocol(asyncio.Protocol):
             + 4 * settings.max_header_count
             + 64
         )
-        self._deadline = 0.0
-        self._deadline_kind = _NO_DEADLINE
-        self._unsent = 0  # write buffer size when the write timeout was last (re)started
+        self._read_deadline = 0.0  # of the phase (IDLE, HEAD, LINGERING)
+        self._body_deadline = 0.0  # while a body arrives (_parsing is set)
+        self._upgrade_rest: bytes | None = None  # bytes after a head that asked to switch
+        self._replay_head = b""  # framing of a body sent with an upgrade request
+        self._replaying = False
+        self._session: Session | None = None
+
+    # -- state, for the tracker and for tests ------------------------------------------
+    @property
+    def phase(self) -> str:
+        """The connection's phase by name (see :mod:`bastion.protocol.h1_phase`)."""
+        return NAMES[self._phase]
+
+    @property
+    def closed(self) -> bool:
+        return self._phase == CLOSED
+
+    @property
+    def flow(self) -> Flow:
+        return self._flow
+
+    @property
+    def is_idle(self) -> bool:
+        return self._phase == IDLE and self._active is None and not self._pipeline
+
+    def _enter(self, phase: int, seconds: float) -> None:
+        """Move to ``phase``; its read deadline is ``seconds`` from now."""
+        self._phase = phase
+        self._read_deadline = self.tracker.now + seconds
 
     # -- connection events -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
+        self._flow.attach(transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client = (str(peer[0]), int(peer[1]))
@@ -146,37 +181,42 @@ class HTTP1Protocol(asyncio.Protocol):
             self.server = (sock, None)
         tracker = self.tracker
         if len(tracker.connections) >= self.settings.max_connections and not tracker.reclaim_idle():
-            transport.write(error_response(503, tracker.date_header, retry_after=True))  # type: ignore[attr-defined]
-            transport.close()
-            self.closed = True
+            self._flow.write(error_response(503, tracker.date_header, retry_after=True))
+            self._phase = CLOSED
+            self._flow.close()
             return
         tracker.add(self)
         # While draining, a new connection still gets one answer (with Connection: close):
         # its client may already have sent a request, which must not be lost.
-        self._set_deadline(_IDLE, self.settings.keepalive_timeout)
+        self._enter(IDLE, self.settings.keepalive_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self._phase = CLOSED
+        self._flow.lost()
         self.tracker.remove(self)
         for ex in (self._active, self._parsing, *self._pipeline):
             if ex is not None:
-                ex._lost()
+                ex.lost()
         self._pipeline.clear()
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        session = self._session
+        if session is not None:
+            self._session = None
+            session.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
         # The client finished sending. Answer what we have, then close.
         self._eof = True
-        if self._deadline_kind == _LINGER:
+        phase = self._phase
+        if phase == UPGRADED:
+            if self._session is not None:
+                self._session.eof_received()
+            return True  # the session decides when to close
+        if phase == LINGERING:
             self._close()
             return None
         active = self._active
         if active is None and not self._pipeline:
-            return None  # transport closes itself
+            return None  # the transport closes itself
         for ex in (active, *self._pipeline):
             if ex is not None:
                 ex.keep_alive = False
@@ -184,26 +224,43 @@ class HTTP1Protocol(asyncio.Protocol):
         if parsing is not None:
             # the rest of its body can never come: that request's client has gone
             self._parsing = None
-            parsing._lost()
+            parsing.lost()
         return True  # keep the write side open for the responses in progress
 
     def data_received(self, data: bytes) -> None:
-        if self._error_status or self.closed:
-            return  # refused or lingering: discard
-        if self._deadline_kind == _IDLE:
-            self._deadline_kind = _HEAD
-            self._deadline = self.tracker.now + self.settings.header_timeout
+        phase = self._phase
+        if phase not in PARSING:
+            if phase == UPGRADED and self._session is not None:
+                self._session.data_received(data)
+            return  # refusing or lingering: discard
+        if self._upgrade_rest is not None:
+            self._upgrade_rest += data  # for the session, if the handler switches
+            return
+        if phase == IDLE:
+            self._enter(HEAD, self.settings.header_timeout)
+        self._parse(data)
+        if self._in_head:
+            # httptools buffers a header line until it ends: bound that too
+            self._head_bytes += len(data)
+            if self._head_bytes > self._head_limit and self._phase in PARSING:
+                self._reject(431, "request head too large")
+        # Handlers run from the loop's ready queue, not inside this read callback: all
+        # connections that became readable are read first, then answered. Answering
+        # inside the callback measured about a third slower on loopback (wrk, c64).
+        if (
+            self._active is None
+            and self._pipeline
+            and not self._dispatching
+            and not self._dispatch_scheduled
+        ):
+            self._dispatch_scheduled = True
+            self.loop.call_soon(self._dispatch_soon)
+
+    def _parse(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrades (WebSocket, h2c) are not served here: answer the request as plain
-            # HTTP/1.1, as RFC 9110 allows, and close afterwards.
-            for ex in (self._parsing, *self._pipeline):
-                if ex is not None:
-                    ex.keep_alive = False
-            if self._parsing is not None and not self._parsing._body_done:
-                self._parsing._complete()
-            self._error_status = -1  # ignore anything that follows
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_asked(data[exc.args[0] :])
         except httptools.HttpParserError as exc:
             cause = self._pending_reject
             if cause is not None:
@@ -211,48 +268,68 @@ class HTTP1Protocol(asyncio.Protocol):
             else:
                 te = self._framing.te if self._framing is not None else None
                 self._reject(parser_error_status(str(exc), te), str(exc))
-        if self._in_head:
-            # httptools buffers a header line until it ends: bound that too
-            self._head_bytes += len(data)
-            if self._head_bytes > self._head_limit and not self._error_status:
-                self._reject(431, "request head too large")
-        # Handlers run from the loop's ready queue, not inside this read callback: all
-        # connections that became readable are read first, then answered. Answering
-        # inside the callback measured about a third slower on loopback (wrk, c64).
-        if self._active is None:
-            if self._pipeline and not self._dispatching and not self._dispatch_scheduled:
-                self._dispatch_scheduled = True
-                self.loop.call_soon(self._dispatch_soon)
-        else:
-            active = self._active
-            if active._complete_cb is not None and active._body_done:
-                cb = active._complete_cb
-                active._complete_cb = None
-                self.loop.call_soon(cb)
+
+    def _upgrade_asked(self, rest: bytes) -> None:
+        """The request parsed last asked to switch protocols; ``rest`` followed its head."""
+        if self._replay_head:
+            # It declared a body: that body is HTTP, so the request is served as plain
+            # HTTP (RFC 9110 7.8 lets a server ignore Upgrade). llhttp stopped at the
+            # body, so parse on with a fresh parser primed with the body's framing.
+            framing = self._replay_head
+            self._replay_head = b""
+            self._parser = httptools.HttpRequestParser(self)
+            self._replaying = True
+            try:
+                self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+            finally:
+                self._replaying = False
+            if rest:
+                self._parse(rest)
+            return
+        ex = self._last
+        if ex is None:
+            return
+        # Until its handler decides, whatever follows may be the new protocol's: hold it.
+        # Served as plain HTTP instead, the connection closes after the response.
+        ex.can_upgrade = True
+        ex.keep_alive = False
+        self._upgrade_rest = rest
+        self._flow.pause_reading(HANDOVER)
 
     def _dispatch_soon(self) -> None:
         self._dispatch_scheduled = False
-        if self._active is None and self._pipeline and not self._dispatching and not self.closed:
+        if (
+            self._active is None
+            and self._pipeline
+            and not self._dispatching
+            and self._phase != CLOSED
+        ):
             self._dispatch()
 
     # -- parser callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self._replaying:
+            return
         self._url = b""
         self._headers = []
         self._hsize = 0
         self._framing = None
         self._in_head = True
         self._head_bytes = 0
-        if self._deadline_kind != _HEAD and self._active is None:
-            self._set_deadline(_HEAD, self.settings.header_timeout)
+        if self._phase == IDLE:
+            self._enter(HEAD, self.settings.header_timeout)
 
     def on_url(self, url: bytes) -> None:
+        if self._replaying:
+            return
         url = self._url + url if self._url else url
         self._url = url
         if len(url) > self._max_url:
             raise self._remember(Reject(414, "request target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._replaying:
+            return
         lname = name.lower()
         headers = self._headers
         headers.append((lname, value))
@@ -276,17 +353,19 @@ class HTTP1Protocol(asyncio.Protocol):
         return exc
 
     def on_headers_complete(self) -> None:
+        if self._replaying:
+            return
         self._in_head = False
         parser = self._parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise self._remember(Reject(505, f"HTTP version {version} not supported"))
-        headers = self._headers
         body_expected = False
         expect_continue = False
-        if self._framing is not None:
+        framing = self._framing
+        if framing is not None:
             try:
-                body_expected, expect_continue = self._framing.check(version)
+                body_expected, expect_continue = framing.check(version)
             except Reject as exc:
                 raise self._remember(exc) from None
         url = self._url
@@ -307,54 +386,64 @@ class HTTP1Protocol(asyncio.Protocol):
             self.tracker.draining or self._requests == self.settings.max_keepalive_requests
         ):
             keep_alive = False
-        ex = H1Exchange(
-            self,
+        head = RequestHead(
             parser.get_method().decode("ascii"),
             raw_path,
             query,
             version,
-            headers,
-            keep_alive,
-            body_expected,
-            expect_continue,
+            self._headers,
+            self.client,
+            self.server,
         )
+        ex = H1Exchange(self._link, head, keep_alive, body_expected, expect_continue)
+        self._last = ex
         self._pipeline.append(ex)
         if body_expected:
             self._parsing = ex
-            self._set_deadline(_BODY, self.settings.body_timeout)
-        else:
-            self._deadline_kind = _NO_DEADLINE
+            self._body_deadline = self.tracker.now + self.settings.body_timeout
+            if parser.should_upgrade() and framing is not None:
+                self._replay_head = (
+                    b"transfer-encoding: chunked"
+                    if framing.te is not None
+                    else b"content-length: %d" % framing.cl
+                )
+        if self._phase == IDLE or self._phase == HEAD:
+            self._phase = BUSY
         if self._active is not None or len(self._pipeline) > 1:
-            self._pause_reading(self)  # bound what a pipelining client can queue
+            self._flow.pause_reading(PIPELINE)  # bound what a pipelining client can queue
 
     def on_body(self, body: bytes) -> None:
         ex = self._parsing
         if ex is None:
             return
-        ex._received += len(body)
-        if ex._received > self.settings.max_body_size:
+        ex.received += len(body)
+        if ex.received > self.settings.max_body_size:
             raise self._remember(Reject(413, "request body too large"))
-        self._deadline = self.tracker.now + self.settings.body_timeout
-        ex._feed(body)
+        self._body_deadline = self.tracker.now + self.settings.body_timeout
+        ex.feed(body)
 
     def on_message_complete(self) -> None:
         ex = self._parsing
-        if ex is not None:
+        if ex is not None and not self._replay_head:
             self._parsing = None
-            ex._complete()
-            if self._deadline_kind == _BODY:
-                self._deadline_kind = _NO_DEADLINE
+            ex.complete()
 
     # -- dispatching -------------------------------------------------------------------
     def _dispatch(self) -> None:
         self._dispatching = True
+        flow = self._flow
         try:
-            while self._active is None and self._pipeline and not self.closed:
-                if self.write_paused:
+            while self._active is None and self._pipeline and self._phase != CLOSED:
+                if flow.write_paused:
                     self._next_request()  # hold the pipeline until the client reads
                     break
                 ex = self._pipeline.popleft()
                 self._active = ex
+                if not ex.body_complete:
+                    # read its body only as its handler asks for it
+                    flow.pause_reading(BODY)
+                if not self._pipeline:
+                    flow.resume_reading(PIPELINE)
                 try:
                     self._handler(ex)
                 except BaseException as exc:  # the handler must not raise; contain it
@@ -363,67 +452,100 @@ class HTTP1Protocol(asyncio.Protocol):
                         raise
         finally:
             self._dispatching = False
-        if self._active is None and not self._pipeline:
-            if self._error_status > 0:
-                self._send_error()
-            elif self._reading_paused and self._paused_by is self:
-                self._resume_reading(self)
+        if self._active is None and not self._pipeline and self._refusal:
+            self._send_error()
 
-    def _exchange_done(self, ex: H1Exchange) -> None:
-        """Called by the exchange when its response has been completely handed over."""
-        if ex is not self._active:
-            return
-        self._active = None
-        tracker = self.tracker
-        tracker.requests_served += 1
-        if tracker.on_request is not None:
-            tracker.on_request()
+    def _account(self, ex: H1Exchange) -> None:
+        """Count a finished exchange and write its access-log line."""
+        self.tracker.request_done()
         access_log = self.settings.access_log
         if access_log is not None:
             try:
-                access_log(ex, ex._status, ex._sent, self.loop.time() - ex._start)
+                access_log(ex, ex.status, ex.response_body_sent, self.loop.time() - ex.start_time)
             except Exception:
                 log.exception("access log failed")
-        if self.closed:
+
+    def _exchange_done(self, ex: H1Exchange) -> None:
+        """The exchange's response has been completely handed over (or it failed)."""
+        if ex is not self._active:
             return
-        if not ex._body_done:
+        self._active = None
+        self._account(ex)
+        if self._phase == CLOSED:
+            return
+        if not ex.body_complete:
             self._linger()  # the app answered without reading the whole request body
             return
-        if ex._close_after or not ex.keep_alive:
+        if ex.must_close:
             self._close()
             return
         self._next_request()
 
     def _next_request(self) -> None:
         """Go on after a response: the next pipelined request, a pending error, or wait."""
-        if self.write_paused:
+        flow = self._flow
+        if flow.write_paused:
             # The client is not reading our responses: answer nothing more (and read
             # nothing more) until it does, or its responses would pile up in memory.
-            self._pause_reading(self)
-            self._start_write_timeout()
+            flow.pause_reading(RESPONSES)
             return
         if self._pipeline:
             if not self._dispatching:
                 self._dispatch()
             return
-        if self._error_status > 0:
+        if self._refusal:
             self._send_error()
             return
         if self._parsing is None:
             if not self._in_head:
-                self._set_deadline(_IDLE, self.settings.keepalive_timeout)
-            elif self._deadline_kind != _HEAD:
+                self._enter(IDLE, self.settings.keepalive_timeout)
+            elif self._phase != HEAD:
                 # the next head began while this response was in progress: its time
                 # starts now
-                self._set_deadline(_HEAD, self.settings.header_timeout)
-        if self._reading_paused:
-            self._resume_reading(self._paused_by)
+                self._enter(HEAD, self.settings.header_timeout)
+        flow.resume_reading(_READ_ALL)
+
+    def _writable(self) -> None:
+        """The client reads again: answer what was held back for it."""
+        phase = self._phase
+        if self._active is None and (phase in PARSING or phase == REFUSING):
+            self._next_request()
+
+    # -- upgrade -------------------------------------------------------------------------
+    def _take_over(self, ex: H1Exchange, session: Session) -> None:
+        """``ex`` answered 101: the connection's bytes belong to ``session`` from now."""
+        if ex is not self._active or self._pipeline:
+            raise RuntimeError("only the last request of a connection can switch protocols")
+        self._active = None
+        self._account(ex)
+        if self._phase == CLOSED:
+            self.loop.call_soon(session.connection_lost, None)
+            return
+        self._phase = UPGRADED
+        self._session = session
+        rest = self._upgrade_rest or b""
+        self._upgrade_rest = None
+        flow = self._flow
+        flow.reset_reading()
+        if rest:
+            self.loop.call_soon(self._deliver, rest)
+        if self._eof:
+            self.loop.call_soon(self._deliver_eof)
+
+    def _deliver(self, data: bytes) -> None:
+        if self._session is not None:
+            self._session.data_received(data)
+
+    def _deliver_eof(self) -> None:
+        if self._session is not None:
+            self._session.eof_received()
 
     # -- errors --------------------------------------------------------------------------
     def _reject(self, status: int, reason: str) -> None:
         """Refuse the request being parsed; answer once earlier responses are done."""
         log.debug("rejecting request from %s: %d %s", self.client, status, reason)
-        self._error_status = status
+        self._refusal = status
+        self._phase = REFUSING
         ex = self._parsing
         if ex is not None:
             # a request already handed to the handler (e.g. its body broke off)
@@ -432,25 +554,23 @@ class HTTP1Protocol(asyncio.Protocol):
             if ex in self._pipeline:
                 self._pipeline.remove(ex)
             elif ex is self._active:
-                if not ex._started:
-                    ex._lost()
-                    ex._finished = True
+                if not ex.response_started:
+                    ex.abandon()
                     self._active = None
                 else:
-                    ex._lost()
+                    ex.lost()
                     self._close()
                     return
-        self._pause_reading(self)
+        self._flow.stop_reading()
         if self._active is None and not self._pipeline:
             self._send_error()
 
     def _send_error(self) -> None:
-        status = self._error_status
-        self._error_status = -1
-        transport = self.transport
-        if transport is None or self.closed:
+        status = self._refusal
+        self._refusal = 0
+        if self._phase == CLOSED:
             return
-        transport.write(error_response(status, self.tracker.date_header))
+        self._flow.write(error_response(status, self.tracker.date_header))
         self._linger()
 
     def _linger(self) -> None:
@@ -459,13 +579,13 @@ class HTTP1Protocol(asyncio.Protocol):
         Closing with unread input makes the kernel answer with a reset, which can destroy
         the response the client has not read yet (nginx's lingering close avoids it too).
         """
-        transport = self.transport
-        if transport is None or self.closed:
+        if self._phase == CLOSED:
             return
-        self._error_status = -1  # whatever arrives from now on is discarded
+        self._phase = LINGERING  # whatever arrives from now on is discarded
         if self._eof:
             self._close()  # the client has stopped sending already: nothing to drain
             return
+        transport = self._flow.transport
         try:
             can_eof = transport.can_write_eof()
         except (AttributeError, NotImplementedError):
@@ -474,134 +594,54 @@ class HTTP1Protocol(asyncio.Protocol):
             self._close()
             return
         transport.write_eof()
-        self._set_deadline(_LINGER, LINGER_SECONDS)
-        if self._reading_paused:
-            self._reading_paused = False
-            self._paused_by = None
-            transport.resume_reading()
+        self._enter(LINGERING, LINGER_SECONDS)
+        self._flow.reset_reading()
 
     # -- deadlines -----------------------------------------------------------------------
-    def _set_deadline(self, kind: int, seconds: float) -> None:
-        self._deadline_kind = kind
-        self._deadline = self.tracker.now + seconds
-
-    def _clear_deadline(self) -> None:
-        self._deadline_kind = _NO_DEADLINE
-
     def check_deadline(self, now: float) -> None:
-        kind = self._deadline_kind
-        if kind == _NO_DEADLINE or now < self._deadline:
+        flow = self._flow
+        if flow.write_deadline and flow.write_timed_out(now):
+            self._phase = CLOSED
+            flow.abort()
             return
-        if kind == _WRITE:
-            self._write_timed_out(now)
+        phase = self._phase
+        if phase in (CLOSED, UPGRADED):
             return
-        if self.closed:
-            return
-        if kind == _IDLE:
-            self._close()
-        elif kind == _HEAD:
-            if self._active is None and not self._pipeline:
-                self._error_status = 408
-                self._send_error()
-            else:
-                self._close()
-        elif kind == _BODY:
-            ex = self._parsing
-            self._deadline_kind = _NO_DEADLINE
-            if ex is not None and (ex is not self._active or not ex._started):
+        ex = self._parsing
+        if ex is not None and now >= self._body_deadline:
+            if flow.paused_for:
+                # we are not reading (its turn has not come, or its handler has not
+                # asked for it yet): the client cannot be late
+                self._body_deadline = now + self.settings.body_timeout
+            elif ex is not self._active or not ex.response_started:
                 self._reject(408, "request body timed out")
+                return
             else:
                 self.abort()
-        elif kind == _LINGER:
-            self._close()
-
-    def _write_timed_out(self, now: float) -> None:
-        """The client has not read for a while: give it more time if it read anything."""
-        transport = self.transport
-        unsent = transport.get_write_buffer_size() if transport is not None else 0
-        if 0 < unsent < self._unsent:
-            self._unsent = unsent
-            self._deadline = now + max(self.settings.body_timeout, 1.0)
-            return
-        self._deadline_kind = _NO_DEADLINE
-        self.closed = True
-        if transport is not None:
-            transport.abort()  # also after close(), which would wait for the client
-
-    def _start_write_timeout(self) -> None:
-        transport = self.transport
-        self._unsent = transport.get_write_buffer_size() if transport is not None else 0
-        self._set_deadline(_WRITE, max(self.settings.body_timeout, 1.0))
-
-    # -- flow control --------------------------------------------------------------------
-    def transport_write(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is not None and not self.closed:
-            transport.write(data)
-
-    def _pause_reading(self, by: object) -> None:
-        if not self._reading_paused and self.transport is not None and not self.closed:
-            self._reading_paused = True
-            self._paused_by = by
-            self.transport.pause_reading()
-
-    def _resume_reading(self, by: object) -> None:
-        if (
-            not self._reading_paused
-            or self._error_status != 0
-            or self.closed
-            or self.transport is None
-        ):
-            return
-        if self._paused_by is not by:
-            # Only whoever paused may resume, except the active request waiting for its
-            # own body: reading was held back for it while it was queued.
-            if by is not self._active or by is not self._parsing:
                 return
-        elif by is self and (self._pipeline or self._active is not None or self.write_paused):
-            return  # still holding pipelined requests back
-        self._reading_paused = False
-        self._paused_by = None
-        self.transport.resume_reading()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        if self._deadline_kind == _NO_DEADLINE and not self.closed:
-            self._start_write_timeout()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self._deadline_kind == _WRITE and not self.closed:
-            self._clear_deadline()
-            if self._active is None:
-                self._next_request()  # held back while the client was not reading
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def drain(self) -> None:
-        if not self.write_paused or self.closed:
+        if now < self._read_deadline:
             return
-        waiter = self._drain_waiter
-        if waiter is None:
-            waiter = self._drain_waiter = self.loop.create_future()
-        await waiter
+        if phase in (IDLE, LINGERING):
+            self._close()
+        elif phase == HEAD:
+            self._refusal = 408
+            self._phase = REFUSING
+            self._send_error()
 
     # -- closing -------------------------------------------------------------------------
-    @property
-    def is_idle(self) -> bool:
-        return self._active is None and not self._pipeline and self._deadline_kind == _IDLE
-
     def shutdown(self) -> None:
-        if self.closed:
+        phase = self._phase
+        if phase == CLOSED:
+            return
+        if phase == UPGRADED:
+            if self._session is not None:
+                self._session.shutdown()
             return
         if self._active is None and not self._pipeline and not self._in_head:
-            if self._requests == 0:
+            if self._requests == 0 and phase == IDLE:
                 # Accepted but nothing read yet: a request may be in flight. Give it
                 # a short while; its response will carry Connection: close.
-                self._set_deadline(_IDLE, min(self.settings.keepalive_timeout, 1.0))
+                self._enter(IDLE, min(self.settings.keepalive_timeout, 1.0))
                 return
             self._close()
             return
@@ -610,17 +650,17 @@ class HTTP1Protocol(asyncio.Protocol):
                 ex.keep_alive = False
 
     def _close(self) -> None:
-        transport = self.transport
-        if not self.closed and transport is not None:
-            self.closed = True
-            self._deadline_kind = _NO_DEADLINE
-            transport.close()
-            if transport.get_write_buffer_size():
-                # The transport closes once the rest is sent: a client that stops
-                # reading must not keep the connection (and its slot) open for ever.
-                self._start_write_timeout()
+        if self._phase != CLOSED:
+            self._phase = CLOSED
+            self._flow.close()
 
     def abort(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.abort()
-        self.closed = True
+        self._phase = CLOSED
+        self._flow.abort()
+
+    # -- transport flow control ----------------------------------------------------------
+    def pause_writing(self) -> None:
+        self._flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._flow.resume_writing()

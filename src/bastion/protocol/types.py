@@ -8,8 +8,13 @@ never sees the socket. Nothing here knows about routing or applications.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bastion.protocol.head import RequestHead
+
+if TYPE_CHECKING:
+    from bastion.protocol.flow import Flow
 
 
 class ClientDisconnected(Exception):
@@ -24,22 +29,37 @@ class InvalidResponse(Exception):
     """
 
 
+class Session(Protocol):
+    """Whatever takes a connection over after a ``101 Switching Protocols`` (a WebSocket
+    session, a proxy's tunnel): from then on it gets the connection's bytes.
+
+    It writes, pauses reading and closes through the
+    :class:`~bastion.protocol.flow.Flow` that :meth:`Exchange.take_over` returns.
+    """
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the client (the first call may carry what followed the request
+        head in the same packet)."""
+
+    def eof_received(self) -> None:
+        """The client will send nothing more (its write side is closed)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone; nothing more can be written."""
+
+    def shutdown(self) -> None:
+        """The server is stopping: end the session soon (a WebSocket sends 1001)."""
+
+
 class Exchange(Protocol):
     """One request and its response, as seen by a handler.
 
-    Request attributes are set by the protocol before the handler is called and never
-    change. Header names are lower-cased ASCII bytes; values are exactly as received.
+    ``head`` is the request (method, target, headers, client, ...), set before the
+    handler is called and never changed: a layer that presents a different request
+    wraps the exchange with a new head.
     """
 
-    method: str
-    raw_path: bytes  # the path part of the request target, still percent-encoded
-    path: str  # percent-decoded path (UTF-8, undecodable bytes kept as surrogates)
-    query_string: bytes  # without the "?"
-    http_version: str  # "1.0", "1.1" (later "2")
-    headers: list[tuple[bytes, bytes]]
-    client: tuple[str, int] | None
-    server: tuple[str, int | None] | None  # (host, port) or (unix path, None)
-    scheme: str  # "http" or "https"
+    head: RequestHead
     keep_alive: bool  # whether the connection may carry another request afterwards
 
     # request body -------------------------------------------------------------------
@@ -88,6 +108,16 @@ class Exchange(Protocol):
         """True once :meth:`start_response` has been called."""
         ...
 
+    def inform(self, status: int, headers: Iterable[Any]) -> None:
+        """Send an informational (1xx) response before the final one: 103 Early Hints,
+        or a 100 Continue the handler chooses to send itself.
+
+        Ignored for HTTP/1.0 clients, and for a 100 nobody asked for. Raises
+        :class:`InvalidResponse` after the final response began, for 101 (see
+        :meth:`take_over`) or a status outside 100-199.
+        """
+        ...
+
     def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Queue the status line and headers.
 
@@ -100,11 +130,14 @@ class Exchange(Protocol):
         """
         ...
 
-    def write(self, data: bytes) -> None:
-        """Send part of the response body (never blocks; see :meth:`drain`)."""
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send part of the response body (never blocks; see :meth:`drain`).
+
+        Bytes-like data is accepted; anything else raises ``TypeError``.
+        """
         ...
 
-    def finish(self, data: bytes = b"") -> None:
+    def finish(self, data: bytes | bytearray | memoryview = b"") -> None:
         """Send the last part of the body and end the response."""
         ...
 
@@ -129,6 +162,23 @@ class Exchange(Protocol):
 
         Falls back to reading and writing when zero-copy is not possible (for example a
         chunked response, or TLS later). Respects flow control.
+        """
+        ...
+
+    # upgrade ----------------------------------------------------------------------------
+    @property
+    def can_upgrade(self) -> bool:
+        """Whether :meth:`take_over` is possible: the request asked to switch protocols
+        (``Connection: upgrade`` and ``Upgrade``), carries no body, and nothing follows
+        it on the connection but the new protocol's bytes."""
+        ...
+
+    def take_over(self, status: int, headers: list[tuple[bytes, bytes]], session: Session) -> Flow:
+        """Answer ``101 Switching Protocols`` with ``headers`` and give the connection to
+        ``session``: every byte from the client goes to it from now on (the exchange is
+        complete). Returns the connection's flow, for the session's writes, pauses and
+        close. Raises :class:`InvalidResponse` when :attr:`can_upgrade` is false, the
+        response has started, or ``status`` is not 101.
         """
         ...
 

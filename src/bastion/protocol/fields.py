@@ -1,0 +1,74 @@
+"""The syntax of header fields a server may put on the wire (RFC 9110 §5), in one place.
+
+Every response head bastion writes (final, informational, a 101) and every header rule
+of the edge is checked here, with the same rule: a name is a token; a value holds no
+control characters but horizontal tab (no CR, LF, NUL, DEL), so nothing an app or a
+configuration sends can split a response or smuggle a header. Checked names and short
+values are remembered (in bounded caches) so the common case costs one lookup.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bastion.protocol.types import InvalidResponse
+
+__all__ = [
+    "InvalidField",
+    "as_bytes",
+    "check_header_name",
+    "check_header_value",
+    "known_header_names",
+    "known_header_values",
+    "valid_header_name",
+    "valid_header_value",
+]
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# field-value: VCHAR, obs-text, SP and HTAB (RFC 9110 5.5); everything else is refused
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+#: checked names, mapped to their lower-case form (bounded)
+known_header_names: dict[bytes, bytes] = {}
+#: checked values of at most 64 bytes (bounded)
+known_header_values: set[bytes] = set()
+
+
+class InvalidField(InvalidResponse, ValueError):
+    """A header name or value that must not reach the wire."""
+
+
+def valid_header_name(name: object) -> bool:
+    return isinstance(name, bytes) and _TOKEN.fullmatch(name) is not None
+
+
+def valid_header_value(value: object) -> bool:
+    return isinstance(value, bytes) and _BAD_VALUE.search(value) is None
+
+
+def check_header_name(name: object) -> bytes:
+    """The lower-case form of a valid header name; raises :class:`InvalidField`."""
+    if not isinstance(name, bytes) or _TOKEN.fullmatch(name) is None:
+        raise InvalidField(f"invalid header name {name!r}")
+    lname = name.lower()
+    if len(known_header_names) < 1024:
+        known_header_names[name] = lname
+    return lname
+
+
+def check_header_value(name: object, value: object) -> None:
+    """Raise :class:`InvalidField` unless ``value`` may be sent as header ``name``."""
+    if not isinstance(value, bytes) or _BAD_VALUE.search(value) is not None:
+        raise InvalidField(f"invalid value for header {name!r}: {value!r}")
+    if len(value) <= 64 and len(known_header_values) < 4096:
+        known_header_values.add(value)
+
+
+def as_bytes(data: object) -> bytes:
+    """Body data as ``bytes``: bytes-like objects (bytearray, memoryview) are accepted
+    and copied; anything else raises ``TypeError`` with the same words in every build."""
+    if data.__class__ is bytes:
+        return data
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"body data must be bytes, not {type(data).__name__}")

@@ -1,0 +1,271 @@
+"""Flow control of one connection, shared by everything that reads or writes on it.
+
+A connection owns one :class:`Flow`. The exchanges it creates (and, after an upgrade,
+a WebSocket session or a tunnel) are handed the same object and do all their I/O
+through it:
+
+* **writes** go to the transport while the connection is open, and are dropped after;
+* **reading is paused for reasons**, each a bit of :attr:`Flow.paused_for`: requests
+  queued behind the one being answered (:data:`PIPELINE`), a request body its handler
+  is not consuming (:data:`BODY`), responses the client is not reading
+  (:data:`RESPONSES`), a session that does not take its messages (:data:`SESSION`).
+  The transport reads again only when no reason is left, so no party can resume what
+  another one paused;
+* **writing** is paused while the transport's buffer is above its high-water mark;
+  :meth:`Flow.drain` waits until it is below the low-water mark, and
+  :meth:`Flow.wait_writable` waits until a file descriptor takes more data (zero-copy
+  sends on a duplicate of the socket);
+* **the write deadline**: while writing is paused, the client must read something within
+  ``write_timeout`` or the connection is dropped (:meth:`Flow.check_write`, called by the
+  worker's periodic tick).
+
+Nothing here parses or knows HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from bastion.protocol.settings import WRITE_HIGH_WATER, WRITE_LOW_WATER
+from bastion.protocol.state import ConnectionTracker
+
+__all__ = ["BODY", "HANDOVER", "PIPELINE", "RESPONSES", "SESSION", "Flow"]
+
+# reasons to pause reading (bits of Flow.paused_for)
+PIPELINE = 1  # requests are queued behind the one being answered
+BODY = 2  # the handler does not (yet) consume the request body
+RESPONSES = 4  # the client does not read its responses
+SESSION = 8  # an upgraded session does not take its messages
+HANDOVER = 16  # a request asked to switch protocols: wait for its handler to decide
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Flow:
+    """Writes, read pausing, write pausing and the write deadline of one connection."""
+
+    __slots__ = (
+        "_drain_waiters",
+        "_unsent",
+        "closed",
+        "loop",
+        "on_writable",
+        "paused_for",
+        "stopped",
+        "tracker",
+        "transport",
+        "write_deadline",
+        "write_paused",
+        "write_timeout",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        tracker: ConnectionTracker,
+        write_timeout: float,
+    ) -> None:
+        self.loop = loop
+        #: the worker's connections; its ``now`` is the clock of every deadline
+        self.tracker = tracker
+        self.transport: Any = None  # asyncio.Transport (uvloop's is not a subclass)
+        #: the connection is closed or closing: writes are dropped
+        self.closed = False
+        #: bits: why reading is paused (0: reading)
+        self.paused_for = 0
+        #: reading stays off whatever the reasons (an error answer, a lingering close)
+        self.stopped = False
+        #: the transport's buffer is above its high-water mark
+        self.write_paused = False
+        self.write_timeout = max(write_timeout, 1.0)
+        #: when writing must have made progress (0: no deadline)
+        self.write_deadline = 0.0
+        #: called when writing resumes (the connection answers held-back requests)
+        self.on_writable: Callable[[], None] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._unsent = 0  # buffer size when the write deadline was last (re)started
+
+    def attach(self, transport: Any) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+
+    # -- writing ---------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Send ``data`` (dropped once the connection is closed)."""
+        if not self.closed:
+            self.transport.write(data)
+
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def pause_writing(self) -> None:
+        """The transport's buffer passed its high-water mark."""
+        self.write_paused = True
+        if not self.closed:
+            self.start_write_deadline(self.tracker.now)
+
+    def resume_writing(self) -> None:
+        """The transport's buffer fell below its low-water mark."""
+        self.write_paused = False
+        self.write_deadline = 0.0
+        waiters = self._drain_waiters
+        if waiters:
+            self._drain_waiters = []
+            for fut in waiters:
+                _wake(fut)
+        if self.on_writable is not None and not self.closed:
+            self.on_writable()
+
+    async def drain(self) -> None:
+        """Wait while writing is paused (returns at once when the connection is gone)."""
+        if not self.write_paused or self.closed:
+            return
+        fut = self.loop.create_future()
+        self._drain_waiters.append(fut)
+        await fut
+
+    async def wait_empty(self) -> None:
+        """Wait until everything written so far has been taken by the kernel."""
+        transport = self.transport
+        if transport is None or transport.get_write_buffer_size() == 0:
+            return
+        transport.set_write_buffer_limits(high=0, low=0)
+        try:
+            while not self.closed and transport.get_write_buffer_size() > 0:
+                self.write_paused = True
+                await self.drain()
+        finally:
+            if not self.closed:
+                transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+
+    async def wait_writable(self, fd: int) -> None:
+        """Wait until ``fd`` (a duplicate of the socket) takes more data, or the
+        connection ends.
+
+        The wait counts as paused writing, so the write deadline applies: a client that
+        stops reading is dropped, and dropping it (:meth:`lost`) ends the wait, which
+        nothing else would, since ``fd`` keeps the socket open.
+        """
+        loop = self.loop
+        ready: asyncio.Future[None] = loop.create_future()
+        self.write_paused = True
+        self.start_write_deadline(self.tracker.now)
+        self._drain_waiters.append(ready)
+        loop.add_writer(fd, _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(fd)
+            if not self.closed:
+                self.write_paused = False
+                self.write_deadline = 0.0
+
+    def cork(self, on: bool) -> bool:
+        """Set or clear TCP_CORK (the head and a file leave in full packets, as nginx's
+        ``tcp_nopush`` does); False where it cannot be set."""
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        option = getattr(socket, "TCP_CORK", None)
+        if sock is None or option is None or self.closed:
+            return False
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1 if on else 0)
+        except (OSError, AttributeError, ValueError):
+            return False
+        return True
+
+    def socket(self) -> socket.socket | None:
+        """The connection's socket, where there is one (not under TLS)."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return None
+        sock = transport.get_extra_info("socket")
+        return sock if sock is not None else None
+
+    # -- the write deadline ------------------------------------------------------------
+    def start_write_deadline(self, now: float) -> None:
+        self._unsent = self.buffered()
+        self.write_deadline = now + self.write_timeout
+
+    def write_timed_out(self, now: float) -> bool:
+        """Whether the client has stopped reading for good (``now`` past the deadline
+        with no progress); any progress gives it another ``write_timeout``."""
+        deadline = self.write_deadline
+        if deadline == 0.0 or now < deadline:
+            return False
+        unsent = self.buffered()
+        if 0 < unsent < self._unsent:
+            self._unsent = unsent
+            self.write_deadline = now + self.write_timeout
+            return False
+        self.write_deadline = 0.0
+        return True
+
+    # -- reading -------------------------------------------------------------------------
+    def pause_reading(self, reason: int) -> None:
+        was = self.paused_for
+        self.paused_for = was | reason
+        if not was and not self.stopped and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self, reason: int) -> None:
+        was = self.paused_for
+        if not was & reason:
+            return
+        now = was & ~reason
+        self.paused_for = now
+        if not now and not self.stopped and not self.closed:
+            self.transport.resume_reading()
+
+    def stop_reading(self) -> None:
+        """Read nothing more, whatever the reasons (an error answer is on its way)."""
+        if not self.stopped:
+            self.stopped = True
+            if not self.paused_for and not self.closed:
+                self.transport.pause_reading()
+
+    def reset_reading(self) -> None:
+        """Forget every reason and read again (to discard what the client still sends
+        before a close, or to start a session afresh)."""
+        was_off = self.paused_for or self.stopped
+        self.paused_for = 0
+        self.stopped = False
+        if was_off and not self.closed:
+            self.transport.resume_reading()
+
+    # -- closing -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close once what was written has been sent (sessions use this to end)."""
+        transport = self.transport
+        if not self.closed and transport is not None:
+            self.closed = True
+            transport.close()
+            if transport.get_write_buffer_size():
+                # a client that stops reading must not keep the connection for ever
+                self.start_write_deadline(self.tracker.now)
+
+    def abort(self) -> None:
+        """Drop the connection now, with whatever is still unsent."""
+        transport = self.transport
+        self.closed = True
+        if transport is not None:
+            transport.abort()  # also after close(), which would wait for the client
+
+    # -- the end -------------------------------------------------------------------------
+    def lost(self) -> None:
+        """The connection is gone: nothing more is written, every waiter wakes."""
+        self.closed = True
+        self.write_deadline = 0.0
+        waiters = self._drain_waiters
+        if waiters:
+            self._drain_waiters = []
+            for fut in waiters:
+                _wake(fut)

@@ -1,0 +1,108 @@
+"""The request head: what a request is, read once and shared by everything after it.
+
+A connection protocol builds one :class:`RequestHead` per request when its head has been
+parsed; the exchange carries it, and the edge (router, filters, static files), the
+gateways, the access log and the test fakes all read the request from it. It is never
+changed: a layer that must present a different request (a prefix stripped, the real
+client address behind a trusted proxy) makes a new head with :meth:`RequestHead.replace`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import unquote_to_bytes
+
+__all__ = ["RequestHead", "decode_path"]
+
+
+def decode_path(raw_path: bytes) -> str:
+    """The percent-decoded path as text (UTF-8; undecodable bytes kept as surrogates)."""
+    if b"%" in raw_path:
+        return unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
+    return raw_path.decode("utf-8", "surrogateescape")
+
+
+class RequestHead:
+    """One request's method, target, headers and the two ends of its connection.
+
+    Header names are lower-cased ASCII bytes; values are exactly as received, in order.
+    ``client`` and ``scheme`` are the ones the connection saw (later layers that know
+    better, such as trusted proxies or TLS, make a new head).
+    """
+
+    __slots__ = (
+        "client",
+        "headers",
+        "http_version",
+        "method",
+        "path",
+        "query_string",
+        "raw_path",
+        "scheme",
+        "server",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        raw_path: bytes,
+        query_string: bytes,
+        http_version: str,
+        headers: list[tuple[bytes, bytes]],
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        scheme: str = "http",
+        path: str | None = None,
+    ) -> None:
+        self.method: Final = method
+        #: the path part of the request target, still percent-encoded
+        self.raw_path: Final = raw_path
+        #: the percent-decoded path (UTF-8, undecodable bytes kept as surrogates)
+        self.path: Final = decode_path(raw_path) if path is None else path
+        #: the query, without the "?"
+        self.query_string: Final = query_string
+        #: "1.0", "1.1" (later "2")
+        self.http_version: Final = http_version
+        #: (lower-cased name, value) pairs; only ever read
+        self.headers: Final = headers
+        self.client: Final = client
+        #: (host, port), or (unix socket path, None)
+        self.server: Final = server
+        #: "http" or "https"
+        self.scheme: Final = scheme
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def replace(
+        self,
+        *,
+        raw_path: bytes | None = None,
+        path: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        client: tuple[str, int] | None = None,
+        scheme: str | None = None,
+    ) -> RequestHead:
+        """A copy with the given fields changed (``path`` follows ``raw_path`` unless
+        given)."""
+        if raw_path is not None and path is None:
+            path = decode_path(raw_path)
+        return RequestHead(
+            self.method,
+            self.raw_path if raw_path is None else raw_path,
+            self.query_string,
+            self.http_version,
+            self.headers if headers is None else headers,
+            self.client if client is None else client,
+            self.server,
+            self.scheme if scheme is None else scheme,
+            self.path if path is None else path,
+        )
+
+    def __repr__(self) -> str:
+        target = self.raw_path + (b"?" + self.query_string if self.query_string else b"")
+        return f"<RequestHead {self.method} {target.decode('latin-1')} HTTP/{self.http_version}>"
