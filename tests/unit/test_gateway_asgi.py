@@ -520,7 +520,7 @@ def test_shutdown_waits_for_background_work_then_cancels_the_rest(
         started = asyncio.get_running_loop().time()
         await gw.shutdown()
         assert 0.4 < asyncio.get_running_loop().time() - started < 3
-        assert not gw._tasks
+        assert not len(gw.tasks)
 
     run_async(main())
     assert events == ["background done", "cancelled"]
@@ -534,6 +534,6 @@ def test_many_requests_in_a_row() -> None:
             ex = await serve(gw, FakeExchange())
             assert ex.status == 200
         await settle()
-        assert not gw._tasks
+        assert not len(gw.tasks)
 
     run_async(main())

@@ -831,14 +831,14 @@ def test_shutdown_cancels_a_response_stuck_on_a_client_that_never_reads() -> Non
         ex.pause_after(1)
         gw.handler(ex)
         await settle()
-        assert gw.tasks
+        assert len(gw.tasks)
         started = asyncio.get_running_loop().time()
         await gw.shutdown(grace=0.2)
         assert asyncio.get_running_loop().time() - started < 2
         return gw
 
     gw = run_async(main())
-    assert not gw.tasks and result.closed.is_set()
+    assert not len(gw.tasks) and result.closed.is_set()
 
 
 def test_threads_shutdown_drops_queued_requests_and_finishes_running_ones() -> None:

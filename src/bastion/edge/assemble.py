@@ -30,6 +30,7 @@ from bastion.edge.router import Router
 from bastion.edge.types import ExchangeFilter, RouteHandler, RouteMatch
 from bastion.observe.logging import logger
 from bastion.protocol.types import Exchange
+from bastion.tasks import WorkerTasks
 
 if TYPE_CHECKING:
     from bastion.gateway import Gateway, LoadedApp
@@ -56,16 +57,21 @@ def app_config(config: Config, name: str) -> AppConfig:
     return app
 
 
-def build_site(config: Config, loaded: LoadedApp | None = None) -> Gateway:
-    """What the worker serves for ``config``; ``loaded`` is the preloaded default app.
+def build_site(
+    config: Config, loaded: LoadedApp | None = None, tasks: WorkerTasks | None = None
+) -> Gateway:
+    """What the worker serves for ``config``; ``loaded`` is the preloaded default app,
+    ``tasks`` the worker's background tasks (every app and handler spawns there).
 
     Imports every app the routes use (raising :class:`~bastion.gateway.AppLoadError`
     naming the app that failed) and builds every route handler.
     """
     from bastion.gateway import AppLoadError, build_gateway
 
+    if tasks is None:
+        tasks = WorkerTasks()
     if not config.routes:
-        gateway = build_gateway(config, loaded)
+        gateway = build_gateway(config, loaded, tasks)
         filters = _Filters(config.compress, config.headers).top
         return _FilteredApp(gateway, filters) if filters else gateway
     gateways: dict[str, Gateway] = {}
@@ -75,19 +81,22 @@ def build_site(config: Config, loaded: LoadedApp | None = None) -> Gateway:
             gateways[name] = build_gateway(
                 msgspec.structs.replace(config, app=app_cfg),
                 loaded if name == DEFAULT_APP else None,
+                tasks,
             )
         except AppLoadError as exc:
             if name == DEFAULT_APP:
                 raise
             raise AppLoadError(f"apps.{name}: {exc}") from exc
-    return Site(config, gateways)
+    return Site(config, gateways, tasks)
 
 
 class Site:
     """Several apps and other handlers behind one router (a gateway to the worker)."""
 
-    def __init__(self, config: Config, gateways: dict[str, Gateway]) -> None:
+    def __init__(self, config: Config, gateways: dict[str, Gateway], tasks: WorkerTasks) -> None:
         self.gateways = gateways
+        self.tasks = tasks
+        self.grace = min(config.workers.graceful_timeout, 2.0)
         self.closers: list[Callable[[], None]] = []
         filters = _Filters(config.compress, config.headers)
         handlers = [self._route_handler(route, filters) for route in config.routes]
@@ -111,7 +120,7 @@ class Site:
         elif route.static is not None:
             from bastion.edge.static import StaticHandler
 
-            static = StaticHandler(route.static)
+            static = StaticHandler(route.static, self.tasks)
             self.closers.append(static.close)
             handler = static
         elif route.redirect is not None:
@@ -145,6 +154,8 @@ class Site:
             self.started.append(gateway)
 
     async def shutdown(self, grace: float | None = None) -> None:
+        # requests still at work (apps, file sends) end first, within the grace period
+        await self.tasks.finish(self.grace if grace is None else grace)
         for close in self.closers:
             close()
         for gateway in reversed(self.started):

@@ -27,6 +27,7 @@ from bastion.edge.static_cache import TRUST_SECONDS, Entry, EntryBuilder, Static
 from bastion.edge.static_cache import signature as file_signature
 from bastion.edge.types import RouteMatch
 from bastion.protocol.types import ClientDisconnected, Exchange
+from bastion.tasks import WorkerTasks
 
 __all__ = ["StaticHandler"]
 
@@ -80,7 +81,7 @@ class StaticHandler:
         "_tasks",
     )
 
-    def __init__(self, cfg: StaticConfig) -> None:
+    def __init__(self, cfg: StaticConfig, tasks: WorkerTasks | None = None) -> None:
         self._safe = SafeRoot(cfg.root, dotfiles=cfg.dotfiles, follow_symlinks=cfg.follow_symlinks)
         if not os.path.isdir(self._safe.root):
             raise ValueError(f"static root {cfg.root!r} is not a directory")
@@ -99,13 +100,12 @@ class StaticHandler:
         )
         nf = cfg.not_found.strip("/")
         self._not_found = "/" + nf if nf else ""
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: where file sends run (the worker's tasks: they end with its grace period)
+        self._tasks = tasks if tasks is not None else WorkerTasks()
 
     def close(self) -> None:
-        """Forget cached files and cancel sends in progress."""
+        """Forget cached files."""
         self._cache.clear()
-        for task in list(self._tasks):
-            task.cancel()
 
     # -- the request path ------------------------------------------------------------
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
@@ -333,9 +333,7 @@ class StaticHandler:
         except BaseException:
             os.close(fd)
             raise
-        task = asyncio.get_running_loop().create_task(_send(exchange, fd, plan))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(_send(exchange, fd, plan))
 
     # -- answers other than the file -------------------------------------------------
     def _answer_404(self, exchange: Exchange) -> None:

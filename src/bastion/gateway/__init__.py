@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 from bastion.config.schema import Config
 from bastion.gateway.loader import AppLoadError, LoadedApp, load_app
 from bastion.protocol.types import Exchange
+from bastion.tasks import WorkerTasks
 
 __all__ = ["AppLoadError", "Gateway", "LoadedApp", "build_gateway", "load_app"]
 
@@ -37,8 +38,11 @@ class Gateway(Protocol):
         """
 
 
-def build_gateway(config: Config, loaded: LoadedApp | None = None) -> Gateway:
-    """The gateway for ``config.app`` (imported now unless ``loaded`` is given).
+def build_gateway(
+    config: Config, loaded: LoadedApp | None = None, tasks: WorkerTasks | None = None
+) -> Gateway:
+    """The gateway for ``config.app`` (imported now unless ``loaded`` is given); its
+    request tasks run in ``tasks`` (the worker's).
 
     Raises :class:`AppLoadError` when the app cannot be imported or classified.
     """
@@ -47,7 +51,7 @@ def build_gateway(config: Config, loaded: LoadedApp | None = None) -> Gateway:
     if loaded.interface == "asgi":
         from bastion.gateway.asgi import ASGIGateway
 
-        return ASGIGateway(loaded.app, config)
+        return ASGIGateway(loaded.app, config, tasks)
     from bastion.gateway.wsgi import WSGIGateway
 
-    return WSGIGateway(loaded.app, config)
+    return WSGIGateway(loaded.app, config, tasks)

@@ -29,6 +29,7 @@ from bastion.config.schema import Config
 from bastion.gateway.failure import ERROR_LOG, describe, fail_request, request_id
 from bastion.gateway.lifespan import ASGIApp, Lifespan, Message
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
+from bastion.tasks import WorkerTasks
 
 __all__ = ["ASGIApp", "ASGIGateway"]
 
@@ -51,15 +52,15 @@ class ASGIGateway:
         "_lifespan_mode",
         "_root_bytes",
         "_root_path",
-        "_tasks",
         "app",
         "lifespan",
         "state",
+        "tasks",
     )
 
     interface: Final = "asgi"
 
-    def __init__(self, app: ASGIApp, config: Config) -> None:
+    def __init__(self, app: ASGIApp, config: Config, tasks: WorkerTasks | None = None) -> None:
         self.app = app
         # lifespan state (scope["state"]), set after a lifespan start-up the app supports
         self.state: dict[str, Any] | None = None
@@ -67,7 +68,8 @@ class ASGIGateway:
         self._root_bytes = self._root_path.encode("utf-8")
         self._debug = config.server.debug
         self._grace = min(config.workers.graceful_timeout, _TASK_GRACE)
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: where request tasks run (the worker's, shared with the rest of the site)
+        self.tasks = tasks if tasks is not None else WorkerTasks()
         self._lifespan_mode = config.app.lifespan
         self.lifespan: Lifespan | None = None
 
@@ -120,26 +122,17 @@ class ASGIGateway:
         if self.state is not None:
             scope["state"] = self.state.copy()
         cycle = _Cycle(exchange, self._debug)
-        task = asyncio.get_running_loop().create_task(cycle.run(self.app, scope))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.spawn(cycle.run(self.app, scope))
 
     async def finish_requests(self, grace: float) -> None:
-        """Let app tasks still running end on their own for ``grace`` seconds, then cancel.
+        """Let app tasks still running end on their own for ``grace`` seconds, then
+        cancel them.
 
         By the time the worker shuts the gateway down its connections are closed, but an
         app may still be at work after its response (Starlette's background tasks run
         there); like uvicorn, give them the graceful period before cancelling.
         """
-        if self._tasks:
-            ERROR_LOG.info("waiting for %d running request task(s)", len(self._tasks))
-            await asyncio.wait(list(self._tasks), timeout=grace)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            ERROR_LOG.warning("cancelled %d request task(s) still running", len(tasks))
-            await asyncio.wait(tasks, timeout=1.0)
+        await self.tasks.finish(grace)
 
 
 class _Cycle:

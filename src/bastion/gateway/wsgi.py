@@ -33,6 +33,7 @@ from bastion.gateway.wsgi_environ import EnvironBuilder
 from bastion.gateway.wsgi_io import SPOOL_LIMIT, FileWrapper, read_body, regular_file
 from bastion.gateway.wsgi_response import Head, close_result, log_overflow
 from bastion.protocol.types import ClientDisconnected, Exchange
+from bastion.tasks import WorkerTasks
 
 __all__ = ["WSGIApp", "WSGIGateway"]
 
@@ -47,12 +48,13 @@ class WSGIGateway:
 
     interface: Final = "wsgi"
 
-    def __init__(self, app: WSGIApp, config: Config) -> None:
+    def __init__(self, app: WSGIApp, config: Config, tasks: WorkerTasks | None = None) -> None:
         self.app = app
         self.debug = config.server.debug
         threaded = config.app.wsgi_mode == "threads"
         self.environ = EnvironBuilder(config, multithread=threaded)
-        self.tasks: set[asyncio.Task[None]] = set()
+        #: where responses finished by a task run (the worker's, shared with the site)
+        self.tasks = tasks if tasks is not None else WorkerTasks()
         self.run: Callable[[Exchange, dict[str, Any], Head | None], None]
         if threaded:
             from bastion.gateway.wsgi_threads import ThreadRunner
@@ -69,12 +71,7 @@ class WSGIGateway:
     async def shutdown(self, grace: float | None = None) -> None:
         """Finish (or, after ``grace`` seconds, cancel) responses still being sent; stop
         the thread pool, waiting for the requests running on it."""
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=_TASK_GRACE if grace is None else grace)
-            for task in list(self.tasks):
-                task.cancel()
-            if self.tasks:
-                await asyncio.wait(list(self.tasks), timeout=1.0)
+        await self.tasks.finish(_TASK_GRACE if grace is None else grace)
         if self.threads is not None:
             await self.threads.shutdown()
 
@@ -121,9 +118,7 @@ class WSGIGateway:
         self.run(exchange, env, head)
 
     def spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.spawn(coro)
 
     def failed(self, exchange: Exchange, exc: BaseException) -> None:
         fail_request(exchange, exc, "exception in WSGI app", self.debug)

@@ -30,6 +30,7 @@ from bastion.observe.logging import error_stream, flush_logging, logger, setup_w
 from bastion.process.control import ControlWriter, Message
 from bastion.process.heartbeat import HeartbeatTable
 from bastion.process.listeners import Listener, worker_sockets
+from bastion.tasks import WorkerTasks
 
 if TYPE_CHECKING:
     from bastion.gateway import Gateway
@@ -111,6 +112,7 @@ class _Worker:
         self.recycle_sent = False
         self.limit = 0
         self.tracker: Any = None
+        self.tasks = WorkerTasks()  # every request task of this worker
         self.access_log: AccessLog | None = None
         self.parent = os.getppid()
         # at least three beats per timeout, so a busy but healthy loop is never mistaken
@@ -160,7 +162,7 @@ class _Worker:
         try:
             # the app's gateway itself without routes; with routes, the router and the
             # apps the routes use
-            gateway = build_site(self.config, self.spec.loaded)
+            gateway = build_site(self.config, self.spec.loaded, self.tasks)
             await gateway.startup()
         except Exception as exc:
             message = _startup_message(exc)
@@ -243,6 +245,7 @@ class _Worker:
         try:
             if self.tracker is not None:
                 self.tracker.abort_all()
+            self.tasks.cancel_all()
             flush_logging()
         finally:
             os._exit(EXIT_OK)
