@@ -64,6 +64,8 @@ def bastion_available() -> str | None:
 
 
 def _versions(python: Path, packages: tuple[str, ...], server: str) -> dict[str, str]:
+    if not python.exists():  # the peers' virtualenv when no peer was asked for
+        return {}
     code = (
         "import importlib.metadata as m, json, sys\n"
         "out = {}\n"
