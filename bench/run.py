@@ -35,6 +35,7 @@ from harness.environment import (
     ensure_peers,
     machine,
     preflight,
+    source_tree,
     versions,
 )
 from harness.measure import measure_quietly
@@ -217,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     if build["stale_compiled_modules"]:
         stale = ", ".join(build["stale_compiled_modules"])
         print(f"bastion: compiled modules older than their source (edits not in effect): {stale}")
+    tree = source_tree()
+    if tree["dirty"]:
+        changed = ", ".join(tree["changed"][:5]) + (", ..." if len(tree["changed"]) > 5 else "")
+        print(f"bench: the tree differs from {tree['commit'][:7]} ({changed}): figures say so")
     started = datetime.now(UTC)
     report: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
@@ -234,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             "retries": args.retries,
             "nice": args.nice,
         },
+        "tree": tree,
         "machine": machine(),
         "versions": versions(),
         "workloads": {},

@@ -41,6 +41,7 @@ from harness.environment import (
     ensure_peers,
     machine,
     preflight,
+    source_tree,
     versions,
 )
 from harness.measure import QUIET_PCT, parse_wrk, settle
@@ -522,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {CLIENT_CPU})  # keep the harness off the server's core
     if args.nice and not renice_session(os.getpid(), args.nice):  # wrk runs in this session
         print(f"bench: could not set niceness {args.nice} (needs root); going on without")
+    tree = source_tree()
+    if tree["dirty"]:
+        changed = ", ".join(tree["changed"][:5]) + (", ..." if len(tree["changed"]) > 5 else "")
+        print(f"bench: the tree differs from {tree['commit'][:7]} ({changed}): figures say so")
     started = datetime.now(UTC)
     report: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
@@ -540,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             "retries": args.retries,
             "nice": args.nice,
         },
+        "tree": tree,
         "machine": machine(),
         "versions": {**versions(), "static": static_versions()},
         "bastion_build": bastion_build(),  # mypyc-compiled modules (`make` builds them)

@@ -109,6 +109,28 @@ def versions() -> dict[str, Any]:
     }
 
 
+def source_tree() -> dict[str, Any]:
+    """The commit measured and whether the working tree differed from it: ``dirty`` when
+    any tracked file was changed (``git status``; untracked files do not count), with the
+    changed paths, so that a figure can be traced to the code that made it."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    status = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    return {
+        "commit": commit,
+        "dirty": bool(changed) or status.returncode != 0,
+        "changed": changed[:50],
+    }
+
+
 def bastion_build() -> dict[str, list[str]]:
     """Which of bastion's modules are compiled extensions (an extension module beside its
     source is what Python imports), and which of those are older than their source."""
