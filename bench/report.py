@@ -63,9 +63,8 @@ def load_results(directory: Path, prefix: str) -> list[tuple[Path, dict[str, Any
     """The results files of one kind (``static-`` or the foundation's), newest first;
     ``--quick`` runs left out."""
     found = []
-    for path in directory.glob("*.json"):
-        if path.name.startswith("static-") != (prefix == "static-"):
-            continue
+    pattern = f"{prefix}[0-9]*.json"  # static-<time>.json, or <time>.json (run.py)
+    for path in directory.glob(pattern):
         try:
             report = json.loads(path.read_text())
         except (OSError, ValueError):
