@@ -31,10 +31,10 @@ test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q
 
 bench: $(STAMP) system-deps
-	$(PY) bench/run.py
+	$(PY) bench/run.py && $(PY) bench/report.py
 
 bench-static: $(STAMP)
-	bash scripts/system-deps.sh bench-static && $(PY) bench/static.py
+	bash scripts/system-deps.sh bench-static && $(PY) bench/static.py && $(PY) bench/report.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -2,8 +2,10 @@
 
 Feeds requests to ``HTTP1Protocol`` through an in-memory transport on a uvloop loop and
 reports CPU microseconds per request (``time.process_time``), for the protocol alone and
-with the ASGI and WSGI gateways. CPU time is far steadier than wall-clock throughput on a
-shared machine, so this is the number to compare before and after a hot-path change:
+with the ASGI and WSGI gateways, each gateway also behind two routes (a static directory,
+then the app at /) to show what the router adds to the app's path. CPU time is far
+steadier than wall-clock throughput on a shared machine, so this is the number to compare
+before and after a hot-path change:
 
     .venv/bin/python bench/inprocess.py [--requests N] [--profile NAME]
 """
@@ -14,13 +16,16 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import tempfile
 import time
-from typing import Any
+from typing import Any, Literal
 
 import httptools
 import uvloop
 
-from bastion.config.schema import AppConfig, Config
+from bastion.config.schema import AppConfig, Config, RouteConfig, StaticConfig
+from bastion.edge.assemble import build_site
+from bastion.gateway import LoadedApp
 from bastion.gateway.asgi import ASGIGateway
 from bastion.gateway.wsgi import WSGIGateway
 from bastion.protocol.http1 import HTTP1Protocol, ProtocolSettings
@@ -31,16 +36,19 @@ REQUEST = (
     b"Accept: */*\r\nConnection: keep-alive\r\n\r\n"
 )
 BODY = b"Hello, world!"
+ROUTES_TARGET_US = 1.0  # what routes may add to the app's path, in CPU µs per request
 
 
 class Transport:
-    __slots__ = ("writes",)
+    __slots__ = ("last", "writes")
 
     def __init__(self) -> None:
         self.writes = 0
+        self.last = b""
 
     def write(self, data: bytes) -> None:
         self.writes += 1
+        self.last = data
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
@@ -84,13 +92,28 @@ def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
     return [BODY]
 
 
-def handlers() -> dict[str, Any]:
+def routed(app: Any, interface: Literal["asgi", "wsgi"], static_root: str) -> Any:
+    """The handler of a site with two routes: a static directory, then the app at /
+    (the request goes past the first to the second), as ``build_site`` makes it."""
+    config = Config(
+        app=AppConfig(target="x:y", interface=interface),
+        routes=(
+            RouteConfig(path="/static/", static=StaticConfig(root=static_root)),
+            RouteConfig(path="/", app="default"),
+        ),
+    )
+    return build_site(config, LoadedApp(app, interface, "x:y")).handler
+
+
+def handlers(static_root: str) -> dict[str, Any]:
     config = Config(app=AppConfig(target="x:y"))
     return {
         "floor": None,
         "protocol": raw_handler,
         "asgi": ASGIGateway(asgi_app, config).handler,  # type: ignore[arg-type]
+        "asgi+routes": routed(asgi_app, "asgi", static_root),
         "wsgi-inline": WSGIGateway(wsgi_app, config).handler,
+        "wsgi-inline+routes": routed(wsgi_app, "wsgi", static_root),
     }
 
 
@@ -142,21 +165,36 @@ async def measure(handler: Any, n: int, profile: bool) -> float:
     proto.connection_lost(None)
     if transport.writes < n:
         raise RuntimeError(f"only {transport.writes} responses for {n} requests")
+    if not transport.last.endswith(BODY):  # the app answered, not a 404 of the router
+        raise RuntimeError(f"the last response was not the app's: {transport.last[:200]!r}")
     return elapsed / n * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--profile", help="profile this case (protocol, asgi, wsgi-inline)")
+    parser.add_argument(
+        "--profile", help="profile this case (protocol, asgi, asgi+routes, wsgi-inline, ...)"
+    )
     args = parser.parse_args()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    for name, handler in handlers().items():
-        if args.profile and args.profile != name:
-            continue
-        us = loop.run_until_complete(measure(handler, args.requests, args.profile == name))
-        print(f"{name:12} {us:6.2f} µs CPU per request  (~{1e6 / us:,.0f} req/s of one core)")
+    costs: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bastion-inprocess-") as static_root:
+        for name, handler in handlers(static_root).items():
+            if args.profile and args.profile != name:
+                continue
+            us = loop.run_until_complete(measure(handler, args.requests, args.profile == name))
+            costs[name] = us
+            print(f"{name:18} {us:6.2f} µs CPU per request  (~{1e6 / us:,.0f} req/s of one core)")
+    for name in ("asgi", "wsgi-inline"):
+        if name in costs and f"{name}+routes" in costs:
+            extra = costs[f"{name}+routes"] - costs[name]
+            verdict = "PASS" if extra <= ROUTES_TARGET_US else "MISS"
+            print(
+                f"{name}: routes (a static route, then the app's) add {extra:+.2f} µs "
+                f"({verdict}: target <= {ROUTES_TARGET_US:g} µs)"
+            )
 
 
 if __name__ == "__main__":

@@ -35,11 +35,13 @@ from harness.environment import (
     ensure_peers,
     machine,
     preflight,
+    source_tree,
     versions,
 )
 from harness.measure import measure_quietly
 from harness.servers import CLIENT_CPU, RESULTS, ROOT, SERVER_CPU, renice_session, stop_all
 from harness.workloads import (
+    CEILING,
     NOISY_PCT,
     SERVERS,
     WORKLOADS_BY_NAME,
@@ -47,6 +49,7 @@ from harness.workloads import (
     check_targets,
     interference,
     rps_of,
+    void_reason,
 )
 
 CLIENT_BOUND_PCT = 97.0  # wrk's core this busy: the figure may be wrk's limit, not the server's
@@ -67,6 +70,9 @@ def print_table(name: str, title: str, rows: list[dict[str, Any]]) -> None:
         if not r["ok"]:
             print(f"{r['server']:<10} failed: {r.get('error', '?')}")
             continue
+        if why := void_reason(r):
+            print(f"{r['server']:<10} VOID: {why}")
+            continue
         peer = r["server"] != "bastion"
         ratio = f"{ours / r['rps']:.2f}x" if ours and peer else "-"
         per_cpu = r.get("rps_per_cpu") or 0.0
@@ -80,9 +86,6 @@ def print_table(name: str, title: str, rows: list[dict[str, Any]]) -> None:
 
 def _notes(r: dict[str, Any]) -> str:
     notes = []
-    if r["non_2xx"] or any(r["socket_errors"].values()):
-        errors = ", ".join(f"{k} {v}" for k, v in r["socket_errors"].items() if v)
-        notes.append(f"{r['non_2xx']} non-2xx" + (f", socket errors: {errors}" if errors else ""))
     if interference(r) > NOISY_PCT:
         notes.append(
             f"other processes took {r['others_on_server_cpu_pct']:.0f}% of the server's core "
@@ -201,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped too
     preflight()
-    ensure_peers()
+    if set(args.server_names) - {"bastion", CEILING}:  # bastion and the ceiling run from .venv
+        ensure_peers()
     # keep this process (and its RSS sampling) off the server's core
     os.sched_setaffinity(0, {CLIENT_CPU})
     if args.nice and not renice_session(os.getpid(), args.nice):  # wrk runs in this session
@@ -214,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     if build["stale_compiled_modules"]:
         stale = ", ".join(build["stale_compiled_modules"])
         print(f"bastion: compiled modules older than their source (edits not in effect): {stale}")
+    tree = source_tree()
+    if tree["dirty"]:
+        changed = ", ".join(tree["changed"][:5]) + (", ..." if len(tree["changed"]) > 5 else "")
+        print(f"bench: the tree differs from {tree['commit'][:7]} ({changed}): figures say so")
     started = datetime.now(UTC)
     report: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
@@ -231,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             "retries": args.retries,
             "nice": args.nice,
         },
+        "tree": tree,
         "machine": machine(),
         "versions": versions(),
         "workloads": {},

@@ -41,6 +41,7 @@ from harness.environment import (
     ensure_peers,
     machine,
     preflight,
+    source_tree,
     versions,
 )
 from harness.measure import QUIET_PCT, parse_wrk, settle
@@ -60,7 +61,7 @@ from harness.servers import (
     pinned,
     renice_session,
 )
-from harness.workloads import NOISY_PCT, interference
+from harness.workloads import NOISY_PCT, interference, void_reason
 from run import _notes, _pick, cleanup_on_exit
 
 STATIC_APPS = BENCH / "static_apps"
@@ -349,6 +350,7 @@ def measure(
         if not row["requests"]:
             raise RuntimeError("wrk completed no request")
         row["ok"] = True
+        row["void"] = void_reason(row)
     except (RuntimeError, OSError, http.client.HTTPException, subprocess.SubprocessError) as e:
         row["error"] = str(e)
         row["log_tail"] = srv.log_tail()
@@ -370,8 +372,8 @@ def measure_quietly(
         row = measure(server, w, args, files, contents)
         row["busy_before_pct"] = busy_before
         attempts.append(row)
-        if not row["ok"] or interference(row) <= NOISY_PCT:
-            break
+        if not row["ok"] or row["void"] or interference(row) <= NOISY_PCT:
+            break  # a void run is the server's doing: it is reported, not measured away
     best = min([r for r in attempts if r["ok"]] or attempts, key=interference)
     best["attempts"] = len(attempts)
     return best
@@ -399,7 +401,9 @@ TARGETS = (
 
 def _ok(rows: dict[str, dict[str, Any]], name: str, key: str = "rps") -> float | None:
     row = rows.get(name)
-    return float(row[key]) if row and row.get("ok") and row.get(key) else None
+    if not row or not row.get("ok") or void_reason(row) or not row.get(key):
+        return None
+    return float(row[key])
 
 
 def check_targets(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -409,7 +413,14 @@ def check_targets(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
             continue
         rows = {r["server"]: r for r in results[t.workload]}
         ours, theirs = _ok(rows, "bastion"), _ok(rows, "nginx")
-        if ours is None or theirs is None:
+        void = [
+            f"{name} ({why})"
+            for name in ("bastion", "nginx")
+            if name in rows and (why := void_reason(rows[name]))
+        ]
+        if void:  # a void run counts for nothing, not even for a MISS
+            verdict, detail = "VOID", "void run: " + "; ".join(void)
+        elif ours is None or theirs is None:
             verdict, detail = "n/a", "no data"
         else:
             verdict = "PASS" if ours / theirs >= t.factor else "MISS"
@@ -420,7 +431,9 @@ def check_targets(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
             )
             if ours_cpu and theirs_cpu:
                 detail += f", {ours_cpu / theirs_cpu:.2f}x per CPU-second"
-        noisy = verdict != "n/a" and any(interference(r) > NOISY_PCT for r in rows.values())
+        noisy = verdict in ("PASS", "MISS") and any(
+            interference(r) > NOISY_PCT for r in rows.values()
+        )
         if noisy:
             detail += " (unreliable: the machine was busy during this workload)"
         out.append(
@@ -446,6 +459,9 @@ def print_table(w: StaticWorkload, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         if not r["ok"]:
             print(f"{r['server']:<10} failed: {r.get('error', '?')}")
+            continue
+        if why := void_reason(r):
+            print(f"{r['server']:<10} VOID: {why}")
             continue
         peer = r["server"] != "bastion"
         ratio = f"{ours / r['rps']:.2f}x" if ours and peer else "-"
@@ -507,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {CLIENT_CPU})  # keep the harness off the server's core
     if args.nice and not renice_session(os.getpid(), args.nice):  # wrk runs in this session
         print(f"bench: could not set niceness {args.nice} (needs root); going on without")
+    tree = source_tree()
+    if tree["dirty"]:
+        changed = ", ".join(tree["changed"][:5]) + (", ..." if len(tree["changed"]) > 5 else "")
+        print(f"bench: the tree differs from {tree['commit'][:7]} ({changed}): figures say so")
     started = datetime.now(UTC)
     report: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
@@ -525,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             "retries": args.retries,
             "nice": args.nice,
         },
+        "tree": tree,
         "machine": machine(),
         "versions": {**versions(), "static": static_versions()},
         "bastion_build": bastion_build(),  # mypyc-compiled modules (`make` builds them)

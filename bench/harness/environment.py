@@ -64,6 +64,8 @@ def bastion_available() -> str | None:
 
 
 def _versions(python: Path, packages: tuple[str, ...], server: str) -> dict[str, str]:
+    if not python.exists():  # the peers' virtualenv when no peer was asked for
+        return {}
     code = (
         "import importlib.metadata as m, json, sys\n"
         "out = {}\n"
@@ -104,6 +106,28 @@ def versions() -> dict[str, Any]:
         },
         "peers": _versions(PEERS / "bin" / "python", peers, "peers"),
         "wrk": (wrk.stdout + wrk.stderr).split("Copyright")[0].strip(),
+    }
+
+
+def source_tree() -> dict[str, Any]:
+    """The commit measured and whether the working tree differed from it: ``dirty`` when
+    any tracked file was changed (``git status``; untracked files do not count), with the
+    changed paths, so that a figure can be traced to the code that made it."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    status = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    return {
+        "commit": commit,
+        "dirty": bool(changed) or status.returncode != 0,
+        "changed": changed[:50],
     }
 
 

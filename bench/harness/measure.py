@@ -22,7 +22,7 @@ from harness.servers import (
     probe,
     server_command,
 )
-from harness.workloads import NOISY_PCT, Workload, interference
+from harness.workloads import NOISY_PCT, Workload, interference, void_reason
 
 QUIET_PCT = 10.0  # both benchmark cores below this busy share: the machine is quiet enough
 
@@ -81,8 +81,8 @@ def measure_quietly(
         row = measure(server, w, args, logs)
         row["busy_before_pct"] = busy_before
         attempts.append(row)
-        if not row["ok"] or interference(row) <= NOISY_PCT:
-            break
+        if not row["ok"] or row["void"] or interference(row) <= NOISY_PCT:
+            break  # a void run is the server's doing: it is reported, not measured away
     best = min([r for r in attempts if r["ok"]] or attempts, key=interference)
     best["attempts"] = len(attempts)
     return best
@@ -129,6 +129,7 @@ def measure(server: str, w: Workload, args: argparse.Namespace, logs: Path) -> d
         if not row["requests"]:
             raise RuntimeError("wrk completed no request")
         row["ok"] = True
+        row["void"] = void_reason(row)
     except (RuntimeError, OSError, http.client.HTTPException, subprocess.SubprocessError) as e:
         row["error"] = str(e)
         row["log_tail"] = srv.log_tail()

@@ -43,6 +43,11 @@ def server_command(server: str, w: Workload, port: int) -> list[str]:
             mode = ["threads", "--threads", str(WSGI_THREADS)] if w.threads else ["inline"]
             cmd += ["--wsgi-mode", *mode]
         return cmd
+    if server == "ceiling":
+        return [
+            *(str(PROJECT_PY), str(BENCH / "ceiling.py"), "--interface", w.interface),
+            *("--host", HOST, "--port", str(port), w.target),
+        ]
     if server == "uvicorn":
         return [
             *(str(peers_bin / "uvicorn"), w.target, "--host", HOST, "--port", str(port)),

@@ -7,7 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-SERVERS = ("bastion", "granian", "uvicorn", "gunicorn", "hypercorn", "waitress")
+SERVERS = ("bastion", "granian", "uvicorn", "gunicorn", "hypercorn", "waitress", "ceiling")
+# not a peer: bench/ceiling.py, the least a Python server on uvloop + httptools does per
+# request; a reference row for the hello workloads (bastion ÷ ceiling)
+CEILING = "ceiling"
 ASGI_PEERS = ("granian", "uvicorn", "hypercorn")
 WSGI_PEERS = ("granian", "gunicorn", "hypercorn", "waitress")
 WSGI_THREADS = 8  # thread pool size for every server in the WSGI threads workload
@@ -53,7 +56,7 @@ WORKLOADS = (
         "ASGI plaintext (raw ASGI hello, 13-byte body)",
         "asgi",
         "raw_asgi:hello",
-        ("bastion", *ASGI_PEERS),
+        ("bastion", *ASGI_PEERS, CEILING),
         _is_hello,
     ),
     Workload(
@@ -78,7 +81,7 @@ WORKLOADS = (
         "WSGI plaintext, inline (raw WSGI hello, 13-byte body)",
         "wsgi",
         "raw_wsgi:hello",
-        ("bastion", *WSGI_PEERS),
+        ("bastion", *WSGI_PEERS, CEILING),
         _is_hello,
     ),
     Workload(
@@ -119,6 +122,7 @@ class Target:
     workload: str
     text: str
     check: Callable[[dict[str, dict[str, Any]]], tuple[bool | None, str]]
+    servers: tuple[str, ...] = ()  # the rows the verdict rests on; () = every row
 
 
 NOISY_PCT = 5.0  # other processes' share of the server's or wrk's core that spoils a figure
@@ -134,10 +138,30 @@ def interference(row: dict[str, Any]) -> float:
     return max(on_server, on_client if server_idle > NOISY_PCT else 0.0)
 
 
+def void_reason(row: dict[str, Any]) -> str | None:
+    """Why a measured run is void (wrk saw a non-2xx answer or a socket error), or None.
+
+    A void run has no figures: it is reported as VOID and no target uses it. (wrk counts
+    4xx and 5xx answers as non-2xx; the probes before and after each run ask for a 200.)
+    """
+    if not row.get("ok"):
+        return None
+    reasons = []
+    if non_2xx := int(row.get("non_2xx") or 0):
+        reasons.append(f"{non_2xx} non-2xx answers")
+    errors = {k: v for k, v in (row.get("socket_errors") or {}).items() if v}
+    if errors:
+        reasons.append("socket errors: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
+    return "; ".join(reasons) or None
+
+
 def rps_of(rows: dict[str, dict[str, Any]], name: str, key: str = "rps") -> float | None:
-    """A server's requests per second (or another figure) if its run succeeded."""
+    """A server's requests per second (or another figure) if its run succeeded and is
+    not void."""
     row = rows.get(name)
-    return float(row[key]) if row and row.get("ok") and row.get(key) else None
+    if not row or not row.get("ok") or void_reason(row) or not row.get(key):
+        return None
+    return float(row[key])
 
 
 def _at_least(peer: str, factor: float) -> Callable[[dict[str, dict[str, Any]]], Any]:
@@ -153,7 +177,9 @@ def _at_least(peer: str, factor: float) -> Callable[[dict[str, dict[str, Any]]],
 
 def _ahead_of_all(rows: dict[str, dict[str, Any]]) -> tuple[bool | None, str]:
     ours = rps_of(rows, "bastion")
-    peers = {n: r for n in rows if n != "bastion" and (r := rps_of(rows, n)) is not None}
+    peers = {
+        n: r for n in rows if n not in ("bastion", CEILING) and (r := rps_of(rows, n)) is not None
+    }
     if ours is None or not peers:
         return None, "no data"
     best = max(peers, key=lambda n: peers[n])
@@ -167,20 +193,57 @@ def _per_cpu(rows: dict[str, dict[str, Any]], peer: str) -> str:
 
 def _worker_below(mb: float) -> Callable[[dict[str, dict[str, Any]]], Any]:
     def check(rows: dict[str, dict[str, Any]]) -> tuple[bool | None, str]:
-        row = rows.get("bastion")
-        if not row or not row.get("ok"):
+        if rps_of(rows, "bastion", "rss_worker_mb") is None:
             return None, "no data"
-        return row["rss_worker_mb"] < mb, f"{row['rss_worker_mb']} MB"
+        worker = rows["bastion"]["rss_worker_mb"]
+        return worker < mb, f"{worker} MB"
 
     return check
 
 
 TARGETS = (
-    Target("asgi-plaintext", "ASGI plaintext >= 1.3x Granian", _at_least("granian", 1.3)),
-    Target("asgi-plaintext", "ASGI plaintext >= 2.5x uvicorn", _at_least("uvicorn", 2.5)),
-    Target("asgi-plaintext", "worker peak RSS < 40 MB (hello app)", _worker_below(40.0)),
-    Target("wsgi-plaintext", "WSGI inline plaintext >= 1.1x Granian", _at_least("granian", 1.1)),
-    Target("wsgi-threads", "WSGI threads >= 4x gunicorn gthread", _at_least("gunicorn", 4.0)),
+    Target(
+        "asgi-plaintext",
+        "ASGI plaintext >= 1.3x Granian",
+        _at_least("granian", 1.3),
+        ("bastion", "granian"),
+    ),
+    Target(
+        "asgi-plaintext",
+        "ASGI plaintext >= 2.5x uvicorn",
+        _at_least("uvicorn", 2.5),
+        ("bastion", "uvicorn"),
+    ),
+    Target(
+        "asgi-plaintext",
+        "worker peak RSS < 40 MB (hello app)",
+        _worker_below(40.0),
+        ("bastion",),
+    ),
+    Target(
+        "asgi-plaintext",
+        "ASGI hello >= 0.8x the ceiling",
+        _at_least(CEILING, 0.8),
+        ("bastion", CEILING),
+    ),
+    Target(
+        "wsgi-plaintext",
+        "WSGI inline plaintext >= 1.1x Granian",
+        _at_least("granian", 1.1),
+        ("bastion", "granian"),
+    ),
+    Target(
+        "wsgi-plaintext",
+        "WSGI inline hello >= 0.8x the ceiling",
+        _at_least(CEILING, 0.8),
+        ("bastion", CEILING),
+    ),
+    Target(
+        "wsgi-threads",
+        "WSGI threads >= 4x gunicorn gthread",
+        _at_least("gunicorn", 4.0),
+        ("bastion", "gunicorn"),
+    ),
     Target("asgi-json", "FastAPI JSON ahead of every peer", _ahead_of_all),
     Target("flask-json", "Flask JSON ahead of every peer", _ahead_of_all),
 )
@@ -192,9 +255,14 @@ def check_targets(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
         if t.workload not in results:
             continue
         rows = results[t.workload]
-        passed, detail = t.check({r["server"]: r for r in rows})
-        verdict = {True: "PASS", False: "MISS", None: "n/a"}[passed]
-        noisy = passed is not None and any(interference(r) > NOISY_PCT for r in rows)
+        used = [r for r in rows if not t.servers or r["server"] in t.servers]
+        void = [f"{r['server']} ({why})" for r in used if (why := void_reason(r))]
+        if void:  # a void run counts for nothing, not even for a MISS
+            passed, detail, verdict = None, "void run: " + "; ".join(void), "VOID"
+        else:
+            passed, detail = t.check({r["server"]: r for r in rows})
+            verdict = {True: "PASS", False: "MISS", None: "n/a"}[passed]
+        noisy = passed is not None and any(interference(r) > NOISY_PCT for r in used)
         if noisy:
             detail += " (unreliable: the machine was busy during this workload)"
         out.append(
