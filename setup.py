@@ -25,6 +25,7 @@ COMPILED = [
     "src/bastion/protocol/state.py",
     "src/bastion/protocol/h1_exchange.py",
     "src/bastion/protocol/h1_framing.py",
+    "src/bastion/protocol/h1_reader.py",
     "src/bastion/protocol/http1.py",
     "src/bastion/gateway/failure.py",
     "src/bastion/gateway/asgi.py",

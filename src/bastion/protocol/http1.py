@@ -18,18 +18,10 @@ import asyncio
 import logging
 from collections import deque
 
-import httptools
-
 from bastion.protocol.errors import error_response
 from bastion.protocol.flow import BODY, HANDOVER, PIPELINE, RESPONSES, Flow
 from bastion.protocol.h1_exchange import H1Exchange, H1Link
-from bastion.protocol.h1_framing import (
-    FRAMING_HEADERS,
-    FramingHeaders,
-    Reject,
-    absolute_target,
-    parser_error_status,
-)
+from bastion.protocol.h1_framing import Reject
 from bastion.protocol.h1_phase import (
     BUSY,
     CLOSED,
@@ -42,6 +34,7 @@ from bastion.protocol.h1_phase import (
     REFUSING,
     UPGRADED,
 )
+from bastion.protocol.h1_reader import H1Reader
 from bastion.protocol.head import RequestHead
 from bastion.protocol.settings import ProtocolSettings
 from bastion.protocol.state import ConnectionTracker
@@ -54,7 +47,7 @@ log = logging.getLogger("bastion.error")
 _READ_ALL = PIPELINE | BODY | RESPONSES
 
 
-class HTTP1Protocol(asyncio.Protocol):
+class HTTP1Protocol(H1Reader):
     """One HTTP/1.x connection."""
 
     __slots__ = (
@@ -64,42 +57,27 @@ class HTTP1Protocol(asyncio.Protocol):
         "_dispatching",
         "_eof",
         "_flow",
-        "_framing",
         "_handler",
-        "_head_bytes",
-        "_head_limit",
-        "_headers",
-        "_hsize",
-        "_in_head",
         "_last",
         "_link",
-        "_max_hcount",
-        "_max_hsize",
-        "_max_url",
-        "_parser",
         "_parsing",
-        "_pending_reject",
         "_phase",
         "_pipeline",
         "_read_deadline",
         "_refusal",
-        "_replay_head",
-        "_replaying",
         "_requests",
         "_session",
         "_upgrade_rest",
-        "_url",
         "client",
         "loop",
         "server",
-        "settings",
         "tracker",
     )
 
     def __init__(
         self, settings: ProtocolSettings, handler: Handler, tracker: ConnectionTracker
     ) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self._handler = handler
         self.tracker = tracker
         loop = asyncio.get_event_loop()
@@ -111,7 +89,6 @@ class HTTP1Protocol(asyncio.Protocol):
         self._flow = flow
         self._link = H1Link(flow, settings, tracker, self._exchange_done, self._take_over)
         self._phase = IDLE
-        self._parser = httptools.HttpRequestParser(self)
         self._parsing: H1Exchange | None = None  # the request whose body is arriving
         self._active: H1Exchange | None = None  # the request being answered
         self._last: H1Exchange | None = None  # the request parsed last
@@ -120,29 +97,10 @@ class HTTP1Protocol(asyncio.Protocol):
         self._dispatch_scheduled = False
         self._refusal = 0  # status of the error answer to send once earlier ones are out
         self._eof = False  # the client closed its side
-        self._pending_reject: Reject | None = None
         self._requests = 0
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._hsize = 0
-        self._framing: FramingHeaders | None = None  # only once a framing header appears
-        self._in_head = False
-        self._head_bytes = 0
-        self._max_url = settings.max_request_line
-        self._max_hsize = settings.max_header_size
-        self._max_hcount = settings.max_header_count
-        # a head may be the request line plus the header block, with line endings
-        self._head_limit = (
-            settings.max_request_line
-            + settings.max_header_size
-            + 4 * settings.max_header_count
-            + 64
-        )
         self._read_deadline = 0.0  # of the phase (IDLE, HEAD, LINGERING)
         self._body_deadline = 0.0  # while a body arrives (_parsing is set)
         self._upgrade_rest: bytes | None = None  # bytes after a head that asked to switch
-        self._replay_head = b""  # framing of a body sent with an upgrade request
-        self._replaying = False
         self._session: Session | None = None
 
     # -- state, for the tracker and for tests ------------------------------------------
@@ -238,12 +196,7 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         if phase == IDLE:
             self._enter(HEAD, self.settings.header_timeout)
-        self._parse(data)
-        if self._in_head:
-            # httptools buffers a header line until it ends: bound that too
-            self._head_bytes += len(data)
-            if self._head_bytes > self._head_limit and self._phase in PARSING:
-                self._reject(431, "request head too large")
+        self.parse(data)
         # Handlers run from the loop's ready queue, not inside this read callback: all
         # connections that became readable are read first, then answered. Answering
         # inside the callback measured about a third slower on loopback (wrk, c64).
@@ -256,38 +209,9 @@ class HTTP1Protocol(asyncio.Protocol):
             self._dispatch_scheduled = True
             self.loop.call_soon(self._dispatch_soon)
 
-    def _parse(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._upgrade_asked(data[exc.args[0] :])
-        except httptools.HttpParserError as exc:
-            cause = self._pending_reject
-            if cause is not None:
-                self._reject(cause.status, str(cause))
-            else:
-                te = self._framing.te if self._framing is not None else None
-                self._reject(parser_error_status(str(exc), te), str(exc))
-
-    def _upgrade_asked(self, rest: bytes) -> None:
-        """The request parsed last asked to switch protocols; ``rest`` followed its head."""
-        if self._replay_head:
-            # It declared a body: that body is HTTP, so the request is served as plain
-            # HTTP (RFC 9110 7.8 lets a server ignore Upgrade). llhttp stopped at the
-            # body, so parse on with a fresh parser primed with the body's framing.
-            framing = self._replay_head
-            self._replay_head = b""
-            self._parser = httptools.HttpRequestParser(self)
-            self._replaying = True
-            try:
-                self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
-            finally:
-                self._replaying = False
-            if rest:
-                self._parse(rest)
-            return
+    def switch_asked(self, rest: bytes) -> None:
         ex = self._last
-        if ex is None:
+        if ex is None or self._phase not in PARSING:
             return
         # Until its handler decides, whatever follows may be the new protocol's: hold it.
         # Served as plain HTTP instead, the connection closes after the response.
@@ -308,105 +232,33 @@ class HTTP1Protocol(asyncio.Protocol):
 
     # -- parser callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
-        if self._replaying:
-            return
-        self._url = b""
-        self._headers = []
-        self._hsize = 0
-        self._framing = None
-        self._in_head = True
-        self._head_bytes = 0
+        super().on_message_begin()
         if self._phase == IDLE:
             self._enter(HEAD, self.settings.header_timeout)
 
-    def on_url(self, url: bytes) -> None:
-        if self._replaying:
-            return
-        url = self._url + url if self._url else url
-        self._url = url
-        if len(url) > self._max_url:
-            raise self._remember(Reject(414, "request target too long"))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._replaying:
-            return
-        lname = name.lower()
-        headers = self._headers
-        headers.append((lname, value))
-        if len(headers) > self._max_hcount:
-            raise self._remember(Reject(431, "too many header fields"))
-        self._hsize += len(name) + len(value)
-        if lname in FRAMING_HEADERS:
-            framing = self._framing
-            if framing is None:
-                framing = self._framing = FramingHeaders()
-            try:
-                framing.add(lname, value, self.settings.max_body_size)
-            except Reject as exc:
-                raise self._remember(exc) from None
-        if self._hsize > self._max_hsize:
-            raise self._remember(Reject(431, "header block too large"))
-
-    def _remember(self, exc: Reject) -> Reject:
-        # httptools wraps exceptions raised in callbacks; keep ours to read the status back
-        self._pending_reject = exc
-        return exc
-
-    def on_headers_complete(self) -> None:
-        if self._replaying:
-            return
-        self._in_head = False
-        parser = self._parser
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise self._remember(Reject(505, f"HTTP version {version} not supported"))
-        body_expected = False
-        expect_continue = False
-        framing = self._framing
-        if framing is not None:
-            try:
-                body_expected, expect_continue = framing.check(version)
-            except Reject as exc:
-                raise self._remember(exc) from None
-        url = self._url
-        if url[:1] == b"/":
-            raw_path, sep, query = url.partition(b"?")
-            if b"#" in query:
-                query = query.partition(b"#")[0]
-            elif not sep and b"#" in raw_path:
-                raw_path = raw_path.partition(b"#")[0]
-        else:
-            try:
-                raw_path, query = absolute_target(url)
-            except Reject as exc:
-                raise self._remember(exc) from None
+    def head_parsed(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        body_expected: bool,
+        expect_continue: bool,
+    ) -> None:
         self._requests += 1
-        keep_alive = parser.should_keep_alive()
         if keep_alive and (
             self.tracker.draining or self._requests == self.settings.max_keepalive_requests
         ):
             keep_alive = False
-        head = RequestHead(
-            parser.get_method().decode("ascii"),
-            raw_path,
-            query,
-            version,
-            self._headers,
-            self.client,
-            self.server,
-        )
+        head = RequestHead(method, raw_path, query, version, headers, self.client, self.server)
         ex = H1Exchange(self._link, head, keep_alive, body_expected, expect_continue)
         self._last = ex
         self._pipeline.append(ex)
         if body_expected:
             self._parsing = ex
             self._body_deadline = self.tracker.now + self.settings.body_timeout
-            if parser.should_upgrade() and framing is not None:
-                self._replay_head = (
-                    b"transfer-encoding: chunked"
-                    if framing.te is not None
-                    else b"content-length: %d" % framing.cl
-                )
         if self._phase == IDLE or self._phase == HEAD:
             self._phase = BUSY
         if self._active is not None or len(self._pipeline) > 1:
@@ -424,7 +276,7 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self._parsing
-        if ex is not None and not self._replay_head:
+        if ex is not None and not self.body_of_switch:
             self._parsing = None
             ex.complete()
 
@@ -541,8 +393,10 @@ class HTTP1Protocol(asyncio.Protocol):
             self._session.eof_received()
 
     # -- errors --------------------------------------------------------------------------
-    def _reject(self, status: int, reason: str) -> None:
+    def refuse(self, status: int, reason: str) -> None:
         """Refuse the request being parsed; answer once earlier responses are done."""
+        if self._phase not in PARSING:
+            return  # already refusing, lingering or closed
         log.debug("rejecting request from %s: %d %s", self.client, status, reason)
         self._refusal = status
         self._phase = REFUSING
@@ -614,7 +468,7 @@ class HTTP1Protocol(asyncio.Protocol):
                 # asked for it yet): the client cannot be late
                 self._body_deadline = now + self.settings.body_timeout
             elif ex is not self._active or not ex.response_started:
-                self._reject(408, "request body timed out")
+                self.refuse(408, "request body timed out")
                 return
             else:
                 self.abort()

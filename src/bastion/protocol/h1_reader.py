@@ -1,0 +1,232 @@
+"""Reading HTTP/1.x request heads: bytes in, checked request heads out.
+
+:class:`H1Reader` is the half of an HTTP/1.1 connection that talks to httptools
+(llhttp): it receives the parser's callbacks, bounds the request line, the header block
+and the number of headers, applies the framing rules of
+:mod:`bastion.protocol.h1_framing`, splits the request target, and hands each complete
+head to :meth:`H1Reader.head_parsed`. A request that cannot be accepted goes to
+:meth:`H1Reader.refuse` with its status instead; a request that asks to switch protocols
+goes to :meth:`H1Reader.switch_asked` with the bytes that followed it.
+
+The connection (:class:`~bastion.protocol.http1.HTTP1Protocol`) subclasses it and
+implements those three, plus the body callbacks ``on_body`` and ``on_message_complete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httptools
+
+from bastion.protocol.h1_framing import (
+    FRAMING_HEADERS,
+    FramingHeaders,
+    Reject,
+    absolute_target,
+    parser_error_status,
+)
+from bastion.protocol.settings import ProtocolSettings
+
+__all__ = ["H1Reader"]
+
+
+class H1Reader(asyncio.Protocol):
+    """Request-head parsing for one connection (a base of the connection class)."""
+
+    __slots__ = (
+        "_framing",
+        "_head_bytes",
+        "_head_limit",
+        "_headers",
+        "_hsize",
+        "_in_head",
+        "_max_hcount",
+        "_max_hsize",
+        "_max_url",
+        "_parser",
+        "_pending_reject",
+        "_replay_head",
+        "_replaying",
+        "_url",
+        "settings",
+    )
+
+    def __init__(self, settings: ProtocolSettings) -> None:
+        self.settings = settings
+        self._parser = httptools.HttpRequestParser(self)
+        self._pending_reject: Reject | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._hsize = 0
+        self._framing: FramingHeaders | None = None  # only once a framing header appears
+        self._in_head = False  # between the first byte of a head and its end
+        self._head_bytes = 0
+        self._max_url = settings.max_request_line
+        self._max_hsize = settings.max_header_size
+        self._max_hcount = settings.max_header_count
+        # a head may be the request line plus the header block, with line endings
+        self._head_limit = (
+            settings.max_request_line
+            + settings.max_header_size
+            + 4 * settings.max_header_count
+            + 64
+        )
+        self._replay_head = b""  # framing of a body sent with a request that asked to switch
+        self._replaying = False
+
+    # -- what the connection implements ----------------------------------------------------
+    def head_parsed(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        body_expected: bool,
+        expect_continue: bool,
+    ) -> None:
+        """A complete, acceptable request head."""
+        raise NotImplementedError
+
+    def refuse(self, status: int, reason: str) -> None:
+        """The request being read cannot be accepted: answer ``status`` and close."""
+        raise NotImplementedError
+
+    def switch_asked(self, rest: bytes) -> None:
+        """The request parsed last asked to switch protocols and has no body; ``rest``
+        followed its head."""
+        raise NotImplementedError
+
+    # -- feeding -----------------------------------------------------------------------------
+    def parse(self, data: bytes) -> None:
+        """Feed bytes from the client to the parser."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[exc.args[0] :])
+        except httptools.HttpParserError as exc:
+            cause = self._pending_reject
+            if cause is not None:
+                self.refuse(cause.status, str(cause))
+            else:
+                te = self._framing.te if self._framing is not None else None
+                self.refuse(parser_error_status(str(exc), te), str(exc))
+            return
+        if self._in_head:
+            # httptools buffers a header line until it ends: bound that too
+            self._head_bytes += len(data)
+            if self._head_bytes > self._head_limit:
+                self.refuse(431, "request head too large")
+
+    def _upgrade(self, rest: bytes) -> None:
+        framing = self._replay_head
+        if not framing:
+            self.switch_asked(rest)
+            return
+        # The request declared a body: that body is HTTP, so the request is served as
+        # plain HTTP (RFC 9110 7.8 lets a server ignore Upgrade). llhttp stopped at the
+        # body, so parse on with a fresh parser primed with the body's framing.
+        self._replay_head = b""
+        self._parser = httptools.HttpRequestParser(self)
+        self._replaying = True
+        try:
+            self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+        finally:
+            self._replaying = False
+        if rest:
+            self.parse(rest)
+
+    @property
+    def body_of_switch(self) -> bool:
+        """The request just parsed asked to switch and declared a body that follows."""
+        return bool(self._replay_head)
+
+    # -- parser callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._replaying:
+            return
+        self._url = b""
+        self._headers = []
+        self._hsize = 0
+        self._framing = None
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        if self._replaying:
+            return
+        url = self._url + url if self._url else url
+        self._url = url
+        if len(url) > self._max_url:
+            raise self._remember(Reject(414, "request target too long"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._replaying:
+            return
+        lname = name.lower()
+        headers = self._headers
+        headers.append((lname, value))
+        if len(headers) > self._max_hcount:
+            raise self._remember(Reject(431, "too many header fields"))
+        self._hsize += len(name) + len(value)
+        if lname in FRAMING_HEADERS:
+            framing = self._framing
+            if framing is None:
+                framing = self._framing = FramingHeaders()
+            try:
+                framing.add(lname, value, self.settings.max_body_size)
+            except Reject as exc:
+                raise self._remember(exc) from None
+        if self._hsize > self._max_hsize:
+            raise self._remember(Reject(431, "header block too large"))
+
+    def _remember(self, exc: Reject) -> Reject:
+        # httptools wraps exceptions raised in callbacks; keep ours to read the status back
+        self._pending_reject = exc
+        return exc
+
+    def on_headers_complete(self) -> None:
+        if self._replaying:
+            return
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise self._remember(Reject(505, f"HTTP version {version} not supported"))
+        body_expected = False
+        expect_continue = False
+        framing = self._framing
+        if framing is not None:
+            try:
+                body_expected, expect_continue = framing.check(version)
+            except Reject as exc:
+                raise self._remember(exc) from None
+        url = self._url
+        if url[:1] == b"/":
+            raw_path, sep, query = url.partition(b"?")
+            if b"#" in query:
+                query = query.partition(b"#")[0]
+            elif not sep and b"#" in raw_path:
+                raw_path = raw_path.partition(b"#")[0]
+        else:
+            try:
+                raw_path, query = absolute_target(url)
+            except Reject as exc:
+                raise self._remember(exc) from None
+        if body_expected and framing is not None and parser.should_upgrade():
+            self._replay_head = (
+                b"transfer-encoding: chunked"
+                if framing.te is not None
+                else b"content-length: %d" % framing.cl
+            )
+        self.head_parsed(
+            parser.get_method().decode("ascii"),
+            raw_path,
+            query,
+            version,
+            self._headers,
+            parser.should_keep_alive(),
+            body_expected,
+            expect_continue,
+        )
