@@ -47,6 +47,18 @@ TICK = 1.0  # longest wait in the main loop (heartbeat checks)
 ReloadConfig = Callable[[], Config]
 
 
+def restart_delay(backoff: float, lived: float) -> tuple[float, float]:
+    """After a worker crashed: how long to wait before starting its replacement, and
+    the delay for the crash after that.
+
+    ``backoff`` is the delay the previous crash left; ``lived`` is how long the crashed
+    worker ran. The delay doubles with each crash in a row, up to ``BACKOFF_MAX``, and
+    starts again from ``BACKOFF_MIN`` after a worker that lived ``BACKOFF_RESET``.
+    """
+    delay = BACKOFF_MIN if lived >= BACKOFF_RESET else backoff
+    return delay, min(delay * 2, BACKOFF_MAX)
+
+
 def worker_count(config: Config) -> int:
     """``workers.count``, with 0 meaning one per CPU this process may run on."""
     if config.workers.count:
@@ -152,15 +164,20 @@ class Supervisor:
     # -- the main loop -----------------------------------------------------------------
     def _loop(self) -> None:
         while self.phase != "stopping" or self.children:
-            for key, _ in self.selector.select(self._wait_time()):
-                if key.data is None:
-                    for sig in self.signals.pending():
-                        self._on_signal(sig)
-                else:
-                    self._read_messages(key.data)
-            self._reap()
-            self._check_deadlines()
-            self._reconcile()
+            self._step(self._wait_time())
+
+    def _step(self, timeout: float) -> None:
+        """One turn of the loop: wait up to ``timeout`` for signals and messages, then
+        reap, enforce deadlines and restore the number of workers."""
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                for sig in self.signals.pending():
+                    self._on_signal(sig)
+            else:
+                self._read_messages(key.data)
+        self._reap()
+        self._check_deadlines()
+        self._reconcile()
 
     def _wait_time(self) -> float:
         now = time.monotonic()
@@ -320,6 +337,7 @@ class Supervisor:
         logger.debug("worker %d serving", child.pid)
         old = child.predecessor
         if old is not None:
+            logger.info("worker %d ready in place of worker %d", child.pid, old.pid)
             child.unlink()
             self._retire(old, "reloaded" if child.for_reload else "replaced")
         if self.phase == "starting" and not any(
@@ -375,11 +393,9 @@ class Supervisor:
         if replaced is not None:
             return  # the worker it was meant to replace keeps serving
         now = time.monotonic()
-        if now - child.started >= BACKOFF_RESET:
-            self.backoff = BACKOFF_MIN
-        self.respawn_at = now + self.backoff
-        logger.info("starting a new worker in %.1fs", self.backoff)
-        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        delay, self.backoff = restart_delay(self.backoff, now - child.started)
+        self.respawn_at = now + delay
+        logger.info("starting a new worker in %.1fs", delay)
 
     # -- deadlines and heartbeats ------------------------------------------------------
     def _check_deadlines(self) -> None:
