@@ -216,6 +216,33 @@ class Supervisor:
     def _spawn(self, predecessor: Child | None = None, for_reload: bool = False) -> Child:
         slot = self.heartbeat.allocate()
         read_fd, write_fd = os.pipe()
+        try:
+            pid = self._fork(slot, read_fd, write_fd)
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            self.heartbeat.release(slot)
+            raise
+        os.close(write_fd)
+        child = Child(
+            pid=pid,
+            slot=slot,
+            control=ControlReader(read_fd),
+            generation=self.generation,
+            started=time.monotonic(),
+            predecessor=predecessor,
+            for_reload=for_reload,
+        )
+        if predecessor is not None:
+            predecessor.successor = child
+        self.children[pid] = child
+        self.selector.register(read_fd, selectors.EVENT_READ, child)
+        logger.debug("worker %d started", pid)
+        return child
+
+    def _fork(self, slot: int, read_fd: int, write_fd: int) -> int:
+        """Fork a worker that beats in heartbeat ``slot`` and reports on ``write_fd``;
+        return its pid. ``read_fd`` is the supervisor's end, which the worker closes."""
         close_fds = [*self.signals.fds, self.selector.fileno(), read_fd]
         close_fds.extend(c.control.fd for c in self.children.values())
         spec = WorkerSpec(
@@ -236,29 +263,9 @@ class Supervisor:
             pid = os.fork()
             if pid == 0:
                 run_worker(spec)  # unblocks the signals once its own handlers are set
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
-            self.heartbeat.release(slot)
-            raise
         finally:
             self.signals.unblock()
-        os.close(write_fd)
-        child = Child(
-            pid=pid,
-            slot=slot,
-            control=ControlReader(read_fd),
-            generation=self.generation,
-            started=time.monotonic(),
-            predecessor=predecessor,
-            for_reload=for_reload,
-        )
-        if predecessor is not None:
-            predecessor.successor = child
-        self.children[pid] = child
-        self.selector.register(read_fd, selectors.EVENT_READ, child)
-        logger.debug("worker %d started", pid)
-        return child
+        return pid
 
     def _try_spawn(self, predecessor: Child, for_reload: bool) -> Child | None:
         """Start a replacement for ``predecessor``; None (logged) if the fork failed."""
