@@ -47,6 +47,18 @@ TICK = 1.0  # longest wait in the main loop (heartbeat checks)
 ReloadConfig = Callable[[], Config]
 
 
+def restart_delay(backoff: float, lived: float) -> tuple[float, float]:
+    """After a worker crashed: how long to wait before starting its replacement, and
+    the delay for the crash after that.
+
+    ``backoff`` is the delay the previous crash left; ``lived`` is how long the crashed
+    worker ran. The delay doubles with each crash in a row, up to ``BACKOFF_MAX``, and
+    starts again from ``BACKOFF_MIN`` after a worker that lived ``BACKOFF_RESET``.
+    """
+    delay = BACKOFF_MIN if lived >= BACKOFF_RESET else backoff
+    return delay, min(delay * 2, BACKOFF_MAX)
+
+
 def worker_count(config: Config) -> int:
     """``workers.count``, with 0 meaning one per CPU this process may run on."""
     if config.workers.count:
@@ -152,15 +164,20 @@ class Supervisor:
     # -- the main loop -----------------------------------------------------------------
     def _loop(self) -> None:
         while self.phase != "stopping" or self.children:
-            for key, _ in self.selector.select(self._wait_time()):
-                if key.data is None:
-                    for sig in self.signals.pending():
-                        self._on_signal(sig)
-                else:
-                    self._read_messages(key.data)
-            self._reap()
-            self._check_deadlines()
-            self._reconcile()
+            self._step(self._wait_time())
+
+    def _step(self, timeout: float) -> None:
+        """One turn of the loop: wait up to ``timeout`` for signals and messages, then
+        reap, enforce deadlines and restore the number of workers."""
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                for sig in self.signals.pending():
+                    self._on_signal(sig)
+            else:
+                self._read_messages(key.data)
+        self._reap()
+        self._check_deadlines()
+        self._reconcile()
 
     def _wait_time(self) -> float:
         now = time.monotonic()
@@ -199,6 +216,33 @@ class Supervisor:
     def _spawn(self, predecessor: Child | None = None, for_reload: bool = False) -> Child:
         slot = self.heartbeat.allocate()
         read_fd, write_fd = os.pipe()
+        try:
+            pid = self._fork(slot, read_fd, write_fd)
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            self.heartbeat.release(slot)
+            raise
+        os.close(write_fd)
+        child = Child(
+            pid=pid,
+            slot=slot,
+            control=ControlReader(read_fd),
+            generation=self.generation,
+            started=time.monotonic(),
+            predecessor=predecessor,
+            for_reload=for_reload,
+        )
+        if predecessor is not None:
+            predecessor.successor = child
+        self.children[pid] = child
+        self.selector.register(read_fd, selectors.EVENT_READ, child)
+        logger.debug("worker %d started", pid)
+        return child
+
+    def _fork(self, slot: int, read_fd: int, write_fd: int) -> int:
+        """Fork a worker that beats in heartbeat ``slot`` and reports on ``write_fd``;
+        return its pid. ``read_fd`` is the supervisor's end, which the worker closes."""
         close_fds = [*self.signals.fds, self.selector.fileno(), read_fd]
         close_fds.extend(c.control.fd for c in self.children.values())
         spec = WorkerSpec(
@@ -219,29 +263,9 @@ class Supervisor:
             pid = os.fork()
             if pid == 0:
                 run_worker(spec)  # unblocks the signals once its own handlers are set
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
-            self.heartbeat.release(slot)
-            raise
         finally:
             self.signals.unblock()
-        os.close(write_fd)
-        child = Child(
-            pid=pid,
-            slot=slot,
-            control=ControlReader(read_fd),
-            generation=self.generation,
-            started=time.monotonic(),
-            predecessor=predecessor,
-            for_reload=for_reload,
-        )
-        if predecessor is not None:
-            predecessor.successor = child
-        self.children[pid] = child
-        self.selector.register(read_fd, selectors.EVENT_READ, child)
-        logger.debug("worker %d started", pid)
-        return child
+        return pid
 
     def _try_spawn(self, predecessor: Child, for_reload: bool) -> Child | None:
         """Start a replacement for ``predecessor``; None (logged) if the fork failed."""
@@ -320,6 +344,7 @@ class Supervisor:
         logger.debug("worker %d serving", child.pid)
         old = child.predecessor
         if old is not None:
+            logger.info("worker %d ready in place of worker %d", child.pid, old.pid)
             child.unlink()
             self._retire(old, "reloaded" if child.for_reload else "replaced")
         if self.phase == "starting" and not any(
@@ -375,11 +400,9 @@ class Supervisor:
         if replaced is not None:
             return  # the worker it was meant to replace keeps serving
         now = time.monotonic()
-        if now - child.started >= BACKOFF_RESET:
-            self.backoff = BACKOFF_MIN
-        self.respawn_at = now + self.backoff
-        logger.info("starting a new worker in %.1fs", self.backoff)
-        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        delay, self.backoff = restart_delay(self.backoff, now - child.started)
+        self.respawn_at = now + delay
+        logger.info("starting a new worker in %.1fs", delay)
 
     # -- deadlines and heartbeats ------------------------------------------------------
     def _check_deadlines(self) -> None:

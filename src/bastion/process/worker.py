@@ -100,6 +100,12 @@ def _startup_message(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)).rstrip()
 
 
+def recycle_limit(max_requests: int, jitter: int) -> int:
+    """The number of requests after which this worker asks to be replaced:
+    ``max_requests`` plus a random 0..``jitter``, drawn once per worker."""
+    return max_requests + random.randint(0, jitter)
+
+
 class _Worker:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
@@ -191,8 +197,8 @@ class _Worker:
         self.tracker = tracker
         workers = self.config.workers
         if workers.max_requests:
-            jitter = random.randint(0, workers.max_requests_jitter)
-            self.limit = workers.max_requests + jitter
+            self.limit = recycle_limit(workers.max_requests, workers.max_requests_jitter)
+            logger.info("worker %d will be recycled after %d requests", os.getpid(), self.limit)
             tracker.on_request = self._count
         handler = gateway.handler
         assert self.loop is not None
