@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import ROOT, BastionProcess
+from server import BastionProcess, child_env
 
 from bastion import __version__
 
@@ -32,9 +32,8 @@ async def app(scope, receive, send):
 def run(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
-    full_env["PYTHONPATH"] = str(ROOT / "src")
-    full_env.update(env or {})
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    full_env = child_env(env, base=clean)
     return subprocess.run(
         [sys.executable, "-m", "bastion", *args],
         cwd=cwd,
