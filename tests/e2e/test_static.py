@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zstandard
 from server import BastionProcess, serve
 
 CURL = shutil.which("curl")
@@ -80,6 +81,10 @@ def build_site(base: Path) -> Path:
         "<script src='app.js'></script></body></html>\n"
     )
     (root / "app.js").write_text(JS)
+    # a file with a zstd sibling only (the others get none, so the clients that accept
+    # zstd by default, httpx, curl and Chromium, keep getting what those tests expect)
+    (root / "lib.js").write_text(JS)
+    (root / "lib.js.zst").write_bytes(zstandard.ZstdCompressor(level=19).compress(JS.encode()))
     (root / "img").mkdir()
     (root / "img" / "logo.png").write_bytes(_png(16, 8))
     return root
@@ -190,6 +195,21 @@ def test_precompressed(client: httpx.Client) -> None:
     plain = client.get("/s/style.css", headers={"accept-encoding": "gzip;q=0"})
     assert "content-encoding" not in plain.headers
     assert plain.headers["etag"] != r.headers["etag"]
+
+
+def test_precompressed_zstd(client: httpx.Client, root: Path) -> None:
+    zst = (root / "lib.js.zst").read_bytes()
+    with client.stream("GET", "/s/lib.js", headers={"accept-encoding": "zstd"}) as r:
+        wire = b"".join(r.iter_raw())
+    assert r.status_code == 200
+    assert r.headers["content-encoding"] == "zstd"
+    assert r.headers["content-length"] == str(len(zst))
+    assert r.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert r.headers["vary"] == "accept-encoding"
+    assert wire == zst
+    assert client.get("/s/lib.js", headers={"accept-encoding": "zstd"}).text == JS  # decoded
+    plain = client.get("/s/lib.js", headers={"accept-encoding": "gzip, br"})
+    assert "content-encoding" not in plain.headers and plain.text == JS
 
 
 @needs_curl

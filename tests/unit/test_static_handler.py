@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 import bastion.edge.static as static_mod
 from bastion.config.schema import StaticConfig
@@ -202,6 +203,35 @@ def test_precompressed_choice(site: Path) -> None:
         "content-encoding"
         not in fetch(handler_for(site, precompressed=False), "/app.js", accept_encoding="br")[1]
     )
+
+
+def test_precompressed_zstd(site: Path) -> None:
+    original = (site / "app.js").read_bytes()
+    zst = zstandard.ZstdCompressor(level=19).compress(original)
+    (site / "app.js.zst").write_bytes(zst)
+    h = handler_for(site)
+    plain = fetch(h, "/app.js")
+    status, headers, body = fetch(h, "/app.js", accept_encoding="zstd")
+    assert status == 200
+    assert headers["content-encoding"] == "zstd"
+    assert body == zst  # the file on disk, as it is
+    assert zstandard.ZstdDecompressor().decompress(body) == original
+    assert headers["content-length"] == str(len(zst))
+    assert headers["content-type"] == plain[1]["content-type"]
+    assert headers["vary"] == "accept-encoding"
+    assert headers["etag"] not in (
+        plain[1]["etag"],
+        fetch(h, "/app.js", accept_encoding="gzip")[1]["etag"],
+    )
+    # the client's weights choose among .br, .zst and .gz
+    chosen = fetch(h, "/app.js", accept_encoding="gzip;q=0.5, br;q=0.5, zstd")[1]
+    assert chosen["content-encoding"] == "zstd"
+    chosen = fetch(h, "/app.js", accept_encoding="gzip, zstd;q=0.1")[1]
+    assert chosen["content-encoding"] == "gzip"
+    assert fetch(h, "/app.js", accept_encoding="gzip, br")[1]["content-encoding"] == "br"
+    assert "content-encoding" not in fetch(h, "/app.js", accept_encoding="zstd;q=0")[1]
+    off = fetch(handler_for(site, precompressed=False), "/app.js", accept_encoding="zstd")
+    assert "content-encoding" not in off[1] and off[2] == original
 
 
 def test_stale_sibling_is_not_served(site: Path) -> None:
