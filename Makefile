@@ -7,6 +7,19 @@ STAMP  := $(VENV)/.installed
 # change to them means a reinstall. BASTION_COMPILE=0 make ... installs pure Python.
 COMPILED_SRC := $(wildcard src/bastion/protocol/*.py src/bastion/gateway/*.py)
 
+# `make test` also runs the fast tests on a pure-Python install: a second venv with a
+# regular (not editable) install built from a copy of the sources without the compiled
+# files, so nothing of the compiled editable install in src/ can shadow it (and the pure
+# build's clean-up of compiled files touches only the copy).
+PURE       := .venv-pure
+PURE_PY    := $(PURE)/bin/python
+PURE_STAMP := $(PURE)/.installed
+PURE_COPY  := build/pure-src
+ALL_SRC    := $(shell find src -name '*.py')
+PURE_TESTS := tests/unit tests/e2e/test_installed_package.py tests/e2e/test_cli.py \
+	tests/e2e/test_http1_e2e.py tests/e2e/test_slow_readers_e2e.py \
+	tests/e2e/test_wsgi_validate.py tests/e2e/test_compress_headers.py tests/e2e/test_routes.py
+
 .PHONY: run test lint typecheck unit e2e bench bench-static system-deps clean
 
 $(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
@@ -14,6 +27,14 @@ $(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -e '.[test]'
 	touch $(STAMP)
+
+$(PURE_STAMP): pyproject.toml setup.py README.md $(ALL_SRC)
+	test -x $(PURE_PY) || $(PYTHON) -m venv $(PURE)
+	rm -rf $(PURE_COPY) && mkdir -p $(PURE_COPY)
+	tar -c --exclude='*.so' --exclude=__pycache__ --exclude='*.egg-info' \
+		pyproject.toml setup.py README.md src | tar -x -C $(PURE_COPY)
+	BASTION_COMPILE=0 $(PURE_PY) -m pip install -q '$(PURE_COPY)[test]'
+	touch $(PURE_STAMP)
 
 run: $(STAMP)
 	@echo "bastion demo: http://127.0.0.1:8000"
@@ -27,8 +48,11 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check src
 	$(PY) -m mypy
 
-test: $(STAMP) system-deps lint
+# the whole suite on the compiled install, then the fast tests on the pure one (where
+# tests/unit/test_build.py checks that every module is really interpreted)
+test: $(STAMP) $(PURE_STAMP) system-deps lint
 	$(PY) -m pytest -q
+	BASTION_COMPILE=0 $(PURE_PY) -m pytest -q $(PURE_TESTS)
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run.py && $(PY) bench/report.py
@@ -37,5 +61,5 @@ bench-static: $(STAMP)
 	bash scripts/system-deps.sh bench-static && $(PY) bench/static.py && $(PY) bench/report.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) $(PURE) build dist src/*.egg-info
 	find src -name '*.so' -delete

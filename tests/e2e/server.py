@@ -13,13 +13,39 @@ import re
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import bastion
+
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
+
+# The folder of the bastion package these tests imported. The processes they start must
+# run that same package: the working copy's sources (an editable install, or
+# PYTHONPATH=src) or the installed copy under test (the pure pass of ``make test``,
+# where ROOT/src, holding the compiled modules of the editable install, must stay off
+# the path).
+PACKAGE_PARENT = Path(bastion.__file__).resolve().parents[1]
+_INSTALLED = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+
+
+def child_env(
+    env: dict[str, str] | None = None, *, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for a ``python -m bastion`` child: ``base`` (default: ours) with
+    PYTHONPATH leading to the bastion the tests imported, then ``env``."""
+    full = dict(os.environ if base is None else base)
+    if PACKAGE_PARENT not in _INSTALLED:
+        full["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(PACKAGE_PARENT), full.get("PYTHONPATH", "")) if p
+        )
+    full.update(env or {})
+    return full
+
 
 LISTEN_RE = re.compile(r"listening on (http://\S+|unix:\S+)")
 READY_RE = re.compile(r"\bready\b")
@@ -39,14 +65,7 @@ class BastionProcess:
     ) -> None:
         self.args = [sys.executable, "-m", "bastion", *args]
         self.cwd = str(cwd or APPS)
-        full_env = dict(os.environ)
-        full_env["PYTHONUNBUFFERED"] = "1"
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT / "src"), full_env.get("PYTHONPATH", "")) if p
-        )
-        if env:
-            full_env.update(env)
-        self.env = full_env
+        self.env = child_env({"PYTHONUNBUFFERED": "1", **(env or {})})
         self.wait_ready = wait_ready
         self.ready_timeout = ready_timeout
         self.addresses: list[str] = []

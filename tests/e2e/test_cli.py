@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import ROOT, BastionProcess
+from server import BastionProcess, child_env
 
 from bastion import __version__
 
@@ -32,9 +32,8 @@ async def app(scope, receive, send):
 def run(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
-    full_env["PYTHONPATH"] = str(ROOT / "src")
-    full_env.update(env or {})
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    full_env = child_env(env, base=clean)
     return subprocess.run(
         [sys.executable, "-m", "bastion", *args],
         cwd=cwd,
@@ -240,6 +239,31 @@ def test_serve_uses_file_environment_and_flags(tmp_path: Path) -> None:
         assert response.text == "hello from cli test"
         assert response.headers["server"] == "from-env"
         assert proc.host_port[1] not in (0, 1)
+
+
+@pytest.mark.parametrize("value", ["0", "1"])
+def test_check_runs_with_the_build_switch_set(tmp_path: Path, value: str) -> None:
+    """BASTION_COMPILE is setup.py's switch (the README's pure install); keeping it set
+    in the shell must not stop bastion, nor change or print any setting."""
+    result = run("check", "main:app", cwd=tmp_path, env={"BASTION_COMPILE": value})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.endswith("configuration OK\n")
+    assert "BASTION_COMPILE" not in result.stdout
+
+
+def test_serve_runs_with_the_build_switch_set(tmp_path: Path) -> None:
+    (tmp_path / "hello.py").write_text(HELLO_APP)
+    proc = BastionProcess(
+        ["serve", "hello:app", "-w", "1", "--bind", "127.0.0.1:0"],
+        cwd=tmp_path,
+        env={"BASTION_COMPILE": "0"},
+    )
+    with proc:
+        response = httpx.get(proc.url + "/", timeout=10)
+        assert response.status_code == 200
+        assert response.text == "hello from cli test"
+    assert "BASTION_COMPILE" not in proc.log
 
 
 def test_sighup_reads_the_config_file_again(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import BastionProcess, serve
+from server import BastionProcess, child_env, serve
 
 CURL = shutil.which("curl")
 needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
@@ -350,7 +350,7 @@ def test_demo_config_passes_check() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bastion", "check", "-c", "bastion.toml"],
         cwd=EXAMPLES / "demo",
-        env={**os.environ, "PYTHONPATH": str(EXAMPLES.parent / "src")},
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=30,

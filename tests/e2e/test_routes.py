@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import APPS, ROOT, BastionProcess
+from server import APPS, BastionProcess, child_env
 
 SITE = """
 [app]
@@ -239,8 +239,7 @@ def run_bastion(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     import os
     import sys
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
-    env["PYTHONPATH"] = str(ROOT / "src")
+    env = child_env(base={k: v for k, v in os.environ.items() if not k.startswith("BASTION_")})
     return subprocess.run(
         [sys.executable, "-m", "bastion", *args],
         cwd=cwd,

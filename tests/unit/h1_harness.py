@@ -151,3 +151,23 @@ async def settle() -> None:
     """Let scheduled callbacks and tasks run."""
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+def byteranges(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
+    """The parts of a ``multipart/byteranges`` body: (Content-Range, Content-Type, bytes),
+    checking the framing on the way (no preamble, the closing delimiter last)."""
+    prefix = "multipart/byteranges; boundary="
+    assert content_type.startswith(prefix), content_type
+    dash = b"--" + content_type.removeprefix(prefix).encode("latin-1")
+    tail = b"\r\n" + dash + b"--\r\n"
+    assert body.endswith(tail), body[-80:]
+    chunks = (b"\r\n" + body.removesuffix(tail)).split(b"\r\n" + dash + b"\r\n")
+    assert chunks[0] == b"", chunks[0][:80]
+    parts = []
+    for chunk in chunks[1:]:
+        head, sep, data = chunk.partition(b"\r\n\r\n")
+        assert sep, chunk[:80]
+        lines = [line.partition(":") for line in head.decode("latin-1").split("\r\n")]
+        headers = {k.strip().lower(): v.strip() for k, _, v in lines}
+        parts.append((headers["content-range"], headers["content-type"], data))
+    return parts

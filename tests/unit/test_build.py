@@ -1,34 +1,106 @@
-"""The installed package is the compiled one, unless a pure install was asked for."""
+"""The installed package is the compiled one, unless a pure install was asked for.
+
+The modules meant to be compiled are read from setup.py's ``COMPILED`` list, so the test
+follows that list. ``make test`` runs the suite on the compiled install, then again on a
+pure install with ``BASTION_COMPILE=0`` set, where every module must be interpreted.
+"""
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.machinery
 import os
+import types
+from pathlib import Path
 
 import pytest
 
+import bastion
 from bastion import __file__ as package_file
 
-COMPILED = [
-    "bastion.protocol.http1",
-    "bastion.protocol.h1_exchange",
-    "bastion.gateway.asgi",
-    "bastion.gateway.wsgi",
-    "bastion.gateway.wsgi_threads",
-]
+SETUP = Path(__file__).resolve().parents[2] / "setup.py"
+PURE = os.environ.get("BASTION_COMPILE", "1") == "0"
 
 
-@pytest.mark.skipif(
-    os.environ.get("BASTION_COMPILE", "1") == "0", reason="pure Python install asked for"
-)
+def compiled_list() -> list[str]:
+    """setup.py's COMPILED, read without running setup.py."""
+    tree = ast.parse(SETUP.read_text(), str(SETUP))
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id == "COMPILED"
+        ):
+            paths = ast.literal_eval(node.value)
+            assert isinstance(paths, list) and all(isinstance(p, str) for p in paths)
+            return [p.removeprefix("src/").removesuffix(".py").replace("/", ".") for p in paths]
+    raise AssertionError(f"no COMPILED list in {SETUP}")
+
+
+COMPILED = compiled_list()
+
+
+def test_the_compiled_list_names_real_modules() -> None:
+    assert len(COMPILED) >= 10, COMPILED  # the per-request modules, not a stub
+    assert len(set(COMPILED)) == len(COMPILED)
+    src = SETUP.parent / "src"
+    for name in COMPILED:
+        assert (src / (name.replace(".", "/") + ".py")).is_file(), name
+
+
+def functions_of(name: str) -> dict[str, object]:
+    """The functions and methods ``name`` defines, by qualified name."""
+    module = importlib.import_module(name)
+    found: dict[str, object] = {}
+    for attr, value in vars(module).items():
+        if getattr(value, "__module__", None) != name:
+            continue
+        if isinstance(value, type):
+            for method, f in vars(value).items():
+                if callable(f) and not isinstance(f, type):
+                    found[f"{attr}.{method}"] = f
+        elif callable(value):
+            found[attr] = value
+    return found
+
+
+@pytest.mark.skipif(PURE, reason="pure Python install asked for")
 @pytest.mark.parametrize("name", COMPILED)
 def test_per_request_modules_are_compiled(name: str) -> None:
     module = importlib.import_module(name)
     assert module.__file__ is not None
-    assert module.__file__.endswith(".so"), (
+    assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), (
         f"{name} is interpreted ({module.__file__}): the mypyc build fell back to pure "
         f"Python; reinstall and read the build output (package at {package_file})"
     )
+    # mypyc makes its functions native; only a few generated ones stay Python functions
+    functions = functions_of(name)
+    native = [q for q, f in functions.items() if not isinstance(f, types.FunctionType)]
+    assert native, f"{name}: every function is interpreted: {sorted(functions)}"
+
+
+@pytest.mark.skipif(not PURE, reason="compiled install")
+@pytest.mark.parametrize("name", COMPILED)
+def test_per_request_modules_are_interpreted(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__file__ is not None
+    assert module.__file__.endswith(".py"), (
+        f"{name} is compiled ({module.__file__}) in a pure install: a compiled module "
+        f"shadows the source (package at {package_file})"
+    )
+    functions = functions_of(name)
+    assert functions, f"{name} defines no function to check"
+    native = [q for q, f in functions.items() if not isinstance(f, types.FunctionType)]
+    assert native == [], f"{name}: compiled functions in a pure install"
+
+
+@pytest.mark.skipif(not PURE, reason="compiled install")
+def test_a_pure_install_has_no_extension_module() -> None:
+    from bastion.buildinfo import compiled_modules
+
+    assert compiled_modules() == [], f"compiled files in {Path(bastion.__file__).parent}"
 
 
 def test_no_compiled_module_is_older_than_its_source() -> None:

@@ -82,6 +82,24 @@ def test_config_flag_beats_config_environment_variable(tmp_path: Path) -> None:
     assert load_config(file=b, env={"BASTION_CONFIG": a}, cli={}).workers.count == 4
 
 
+@pytest.mark.parametrize("value", ["0", "1", ""])
+def test_the_build_switch_is_not_a_setting(tmp_path: Path, value: str) -> None:
+    # BASTION_COMPILE=0 is how the README installs pure Python; a user who keeps it set
+    # must still be able to run bastion, and it changes no setting
+    env = {"BASTION_COMPILE": value, "BASTION_WORKERS__COUNT": "3"}
+    r = resolve(file=None, env=env, cli={})
+    assert r.config.workers.count == 3
+    assert {str(s) for s in r.sources.values()} == {"environment variable BASTION_WORKERS__COUNT"}
+
+
+def test_a_near_miss_of_the_build_switch_is_still_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(file=None, env={"BASTION_COMPILED": "0"}, cli={})
+    assert err.value.problems[0].startswith(
+        "environment variable BASTION_COMPILED: unknown setting"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "text", "path", "expected"),
     [

@@ -8,6 +8,10 @@ Every value is checked where it comes from, so a problem is reported against the
 line, environment variable or flag that caused it, and all problems are reported at once
 in one :class:`~bastion.config.errors.ConfigError`.
 
+``BASTION_COMPILE`` is not a setting: it is the install-time build switch of setup.py
+(``BASTION_COMPILE=0`` installs pure Python), so a user may well keep it set. The loader
+passes over it instead of refusing it as an unknown ``BASTION_*`` variable.
+
 ::
 
     config = load_config(file="bastion.toml", env=os.environ, cli={"workers.count": "4"})
@@ -47,6 +51,9 @@ from bastion.config.tables import (
 )
 from bastion.config.toml_lines import key_lines, line_of
 from bastion.config.toml_write import toml_value
+
+#: the build switch read by setup.py at install time, not a run-time setting
+ENV_BUILD = "BASTION_COMPILE"
 
 
 class Resolved(msgspec.Struct, frozen=True, kw_only=True):
@@ -356,7 +363,7 @@ class _Builder:
     # -- the environment --------------------------------------------------------------
     def add_env(self, env: Mapping[str, str]) -> None:
         for name in sorted(env):
-            if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+            if not name.startswith(ENV_PREFIX) or name in (ENV_CONFIG, ENV_BUILD):
                 continue
             source = Source(kind="env", name=name)
             key = ENV_KEYS.get(name)

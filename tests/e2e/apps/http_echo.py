@@ -11,11 +11,28 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Echoes the request: method, path, query, headers and body length/prefix as JSON.
 
     ``/stream`` answers with 5 chunks, 0.2 s apart, with no Content-Length.
-    ``/big`` answers with 4 MiB. ``/slow`` waits 3 s first.
+    ``/big`` answers with 4 MiB. ``/slow`` waits 3 s first. ``/ticks/...`` streams a
+    line every 50 ms (for 20 s at most) while it waits for ``http.disconnect`` and
+    prints it when it comes. ``/wait-disconnect/...`` reads the request, prints that it
+    waits, then prints the next message it receives (within 4 s) and never answers.
     """
     if scope["type"] != "http":
         return
     path = scope["path"]
+    if path.startswith("/ticks/"):
+        await ticks_until_disconnect(path, receive, send)
+        return
+    if path.startswith("/wait-disconnect/"):
+        while (await receive()).get("more_body"):
+            pass
+        print(f"http_echo: waiting on {path}", flush=True)
+        try:
+            message = await asyncio.wait_for(receive(), 4)
+        except TimeoutError:
+            print(f"http_echo: no message in 4 s on {path}", flush=True)
+            return
+        print(f"http_echo: {message['type']} on {path}", flush=True)
+        return
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for i in range(5):
@@ -62,6 +79,26 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": data})
+
+
+async def ticks_until_disconnect(path: str, receive: Any, send: Any) -> None:
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        print(f"http_echo: http.disconnect on {path}", flush=True)
+        gone.set()
+
+    watcher = asyncio.create_task(watch())
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for _ in range(400):
+        if gone.is_set():
+            return
+        await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
+        await asyncio.sleep(0.05)
+    watcher.cancel()
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def injector(scope: dict[str, Any], receive: Any, send: Any) -> None:
