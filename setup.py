@@ -21,7 +21,6 @@ COMPILED = [
     "src/bastion/protocol/fields.py",
     "src/bastion/protocol/flow.py",
     "src/bastion/protocol/head.py",
-    "src/bastion/protocol/h1_phase.py",
     "src/bastion/protocol/state.py",
     "src/bastion/protocol/h1_exchange.py",
     "src/bastion/protocol/h1_framing.py",
