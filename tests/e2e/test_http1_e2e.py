@@ -322,12 +322,6 @@ def test_disconnect_reaches_the_app_and_server_keeps_serving(echo: BastionProces
     assert r.status_code == 200 and r.json()["path"] == "/after"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client's FIN is taken as a half-close (HTTP1Protocol.eof_received keeps the "
-    "exchange), so an app that waits in receive() without writing is never told the "
-    "client has gone",
-)
 def test_disconnect_reaches_an_app_that_is_not_writing(echo: BastionProcess) -> None:
     host, port = echo.host_port
     path = "/wait-disconnect/idle"

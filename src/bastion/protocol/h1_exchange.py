@@ -124,6 +124,7 @@ class H1Exchange:
         "_head",
         "_link",
         "_no_body",
+        "_peer_closed",
         "_sent",
         "_started",
         "_streaming",
@@ -162,6 +163,7 @@ class H1Exchange:
         self._complete_cb: Callable[[], None] | None = None
         self._expect_continue = expect_continue
         self._disconnected = False
+        self._peer_closed = False
         self._disc_waiters: list[asyncio.Future[None]] | None = None
         self._started = False
         self._finished = False
@@ -243,6 +245,20 @@ class H1Exchange:
             self._complete_cb = None
             cb()
 
+    def peer_closed(self) -> None:
+        """The client closed its side (EOF) while this request was in progress.
+
+        Most clients close only when they are gone, and an app waiting for
+        ``http.disconnect`` must learn it, as behind nginx or uvicorn; the response
+        may still be written (a client that only half-closed still reads it).
+        """
+        self._peer_closed = True
+        if self._disc_waiters:
+            for fut in self._disc_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self._disc_waiters = None
+
     def abandon(self) -> None:
         """The connection refused the rest of this request before its response began:
         it counts as answered (the connection sends the error itself)."""
@@ -291,7 +307,7 @@ class H1Exchange:
         self._flow.resume_reading(BODY)
 
     async def wait_disconnected(self) -> None:
-        if self._disconnected:
+        if self._disconnected or self._peer_closed:
             return
         fut = self._flow.loop.create_future()
         if self._disc_waiters is None:

@@ -178,6 +178,7 @@ class HTTP1Protocol(H1Reader):
         for ex in (active, *self._pipeline):
             if ex is not None:
                 ex.keep_alive = False
+                ex.peer_closed()
         parsing = self._parsing
         if parsing is not None:
             # the rest of its body can never come: that request's client has gone

@@ -99,7 +99,8 @@ class Exchange(Protocol):
         ...
 
     async def wait_disconnected(self) -> None:
-        """Return when the client has gone away (for ASGI ``http.disconnect``)."""
+        """Return when the client has gone away or closed its side (for ASGI
+        ``http.disconnect``)."""
         ...
 
     # response ----------------------------------------------------------------------
