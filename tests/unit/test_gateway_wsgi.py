@@ -556,6 +556,26 @@ def test_str_body_is_an_error(mode: str) -> None:
     assert serve(app, FakeExchange(), mode).status == 500
 
 
+@pytest.mark.parametrize("via", ["result", "write"])
+def test_a_body_that_is_not_bytes_gets_the_same_words_everywhere(
+    mode: str, via: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def app(environ: Environ, start_response: Any) -> list[Any]:
+        write = start_response("200 OK", [])
+        if via == "write":
+            write("text")
+            return []
+        return [b"ok ", "text"]
+
+    ex = serve(app, FakeExchange(), mode)
+    assert ex.status == 500 or ex.aborted
+    [record] = [r for r in caplog.records if r.name == "bastion.error"]
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == (
+        "WSGI response body data must be bytes (or bytearray, memoryview), not str"
+    )
+
+
 def test_body_without_start_response_is_an_error(mode: str) -> None:
     def app(environ: Environ, start_response: Any) -> list[bytes]:
         return [b"x"]

@@ -14,24 +14,32 @@ Two ways to run the app (``app.wsgi_mode``):
 * ``threads``: on a pool of ``app.threads`` threads per worker (see
   :mod:`bastion.gateway.wsgi_threads`), for apps that wait on databases or other services.
 
+Both modes send the app's result by the same rules (:mod:`bastion.gateway.wsgi_response`):
 ``wsgi.file_wrapper`` responses of a regular file with a Content-Length are sent with
-``sendfile``. An exception from the app is logged with a request id and answered with a
-500 (the connection is dropped instead if the head was already sent). The result's
+``sendfile``; an exception from the app is logged with a request id and answered with a
+500 (the connection is dropped instead if the head was already sent); the result's
 ``close()`` is always called.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from io import BytesIO
 from typing import IO, Any, Final
 
 from bastion.config.schema import Config
 from bastion.gateway.failure import fail_request
 from bastion.gateway.wsgi_environ import EnvironBuilder
-from bastion.gateway.wsgi_io import SPOOL_LIMIT, FileWrapper, read_body, regular_file
-from bastion.gateway.wsgi_response import Head, close_result, log_overflow
+from bastion.gateway.wsgi_io import SPOOL_LIMIT, FileWrapper, read_body
+from bastion.gateway.wsgi_response import (
+    EncodedHead,
+    Response,
+    close_result,
+    fail_app,
+    send_wrapped_file,
+)
+from bastion.gateway.wsgi_threads import ThreadRunner
 from bastion.protocol.types import ClientDisconnected, Exchange
 from bastion.tasks import WorkerTasks
 
@@ -55,11 +63,11 @@ class WSGIGateway:
         self.environ = EnvironBuilder(config, multithread=threaded)
         #: where responses finished by a task run (the worker's, shared with the site)
         self.tasks = tasks if tasks is not None else WorkerTasks()
-        self.run: Callable[[Exchange, dict[str, Any], Head | None], None]
+        self.run: Callable[[Exchange, dict[str, Any], IO[bytes] | None], None]
         if threaded:
-            from bastion.gateway.wsgi_threads import ThreadRunner
-
-            self.threads: ThreadRunner | None = ThreadRunner(self, config.app.threads)
+            self.threads: ThreadRunner | None = ThreadRunner(
+                app, config.app.threads, self.tasks, self.debug
+            )
             self.run = self.threads.submit
         else:
             self.threads = None
@@ -90,7 +98,7 @@ class WSGIGateway:
         if declared is not None and declared.isdigit() and int(declared) <= SPOOL_LIMIT:
             exchange.call_when_complete(lambda: self.body_arrived(exchange, env))
         else:
-            self.spawn(self.spool_then_run(exchange, env))
+            self.tasks.spawn(self.spool_then_run(exchange, env))
 
     def body_arrived(self, exchange: Exchange, env: dict[str, Any]) -> None:
         if not exchange.body_complete:  # the client left before sending it all
@@ -113,192 +121,76 @@ class WSGIGateway:
         env["CONTENT_LENGTH"] = str(spool.tell())
         spool.seek(0)
         env["wsgi.input"] = spool
-        head = Head()
-        head.spool = spool
-        self.run(exchange, env, head)
-
-    def spawn(self, coro: Any) -> None:
-        self.tasks.spawn(coro)
-
-    def failed(self, exchange: Exchange, exc: BaseException) -> None:
-        fail_request(exchange, exc, "exception in WSGI app", self.debug)
+        self.run(exchange, env, spool)
 
     # -- inline mode ------------------------------------------------------------------
-    def run_inline(self, ex: Exchange, env: dict[str, Any], spool_head: Head | None) -> None:
-        resp = _InlineHead(ex)
-        if spool_head is not None:
-            resp.spool = spool_head.spool
-        try:
-            result = self.app(env, resp.start_response)
-        except Exception as exc:
-            resp.close_spool()
-            self.failed(ex, exc)
-            return
-        handed_off = False
-        try:
-            if type(result) is list and len(result) == 1 and not resp.sent and resp.status:
-                chunk = result[0]
-                if type(chunk) is bytes:  # the common case: one write, one finish
-                    status, headers = resp.encode()
-                    resp.sent = True
-                    ex.start_response(status, headers)
-                    ex.finish(chunk)
-                    if resp.spool is not None:
-                        resp.close_spool()
-                    return
-            if type(result) is FileWrapper and not resp.sent and resp.status:
-                handed_off = self.try_sendfile(ex, resp, result)
-                if handed_off:
-                    return
-            handed_off = self.iterate(ex, resp, result)
-        except Exception as exc:
-            self.failed(ex, exc)
-        finally:
-            if not handed_off:
-                close_result(result, resp)
-
-    def iterate(self, ex: Exchange, resp: _InlineHead, result: Iterable[bytes]) -> bool:
-        """Write the result's chunks; True if a task took over the rest."""
-        it = iter(result)
-        written = 0
-        for chunk in it:
-            if type(chunk) is not bytes:
-                _check_chunk(chunk)
-            if not chunk:
-                continue
-            if not resp.sent:
-                status, headers = resp.encode()
-                resp.sent = True
-                ex.start_response(status, headers)
-                if resp.length == len(chunk):  # the whole body in one go
-                    ex.finish(chunk)
-                    _expect_end(it, resp.length)
-                    return False
-            ex.write(chunk)
-            written += 1
-            if ex.writing_paused or written >= _SYNC_CHUNKS:
-                self.spawn(self.iterate_async(ex, resp, result, it))
-                return True
-        if not resp.sent:
-            status, headers = resp.encode()
-            resp.sent = True
-            ex.start_response(status, headers)
-        ex.finish()
-        return False
-
-    async def iterate_async(
-        self, ex: Exchange, resp: _InlineHead, result: Iterable[bytes], it: Iterator[bytes]
-    ) -> None:
-        """The rest of an inline response, waiting for a slow client between chunks."""
-        try:
-            written = 0
-            while True:
-                if ex.writing_paused:
-                    await ex.drain()
-                elif written >= _SYNC_CHUNKS:
-                    written = 0
-                    await asyncio.sleep(0)
-                if ex.disconnected:
-                    ex.fail(None)
-                    return
-                chunk = next(it, None)
-                if chunk is None:
-                    break
-                if type(chunk) is not bytes:
-                    _check_chunk(chunk)
-                if not chunk:
-                    continue
-                if not resp.sent:
-                    status, headers = resp.encode()
-                    resp.sent = True
-                    ex.start_response(status, headers)
-                ex.write(chunk)
-                written += 1
-            if not resp.sent:
-                status, headers = resp.encode()
-                resp.sent = True
-                ex.start_response(status, headers)
-            ex.finish()
-        except Exception as exc:
-            self.failed(ex, exc)
-        finally:
-            close_result(result, resp)
-
-    # -- wsgi.file_wrapper ------------------------------------------------------------
-    def try_sendfile(self, ex: Exchange, resp: Head, wrapper: FileWrapper) -> bool:
-        """Start a zero-copy send of ``wrapper``'s file if it qualifies; True if started."""
-        file = regular_file(wrapper)
-        if file is None:
-            return False
-        status, headers = resp.encode()
-        if resp.length is None:
-            return False
-        resp.sent = True
-        ex.start_response(status, headers)
-        self.spawn(self.sendfile(ex, resp, wrapper, file, close_result))
-        return True
-
-    async def sendfile(
-        self,
-        ex: Exchange,
-        resp: Head,
-        wrapper: FileWrapper,
-        file: tuple[int, int, int],
-        close: Callable[[object, Head | None], None],
-    ) -> None:
-        fd, offset, left = file
-        length = resp.length or 0
-        try:
-            if ex.head.method != "HEAD" and length:
-                await ex.sendfile(fd, offset, min(length, left))
-            if ex.disconnected:
-                ex.fail(None)
-            elif left < length:
-                fail_request(
-                    ex, None, f"file shorter ({left} bytes) than its Content-Length", False
-                )
-            else:
-                ex.finish()
-        except Exception as exc:
-            self.failed(ex, exc)
-        finally:
-            close(wrapper, resp)
+    def run_inline(self, ex: Exchange, env: dict[str, Any], spool: IO[bytes] | None) -> None:
+        _InlineResponse(ex, self, spool).respond(self.app, env)
 
 
-class _InlineHead(Head):
-    """start_response state for an app running on the event loop thread."""
+class _InlineResponse(Response):
+    """A response sent on the event loop thread, straight to the exchange; when the
+    client reads slowly, or after a few chunks, a task carries on with the rest."""
 
-    __slots__ = ("ex",)
+    __slots__ = ("ex", "gw", "written")
 
-    def __init__(self, ex: Exchange) -> None:
-        # Head.__init__ spelled out: this runs for every request
+    def __init__(self, ex: Exchange, gw: WSGIGateway, spool: IO[bytes] | None) -> None:
+        # Response.__init__ spelled out: this runs for every request
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
         self.length: int | None = None
         self.sent = False
-        self.spool: IO[bytes] | None = None
+        self.gone = False
+        self.spool: IO[bytes] | None = spool
+        self.result: Any = None
+        self.it = None
         self.ex = ex
+        self.gw = gw
+        self.written = 0  # chunks written since the loop last ran other work
 
-    def write(self, data: bytes) -> None:
-        """The legacy ``write()`` callable: sends at once (buffered, never waits)."""
-        _check_chunk(data)
+    def put(self, head: EncodedHead | None, chunk: bytes) -> bool:
         ex = self.ex
-        if not self.sent:
-            status, headers = self.encode()
-            self.sent = True
-            ex.start_response(status, headers)
-        if data:
-            ex.write(data)
+        if head is not None:
+            ex.start_response(head[0], head[1])
+        ex.write(chunk)
+        self.written += 1
+        return self.written < _SYNC_CHUNKS and not ex.writing_paused
 
+    def put_last(self, head: EncodedHead | None, chunk: bytes) -> None:
+        ex = self.ex
+        if head is not None:
+            ex.start_response(head[0], head[1])
+        ex.finish(chunk)
 
-def _check_chunk(chunk: object) -> None:
-    if not isinstance(chunk, bytes | bytearray | memoryview):
-        raise TypeError(f"WSGI body chunks must be bytes, not {type(chunk).__name__}")
+    def put_file(self, head: EncodedHead, wrapper: FileWrapper, file: tuple[int, int, int]) -> None:
+        ex = self.ex
+        ex.start_response(head[0], head[1])
+        self.gw.tasks.spawn(send_wrapped_file(ex, self, wrapper, file, self.gw.debug, close_result))
 
+    def put_failure(self, exc: Exception) -> None:
+        fail_app(self.ex, exc, self.gw.debug)
 
-def _expect_end(it: Iterator[bytes], length: int | None) -> None:
-    """Run the iterator to its end after the declared body was sent; drop any excess."""
-    for extra in it:
-        if extra:
-            log_overflow(length)
-            return
+    def later(self) -> None:
+        self.gw.tasks.spawn(self.resume())
+
+    async def resume(self) -> None:
+        """The rest of the response: wait for a slow client (or let other connections
+        run) between rounds of chunks."""
+        ex = self.ex
+        try:
+            while True:
+                if ex.writing_paused:
+                    await ex.drain()
+                else:
+                    await asyncio.sleep(0)
+                if ex.disconnected:
+                    self.gone = True
+                    ex.fail(None)
+                    return
+                self.written = 0
+                if not self.produce():
+                    return
+        except Exception as exc:
+            self.put_failure(exc)
+        finally:
+            close_result(self.result, self)

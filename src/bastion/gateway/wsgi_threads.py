@@ -19,15 +19,19 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import IO, Any
 
 from bastion.gateway.errors import ClientGone
-from bastion.gateway.wsgi_io import FileWrapper, regular_file
-from bastion.gateway.wsgi_response import Head, close_result, log_overflow
+from bastion.gateway.wsgi_io import FileWrapper
+from bastion.gateway.wsgi_response import (
+    EncodedHead,
+    Response,
+    close_result,
+    fail_app,
+    send_wrapped_file,
+)
 from bastion.protocol.types import Exchange
-
-if TYPE_CHECKING:
-    from bastion.gateway.wsgi import WSGIGateway
+from bastion.tasks import WorkerTasks
 
 __all__ = ["QUEUED_LIMIT", "ClientGone", "ThreadRunner"]
 
@@ -42,29 +46,32 @@ _SENDFILE = 3
 class ThreadRunner:
     """The pool and the submission of requests to it."""
 
-    def __init__(self, gateway: WSGIGateway, threads: int) -> None:
-        self.gateway = gateway
+    def __init__(
+        self, app: Callable[..., Any], threads: int, tasks: WorkerTasks, debug: bool
+    ) -> None:
+        self.app = app
+        self.tasks = tasks  # where the loop's side waits for slow clients and sends files
+        self.debug = debug
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bastion-wsgi")
         # queued work and what to do instead if shutdown cancels it before it runs
         self.queued: dict[Future[None], Callable[[], None]] = {}
 
-    def submit(self, ex: Exchange, env: dict[str, Any], spool_head: Head | None) -> None:
+    def submit(self, ex: Exchange, env: dict[str, Any], spool: IO[bytes] | None) -> None:
         job = _Job(self, ex, env, asyncio.get_running_loop())
-        if spool_head is not None:
-            job.spool = spool_head.spool
+        job.spool = spool
         try:
             self._track(self.pool.submit(job.run), job.abandon)
         except RuntimeError:  # the pool is shutting down
             job.abandon()
 
-    def close_later(self, result: object, head: Head | None) -> None:
+    def close_later(self, result: object, resp: Response | None) -> None:
         """Close a result on a pool thread (its close() may do the app's I/O)."""
         try:
-            fut = self.pool.submit(close_result, result, head)
+            fut = self.pool.submit(close_result, result, resp)
         except RuntimeError:
-            close_result(result, head)
+            close_result(result, resp)
         else:
-            self._track(fut, lambda: close_result(result, head))
+            self._track(fut, lambda: close_result(result, resp))
 
     def _track(self, fut: Future[None], instead: Callable[[], None]) -> None:
         self.queued[fut] = instead
@@ -83,8 +90,9 @@ class ThreadRunner:
         self.queued.clear()
 
 
-class _Job(Head):
-    """One request in threads mode: the thread's side and the loop's side."""
+class _Job(Response):
+    """One request in threads mode: the sink posts each piece of the response from the
+    pool thread to the event loop, where :meth:`pump` hands it to the exchange."""
 
     __slots__ = (
         "cond",
@@ -92,7 +100,6 @@ class _Job(Head):
         "ended",
         "env",
         "ex",
-        "gone",
         "loop",
         "queue",
         "runner",
@@ -115,78 +122,32 @@ class _Job(Head):
         self.cond = threading.Condition(threading.Lock())
         self.unsent = 0  # bytes handed to the loop and not yet taken by the connection
         self.waiting = False  # the thread waits for unsent to drop
-        self.gone = False  # the client left or the response failed: stop producing
         # loop side
-        self.queue: deque[tuple[int, Any, tuple[int, list[tuple[bytes, bytes]]] | None]] = deque()
+        self.queue: deque[tuple[int, Any, EncodedHead | None]] = deque()
         self.draining = False
         self.ended = False  # finish() or fail() has been called on the exchange
 
     # -- on the pool thread ------------------------------------------------------------
     def run(self) -> None:
-        result: Any = None
-        handed_off = False
-        try:
-            result = self.runner.gateway.app(self.env, self.start_response)
-            if type(result) is list and len(result) == 1 and not self.sent and self.status:
-                chunk = result[0]
-                if type(chunk) is bytes:
-                    self.post(_FINISH, chunk, self.take_head())
-                    return
-            if type(result) is FileWrapper and not self.sent and self.status:
-                file = regular_file(result)
-                if file is not None:
-                    head = self.encode()
-                    if self.length is not None:
-                        self.sent = True
-                        handed_off = True
-                        self.post(_SENDFILE, (result, file), head)
-                        return
-            it = iter(result)
-            for chunk in it:
-                if type(chunk) is not bytes and not isinstance(chunk, bytearray | memoryview):
-                    raise TypeError(f"WSGI body chunks must be bytes, not {type(chunk).__name__}")
-                if self.gone:
-                    break
-                if not chunk:
-                    continue
-                if self.sent:
-                    self.post(_WRITE, chunk, None)
-                    continue
-                head = self.take_head()
-                if self.length == len(chunk):  # the whole body in one go
-                    self.post(_FINISH, chunk, head)
-                    for extra in it:
-                        if extra:
-                            log_overflow(self.length)
-                            break
-                    return
-                self.post(_WRITE, chunk, head)
-            if not self.gone:
-                self.post(_FINISH, b"", None if self.sent else self.take_head())
-        except Exception as exc:
-            self.post(_FAIL, exc, None)
-        finally:
-            if not handed_off:
-                close_result(result, self)
+        self.respond(self.runner.app, self.env)
 
-    def write(self, data: bytes) -> None:
-        """The legacy ``write()`` callable; waits while too much is queued unsent."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"WSGI write() takes bytes, not {type(data).__name__}")
-        if self.gone:
-            raise ClientGone("the client has disconnected")
-        head = None if self.sent else self.take_head()
-        if data or head is not None:
-            self.post(_WRITE, bytes(data), head)
+    def put(self, head: EncodedHead | None, chunk: bytes) -> bool:
+        self.post(_WRITE, chunk, head)
+        return True  # post() itself waits while too much is queued
 
-    def take_head(self) -> tuple[int, list[tuple[bytes, bytes]]]:
-        head = self.encode()
-        self.sent = True
-        return head
+    def put_last(self, head: EncodedHead | None, chunk: bytes) -> None:
+        self.post(_FINISH, chunk, head)
 
-    def post(
-        self, kind: int, payload: Any, head: tuple[int, list[tuple[bytes, bytes]]] | None
-    ) -> None:
+    def put_file(self, head: EncodedHead, wrapper: FileWrapper, file: tuple[int, int, int]) -> None:
+        self.post(_SENDFILE, (wrapper, file), head)
+
+    def put_failure(self, exc: Exception) -> None:
+        self.post(_FAIL, exc, None)
+
+    def later(self) -> None:  # pragma: no cover - put() never asks to wait
+        raise RuntimeError("a thread's response never waits on the event loop")
+
+    def post(self, kind: int, payload: Any, head: EncodedHead | None) -> None:
         if kind <= _FINISH and payload:
             size = len(payload)
             with self.cond:
@@ -202,12 +163,10 @@ class _Job(Head):
             self.gone = True
 
     # -- on the event loop ---------------------------------------------------------------
-    def apply(
-        self, kind: int, payload: Any, head: tuple[int, list[tuple[bytes, bytes]]] | None
-    ) -> None:
+    def apply(self, kind: int, payload: Any, head: EncodedHead | None) -> None:
         if self.ended:
             if kind == _SENDFILE:
-                self.runner.close_later(payload[0], None)
+                self.runner.close_later(payload[0], self)
             return
         self.queue.append((kind, payload, head))
         if not self.draining:
@@ -223,12 +182,12 @@ class _Job(Head):
                 break
             if ex.writing_paused:
                 self.draining = True
-                self.runner.gateway.spawn(self.wait_drain())
+                self.runner.tasks.spawn(self.wait_drain())
                 return
             kind, payload, head = queue.popleft()
             try:
                 if head is not None:
-                    ex.start_response(*head)
+                    ex.start_response(head[0], head[1])
                 if kind == _WRITE:
                     ex.write(payload)
                     self.release(len(payload))
@@ -240,16 +199,18 @@ class _Job(Head):
                     if isinstance(payload, ClientGone) and ex.disconnected:
                         ex.fail(None)
                     else:
-                        self.runner.gateway.failed(ex, payload)
+                        fail_app(ex, payload, self.runner.debug)
                 else:
                     self.ended = True
                     wrapper, file = payload
-                    self.runner.gateway.spawn(
-                        self.runner.gateway.sendfile(ex, self, wrapper, file, self.close_after)
+                    self.runner.tasks.spawn(
+                        send_wrapped_file(
+                            ex, self, wrapper, file, self.runner.debug, self.close_after
+                        )
                     )
             except Exception as exc:
                 self.stop()
-                self.runner.gateway.failed(ex, exc)
+                fail_app(ex, exc, self.runner.debug)
         if self.ended:
             self.stop()
 
@@ -258,8 +219,8 @@ class _Job(Head):
         self.close_spool()
         self.ex.fail(None)
 
-    def close_after(self, result: object, head: Head | None) -> None:
-        self.runner.close_later(result, head)
+    def close_after(self, result: object, resp: Response | None) -> None:
+        self.runner.close_later(result, resp)
 
     async def wait_drain(self) -> None:
         try:
