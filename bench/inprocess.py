@@ -1,9 +1,10 @@
 """CPU cost per request of bastion's own layers, without sockets (not a test).
 
 Feeds requests to ``HTTP1Protocol`` through an in-memory transport on a uvloop loop and
-reports CPU microseconds per request (``time.process_time``), for the protocol alone and
-with the ASGI and WSGI gateways. CPU time is far steadier than wall-clock throughput on a
-shared machine, so this is the number to compare before and after a hot-path change:
+reports CPU microseconds per request (``time.process_time``), for the protocol alone,
+with the ASGI and WSGI gateways, and through the edge (routes, response filters). CPU
+time is far steadier than wall-clock throughput on a shared machine, so this is the
+number to compare before and after a hot-path change:
 
     .venv/bin/python bench/inprocess.py [--requests N] [--profile NAME]
 """
@@ -18,6 +19,7 @@ import time
 from typing import Any
 
 import httptools
+import msgspec
 import uvloop
 
 from bastion.config.schema import AppConfig, Config
@@ -84,13 +86,33 @@ def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
     return [BODY]
 
 
+def site(**tables: Any) -> Any:
+    """The handler ``build_site`` gives for a configuration of the ASGI app plus
+    ``tables`` (routes, compress, headers), as a worker would serve it."""
+    from bastion.edge.assemble import build_site
+    from bastion.gateway import LoadedApp
+
+    config = msgspec.convert({"app": {"target": "x:y"}, **tables}, Config)
+    return build_site(config, LoadedApp(asgi_app, "asgi", "x:y")).handler
+
+
 def handlers() -> dict[str, Any]:
     config = Config(app=AppConfig(target="x:y"))
+    filters = {
+        "compress": {"enabled": True},
+        "headers": {"preset": "basic", "add": {"X-Served-By": "bastion"}},
+    }
     return {
         "floor": None,
         "protocol": raw_handler,
         "asgi": ASGIGateway(asgi_app, config).handler,  # type: ignore[arg-type]
         "wsgi-inline": WSGIGateway(wsgi_app, config).handler,
+        # the edge: the default app with [compress] and [headers], no routes
+        "asgi+filters": site(**filters),
+        # one route to the app; one fixed response; both with the two filters
+        "route-asgi": site(routes=[{"path": "/", "app": "default"}]),
+        "route-asgi+f": site(routes=[{"path": "/", "app": "default"}], **filters),
+        "route-return+f": site(routes=[{"path": "/", "return": {"body": "hi"}}], **filters),
     }
 
 
@@ -148,15 +170,18 @@ async def measure(handler: Any, n: int, profile: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--profile", help="profile this case (protocol, asgi, wsgi-inline)")
+    parser.add_argument("--profile", help="profile this case (protocol, asgi, route-asgi, ...)")
+    parser.add_argument("--only", help="measure only these cases (comma-separated)")
     args = parser.parse_args()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     for name, handler in handlers().items():
         if args.profile and args.profile != name:
             continue
+        if args.only and name not in args.only.split(","):
+            continue
         us = loop.run_until_complete(measure(handler, args.requests, args.profile == name))
-        print(f"{name:12} {us:6.2f} µs CPU per request  (~{1e6 / us:,.0f} req/s of one core)")
+        print(f"{name:15} {us:6.2f} µs CPU per request  (~{1e6 / us:,.0f} req/s of one core)")
 
 
 if __name__ == "__main__":
