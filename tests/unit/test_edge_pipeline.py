@@ -185,7 +185,7 @@ def test_a_filter_hands_on_a_different_request() -> None:
     run_async(main())
 
 
-@pytest.mark.parametrize("where", ["sync", "async"])
+@pytest.mark.parametrize("where", ["sync", "async", "sync after async"])
 def test_a_filter_that_raises_fails_the_exchange(
     where: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -199,11 +199,18 @@ def test_a_filter_that_raises_fails_the_exchange(
             await asyncio.sleep(0)
             raise RuntimeError("redis is down")
 
+        async def async_pass(exchange: Exchange, match: RouteMatch) -> Exchange | None:
+            await asyncio.sleep(0)
+            return exchange
+
+        chosen: dict[str, list[Any]] = {
+            "sync": [sync_boom],
+            "async": [async_boom],
+            "sync after async": [async_pass, sync_boom],
+        }
         tasks = WorkerTasks()
         pipeline = Pipeline(
-            Recorder(log),
-            request_filters=[sync_boom if where == "sync" else async_boom, passing("never", log)],
-            tasks=tasks,
+            Recorder(log), request_filters=[*chosen[where], passing("never", log)], tasks=tasks
         )
         transport, proto = serve(pipeline)
         proto.data_received(get())

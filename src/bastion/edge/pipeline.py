@@ -237,15 +237,19 @@ def _through_filters(
     wrap: ExchangeFilter | None,
     tasks: WorkerTasks,
 ) -> RouteHandler:
-    count = len(filters)
-
     def proceed(exchange: Exchange, match: RouteMatch, start: int = 0) -> None:
         """Run ``filters[start:]``, then the handler (the route's handler with start 0;
         the task of an async filter resumes the chain with a later start)."""
-        if start == 0 and wrap is not None:
-            exchange = wrap(exchange)
-        for i in range(start, count):
-            result = filters[i](exchange, match)
+        if start == 0:
+            if wrap is not None:
+                exchange = wrap(exchange)
+            todo = filters
+        else:
+            todo = filters[start:]
+        done = start
+        for check in todo:
+            done += 1
+            result = check(exchange, match)
             if result is exchange:
                 continue
             if result is None:
@@ -253,7 +257,7 @@ def _through_filters(
             if isinstance(result, ExchangeWrapper):
                 exchange = result
             elif isinstance(result, Coroutine):
-                tasks.spawn(awaiting(result, exchange, match, i + 1))
+                tasks.spawn(awaiting(result, exchange, match, done))
                 return
             else:
                 exchange = result
