@@ -1,11 +1,11 @@
 """CPU cost per request of bastion's own layers, without sockets (not a test).
 
 Feeds requests to ``HTTP1Protocol`` through an in-memory transport on a uvloop loop and
-reports CPU microseconds per request (``time.process_time``), for the protocol alone and
+reports CPU microseconds per request (``time.process_time``), for the protocol alone,
 with the ASGI and WSGI gateways, each gateway also behind two routes (a static directory,
-then the app at /) to show what the router adds to the app's path. CPU time is far
-steadier than wall-clock throughput on a shared machine, so this is the number to compare
-before and after a hot-path change:
+then the app at /) to show what the router adds to the app's path, and through the edge
+(routes, response filters). CPU time is far steadier than wall-clock throughput on a
+shared machine, so this is the number to compare before and after a hot-path change:
 
     .venv/bin/python bench/inprocess.py [--requests N] [--profile NAME]
 """
@@ -21,6 +21,7 @@ import time
 from typing import Any, Literal
 
 import httptools
+import msgspec
 import uvloop
 
 from bastion.config.schema import AppConfig, Config, RouteConfig, StaticConfig
@@ -105,8 +106,19 @@ def routed(app: Any, interface: Literal["asgi", "wsgi"], static_root: str) -> An
     return build_site(config, LoadedApp(app, interface, "x:y")).handler
 
 
+def site(**tables: Any) -> Any:
+    """The handler ``build_site`` gives for a configuration of the ASGI app plus
+    ``tables`` (routes, compress, headers), as a worker would serve it."""
+    config = msgspec.convert({"app": {"target": "x:y"}, **tables}, Config)
+    return build_site(config, LoadedApp(asgi_app, "asgi", "x:y")).handler
+
+
 def handlers(static_root: str) -> dict[str, Any]:
     config = Config(app=AppConfig(target="x:y"))
+    filters = {
+        "compress": {"enabled": True},
+        "headers": {"preset": "basic", "add": {"X-Served-By": "bastion"}},
+    }
     return {
         "floor": None,
         "protocol": raw_handler,
@@ -114,6 +126,12 @@ def handlers(static_root: str) -> dict[str, Any]:
         "asgi+routes": routed(asgi_app, "asgi", static_root),
         "wsgi-inline": WSGIGateway(wsgi_app, config).handler,
         "wsgi-inline+routes": routed(wsgi_app, "wsgi", static_root),
+        # the edge: the default app with [compress] and [headers], no routes
+        "asgi+filters": site(**filters),
+        # one route to the app; one fixed response; both with the two filters
+        "route-asgi": site(routes=[{"path": "/", "app": "default"}]),
+        "route-asgi+f": site(routes=[{"path": "/", "app": "default"}], **filters),
+        "route-return+f": site(routes=[{"path": "/", "return": {"body": "hi"}}], **filters),
     }
 
 
@@ -176,6 +194,7 @@ def main() -> None:
     parser.add_argument(
         "--profile", help="profile this case (protocol, asgi, asgi+routes, wsgi-inline, ...)"
     )
+    parser.add_argument("--only", help="measure only these cases (comma-separated)")
     args = parser.parse_args()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -183,6 +202,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bastion-inprocess-") as static_root:
         for name, handler in handlers(static_root).items():
             if args.profile and args.profile != name:
+                continue
+            if args.only and name not in args.only.split(","):
                 continue
             us = loop.run_until_complete(measure(handler, args.requests, args.profile == name))
             costs[name] = us

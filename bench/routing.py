@@ -30,6 +30,7 @@ from bastion.edge.router import Router
 from bastion.edge.types import RouteMatch
 from bastion.gateway.asgi import ASGIGateway
 from bastion.protocol.types import Exchange
+from bastion.tasks import WorkerTasks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inprocess import asgi_app, measure
@@ -91,7 +92,8 @@ def part2(requests: int) -> None:
         ("asgi, 1000 routes", (*prefix_routes(1000), catch_all)),
     ):
         config = msgspec.structs.replace(plain, routes=routes)
-        site = Site(config, {"default": ASGIGateway(asgi_app, config)})  # type: ignore[arg-type,dict-item]
+        gateways = {"default": ASGIGateway(asgi_app, config)}
+        site = Site(config, gateways, WorkerTasks())  # type: ignore[arg-type]
         cases[label] = site.handler
     print("\nwhole requests through HTTP1Protocol, µs CPU per request")
     for label, handler in cases.items():

@@ -1,14 +1,27 @@
-"""Putting the site together in a worker: apps, route handlers, filters, the router.
+"""Putting the site together in a worker: apps, route pipelines, the router.
 
 :func:`build_site` returns what the worker serves: an object with the interface of an
 app gateway (``handler``, ``startup()``, ``shutdown()``, ``interface``).
 
 * Without routes it *is* the default app's gateway: requests go straight to the app,
-  exactly as if the edge did not exist; only when ``[compress]`` or ``[headers]`` has
-  something to do, the app's handler is wrapped in those filters.
+  exactly as if the edge did not exist; only when ``[compress]`` or ``[headers]`` (or a
+  request filter) has something to do, the app's handler becomes a
+  :class:`~bastion.edge.pipeline.Pipeline` with those filters.
 * With routes it is a :class:`Site`: one gateway per app some route uses (the default
-  app only if a route names it), each route's handler wrapped in its filters, and the
-  :class:`~bastion.edge.router.Router` as the protocol handler.
+  app only if a route names it), one :class:`~bastion.edge.pipeline.Pipeline` per route
+  (its request filters, its handler, its response filters, composed once), and the
+  :class:`~bastion.edge.router.Router` as the protocol handler. A request no route
+  matches gets 404 or 405 through the top-level response filters.
+
+Where the parts come from: the handler from the route's handler table (``app``,
+``static``, ``redirect``, ``return``), the response filters from ``[compress]`` and
+``[headers]`` (or the route's own), the request filters from the factories in
+:data:`REQUEST_FILTERS`, in that order. A new request filter adds its module and its
+factory to that tuple, where the order in which filters run is decided.
+
+Start-up starts the apps, then every part with a lifecycle
+(:class:`~bastion.edge.types.Lifecycle`), route by route; shutdown lets the worker's
+request tasks end, stops those parts in reverse order, then the apps.
 
 An app mounted by a prefix route gets that prefix as its ``root_path`` (ASGI
 ``root_path``, WSGI ``SCRIPT_NAME``) unless its own configuration sets one; when several
@@ -17,23 +30,34 @@ prefix routes mount the same app, the first one gives the prefix.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
 from bastion.config.schema import AppConfig, CompressConfig, Config, HeadersConfig, RouteConfig
 from bastion.config.tables import DEFAULT_APP
+from bastion.edge.pipeline import AppHandler, Lifecycles, Pipeline
 from bastion.edge.redirect import redirect_handler
 from bastion.edge.respond import NOT_FOUND, method_not_allowed, return_handler
 from bastion.edge.router import Router
-from bastion.edge.types import ExchangeFilter, RouteHandler, RouteMatch
+from bastion.edge.types import ExchangeFilter, RequestFilter, RouteHandler, RouteMatch
 from bastion.observe.logging import logger
 from bastion.protocol.types import Exchange
 from bastion.tasks import WorkerTasks
 
 if TYPE_CHECKING:
     from bastion.gateway import Gateway, LoadedApp
+
+RequestFilterFactory = Callable[[Config, RouteConfig | None, WorkerTasks], RequestFilter | None]
+"""Makes one kind of request filter for one route at start-up: called with the whole
+configuration, the route (None for the default app when there are no routes) and the
+worker's tasks; returns the route's filter, or None when its configuration asks for
+nothing (then the route pays nothing for it)."""
+
+#: The request filters a route may get, in the order they run (the real client address
+#: before anything that looks at it, access control, authentication, rate limiting).
+REQUEST_FILTERS: tuple[RequestFilterFactory, ...] = ()
 
 
 def app_names(config: Config) -> list[str]:
@@ -58,22 +82,38 @@ def app_config(config: Config, name: str) -> AppConfig:
 
 
 def build_site(
-    config: Config, loaded: LoadedApp | None = None, tasks: WorkerTasks | None = None
+    config: Config,
+    loaded: LoadedApp | None = None,
+    tasks: WorkerTasks | None = None,
+    *,
+    request_filters: Sequence[RequestFilterFactory] | None = None,
 ) -> Gateway:
     """What the worker serves for ``config``; ``loaded`` is the preloaded default app,
-    ``tasks`` the worker's background tasks (every app and handler spawns there).
+    ``tasks`` the worker's background tasks (every app, handler and filter spawns there),
+    ``request_filters`` the factories of request filters (:data:`REQUEST_FILTERS`
+    unless given).
 
     Imports every app the routes use (raising :class:`~bastion.gateway.AppLoadError`
-    naming the app that failed) and builds every route handler.
+    naming the app that failed) and builds every route's pipeline.
     """
     from bastion.gateway import AppLoadError, build_gateway
 
     if tasks is None:
         tasks = WorkerTasks()
+    factories = REQUEST_FILTERS if request_filters is None else tuple(request_filters)
     if not config.routes:
         gateway = build_gateway(config, loaded, tasks)
-        filters = _Filters(config.compress, config.headers).top
-        return _FilteredApp(gateway, filters) if filters else gateway
+        response = _Filters(config.compress, config.headers).top
+        request = _request_filters(factories, config, None, tasks)
+        if not response and not request:
+            return gateway
+        pipeline = Pipeline(
+            AppHandler(gateway.handler),
+            request_filters=request,
+            response_filters=response,
+            tasks=tasks,
+        )
+        return _FilteredApp(config, gateway, pipeline, tasks)
     gateways: dict[str, Gateway] = {}
     for name in app_names(config):
         app_cfg = app_config(config, name)
@@ -87,21 +127,35 @@ def build_site(
             if name == DEFAULT_APP:
                 raise
             raise AppLoadError(f"apps.{name}: {exc}") from exc
-    return Site(config, gateways, tasks)
+    return Site(config, gateways, tasks, factories)
 
 
-class Site:
-    """Several apps and other handlers behind one router (a gateway to the worker)."""
+def _request_filters(
+    factories: Sequence[RequestFilterFactory],
+    config: Config,
+    route: RouteConfig | None,
+    tasks: WorkerTasks,
+) -> list[RequestFilter]:
+    made = (factory(config, route, tasks) for factory in factories)
+    return [f for f in made if f is not None]
 
-    def __init__(self, config: Config, gateways: dict[str, Gateway], tasks: WorkerTasks) -> None:
+
+class _Served:
+    """Apps and the edge's parts with a lifecycle, started and stopped in order (what
+    :class:`Site` and :class:`_FilteredApp` share)."""
+
+    def __init__(
+        self,
+        config: Config,
+        gateways: dict[str, Gateway],
+        tasks: WorkerTasks,
+        pipelines: Sequence[Pipeline],
+    ) -> None:
         self.gateways = gateways
         self.tasks = tasks
         self.grace = min(config.workers.graceful_timeout, 2.0)
-        self.closers: list[Callable[[], None]] = []
-        filters = _Filters(config.compress, config.headers)
-        handlers = [self._route_handler(route, filters) for route in config.routes]
-        self.router = Router(config.routes, handlers, _with(filters.top, self._not_found))
-        self.handler: Callable[[Exchange], None] = self.router
+        #: the filters and handlers with a lifecycle, in start order
+        self.parts = Lifecycles(part for pipeline in pipelines for part in pipeline.parts)
         self.started: list[Gateway] = []
 
     @property
@@ -109,26 +163,82 @@ class Site:
         first = next(iter(self.gateways.values()), None)
         return first.interface if first is not None else "asgi"
 
-    def _route_handler(self, route: RouteConfig, filters: _Filters) -> RouteHandler:
-        handler: RouteHandler
+    async def startup(self) -> None:
+        """Start each app in turn, then the edge's parts; if one fails, stop those
+        already started (in reverse order) and raise."""
+        for name, gateway in self.gateways.items():
+            try:
+                await gateway.startup()
+            except Exception:
+                if name != DEFAULT_APP:
+                    logger.error("app %s (apps.%s) failed to start", name, name)
+                await self._stop_apps(None)
+                raise
+            self.started.append(gateway)
+        try:
+            await self.parts.startup()
+        except Exception:
+            await self._stop_apps(None)
+            raise
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        # requests still at work (apps, file sends, filters) end first, within the grace
+        # period; then the parts they used, then the apps
+        await self.tasks.finish(self.grace if grace is None else grace)
+        await self.parts.shutdown()
+        await self._stop_apps(grace)
+
+    async def _stop_apps(self, grace: float | None) -> None:
+        while self.started:
+            gateway = self.started.pop()
+            try:
+                await gateway.shutdown(grace)
+            except Exception:
+                logger.exception("error while stopping an app")
+
+
+class Site(_Served):
+    """Several apps and other handlers behind one router (a gateway to the worker)."""
+
+    def __init__(
+        self,
+        config: Config,
+        gateways: dict[str, Gateway],
+        tasks: WorkerTasks,
+        request_filters: Sequence[RequestFilterFactory] = (),
+    ) -> None:
+        filters = _Filters(config.compress, config.headers)
+        pipelines = [
+            Pipeline(
+                self._route_handler(route, gateways, tasks),
+                request_filters=_request_filters(request_filters, config, route, tasks),
+                response_filters=filters.for_route(route),
+                tasks=tasks,
+            )
+            for route in config.routes
+        ]
+        not_found = Pipeline(self._not_found, response_filters=filters.top, tasks=tasks)
+        super().__init__(config, gateways, tasks, [*pipelines, not_found])
+        self.pipelines = pipelines
+        self.router = Router(
+            config.routes, [p.route_handler for p in pipelines], not_found.route_handler
+        )
+        self.handler: Callable[[Exchange], None] = self.router
+
+    @staticmethod
+    def _route_handler(
+        route: RouteConfig, gateways: dict[str, Gateway], tasks: WorkerTasks
+    ) -> RouteHandler:
         if route.app:
-            app_handler = self.gateways[route.app].handler
-
-            def handler(exchange: Exchange, match: RouteMatch) -> None:
-                app_handler(exchange)
-
-        elif route.static is not None:
+            return AppHandler(gateways[route.app].handler)
+        if route.static is not None:
             from bastion.edge.static import StaticHandler
 
-            static = StaticHandler(route.static, self.tasks)
-            self.closers.append(static.close)
-            handler = static
-        elif route.redirect is not None:
-            handler = redirect_handler(route.redirect)
-        else:
-            assert route.respond is not None  # the config checks allow nothing else
-            handler = return_handler(route.respond)
-        return _with(filters.for_route(route), handler)
+            return StaticHandler(route.static, tasks)
+        if route.redirect is not None:
+            return redirect_handler(route.redirect)
+        assert route.respond is not None  # the config checks allow nothing else
+        return return_handler(route.respond)
 
     def _not_found(self, exchange: Exchange, match: RouteMatch) -> None:
         allowed = self.router.allowed(
@@ -139,62 +249,17 @@ class Site:
         else:
             NOT_FOUND(exchange, match)
 
-    async def startup(self) -> None:
-        """Start each app in turn; if one fails, stop those already started."""
-        for name, gateway in self.gateways.items():
-            try:
-                await gateway.startup()
-            except Exception:
-                if name != DEFAULT_APP:
-                    logger.error("app %s (apps.%s) failed to start", name, name)
-                for started in reversed(self.started):
-                    await started.shutdown()
-                self.started.clear()
-                raise
-            self.started.append(gateway)
 
-    async def shutdown(self, grace: float | None = None) -> None:
-        # requests still at work (apps, file sends) end first, within the grace period
-        await self.tasks.finish(self.grace if grace is None else grace)
-        for close in self.closers:
-            close()
-        for gateway in reversed(self.started):
-            try:
-                await gateway.shutdown(grace)
-            except Exception:
-                logger.exception("error while stopping an app")
-        self.started.clear()
+class _FilteredApp(_Served):
+    """The default app alone, as one pipeline: its responses through ``[compress]`` and
+    ``[headers]``, its requests through the request filters."""
 
-
-class _FilteredApp:
-    """The default app alone, its responses going through ``[compress]``/``[headers]``."""
-
-    def __init__(self, gateway: Gateway, filters: list[ExchangeFilter]) -> None:
+    def __init__(
+        self, config: Config, gateway: Gateway, pipeline: Pipeline, tasks: WorkerTasks
+    ) -> None:
+        super().__init__(config, {DEFAULT_APP: gateway}, tasks, [pipeline])
         self.gateway = gateway
-        app_handler = gateway.handler
-        if len(filters) == 1:
-            (only,) = filters
-
-            def handler(exchange: Exchange) -> None:
-                app_handler(only(exchange))
-
-        else:
-            outer, inner = filters
-
-            def handler(exchange: Exchange) -> None:
-                app_handler(outer(inner(exchange)))
-
-        self.handler: Callable[[Exchange], None] = handler
-
-    @property
-    def interface(self) -> Literal["asgi", "wsgi"]:
-        return self.gateway.interface
-
-    async def startup(self) -> None:
-        await self.gateway.startup()
-
-    async def shutdown(self, grace: float | None = None) -> None:
-        await self.gateway.shutdown(grace)
+        self.handler: Callable[[Exchange], None] = pipeline.protocol_handler()
 
 
 class _Filters:
@@ -212,8 +277,9 @@ class _Filters:
         return self.chain(route.compress or self.compress, route.headers or self.headers)
 
     def chain(self, compress: CompressConfig, headers: HeadersConfig) -> list[ExchangeFilter]:
-        # the handler writes to the compression wrapper, which writes to the headers
-        # wrapper: the header rules have the last word on every response
+        """Outermost first: the handler writes to the compression wrapper, which writes
+        to the headers wrapper, so the header rules have the last word on every
+        response."""
         out = [self._get(compress), self._get(headers)]
         return [f for f in out if f is not None]
 
@@ -229,22 +295,3 @@ class _Filters:
 
                 self._cache[key] = headers_filter(cfg)
         return self._cache[key]
-
-
-def _with(filters: list[ExchangeFilter], handler: RouteHandler) -> RouteHandler:
-    """``handler`` answering through ``filters`` (outermost first)."""
-    if not filters:
-        return handler
-    if len(filters) == 1:
-        (only,) = filters
-
-        def one(exchange: Exchange, match: RouteMatch) -> None:
-            handler(only(exchange), match)
-
-        return one
-    outer, inner = filters
-
-    def two(exchange: Exchange, match: RouteMatch) -> None:
-        handler(outer(inner(exchange)), match)
-
-    return two

@@ -103,7 +103,11 @@ class StaticHandler:
         #: where file sends run (the worker's tasks: they end with its grace period)
         self._tasks = tasks if tasks is not None else WorkerTasks()
 
-    def close(self) -> None:
+    # -- lifecycle (see bastion.edge.types.Lifecycle) ----------------------------------
+    async def startup(self) -> None:
+        """Nothing to open: files are looked up as requests ask for them."""
+
+    async def shutdown(self) -> None:
         """Forget cached files."""
         self._cache.clear()
 

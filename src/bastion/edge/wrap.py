@@ -1,8 +1,11 @@
-"""A base for response filters: an exchange that hands everything to the one it wraps.
+"""A base for filters: an exchange that hands everything to the one it wraps.
 
-A filter (compression, response headers) subclasses :class:`ExchangeWrapper` and
-overrides only the response methods it changes. It shares the wrapped exchange's request
-head (a filter that presents a different request sets its own).
+A response filter (compression, response headers) subclasses :class:`ExchangeWrapper`
+and overrides only the response methods it changes. It shares the wrapped exchange's
+request head. A request filter that presents a different request (the real client
+address behind a trusted proxy, a rewritten path) hands on an :class:`ExchangeWithHead`
+(or its own subclass that sets ``head``): the next filters and the handler see the new
+head, and the response still goes out through the exchange it wraps.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from bastion.protocol.flow import Flow
+from bastion.protocol.head import RequestHead
 from bastion.protocol.types import Exchange, Session
 
-__all__ = ["ExchangeWrapper"]
+__all__ = ["ExchangeWithHead", "ExchangeWrapper"]
 
 
 class ExchangeWrapper:
@@ -90,3 +94,13 @@ class ExchangeWrapper:
     def take_over(self, status: int, headers: list[tuple[bytes, bytes]], session: Session) -> Flow:
         # an upgraded connection carries no HTTP response for a filter to change
         return self._inner.take_over(status, headers, session)
+
+
+class ExchangeWithHead(ExchangeWrapper):
+    """``inner`` presenting the request ``head`` (make it with ``inner.head.replace()``)."""
+
+    __slots__ = ()
+
+    def __init__(self, inner: Exchange, head: RequestHead) -> None:
+        super().__init__(inner)
+        self.head = head
