@@ -88,8 +88,15 @@ class Flow:
         self.write_deadline = 0.0
         #: called when writing resumes (the connection answers held-back requests)
         self.on_writable: Callable[[], None] | None = None
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._unsent = 0  # buffer size when the write deadline was last (re)started
+
+    def _wait(self, fut: asyncio.Future[None]) -> None:
+        waiters = self._drain_waiters
+        if waiters is None:
+            self._drain_waiters = [fut]
+        else:
+            waiters.append(fut)
 
     def attach(self, transport: Any) -> None:
         self.transport = transport
@@ -118,7 +125,7 @@ class Flow:
         self.write_deadline = 0.0
         waiters = self._drain_waiters
         if waiters:
-            self._drain_waiters = []
+            self._drain_waiters = None
             for fut in waiters:
                 _wake(fut)
         if self.on_writable is not None and not self.closed:
@@ -129,7 +136,7 @@ class Flow:
         if not self.write_paused or self.closed:
             return
         fut = self.loop.create_future()
-        self._drain_waiters.append(fut)
+        self._wait(fut)
         await fut
 
     async def wait_empty(self) -> None:
@@ -158,7 +165,7 @@ class Flow:
         ready: asyncio.Future[None] = loop.create_future()
         self.write_paused = True
         self.start_write_deadline(self.tracker.now)
-        self._drain_waiters.append(ready)
+        self._wait(ready)
         loop.add_writer(fd, _wake, ready)
         try:
             await ready
@@ -266,6 +273,6 @@ class Flow:
         self.write_deadline = 0.0
         waiters = self._drain_waiters
         if waiters:
-            self._drain_waiters = []
+            self._drain_waiters = None
             for fut in waiters:
                 _wake(fut)

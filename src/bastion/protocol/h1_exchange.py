@@ -5,9 +5,9 @@ been parsed. It buffers the request body for the handler (with backpressure), fr
 response (Content-Length, chunked, or close-delimited), refuses header values that would
 corrupt the wire, and hands the connection over to a session after a ``101``.
 
-It talks to its connection only through an :class:`H1Link`: the connection's
-:class:`~bastion.protocol.flow.Flow` for every byte in or out, and two callbacks for the
-end of the response and for an upgrade.
+It talks to its connection only through :class:`H1Link`, the connection's base: its
+:class:`~bastion.protocol.flow.Flow` for every byte in or out, and two calls for the end
+of the response and for an upgrade.
 """
 
 from __future__ import annotations
@@ -82,26 +82,29 @@ def _header_lines(headers: Iterable[Any], out: list[bytes]) -> None:
         out += (name, b": ", value, b"\r\n")
 
 
-class H1Link:
-    """What every exchange of one connection shares with it (one per connection)."""
+class H1Link(asyncio.Protocol):
+    """What an exchange sees of its connection: the connection class derives from it.
 
-    __slots__ = ("done", "flow", "settings", "tracker", "upgrade")
+    Its flow carries every byte; :meth:`exchange_done` and :meth:`switch` are how an
+    exchange tells the connection its response is over, or that a 101 went out. (A
+    base class rather than an object of its own: nothing more to keep per connection,
+    and native calls in the compiled build.)
+    """
 
-    def __init__(
-        self,
-        flow: Flow,
-        settings: ProtocolSettings,
-        tracker: ConnectionTracker,
-        done: Callable[[H1Exchange], None],
-        upgrade: Callable[[H1Exchange, Session], None],
-    ) -> None:
-        self.flow = flow
+    __slots__ = ("flow", "settings", "tracker")
+
+    def __init__(self, settings: ProtocolSettings, tracker: ConnectionTracker, flow: Flow) -> None:
         self.settings = settings
         self.tracker = tracker
-        #: the response has been completely handed over (or the exchange failed)
-        self.done = done
-        #: a 101 went out: the connection's bytes now belong to the session
-        self.upgrade = upgrade
+        self.flow = flow
+
+    def exchange_done(self, ex: H1Exchange) -> None:
+        """The response has been completely handed over (or the exchange failed)."""
+        raise NotImplementedError
+
+    def switch(self, ex: H1Exchange, session: Session) -> None:
+        """A 101 went out: the connection's bytes belong to ``session`` from now on."""
+        raise NotImplementedError
 
 
 class H1Exchange:
@@ -488,11 +491,11 @@ class H1Exchange:
                 self._close_after = True
             self._finished = True
             flow.write(b"".join(head))
-            self._link.done(self)
+            self._link.exchange_done(self)
             return
         if self._disconnected:
             self._finished = True
-            self._link.done(self)
+            self._link.exchange_done(self)
             return
         if not self._wrote:
             self._wrote = True
@@ -509,7 +512,7 @@ class H1Exchange:
         self._finished = True
         if out:
             flow.write(out)
-        self._link.done(self)
+        self._link.exchange_done(self)
 
     async def drain(self) -> None:
         await self._flow.drain()
@@ -527,14 +530,14 @@ class H1Exchange:
         self._finished = True
         self._close_after = True
         if self._disconnected:
-            self._link.done(self)
+            self._link.exchange_done(self)
             return
         if not self._started or (self._head is not None and not self._wrote):
             self._started = True
             self._wrote = True
             self.status = 500
             self._flow.write(error_response(500, self._link.tracker.date_header))
-        self._link.done(self)
+        self._link.exchange_done(self)
 
     async def sendfile(self, fd: int, offset: int, count: int) -> None:
         if self._no_body or self._disconnected:
@@ -577,5 +580,5 @@ class H1Exchange:
         self._started = self._wrote = self._finished = True
         self.status = 101
         self._flow.write(b"".join(lines))
-        self._link.upgrade(self, session)
+        self._link.switch(self, session)
         return self._flow

@@ -14,10 +14,10 @@ implements those three, plus the body callbacks ``on_body`` and ``on_message_com
 
 from __future__ import annotations
 
-import asyncio
-
 import httptools
 
+from bastion.protocol.flow import Flow
+from bastion.protocol.h1_exchange import H1Link
 from bastion.protocol.h1_framing import (
     FRAMING_HEADERS,
     FramingHeaders,
@@ -26,11 +26,15 @@ from bastion.protocol.h1_framing import (
     parser_error_status,
 )
 from bastion.protocol.settings import ProtocolSettings
+from bastion.protocol.state import ConnectionTracker
 
 __all__ = ["H1Reader"]
 
+# what the header list is between heads (on_message_begin makes a new one for each head)
+_NONE: list[tuple[bytes, bytes]] = []
 
-class H1Reader(asyncio.Protocol):
+
+class H1Reader(H1Link):
     """Request-head parsing for one connection (a base of the connection class)."""
 
     __slots__ = (
@@ -48,15 +52,14 @@ class H1Reader(asyncio.Protocol):
         "_replay_head",
         "_replaying",
         "_url",
-        "settings",
     )
 
-    def __init__(self, settings: ProtocolSettings) -> None:
-        self.settings = settings
-        self._parser = httptools.HttpRequestParser(self)
+    def __init__(self, settings: ProtocolSettings, tracker: ConnectionTracker, flow: Flow) -> None:
+        super().__init__(settings, tracker, flow)
+        self._parser: httptools.HttpRequestParser | None = None  # made at the first byte
         self._pending_reject: Reject | None = None
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers = _NONE
         self._hsize = 0
         self._framing: FramingHeaders | None = None  # only once a framing header appears
         self._in_head = False  # between the first byte of a head and its end
@@ -101,8 +104,11 @@ class H1Reader(asyncio.Protocol):
     # -- feeding -----------------------------------------------------------------------------
     def parse(self, data: bytes) -> None:
         """Feed bytes from the client to the parser."""
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgrade(data[exc.args[0] :])
         except httptools.HttpParserError as exc:
@@ -136,6 +142,13 @@ class H1Reader(asyncio.Protocol):
             self._replaying = False
         if rest:
             self.parse(rest)
+
+    def shed_parser(self) -> None:
+        """Drop the parser between requests (about 1 KB with its bound callbacks): an
+        idle keep-alive connection makes a new one when its next request starts, as
+        nginx frees an idle connection's buffers."""
+        if not self._in_head and not self._replay_head:
+            self._parser = None
 
     @property
     def body_of_switch(self) -> bool:
@@ -191,6 +204,7 @@ class H1Reader(asyncio.Protocol):
             return
         self._in_head = False
         parser = self._parser
+        assert parser is not None  # it is calling us
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise self._remember(Reject(505, f"HTTP version {version} not supported"))
@@ -220,12 +234,16 @@ class H1Reader(asyncio.Protocol):
                 if framing.te is not None
                 else b"content-length: %d" % framing.cl
             )
+        headers = self._headers
+        # the head owns them now: an idle connection keeps nothing of its last request
+        self._headers = _NONE
+        self._url = b""
         self.head_parsed(
             parser.get_method().decode("ascii"),
             raw_path,
             query,
             version,
-            self._headers,
+            headers,
             parser.should_keep_alive(),
             body_expected,
             expect_continue,

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 
 from bastion.protocol.errors import error_response
 from bastion.protocol.flow import BODY, HANDOVER, PIPELINE, RESPONSES, Flow
-from bastion.protocol.h1_exchange import H1Exchange, H1Link
+from bastion.protocol.h1_exchange import H1Exchange
 from bastion.protocol.h1_framing import Reject
 from bastion.protocol.h1_phase import (
     BUSY,
@@ -56,10 +55,8 @@ class HTTP1Protocol(H1Reader):
         "_dispatch_scheduled",
         "_dispatching",
         "_eof",
-        "_flow",
         "_handler",
         "_last",
-        "_link",
         "_parsing",
         "_phase",
         "_pipeline",
@@ -71,28 +68,26 @@ class HTTP1Protocol(H1Reader):
         "client",
         "loop",
         "server",
-        "tracker",
     )
 
     def __init__(
         self, settings: ProtocolSettings, handler: Handler, tracker: ConnectionTracker
     ) -> None:
-        super().__init__(settings)
-        self._handler = handler
-        self.tracker = tracker
         loop = asyncio.get_event_loop()
+        flow = Flow(loop, tracker, settings.body_timeout)
+        super().__init__(settings, tracker, flow)
+        self._handler = handler
         self.loop = loop
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
-        flow = Flow(loop, tracker, settings.body_timeout)
         flow.on_writable = self._writable
-        self._flow = flow
-        self._link = H1Link(flow, settings, tracker, self._exchange_done, self._take_over)
         self._phase = IDLE
         self._parsing: H1Exchange | None = None  # the request whose body is arriving
         self._active: H1Exchange | None = None  # the request being answered
         self._last: H1Exchange | None = None  # the request parsed last
-        self._pipeline: deque[H1Exchange] = deque()  # parsed, waiting for their turn
+        # parsed, waiting for their turn (a list: rarely more than one, and an empty deque
+        # costs 600 bytes on every idle connection)
+        self._pipeline: list[H1Exchange] = []
         self._dispatching = False
         self._dispatch_scheduled = False
         self._refusal = 0  # status of the error answer to send once earlier ones are out
@@ -114,10 +109,6 @@ class HTTP1Protocol(H1Reader):
         return self._phase == CLOSED
 
     @property
-    def flow(self) -> Flow:
-        return self._flow
-
-    @property
     def is_idle(self) -> bool:
         return self._phase == IDLE and self._active is None and not self._pipeline
 
@@ -128,20 +119,25 @@ class HTTP1Protocol(H1Reader):
 
     # -- connection events -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._flow.attach(transport)
+        self.flow.attach(transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client = (str(peer[0]), int(peer[1]))
-        sock = transport.get_extra_info("sockname")
-        if isinstance(sock, tuple):
-            self.server = (str(sock[0]), int(sock[1]))
-        elif isinstance(sock, str) and sock:
-            self.server = (sock, None)
         tracker = self.tracker
+        sock = transport.get_extra_info("sockname")
+        # one (host, port) object per listening address, not one per connection
+        self.server = tracker.servers.get(sock) if sock else None
+        if self.server is None and sock:
+            if isinstance(sock, tuple):
+                self.server = (str(sock[0]), int(sock[1]))
+            elif isinstance(sock, str):
+                self.server = (sock, None)
+            if len(tracker.servers) < 64:
+                tracker.servers[sock] = self.server
         if len(tracker.connections) >= self.settings.max_connections and not tracker.reclaim_idle():
-            self._flow.write(error_response(503, tracker.date_header, retry_after=True))
+            self.flow.write(error_response(503, tracker.date_header, retry_after=True))
             self._phase = CLOSED
-            self._flow.close()
+            self.flow.close()
             return
         tracker.add(self)
         # While draining, a new connection still gets one answer (with Connection: close):
@@ -150,7 +146,7 @@ class HTTP1Protocol(H1Reader):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = CLOSED
-        self._flow.lost()
+        self.flow.lost()
         self.tracker.remove(self)
         for ex in (self._active, self._parsing, *self._pipeline):
             if ex is not None:
@@ -219,7 +215,7 @@ class HTTP1Protocol(H1Reader):
         ex.can_upgrade = True
         ex.keep_alive = False
         self._upgrade_rest = rest
-        self._flow.pause_reading(HANDOVER)
+        self.flow.pause_reading(HANDOVER)
 
     def _dispatch_soon(self) -> None:
         self._dispatch_scheduled = False
@@ -254,7 +250,7 @@ class HTTP1Protocol(H1Reader):
         ):
             keep_alive = False
         head = RequestHead(method, raw_path, query, version, headers, self.client, self.server)
-        ex = H1Exchange(self._link, head, keep_alive, body_expected, expect_continue)
+        ex = H1Exchange(self, head, keep_alive, body_expected, expect_continue)
         self._last = ex
         self._pipeline.append(ex)
         if body_expected:
@@ -263,7 +259,7 @@ class HTTP1Protocol(H1Reader):
         if self._phase == IDLE or self._phase == HEAD:
             self._phase = BUSY
         if self._active is not None or len(self._pipeline) > 1:
-            self._flow.pause_reading(PIPELINE)  # bound what a pipelining client can queue
+            self.flow.pause_reading(PIPELINE)  # bound what a pipelining client can queue
 
     def on_body(self, body: bytes) -> None:
         ex = self._parsing
@@ -284,13 +280,13 @@ class HTTP1Protocol(H1Reader):
     # -- dispatching -------------------------------------------------------------------
     def _dispatch(self) -> None:
         self._dispatching = True
-        flow = self._flow
+        flow = self.flow
         try:
             while self._active is None and self._pipeline and self._phase != CLOSED:
                 if flow.write_paused:
                     self._next_request()  # hold the pipeline until the client reads
                     break
-                ex = self._pipeline.popleft()
+                ex = self._pipeline.pop(0)
                 self._active = ex
                 if not ex.body_complete:
                     # read its body only as its handler asks for it
@@ -318,11 +314,13 @@ class HTTP1Protocol(H1Reader):
             except Exception:
                 log.exception("access log failed")
 
-    def _exchange_done(self, ex: H1Exchange) -> None:
+    def exchange_done(self, ex: H1Exchange) -> None:
         """The exchange's response has been completely handed over (or it failed)."""
         if ex is not self._active:
             return
         self._active = None
+        if self._last is ex:
+            self._last = None  # an idle connection keeps no request alive
         self._account(ex)
         if self._phase == CLOSED:
             return
@@ -336,7 +334,7 @@ class HTTP1Protocol(H1Reader):
 
     def _next_request(self) -> None:
         """Go on after a response: the next pipelined request, a pending error, or wait."""
-        flow = self._flow
+        flow = self.flow
         if flow.write_paused:
             # The client is not reading our responses: answer nothing more (and read
             # nothing more) until it does, or its responses would pile up in memory.
@@ -365,7 +363,7 @@ class HTTP1Protocol(H1Reader):
             self._next_request()
 
     # -- upgrade -------------------------------------------------------------------------
-    def _take_over(self, ex: H1Exchange, session: Session) -> None:
+    def switch(self, ex: H1Exchange, session: Session) -> None:
         """``ex`` answered 101: the connection's bytes belong to ``session`` from now."""
         if ex is not self._active or self._pipeline:
             raise RuntimeError("only the last request of a connection can switch protocols")
@@ -378,7 +376,7 @@ class HTTP1Protocol(H1Reader):
         self._session = session
         rest = self._upgrade_rest or b""
         self._upgrade_rest = None
-        flow = self._flow
+        flow = self.flow
         flow.reset_reading()
         if rest:
             self.loop.call_soon(self._deliver, rest)
@@ -416,7 +414,7 @@ class HTTP1Protocol(H1Reader):
                     ex.lost()
                     self._close()
                     return
-        self._flow.stop_reading()
+        self.flow.stop_reading()
         if self._active is None and not self._pipeline:
             self._send_error()
 
@@ -425,7 +423,7 @@ class HTTP1Protocol(H1Reader):
         self._refusal = 0
         if self._phase == CLOSED:
             return
-        self._flow.write(error_response(status, self.tracker.date_header))
+        self.flow.write(error_response(status, self.tracker.date_header))
         self._linger()
 
     def _linger(self) -> None:
@@ -440,7 +438,7 @@ class HTTP1Protocol(H1Reader):
         if self._eof:
             self._close()  # the client has stopped sending already: nothing to drain
             return
-        transport = self._flow.transport
+        transport = self.flow.transport
         try:
             can_eof = transport.can_write_eof()
         except (AttributeError, NotImplementedError):
@@ -450,11 +448,11 @@ class HTTP1Protocol(H1Reader):
             return
         transport.write_eof()
         self._enter(LINGERING, LINGER_SECONDS)
-        self._flow.reset_reading()
+        self.flow.reset_reading()
 
     # -- deadlines -----------------------------------------------------------------------
     def check_deadline(self, now: float) -> None:
-        flow = self._flow
+        flow = self.flow
         if flow.write_deadline and flow.write_timed_out(now):
             self._phase = CLOSED
             flow.abort()
@@ -475,6 +473,8 @@ class HTTP1Protocol(H1Reader):
                 self.abort()
                 return
         if now < self._read_deadline:
+            if phase == IDLE and self._requests:
+                self.shed_parser()  # idle between requests: keep as little as possible
             return
         if phase in (IDLE, LINGERING):
             self._close()
@@ -507,15 +507,15 @@ class HTTP1Protocol(H1Reader):
     def _close(self) -> None:
         if self._phase != CLOSED:
             self._phase = CLOSED
-            self._flow.close()
+            self.flow.close()
 
     def abort(self) -> None:
         self._phase = CLOSED
-        self._flow.abort()
+        self.flow.abort()
 
     # -- transport flow control ----------------------------------------------------------
     def pause_writing(self) -> None:
-        self._flow.pause_writing()
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self._flow.resume_writing()
+        self.flow.resume_writing()

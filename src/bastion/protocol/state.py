@@ -52,11 +52,14 @@ class ConnectionTracker:
         "now",
         "on_request",
         "requests_served",
+        "servers",
     )
 
     def __init__(self) -> None:
         self.connections: set[TrackedConnection] = set()
         self.requests_served = 0
+        #: the (host, port) of each listening address, shared by its connections
+        self.servers: dict[object, tuple[str, int | None] | None] = {}
         # called after each finished response (the worker uses it for max_requests)
         self.on_request: Callable[[], None] | None = None
         self.draining = False
