@@ -30,6 +30,8 @@ from bastion.edge.types import RouteHandler, RouteMatch
 from bastion.protocol.types import Exchange
 
 _EMPTY: Final[dict[str, str]] = {}
+# above any route index; small enough to stay a machine integer in the compiled build
+_NO_LIMIT: Final = 1 << 30
 
 
 class _Entry:
@@ -190,7 +192,7 @@ class Router:
         """The handler and match for a request, or None. ``host`` as
         :func:`normalize_host` gives it ("" if there is none)."""
         best = None
-        limit = 1 << 62
+        limit = _NO_LIMIT
         if self._by_host and host:
             table = self._exact_hosts.get(host)
             if table is not None:
