@@ -5,8 +5,9 @@ A reference for bench/run.py, not a server to use: no limits, no timeouts, no er
 beyond a 400 for bytes that are not HTTP, one process. Per request it parses the head with
 httptools, makes one app call and writes one response:
 
-* ``--interface asgi``: a task per request running ``await app(scope, receive, send)``
-  with the scope's required keys (``lifespan`` is not run);
+* ``--interface asgi``: ``await app(scope, receive, send)`` with the scope's required
+  keys, its coroutine started at once from the parser's callback and given a task only
+  if it suspends (``lifespan`` is not run);
 * ``--interface wsgi``: ``app(environ, start_response)`` called inline on the event loop,
   with PEP 3333's required environ keys.
 
@@ -146,7 +147,15 @@ class Connection(asyncio.Protocol):
     def _start(self, req: Request) -> None:
         self.busy = True
         if self.asgi:
-            asyncio.get_running_loop().create_task(self._asgi(req))
+            # Start the app's coroutine at once; only one that suspends gets a task. No
+            # ASGI server can do this on Python 3.11 for every app (anyio wants a current
+            # task); it is the least a request can cost, which is what a ceiling is.
+            coro = self._asgi(req)
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
+                return
+            asyncio.get_running_loop().create_task(_carry_on(coro, yielded))
         else:
             self._wsgi(req)
 
@@ -280,6 +289,28 @@ class Connection(asyncio.Protocol):
         status_line = f"HTTP/1.1 {status}\r\n".encode("latin-1")
         self.transport.write(b"".join((status_line, _date, "".join(head).encode("latin-1"), body)))
         self._done(req.keep_alive)
+
+
+async def _carry_on(coro: Any, yielded: Any) -> None:
+    """Drive a coroutine that suspended on its first step (it awaits ``yielded``)."""
+    while True:
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)
+            else:
+                await yielded
+        except asyncio.CancelledError as exc:
+            try:
+                yielded = coro.throw(exc)
+            except (StopIteration, asyncio.CancelledError):
+                return
+            continue
+        except Exception:
+            pass  # the coroutine reads the future's exception itself when resumed
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
 
 
 _ENVIRON_KEYS: dict[bytes, str] = {}  # header name -> environ key, for the usual names
