@@ -253,7 +253,7 @@ class CompressingExchange(ExchangeWrapper):
                 elif kind == _CR:
                     ranged = True
                 elif kind == _CC:
-                    if b"no-transform" in value.lower():
+                    if value.lower().find(b"no-transform") >= 0:
                         skip = True
                 elif kind == _VARY:
                     vary_at = i

@@ -31,7 +31,9 @@ ALWAYS_VISIBLE = frozenset({".well-known"})
 
 def raw_path_refused(raw_path: bytes) -> bool:
     """True if the undecoded request path holds an encoded slash, backslash or NUL."""
-    return (b"%" in raw_path or b"\\" in raw_path) and _RAW_BAD.search(raw_path) is not None
+    return (raw_path.find(b"%") >= 0 or raw_path.find(b"\\") >= 0) and _RAW_BAD.search(
+        raw_path
+    ) is not None
 
 
 class Found:

@@ -124,7 +124,7 @@ class StaticHandler:
             _plain(exchange, 405, b"Method Not Allowed\n", _ALLOW)
             return
         raw = exchange.head.raw_path
-        if (b"%" in raw or b"\\" in raw) and raw_path_refused(raw):
+        if (raw.find(b"%") >= 0 or raw.find(b"\\") >= 0) and raw_path_refused(raw):
             self._answer_404(exchange)
             return
         entry = self._cache.entries.get(key)

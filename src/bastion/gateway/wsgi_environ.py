@@ -58,7 +58,7 @@ def _translate(name: bytes) -> str:
     special = _SPECIAL.get(name)
     if special is not None:
         return special
-    if b"_" in name:
+    if name.find(b"_") >= 0:
         return ""
     return "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
 
@@ -89,22 +89,40 @@ class EnvironBuilder:
 
     def build(self, ex: Exchange) -> dict[str, Any]:
         """A new environ for ``ex``, without ``wsgi.input`` (the caller adds it)."""
-        env = self._base.copy()
         head = ex.head
         raw = head.raw_path
-        path = unquote_to_bytes(raw).decode("latin-1") if b"%" in raw else raw.decode("latin-1")
+        path = (
+            unquote_to_bytes(raw).decode("latin-1")
+            if raw.find(b"%") >= 0
+            else raw.decode("latin-1")
+        )
         root = self._root
         if root and (path == root or path.startswith(self._root_slash)):
             path = path[len(root) :]
-        env["REQUEST_METHOD"] = head.method
-        env["PATH_INFO"] = path
-        env["QUERY_STRING"] = head.query_string.decode("latin-1")
-        env["SERVER_PROTOCOL"] = _PROTOCOLS.get(head.http_version) or "HTTP/" + head.http_version
-        env["wsgi.url_scheme"] = head.scheme
+        base = self._base
         client = head.client
-        if client is not None:
-            env["REMOTE_ADDR"] = client[0]
-            env["REMOTE_PORT"] = str(client[1])
+        # one dict display: made at its final size at once, where copying a base and
+        # adding to it resized it twice per request
+        env: dict[str, Any] = {
+            "REQUEST_METHOD": head.method,
+            "SCRIPT_NAME": root,
+            "PATH_INFO": path,
+            "QUERY_STRING": head.query_string.decode("latin-1"),
+            "SERVER_PROTOCOL": _PROTOCOLS.get(head.http_version)
+            or "HTTP/" + head.http_version,
+            "REMOTE_ADDR": client[0] if client is not None else "",
+            "REMOTE_PORT": str(client[1]) if client is not None else "",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": head.scheme,
+            "wsgi.errors": base["wsgi.errors"],
+            "wsgi.multithread": base["wsgi.multithread"],
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+        if client is None:
+            del env["REMOTE_ADDR"], env["REMOTE_PORT"]
         names = self._names
         for name, value in head.headers:
             key = names.get(name)

@@ -288,7 +288,10 @@ async def send_wrapped_file(
 def close_result(result: object, resp: Response | None = None) -> None:
     """Call ``result.close()`` if it has one, logging (not raising) what it raises; close
     the request body file of ``resp``."""
-    close = getattr(result, "close", None)
+    cls = result.__class__
+    # a list or tuple has no close(); asking would cost an AttributeError (with its
+    # formatted message) on every request in the compiled build
+    close = None if cls is list or cls is tuple else getattr(result, "close", None)
     if close is not None:
         try:
             close()

@@ -158,7 +158,7 @@ class H1Exchange:
         self.received = 0
         #: the final status sent (0 until the response starts)
         self.status = 0
-        self._body: list[bytes] = []
+        self._body: list[bytes] | None = None  # made when body bytes arrive
         self._body_size = 0
         self._body_done = not body_expected
         self._body_waiter: asyncio.Future[None] | None = None
@@ -205,7 +205,11 @@ class H1Exchange:
 
     def feed(self, data: bytes) -> None:
         """Request body bytes arrived."""
-        self._body.append(data)
+        body = self._body
+        if body is None:
+            self._body = [data]
+        else:
+            body.append(data)
         self._body_size += len(data)
         waiter = self._body_waiter
         if waiter is not None:
@@ -279,9 +283,10 @@ class H1Exchange:
         self._streaming = True
         flow = self._flow
         while True:
-            if self._body:
-                data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-                self._body.clear()
+            body = self._body
+            if body:
+                data = body[0] if len(body) == 1 else b"".join(body)
+                body.clear()
                 self._body_size = 0
                 flow.resume_reading(BODY)
                 return data, not self._body_done
@@ -296,8 +301,11 @@ class H1Exchange:
             await waiter
 
     def take_buffered_body(self) -> bytes:
-        data = b"".join(self._body)
-        self._body.clear()
+        body = self._body
+        if not body:
+            return b""
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
         self._body_size = 0
         return data
 
@@ -400,7 +408,7 @@ class H1Exchange:
         if lname == b"transfer-encoding":
             return True  # framing is ours to choose
         if lname == b"connection":
-            if b"close" in value.lower():
+            if value.lower().find(b"close") >= 0:
                 self._close_after = True
             return True
         return False  # date, server: the app's own replaces ours

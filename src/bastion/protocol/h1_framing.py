@@ -15,8 +15,9 @@ import httptools
 _TE_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*;[ \t]*[^,]*)?")
 DIGITS = re.compile(rb"[0-9]+")
 
-# Lower-cased names of the headers these rules look at; the others pass unexamined.
-FRAMING_HEADERS = frozenset({b"transfer-encoding", b"content-length", b"expect", b"host"})
+# Lower-cased names of the headers these rules look at; the others pass unexamined. Host
+# is counted by the reader itself (every request has one: no object for it).
+FRAMING_HEADERS = frozenset({b"transfer-encoding", b"content-length", b"expect"})
 
 
 class Reject(Exception):
@@ -43,23 +44,17 @@ def te_status(te: bytes) -> int:
 class FramingHeaders:
     """The framing headers of one request head, checked as they arrive."""
 
-    __slots__ = ("cl", "expect", "host", "te")
+    __slots__ = ("cl", "expect", "te")
 
     def __init__(self) -> None:
         self.te: bytes | None = None
         self.cl = -1
         self.expect: bytes | None = None
-        self.host = False
 
     def add(self, lname: bytes, value: bytes, max_body_size: int) -> None:
         """Take one header of :data:`FRAMING_HEADERS`; raise :class:`Reject` if it cannot
         be accepted."""
-        if lname == b"host":
-            # routing and the app could each pick a different one (RFC 9112 3.2: 400)
-            if self.host:
-                raise Reject(400, "more than one host")
-            self.host = True
-        elif lname == b"transfer-encoding":
+        if lname == b"transfer-encoding":
             self.te = value if self.te is None else self.te + b"," + value
         elif lname == b"content-length":
             if self.cl != -1:

@@ -30,6 +30,9 @@ from bastion.protocol.state import ConnectionTracker
 
 __all__ = ["H1Reader"]
 
+# method names as text, made once (llhttp knows only its fixed set of methods)
+_METHODS: dict[bytes, str] = {}
+
 # what the header list is between heads (on_message_begin makes a new one for each head)
 _NONE: list[tuple[bytes, bytes]] = []
 
@@ -42,6 +45,7 @@ class H1Reader(H1Link):
         "_head_bytes",
         "_head_limit",
         "_headers",
+        "_hosts",
         "_hsize",
         "_in_head",
         "_max_hcount",
@@ -62,6 +66,7 @@ class H1Reader(H1Link):
         self._headers = _NONE
         self._hsize = 0
         self._framing: FramingHeaders | None = None  # only once a framing header appears
+        self._hosts = 0  # Host headers in the head being read
         self._in_head = False  # between the first byte of a head and its end
         self._head_bytes = 0
         self._max_url = settings.max_request_line
@@ -163,6 +168,7 @@ class H1Reader(H1Link):
         self._headers = []
         self._hsize = 0
         self._framing = None
+        self._hosts = 0
         self._in_head = True
         self._head_bytes = 0
 
@@ -183,7 +189,12 @@ class H1Reader(H1Link):
         if len(headers) > self._max_hcount:
             raise self._remember(Reject(431, "too many header fields"))
         self._hsize += len(name) + len(value)
-        if lname in FRAMING_HEADERS:
+        if lname == b"host":
+            self._hosts += 1
+            if self._hosts > 1:
+                # routing and the app could each pick a different one (RFC 9112 3.2: 400)
+                raise self._remember(Reject(400, "more than one host"))
+        elif lname in FRAMING_HEADERS:
             framing = self._framing
             if framing is None:
                 framing = self._framing = FramingHeaders()
@@ -219,9 +230,9 @@ class H1Reader(H1Link):
         url = self._url
         if url[:1] == b"/":
             raw_path, sep, query = url.partition(b"?")
-            if b"#" in query:
+            if query.find(b"#") >= 0:
                 query = query.partition(b"#")[0]
-            elif not sep and b"#" in raw_path:
+            elif not sep and raw_path.find(b"#") >= 0:
                 raw_path = raw_path.partition(b"#")[0]
         else:
             try:
@@ -238,8 +249,14 @@ class H1Reader(H1Link):
         # the head owns them now: an idle connection keeps nothing of its last request
         self._headers = _NONE
         self._url = b""
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = raw_method.decode("ascii")
+            if len(_METHODS) < 64:
+                _METHODS[raw_method] = method
         self.head_parsed(
-            parser.get_method().decode("ascii"),
+            method,
             raw_path,
             query,
             version,

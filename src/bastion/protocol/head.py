@@ -17,7 +17,7 @@ __all__ = ["RequestHead", "decode_path"]
 
 def decode_path(raw_path: bytes) -> str:
     """The percent-decoded path as text (UTF-8; undecodable bytes kept as surrogates)."""
-    if b"%" in raw_path:
+    if raw_path.find(b"%") >= 0:
         return unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
     return raw_path.decode("utf-8", "surrogateescape")
 
