@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import tempfile
 import time
@@ -132,7 +133,46 @@ def handlers(static_root: str) -> dict[str, Any]:
         "route-asgi": site(routes=[{"path": "/", "app": "default"}]),
         "route-asgi+f": site(routes=[{"path": "/", "app": "default"}], **filters),
         "route-return+f": site(routes=[{"path": "/", "return": {"body": "hi"}}], **filters),
+        # a 1 KiB file from a static route (from memory), and the same answered 304
+        "static-1k": static_site(static_root),
+        "static-304": static_site(static_root),
     }
+
+
+STATIC_FILE = b"s" * 1024
+STATIC_GET = b"GET /static/f.txt HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\n\r\n"
+
+
+def static_site(static_root: str) -> Any:
+    """The handler of a site with one static route holding a 1 KiB file."""
+    with open(os.path.join(static_root, "f.txt"), "wb") as f:
+        f.write(STATIC_FILE)
+    config = Config(
+        app=AppConfig(target="x:y", interface="asgi"),
+        routes=(RouteConfig(path="/static/", static=StaticConfig(root=static_root)),),
+    )
+    return build_site(config, LoadedApp(asgi_app, "asgi", "x:y")).handler
+
+
+def request_for(name: str, handler: Any, loop: asyncio.AbstractEventLoop) -> tuple[bytes, bytes]:
+    """The request a case sends, and the end its last response must have."""
+    if name == "static-1k":
+        return STATIC_GET, STATIC_FILE
+    if name == "static-304":
+        transport = Transport()
+
+        async def first_get() -> None:
+            proto = HTTP1Protocol(ProtocolSettings(), handler, ConnectionTracker())
+            proto.connection_made(transport)  # type: ignore[arg-type]
+            proto.data_received(STATIC_GET)
+            await asyncio.sleep(0.01)
+
+        loop.run_until_complete(first_get())
+        etag = transport.last.partition(b"etag: ")[2].partition(b"\r\n")[0]
+        if not etag:
+            raise RuntimeError(f"no ETag in {transport.last[:300]!r}")
+        return STATIC_GET.replace(b"\r\n\r\n", b"\r\nIf-None-Match: " + etag + b"\r\n\r\n"), b""
+    return REQUEST, BODY
 
 
 class FloorProtocol:
@@ -157,7 +197,9 @@ class FloorProtocol:
         self.transport.write(self.RESPONSE)
 
 
-async def measure(handler: Any, n: int, profile: bool) -> float:
+async def measure(
+    handler: Any, n: int, profile: bool, request: bytes = REQUEST, tail: bytes = BODY
+) -> float:
     settings = ProtocolSettings(max_keepalive_requests=0)
     if handler is None:
         proto: Any = FloorProtocol()
@@ -167,14 +209,14 @@ async def measure(handler: Any, n: int, profile: bool) -> float:
     proto.connection_made(transport)  # type: ignore[arg-type]
     sleep = asyncio.sleep
     for _ in range(2000):  # warm up
-        proto.data_received(REQUEST)
+        proto.data_received(request)
         await sleep(0)
     prof = cProfile.Profile() if profile else None
     if prof:
         prof.enable()
     start = time.process_time()
     for _ in range(n):
-        proto.data_received(REQUEST)
+        proto.data_received(request)
         await sleep(0)
     elapsed = time.process_time() - start
     if prof:
@@ -183,8 +225,11 @@ async def measure(handler: Any, n: int, profile: bool) -> float:
     proto.connection_lost(None)
     if transport.writes < n:
         raise RuntimeError(f"only {transport.writes} responses for {n} requests")
-    if not transport.last.endswith((BODY, b"hi")):  # the app (or the fixed answer), not a 404
-        raise RuntimeError(f"the last response was not the app's: {transport.last[:200]!r}")
+    last = transport.last
+    if tail == b"" and not last.startswith(b"HTTP/1.1 304 "):
+        raise RuntimeError(f"the last response was not a 304: {last[:200]!r}")
+    if tail and not last.endswith((tail, b"hi")):  # the app (or the fixed answer), not a 404
+        raise RuntimeError(f"the last response was not the app's: {last[:200]!r}")
     return elapsed / n * 1e6
 
 
@@ -214,10 +259,14 @@ def main() -> None:
             if (not args.profile or args.profile == name)
             and (not args.only or name in args.only.split(","))
         }
+        requests = {name: request_for(name, handler, loop) for name, handler in cases.items()}
         for _ in range(rounds):
             for name, handler in cases.items():
                 profile = args.profile == name
-                us = loop.run_until_complete(measure(handler, args.requests, profile))
+                request, tail = requests[name]
+                us = loop.run_until_complete(
+                    measure(handler, args.requests, profile, request, tail)
+                )
                 costs[name] = min(us, costs.get(name, us))
         for name, us in costs.items():
             print(f"{name:18} {us:6.2f} µs CPU per request  (~{1e6 / us:,.0f} req/s of one core)")
