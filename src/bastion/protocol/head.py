@@ -19,6 +19,8 @@ def decode_path(raw_path: bytes) -> str:
     """The percent-decoded path as text (UTF-8; undecodable bytes kept as surrogates)."""
     if raw_path.find(b"%") >= 0:
         return unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
+    if raw_path.isascii():
+        return raw_path.decode()  # the common case, on the decoder's fast path
     return raw_path.decode("utf-8", "surrogateescape")
 
 
