@@ -32,7 +32,14 @@ ENV_PREFIX = "BASTION_"
 ENV_CONFIG = "BASTION_CONFIG"  # path of the config file
 
 # Keys measured in bytes accept a k/m/g suffix (1024-based, like nginx's "1m").
-SIZE_KEYS = frozenset({"limits.max_body_size", "limits.max_header_size", "limits.max_request_line"})
+SIZE_KEYS = frozenset(
+    {
+        "limits.max_body_size",
+        "limits.max_header_size",
+        "limits.max_request_line",
+        "websocket.max_message_size",
+    }
+)
 # File modes: bare digits from the environment or the command line are octal, like chmod.
 MODE_KEYS = frozenset({"server.unix_socket_mode"})
 

@@ -114,6 +114,25 @@ class LogConfig(_Section, frozen=True):
     access_file: str = "-"  # "-" = stdout
 
 
+class WebSocketConfig(_Section, frozen=True):
+    """Limits and timers of WebSocket sessions (ASGI apps)."""
+
+    # the largest message, once reassembled and inflated; uvicorn ws_max_size 16 MiB
+    # (websockets' own default is 1 MiB). Larger messages close the socket with 1009.
+    max_message_size: PositiveInt = 16 * 1024 * 1024
+    # unread messages held per socket before bastion stops reading it; uvicorn
+    # ws_max_queue 32 (websockets max_queue 16)
+    max_queue: PositiveInt = 32
+    # a peer silent this long is pinged; uvicorn ws_ping_interval / websockets 20 s; 0 = never
+    ping_interval: NonNegativeFloat = 20.0
+    # no answer this long after the ping closes the socket (1011); uvicorn / websockets 20 s
+    ping_timeout: PositiveFloat = 20.0
+    # wait for the peer's close frame after ours, then drop it; websockets close_timeout 10 s
+    close_timeout: PositiveFloat = 10.0
+    # accept permessage-deflate (RFC 7692) offers; uvicorn ws_per_message_deflate true
+    compression: bool = True
+
+
 # --- the edge: routes, static files, compression, headers ------------------------------
 
 MatchKind = Literal["prefix", "exact", "regex"]
@@ -225,6 +244,7 @@ class Config(_Section, frozen=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
     # more apps, by name, for routes to mount ([app] is the one named "default")
     apps: dict[str, AppConfig] = msgspec.field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()  # none: every request goes to the default app

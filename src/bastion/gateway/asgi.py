@@ -26,9 +26,11 @@ import os
 from typing import Any, Final
 
 from bastion.config.schema import Config
+from bastion.gateway.asgi_websocket import WebSocketServer
 from bastion.gateway.failure import ERROR_LOG, describe, fail_request, request_id
 from bastion.gateway.lifespan import ASGIApp, Lifespan, Message
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
+from bastion.protocol.websocket import is_websocket_request
 from bastion.tasks import WorkerTasks
 
 __all__ = ["ASGIApp", "ASGIGateway"]
@@ -56,6 +58,7 @@ class ASGIGateway:
         "lifespan",
         "state",
         "tasks",
+        "websocket",
     )
 
     interface: Final = "asgi"
@@ -72,6 +75,8 @@ class ASGIGateway:
         self.tasks = tasks if tasks is not None else WorkerTasks()
         self._lifespan_mode = config.app.lifespan
         self.lifespan: Lifespan | None = None
+        #: serves requests that switch to WebSocket (gateway/asgi_websocket.py)
+        self.websocket = WebSocketServer(config)
 
     async def startup(self) -> None:
         """Run the app's lifespan start-up (raises LifespanFailure if it fails)."""
@@ -97,6 +102,9 @@ class ASGIGateway:
     def handler(self, exchange: Exchange) -> None:
         """Start the app for one request (the protocol's :data:`Handler`)."""
         head = exchange.head
+        if exchange.can_upgrade and is_websocket_request(head):
+            self.websocket.serve(exchange, self.app, self.tasks, self._root_path, self.state)
+            return
         path = head.path
         raw_path = head.raw_path
         root = self._root_path

@@ -108,8 +108,7 @@ class EnvironBuilder:
             "SCRIPT_NAME": root,
             "PATH_INFO": path,
             "QUERY_STRING": head.query_string.decode("latin-1"),
-            "SERVER_PROTOCOL": _PROTOCOLS.get(head.http_version)
-            or "HTTP/" + head.http_version,
+            "SERVER_PROTOCOL": _PROTOCOLS.get(head.http_version) or "HTTP/" + head.http_version,
             "REMOTE_ADDR": client[0] if client is not None else "",
             "REMOTE_PORT": str(client[1]) if client is not None else "",
             "wsgi.version": (1, 0),
