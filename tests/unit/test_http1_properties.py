@@ -202,9 +202,28 @@ hostile = st.one_of(
 )
 
 
+# whole header lines that make a valid head ambiguous or invalid
+HEADER_LINES = [
+    b"Host: b\r\n",
+    b"Content-Length: 3\r\n",
+    b"Content-Length: 1\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: identity\r\n",
+    b"Content-Length : 3\r\n",
+    b" folded\r\n",
+    b"X-A: a\x00b\r\n",
+]
+
+
 @st.composite
 def mangled_request(draw: st.DrawFn) -> bytes:
     data = bytearray(draw(valid_request()))
+    if draw(st.booleans()):
+        # a header line more, after the request line or after another header line
+        lines = [i + 2 for i in range(len(data)) if data[i : i + 2] == b"\r\n"][:3]
+        at = draw(st.sampled_from(lines))
+        data[at:at] = draw(st.sampled_from(HEADER_LINES))
+        return bytes(data)
     for _ in range(draw(st.integers(1, 3))):
         at = draw(st.integers(0, len(data)))
         what = draw(st.sampled_from(HEAD_BITS))
