@@ -57,7 +57,9 @@ def test_pipelined_requests_answered_in_order_even_when_first_is_slow() -> None:
 
         proto, transport, _ = make_conn(handler)
         proto.data_received(
-            b"GET /slow HTTP/1.1\r\n\r\nGET /fast1 HTTP/1.1\r\n\r\nGET /fast2 HTTP/1.1\r\n\r\n"
+            b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /fast1 HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /fast2 HTTP/1.1\r\nHost: t\r\n\r\n"
         )
         await settle()
         assert transport.take() == b""  # nothing may overtake the slow response
@@ -74,7 +76,7 @@ def test_pipelined_requests_answered_in_order_even_when_first_is_slow() -> None:
 def test_request_body_content_length_split_across_packets() -> None:
     async def main() -> None:
         proto, transport, _ = make_conn(echo_handler)
-        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello")
+        proto.data_received(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
         await settle()
         proto.data_received(b"world")
         await settle()
@@ -88,7 +90,7 @@ def test_chunked_request_body_with_extensions_and_trailers() -> None:
     async def main() -> None:
         proto, transport, _ = make_conn(echo_handler)
         proto.data_received(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
         )
         await settle()
@@ -107,7 +109,7 @@ def test_backpressure_pauses_reading_until_the_handler_consumes() -> None:
 
         proto, transport, _ = make_conn(handler)
         size = 4 * 1024 * 1024
-        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % size)
+        proto.data_received(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
         await settle()
         [ex] = exchanges
         block = b"x" * 65536
@@ -138,7 +140,7 @@ def test_streaming_response_is_chunked_on_http11_and_close_delimited_on_http10()
 
     async def main() -> None:
         proto, transport, _ = make_conn(handler)
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         raw = transport.take()
         assert b"transfer-encoding: chunked" in raw
@@ -177,7 +179,9 @@ def test_http10_keep_alive_when_asked() -> None:
 def test_head_gets_headers_without_body() -> None:
     async def main() -> None:
         proto, transport, _ = make_conn(hello_handler)
-        proto.data_received(b"HEAD /x HTTP/1.1\r\n\r\nGET /y HTTP/1.1\r\n\r\n")
+        proto.data_received(
+            b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\nGET /y HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
         await settle()
         raw = transport.take()
         head, _, rest = raw.partition(b"\r\n\r\n")
@@ -190,7 +194,9 @@ def test_head_gets_headers_without_body() -> None:
 def test_expect_100_continue_sent_when_body_is_read() -> None:
     async def main() -> None:
         proto, transport, _ = make_conn(echo_handler)
-        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        proto.data_received(
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
         await settle()
         assert transport.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
         proto.data_received(b"hello")
@@ -204,7 +210,9 @@ def test_expect_100_continue_sent_when_body_is_read() -> None:
 def test_no_100_continue_when_handler_answers_without_reading() -> None:
     async def main() -> None:
         proto, transport, _ = make_conn(hello_handler)
-        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        proto.data_received(
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
         await settle()
         raw = transport.take()
         assert b"100 Continue" not in raw
@@ -235,7 +243,7 @@ def test_header_injection_is_refused(headers: list[tuple[bytes, bytes]]) -> None
             ex.finish(b"should not happen")
 
         proto, transport, _ = make_conn(handler)
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         raw = transport.take()
         [(status, _, _)] = parse_responses(raw)
@@ -251,7 +259,7 @@ def test_handler_exception_gives_500_without_details() -> None:
             raise RuntimeError("secret detail")
 
         proto, transport, _ = make_conn(handler)
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         raw = transport.take()
         assert raw.startswith(b"HTTP/1.1 500")
@@ -273,7 +281,7 @@ def test_content_length_overrun_is_refused() -> None:
                 ex.fail(exc)
 
         proto, transport, _ = make_conn(handler)
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         assert errors
         assert transport.done
@@ -293,7 +301,7 @@ def test_disconnect_is_seen_by_the_handler() -> None:
             asyncio.get_running_loop().create_task(wait())
 
         proto, transport, tracker = make_conn(handler)
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         proto.connection_lost(None)
         await settle()
@@ -320,7 +328,7 @@ def test_write_pause_blocks_drain_until_resumed() -> None:
             asyncio.get_running_loop().create_task(stream())
 
         proto, transport, _ = make_conn(handler)
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         assert order == ["wrote"]
         proto.resume_writing()
@@ -353,7 +361,7 @@ def test_timeouts_408_for_slow_head_and_silent_close_when_idle() -> None:
 def test_body_timeout_408() -> None:
     async def main() -> None:
         proto, transport, tracker = make_conn(echo_handler, body_timeout=1.0)
-        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        proto.data_received(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
         await settle()
         proto.check_deadline(tracker.now + 2.0)
         await settle()
@@ -367,10 +375,10 @@ def test_body_timeout_408() -> None:
 def test_max_keepalive_requests_closes_after_the_limit() -> None:
     async def main() -> None:
         proto, transport, _ = make_conn(hello_handler, max_keepalive_requests=2)
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         assert not transport.closed
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         responses = parse_responses(transport.take())
         assert responses[-1][1]["connection"] == "close"
@@ -404,11 +412,11 @@ def test_shutdown_closes_idle_and_finishes_busy_connections() -> None:
             return p, t
 
         idle, idle_t, tracker = make_conn(handler)
-        idle.data_received(b"GET /quick HTTP/1.1\r\n\r\n")  # served one: now idle
+        idle.data_received(b"GET /quick HTTP/1.1\r\nHost: t\r\n\r\n")  # served one: now idle
         await settle()
         fresh, fresh_t = connect()  # accepted, nothing read yet
         busy, busy_t = connect()
-        busy.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        busy.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         tracker.shutdown()
         await settle()
@@ -416,7 +424,7 @@ def test_shutdown_closes_idle_and_finishes_busy_connections() -> None:
         assert not busy_t.closed  # type: ignore[attr-defined]
         # a request already on its way on the fresh connection is still answered, once
         assert not fresh_t.closed  # type: ignore[attr-defined]
-        fresh.data_received(b"GET /quick HTTP/1.1\r\n\r\n")
+        fresh.data_received(b"GET /quick HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         [(status, headers, _)] = parse_responses(fresh_t.take())  # type: ignore[attr-defined]
         assert status == 200 and headers["connection"] == "close"
@@ -453,7 +461,7 @@ def test_connection_limit_answers_503_when_nothing_idle() -> None:
             asyncio.get_running_loop().create_task(slow())
 
         first, first_t, tracker = make_conn(handler, max_connections=1)
-        first.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        first.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         from bastion.protocol.http1 import HTTP1Protocol, ProtocolSettings
 
@@ -473,7 +481,9 @@ def test_connection_limit_answers_503_when_nothing_idle() -> None:
 def test_answer_without_reading_the_body_lingers_before_closing() -> None:
     async def main() -> None:
         proto, transport, tracker = make_conn(hello_handler)
-        proto.data_received(b"POST /upload HTTP/1.1\r\nContent-Length: 100000\r\n\r\nxxxx")
+        proto.data_received(
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nxxxx"
+        )
         await settle()
         [(status, headers, _)] = parse_responses(transport.take())
         assert status == 200 and headers["connection"] == "close"

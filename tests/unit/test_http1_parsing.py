@@ -133,7 +133,9 @@ def test_malformed_request_is_refused_and_closed(name: str, raw: bytes, status: 
 def test_refusal_after_a_good_pipelined_request_keeps_order() -> None:
     async def main() -> None:
         proto, transport, _ = make_conn(hello_handler)
-        proto.data_received(GOOD_HEAD + b"\r\n" + b"GET /x HTTP/1.1\r\nX-A: b\x00\r\n\r\n")
+        proto.data_received(
+            GOOD_HEAD + b"\r\n" + b"GET /x HTTP/1.1\r\nHost: t\r\nX-A: b\x00\r\n\r\n"
+        )
         await settle()
         responses = parse_responses(transport.take())
         assert [r[0] for r in responses] == [200, 400]
@@ -146,10 +148,10 @@ def test_refusal_after_a_good_pipelined_request_keeps_order() -> None:
 @pytest.mark.parametrize(
     ("limit", "raw", "status"),
     [
-        ({"max_request_line": 100}, b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n\r\n", 414),
+        ({"max_request_line": 100}, b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
         ({"max_header_count": 5}, GOOD_HEAD + b"".join(b"X-%d: y\r\n" % i for i in range(6)), 431),
         ({"max_header_size": 1000}, GOOD_HEAD + b"X-Big: " + b"y" * 2000 + b"\r\n\r\n", 431),
-        ({"max_body_size": 10}, b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 413),
+        ({"max_body_size": 10}, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n", 413),
     ],
     ids=["uri-414", "header-count-431", "header-size-431", "declared-body-413"],
 )
@@ -199,7 +201,7 @@ def test_chunked_body_over_limit_is_413() -> None:
 
         proto, transport, _ = make_conn(handler, max_body_size=10)
         proto.data_received(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n"
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n"
         )
         await settle()
         proto.data_received(b"8\r\n12345678\r\n0\r\n\r\n")
@@ -215,7 +217,7 @@ def test_chunked_body_over_limit_is_413() -> None:
 def test_error_response_lingers_then_closes() -> None:
     async def main() -> None:
         proto, transport, tracker = make_conn(hello_handler)
-        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n")
+        proto.data_received(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n")
         await settle()
         assert transport.eof_written and not transport.closed
         assert not transport.reading_paused  # keeps draining what the client still sends

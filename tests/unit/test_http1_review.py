@@ -31,7 +31,8 @@ def test_pipelined_request_body_still_arriving_is_read_once_it_is_dispatched() -
 
         proto, transport, _ = make_conn(handler)
         proto.data_received(
-            b"GET /slow HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 6\r\n\r\nabc"
+            b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nabc"
         )
         await settle()
         assert transport.reading_paused
@@ -61,9 +62,9 @@ def test_slow_head_after_a_pipelined_response_still_times_out() -> None:
 
         proto, transport, tracker = make_conn(handler, header_timeout=1.0, keepalive_timeout=1.0)
         # the start of a second request arrives while the first is being answered
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
-        proto.data_received(b"GET / HTTP/1.1\r\nX-A: ")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\nX-A: ")
         await settle()
         release.set()
         await settle()
@@ -87,10 +88,12 @@ def test_client_not_reading_responses_stops_the_pipeline() -> None:
             hello_handler(ex)
 
         proto, transport, _ = make_conn(handler)
-        proto.data_received(b"GET /0 HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET /0 HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         proto.pause_writing()  # the client does not read what we send
-        proto.data_received(b"".join(b"GET /%d HTTP/1.1\r\n\r\n" % i for i in range(1, 50)))
+        proto.data_received(
+            b"".join(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(1, 50))
+        )
         await settle()
         # nothing more is answered (and buffered) until the client reads
         assert len(served) <= 2
@@ -125,7 +128,7 @@ def test_client_closing_its_side_mid_body_is_a_disconnect_not_a_wait() -> None:
             asyncio.get_running_loop().create_task(read())
 
         proto, transport, _ = make_conn(handler)
-        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        proto.data_received(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
         await settle()
         proto.eof_received()  # the rest of the body can never come
         await settle()

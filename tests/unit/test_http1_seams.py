@@ -147,7 +147,9 @@ def test_an_upgrade_request_with_a_body_keeps_its_body_and_the_stream_in_step(
             b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
             b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n" + framing + b"\r\n" + body
         )
-        proto.data_received(request + b"POST /next HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+        proto.data_received(
+            request + b"POST /next HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+        )
         for _ in range(5):
             await settle()
         responses = parse_responses(transport.take())
@@ -212,7 +214,9 @@ def test_a_handler_may_send_100_continue_itself_once() -> None:
             echo_handler(ex)
 
         proto, transport, _ = make_conn(handler)
-        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        proto.data_received(
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
         await settle()
         assert transport.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
         proto.data_received(b"hi")
@@ -226,7 +230,9 @@ def test_a_body_is_not_read_until_its_handler_asks_for_it() -> None:
     async def main() -> None:
         held: list[H1Exchange] = []
         proto, transport, _ = make_conn(held.append)
-        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        proto.data_received(
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000
+        )
         await settle()
         flow = proto.flow
         assert transport.reading_paused and flow.paused_for == BODY

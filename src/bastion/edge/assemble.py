@@ -242,7 +242,7 @@ class Site(_Served):
 
     def _not_found(self, exchange: Exchange, match: RouteMatch) -> None:
         allowed = self.router.allowed(
-            self.router.host_of(exchange), exchange.head.path, exchange.head.headers
+            self.router.host_of(exchange), exchange.head.normalized_path, exchange.head.headers
         )
         if allowed:
             method_not_allowed(allowed)(exchange, match)

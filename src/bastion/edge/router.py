@@ -234,9 +234,10 @@ class Router:
     # -- the protocol handler ------------------------------------------------------------
     def __call__(self, exchange: Exchange) -> None:
         host = self.host_of(exchange) if self._by_host else ""
-        found = self.find(exchange.head.method, host, exchange.head.path, exchange.head.headers)
+        head = exchange.head
+        found = self.find(head.method, host, head.normalized_path, head.headers)
         if found is None:
-            self.not_found(exchange, RouteMatch(-1, {}, exchange.head.path))
+            self.not_found(exchange, RouteMatch(-1, {}, head.normalized_path))
             return
         handler, match = found
         handler(exchange, match)

@@ -373,7 +373,9 @@ class StaticHandler:
         _plain(exchange, 301, b"Moved Permanently\n", [(b"location", target)])
 
     def _answer_listing(self, exchange: Exchange, directory: str, key: str) -> None:
-        page = render_listing(self._safe, directory, exchange.head.path, at_root=key == "/")
+        page = render_listing(
+            self._safe, directory, exchange.head.normalized_path, at_root=key == "/"
+        )
         if page is None:
             self._answer_404(exchange)
             return

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 
-import httptools
-
 _TE_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*;[ \t]*[^,]*)?")
 DIGITS = re.compile(rb"[0-9]+")
 
@@ -88,15 +86,83 @@ class FramingHeaders:
         return body_expected, expect_continue
 
 
-def absolute_target(url: bytes) -> tuple[bytes, bytes]:
-    """(path, query) of a request target that does not start with "/"."""
-    if url == b"*":
-        return b"*", b""
-    try:
-        parsed = httptools.parse_url(url)
-    except httptools.HttpParserInvalidURLError:
-        raise Reject(400, "malformed request target") from None
-    return parsed.path or b"/", parsed.query or b""
+# RFC 3986 3.2.2: the characters of a reg-name (unreserved, pct-encoded, sub-delims) and
+# ":", each kept by this table; any other byte becomes NUL (one C call to check a Host)
+_HOST_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:"
+_HOST_TABLE = bytes([c if _HOST_CHARS.find(bytes([c])) >= 0 else 0 for c in range(256)])
+
+# framing bytes a chunk may carry beyond its data for free: the size (up to 16 hex
+# digits with a few leading zeros), its line end and the line end after the data
+CHUNK_FRAMING_ALLOWANCE = 16
+#: what a request's chunked framing (chunk extensions, mostly) may add beyond that, in
+#: all: 16 KiB, as Node.js (kMaxChunkExtensionsSize) and hyper do since 2024
+MAX_CHUNK_EXTENSIONS = 16 * 1024
+
+
+def host_ok(value: bytes) -> bool:
+    """Whether ``value`` is ``uri-host [ ":" port ]`` (a Host field value, RFC 9112 3.2;
+    RFC 3986 3.2.2-3.2.3). An empty value is valid: the target had no authority."""
+    if value[:1] == b"[":  # an IP-literal
+        end = value.find(b"]")
+        if end < 2 or value[1:end].translate(_HOST_TABLE).find(b"\x00") >= 0:
+            return False
+        port = value[end + 1 :]
+        return not port or (port[:1] == b":" and (len(port) == 1 or port[1:].isdigit()))
+    if value.translate(_HOST_TABLE).find(b"\x00") >= 0:
+        return False
+    colon = value.find(b":")
+    if colon < 0:
+        return True
+    port = value[colon + 1 :]
+    return not port or port.isdigit()
+
+
+def absolute_target(url: bytes) -> tuple[bytes, bytes, bytes]:
+    """(authority, path, query) of an absolute-form request target (RFC 9112 3.2.2): an
+    ``http`` or ``https`` URI with a host and no user information. Its path is "/" when
+    it has none (``http://a.example`` and ``http://a.example?x`` are valid targets)."""
+    sep = url.find(b"://")
+    scheme = url[:sep].lower() if sep > 0 else b""
+    if scheme != b"http" and scheme != b"https":
+        raise Reject(400, "malformed request target")
+    start = sep + 3
+    end = url.find(b"/", start)
+    q = url.find(b"?", start)
+    if end < 0 or 0 <= q < end:
+        end = q if q >= 0 else len(url)
+    authority = url[start:end]
+    # RFC 9110 4.2.1: an http URI with an empty host is invalid; 4.2.4: userinfo is an error
+    if (
+        not authority
+        or authority[:1] == b":"
+        or authority.find(b"@") >= 0
+        or not host_ok(authority)
+    ):
+        raise Reject(400, "malformed request target")
+    path, _, query = url[end:].partition(b"?")
+    return authority, path or b"/", query
+
+
+def authority_form_ok(url: bytes) -> bool:
+    """Whether ``url`` is ``uri-host ":" port`` (RFC 9112 3.2.3, CONNECT only)."""
+    colon = url.rfind(b":")
+    return colon > 0 and url[colon + 1 :].isdigit() and host_ok(url)
+
+
+def doubled_space(data: bytes, piece: bytes, start: int) -> int:
+    """Where the request target ``piece`` ends in ``data``, searching from ``start``:
+    negative (``-end - 1``) if more than one space stands before or after it (RFC 9112 3:
+    one SP between the parts of the request line). ``start`` is returned when it is not
+    found there."""
+    i = data.find(piece, start)
+    while i >= 0 and (i == 0 or data[i - 1] != 0x20):
+        i = data.find(piece, i + 1)
+    if i < 0:
+        return start
+    end = i + len(piece)
+    if (i > 1 and data[i - 2] == 0x20) or data[end : end + 2] == b"  ":
+        return -end - 1
+    return end
 
 
 def parser_error_status(message: str, te: bytes | None) -> int:

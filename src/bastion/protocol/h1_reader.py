@@ -19,10 +19,15 @@ import httptools
 from bastion.protocol.flow import Flow
 from bastion.protocol.h1_exchange import H1Link
 from bastion.protocol.h1_framing import (
+    CHUNK_FRAMING_ALLOWANCE,
     FRAMING_HEADERS,
+    MAX_CHUNK_EXTENSIONS,
     FramingHeaders,
     Reject,
     absolute_target,
+    authority_form_ok,
+    doubled_space,
+    host_ok,
     parser_error_status,
 )
 from bastion.protocol.settings import ProtocolSettings
@@ -41,6 +46,11 @@ class H1Reader(H1Link):
     """Request-head parsing for one connection (a base of the connection class)."""
 
     __slots__ = (
+        "_chunk_excess",
+        "_chunked",
+        "_chunks",
+        "_feed",
+        "_feed_at",
         "_framing",
         "_head_bytes",
         "_head_limit",
@@ -51,6 +61,7 @@ class H1Reader(H1Link):
         "_max_hcount",
         "_max_hsize",
         "_max_url",
+        "_messages",
         "_parser",
         "_pending_reject",
         "_replay_head",
@@ -81,6 +92,12 @@ class H1Reader(H1Link):
         )
         self._replay_head = b""  # framing of a body sent with a request that asked to switch
         self._replaying = False
+        self._feed = b""  # the bytes being fed (for the request-line check), else empty
+        self._feed_at = 0  # where in them the last request target was found
+        self._messages = 0  # heads begun on this connection
+        self._chunked = False  # a chunked body is being read
+        self._chunks = 0  # chunks begun in it
+        self._chunk_excess = 0  # its framing bytes beyond the allowance (see parse)
 
     # -- what the connection implements ----------------------------------------------------
     def head_parsed(
@@ -106,12 +123,24 @@ class H1Reader(H1Link):
         followed its head."""
         raise NotImplementedError
 
+    def body_received(self) -> int:
+        """Bytes of the request body being read that have reached ``on_body``, or -1
+        when no body is being read."""
+        return -1
+
     # -- feeding -----------------------------------------------------------------------------
     def parse(self, data: bytes) -> None:
         """Feed bytes from the client to the parser."""
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(self)
+        chunked = self._chunked
+        if chunked:
+            messages = self._messages
+            before = self.body_received()
+            chunks = self._chunks
+        self._feed = data
+        self._feed_at = 0
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -124,11 +153,36 @@ class H1Reader(H1Link):
                 te = self._framing.te if self._framing is not None else None
                 self.refuse(parser_error_status(str(exc), te), str(exc))
             return
+        finally:
+            self._feed = b""
+        if chunked and self._chunked and self._messages == messages:
+            # The whole of these bytes belonged to one chunked body still in progress:
+            # what on_body did not get is framing (size lines, extensions, line ends).
+            # Counted at each read (a read that begins or ends the body is not).
+            after = self.body_received()
+            if after >= 0:
+                excess = (
+                    self._chunk_excess
+                    + len(data)
+                    - (after - before)
+                    - CHUNK_FRAMING_ALLOWANCE * (self._chunks - chunks)
+                )
+                self._chunk_excess = excess if excess > 0 else 0
+                if excess > MAX_CHUNK_EXTENSIONS:
+                    self.refuse(413, "chunk extensions too large")
+                    return
         if self._in_head:
             # httptools buffers a header line until it ends: bound that too
             self._head_bytes += len(data)
             if self._head_bytes > self._head_limit:
                 self.refuse(431, "request head too large")
+            elif self._url and data[-1:] == b"\n" and parser.get_http_version() != "1.1":
+                # A line has ended in this head and no HTTP/1.x version was read: an
+                # HTTP/0.9 request line ("GET /"), which waits for no header. Answer now
+                # rather than at the header timeout.
+                version = parser.get_http_version()
+                if version != "1.0":
+                    self.refuse(505, "HTTP/0.9 not supported")
 
     def _upgrade(self, rest: bytes) -> None:
         framing = self._replay_head
@@ -171,17 +225,34 @@ class H1Reader(H1Link):
         self._hosts = 0
         self._in_head = True
         self._head_bytes = 0
+        self._messages += 1
+        self._chunked = False
 
     def on_url(self, url: bytes) -> None:
         if self._replaying:
             return
-        url = self._url + url if self._url else url
+        if self._url:
+            url = self._url + url
+        else:
+            feed = self._feed
+            if feed.find(b"  ") >= 0:
+                # RFC 9112 3: exactly one SP around the target (llhttp accepts more)
+                at = doubled_space(feed, url, self._feed_at)
+                if at < 0:
+                    raise self._remember(Reject(400, "malformed request line"))
+                self._feed_at = at
         self._url = url
         if len(url) > self._max_url:
             raise self._remember(Reject(414, "request target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._replaying:
+            return
+        if not self._in_head:
+            # a trailer field of a chunked body: bounded with the head, then dropped
+            self._hsize += len(name) + len(value)
+            if self._hsize > self._max_hsize:
+                raise self._remember(Reject(431, "trailer fields too large"))
             return
         lname = name.lower()
         headers = self._headers
@@ -194,6 +265,8 @@ class H1Reader(H1Link):
             if self._hosts > 1:
                 # routing and the app could each pick a different one (RFC 9112 3.2: 400)
                 raise self._remember(Reject(400, "more than one host"))
+            if not host_ok(value):
+                raise self._remember(Reject(400, "malformed host"))
         elif lname in FRAMING_HEADERS:
             framing = self._framing
             if framing is None:
@@ -210,6 +283,9 @@ class H1Reader(H1Link):
         self._pending_reject = exc
         return exc
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_headers_complete(self) -> None:
         if self._replaying:
             return
@@ -219,6 +295,8 @@ class H1Reader(H1Link):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise self._remember(Reject(505, f"HTTP version {version} not supported"))
+        if version == "1.1" and not self._hosts:
+            raise self._remember(Reject(400, "no host"))  # RFC 9112 3.2
         body_expected = False
         expect_continue = False
         framing = self._framing
@@ -227,34 +305,54 @@ class H1Reader(H1Link):
                 body_expected, expect_continue = framing.check(version)
             except Reject as exc:
                 raise self._remember(exc) from None
-        url = self._url
-        if url[:1] == b"/":
-            raw_path, sep, query = url.partition(b"?")
-            if query.find(b"#") >= 0:
-                query = query.partition(b"#")[0]
-            elif not sep and raw_path.find(b"#") >= 0:
-                raw_path = raw_path.partition(b"#")[0]
-        else:
-            try:
-                raw_path, query = absolute_target(url)
-            except Reject as exc:
-                raise self._remember(exc) from None
-        if body_expected and framing is not None and parser.should_upgrade():
-            self._replay_head = (
-                b"transfer-encoding: chunked"
-                if framing.te is not None
-                else b"content-length: %d" % framing.cl
-            )
-        headers = self._headers
-        # the head owns them now: an idle connection keeps nothing of its last request
-        self._headers = _NONE
-        self._url = b""
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
         if method is None:
             method = raw_method.decode("ascii")
             if len(_METHODS) < 64:
                 _METHODS[raw_method] = method
+        headers = self._headers
+        # RFC 9112 3.2: origin-form ("/p?q"), absolute-form (any method), authority-form
+        # (CONNECT only), asterisk-form (OPTIONS only); no fragment in any of them
+        url = self._url
+        if url.find(b"#") >= 0:
+            raise self._remember(Reject(400, "fragment in request target"))
+        if url[:1] == b"/" and method != "CONNECT":
+            raw_path, _, query = url.partition(b"?")
+        elif url == b"*":
+            if method != "OPTIONS":
+                raise self._remember(Reject(400, "asterisk-form target is for OPTIONS only"))
+            raw_path, query = url, b""
+        elif method == "CONNECT":
+            if not authority_form_ok(url):
+                raise self._remember(Reject(400, "CONNECT needs an authority-form target"))
+            raise self._remember(Reject(501, "CONNECT not supported"))
+        else:
+            try:
+                authority, raw_path, query = absolute_target(url)
+            except Reject as exc:
+                raise self._remember(exc) from None
+            # RFC 9112 3.2.2: the target's authority replaces Host, for everything after
+            for i in range(len(headers)):
+                if headers[i][0] == b"host":
+                    headers[i] = (b"host", authority)
+                    break
+            else:
+                headers.append((b"host", authority))  # HTTP/1.0 may send none
+        if body_expected and framing is not None:
+            if parser.should_upgrade():
+                self._replay_head = (
+                    b"transfer-encoding: chunked"
+                    if framing.te is not None
+                    else b"content-length: %d" % framing.cl
+                )
+            elif framing.te is not None:
+                self._chunked = True
+                self._chunks = 0
+                self._chunk_excess = 0
+        # the head owns them now: an idle connection keeps nothing of its last request
+        self._headers = _NONE
+        self._url = b""
         self.head_parsed(
             method,
             raw_path,

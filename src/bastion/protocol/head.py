@@ -9,10 +9,14 @@ client address behind a trusted proxy) makes a new head with :meth:`RequestHead.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["RequestHead", "decode_path"]
+__all__ = ["RequestHead", "decode_path", "normalize_path"]
+
+_ENCODED_SLASH = re.compile(rb"%2[fF]")
+_SLASHES = re.compile(r"//+")
 
 
 def decode_path(raw_path: bytes) -> str:
@@ -22,6 +26,38 @@ def decode_path(raw_path: bytes) -> str:
     if raw_path.isascii():
         return raw_path.decode()  # the common case, on the decoder's fast path
     return raw_path.decode("utf-8", "surrogateescape")
+
+
+def normalize_path(raw_path: bytes, path: str) -> str:
+    """The path routes and static files are matched against: ``path`` (the decoded
+    ``raw_path``) with repeated slashes merged and dot-segments removed (RFC 3986 5.2.4),
+    so that ``//admin``, ``/./admin``, ``/%61dmin`` and ``/x/../admin`` are all
+    ``/admin``. An encoded slash stays ``%2F``: it is not a separator. Only a path with
+    ``%``, ``//`` or ``/.`` costs anything; any other is returned as it is."""
+    if raw_path.find(b"%") < 0 and raw_path.find(b"//") < 0 and raw_path.find(b"/.") < 0:
+        return path
+    if raw_path[:1] != b"/":
+        return path  # "*"
+    if _ENCODED_SLASH.search(raw_path) is not None:
+        text = "%2F".join([decode_path(p) for p in _ENCODED_SLASH.split(raw_path)])
+    else:
+        text = path
+    if text.find("//") >= 0:
+        text = _SLASHES.sub("/", text)
+    if text.find("/.") >= 0:
+        parts = text.split("/")
+        out: list[str] = []
+        for part in parts[1:]:
+            if part == "..":
+                if out:
+                    out.pop()
+            elif part != ".":
+                out.append(part)
+        last = parts[-1]
+        if last == "." or last == "..":
+            out.append("")  # "/a/b/.." is the directory "/a/"
+        text = "/" + "/".join(out)
+    return text
 
 
 class RequestHead:
@@ -37,6 +73,7 @@ class RequestHead:
         "headers",
         "http_version",
         "method",
+        "normalized_path",
         "path",
         "query_string",
         "raw_path",
@@ -55,12 +92,19 @@ class RequestHead:
         server: tuple[str, int | None] | None,
         scheme: str = "http",
         path: str | None = None,
+        normalized_path: str | None = None,
     ) -> None:
         self.method: Final = method
         #: the path part of the request target, still percent-encoded
         self.raw_path: Final = raw_path
         #: the percent-decoded path (UTF-8, undecodable bytes kept as surrogates)
         self.path: Final = decode_path(raw_path) if path is None else path
+        #: the path routes and static files see: decoded, repeated slashes merged,
+        #: dot-segments removed, encoded slashes kept as "%2F" (see normalize_path); the
+        #: same object as ``path`` when there was nothing to normalise
+        self.normalized_path: Final = (
+            normalize_path(raw_path, self.path) if normalized_path is None else normalized_path
+        )
         #: the query, without the "?"
         self.query_string: Final = query_string
         #: "1.0", "1.1" (later "2")
@@ -93,6 +137,9 @@ class RequestHead:
         given)."""
         if raw_path is not None and path is None:
             path = decode_path(raw_path)
+        normalized = None
+        if raw_path is None and path is None:
+            normalized = self.normalized_path
         return RequestHead(
             self.method,
             self.raw_path if raw_path is None else raw_path,
@@ -103,6 +150,7 @@ class RequestHead:
             self.server,
             self.scheme if scheme is None else scheme,
             self.path if path is None else path,
+            normalized,
         )
 
     def __repr__(self) -> str:

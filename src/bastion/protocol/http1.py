@@ -277,6 +277,10 @@ class HTTP1Protocol(H1Reader):
             self._parsing = None
             ex.complete()
 
+    def body_received(self) -> int:
+        ex = self._parsing
+        return -1 if ex is None else ex.received
+
     # -- dispatching -------------------------------------------------------------------
     def _dispatch(self) -> None:
         self._dispatching = True
