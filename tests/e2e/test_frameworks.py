@@ -12,9 +12,11 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +148,9 @@ def test_exception_is_500_without_traceback_but_logged(
         assert leak not in r.text
     proc.wait_for_log(MARKER, start=mark)
     proc.wait_for_log("Traceback", start=mark)
+    time.sleep(0.5)  # a second copy, from a second handler, would be out by now
+    tracebacks = proc.log[mark:].count("Traceback (most recent call last)")
+    assert tracebacks == 1, f"the traceback was logged {tracebacks} times:\n{proc.log[mark:]}"
 
 
 def test_keep_alive_reuses_one_connection(
@@ -254,6 +259,39 @@ def test_concurrent_streams_overlap(served: tuple[Case, BastionProcess]) -> None
         answered = time.monotonic() - started
         assert b"".join(pieces).endswith(b"chunk 1\n")
     assert answered < 1.5, f"the second request waited {answered:.2f}s for the first"
+
+
+def test_endless_event_stream_ends_when_the_client_goes(
+    served: tuple[Case, BastionProcess],
+) -> None:
+    """An endless server-sent-events endpoint that never checks for a disconnect itself
+    ends soon after its client leaves: under ASGI its next send() raises an OSError (ASGI
+    2.4, which Starlette relies on), under WSGI the server stops iterating and calls the
+    response's close(), in both modes."""
+    case, proc = served
+    ident = uuid.uuid4().hex
+    # inline WSGI runs the generator on the event loop, which notices the client between
+    # rounds of chunks: keep the rounds short
+    delay = 0.05 if case.threaded else 0.005
+    host, port = proc.host_port
+    mark = len(proc.log)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(
+            f"GET /events?id={ident}&delay={delay} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        )
+        got = b""
+        while got.count(b"data: tick") < 3:
+            data = sock.recv(65536)
+            assert data, got
+            got += data
+        assert b"text/event-stream" in got.partition(b"\r\n\r\n")[0]
+    gone = time.monotonic()
+    proc.wait_for_log(f"events ended {ident}", timeout=10, start=mark)
+    if case.name in ("flask", "django") and "--wsgi-mode" in case.args:
+        proc.wait_for_log(f"events closed {ident}", timeout=10, start=mark)  # close() called
+    took = time.monotonic() - gone
+    assert took < 3.0, f"the stream ran {took:.2f}s after its client left"
+    assert "Traceback" not in proc.log[mark:]
 
 
 # -- mounted below a prefix --------------------------------------------------------------

@@ -167,7 +167,6 @@ def test_custom_types_and_wildcards() -> None:
         (200, [(b"cache-control", b"public, No-Transform")], "GET", False),
         (206, [(b"content-range", b"bytes 0-99/5000")], "GET", True),
         (200, [(b"content-range", b"bytes 0-99/5000")], "GET", True),
-        (200, [], "HEAD", True),
         (304, [], "GET", True),
         (204, [], "GET", True),
     ],
@@ -182,6 +181,75 @@ def test_skip_rules(status: int, extra: list[tuple[bytes, bytes]], method: str, 
     assert (ex.header("vary") == "Accept-Encoding") is vary
     if status == 200 and method == "GET":
         assert bytes(ex.body) == BODY
+
+
+STRONG = (b"etag", b'"v1"')
+
+
+def _get_and_head(
+    headers: list[tuple[bytes, bytes]], head_body: bytes
+) -> tuple[FakeExchange, FakeExchange]:
+    """The same response to a GET (with its body) and to a HEAD (with ``head_body``)."""
+    get, w = wrapped("br, gzip")
+    w.start_response(200, list(headers))
+    w.finish(BODY)
+    head, w = wrapped("br, gzip", method="HEAD")
+    w.start_response(200, list(headers))
+    w.finish(head_body)
+    return get, head
+
+
+def test_head_with_its_body_gets_the_head_of_get() -> None:
+    """Frameworks give HEAD the body (Starlette, Django, Flask): it is compressed to
+    learn its length, and the head is GET's, byte for byte."""
+    declared = [JSON, STRONG, (b"accept-ranges", b"bytes"), (b"content-length", b"%d" % len(BODY))]
+    for headers in (declared, [JSON, STRONG]):
+        get, head = _get_and_head(headers, BODY)
+        assert get.header("content-encoding") == "br"
+        assert head.response_headers == get.response_headers
+        assert head.header("etag") == 'W/"v1"' and head.header("accept-ranges") is None
+
+
+def test_head_without_body_of_a_known_size_is_marked_compressed_without_length() -> None:
+    """A static file's HEAD: GET's Content-Encoding, weak ETag, Vary and no
+    Accept-Ranges; no Content-Length, since the compressed one is unknown."""
+    headers = [JSON, STRONG, (b"accept-ranges", b"bytes"), (b"content-length", b"%d" % len(BODY))]
+    get, head = _get_and_head(headers, b"")
+    assert head.header("content-encoding") == "br" == get.header("content-encoding")
+    assert head.header("etag") == 'W/"v1"' == get.header("etag")
+    assert head.header("vary") == "Accept-Encoding" == get.header("vary")
+    assert head.header("accept-ranges") is None
+    assert head.header("content-length") is None and get.header("content-length") is not None
+    assert head.finished and not head.body
+    without_length = [(n, v) for n, v in head.response_headers if n != b"content-length"]
+    assert without_length == [(n, v) for n, v in get.response_headers if n != b"content-length"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[JSON, STRONG], [JSON, STRONG, (b"content-length", b"1000")]],
+    ids=["size unknown", "smaller than min_size"],
+)
+def test_head_without_body_not_known_to_be_large_goes_as_it_is(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    head, w = wrapped("br", method="HEAD")
+    w.start_response(200, headers)
+    w.finish()
+    assert head.header("content-encoding") is None
+    assert head.header("etag") == '"v1"'
+    assert head.header("vary") == "Accept-Encoding"
+
+
+def test_head_streamed_gets_the_head_of_a_streamed_get() -> None:
+    head, w = wrapped("gzip", method="HEAD")
+    w.start_response(200, [JSON])
+    w.write(BODY[:2000])
+    w.write(BODY[2000:])
+    w.finish()
+    assert head.header("content-encoding") == "gzip"
+    assert head.header("content-length") is None
+    assert not head.body  # nothing compressed for nobody
 
 
 def test_any_content_encoding_is_left_alone() -> None:

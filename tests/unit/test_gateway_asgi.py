@@ -12,6 +12,7 @@ import pytest
 
 from bastion.config.schema import AppConfig, Config, ServerConfig, WorkersConfig
 from bastion.gateway.asgi import ASGIGateway
+from bastion.gateway.errors import ClientGone
 from tests.unit.fake_exchange import FakeExchange, run_async
 
 Scope = dict[str, Any]
@@ -275,18 +276,20 @@ def test_streamed_body_and_flow_control() -> None:
     assert bytes(ex.body) == b"x" * 500 and ex.finished
 
 
-def test_send_after_disconnect_is_dropped_quietly(caplog: pytest.LogCaptureFixture) -> None:
-    finished: list[bool] = []
+def test_send_after_disconnect_raises_an_oserror(caplog: pytest.LogCaptureFixture) -> None:
+    """ASGI 2.4: send() on a closed connection raises an OSError subclass, every time."""
+    raised: list[BaseException] = []
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"a", "more_body": True})
         while (await receive())["type"] != "http.disconnect":
             pass
-        for _ in range(3):
-            await send({"type": "http.response.body", "body": b"b", "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-        finished.append(True)
+        for _ in range(2):
+            try:
+                await send({"type": "http.response.body", "body": b"b", "more_body": True})
+            except OSError as exc:
+                raised.append(exc)
 
     async def main() -> FakeExchange:
         ex = FakeExchange()
@@ -297,9 +300,69 @@ def test_send_after_disconnect_is_dropped_quietly(caplog: pytest.LogCaptureFixtu
         return ex
 
     ex = run_async(main())
-    assert finished == [True]
+    assert len(raised) == 2 and all(isinstance(e, ClientGone) for e in raised)
     assert bytes(ex.body) == b"a"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_endless_stream_ends_when_the_client_goes(caplog: pytest.LogCaptureFixture) -> None:
+    """An app that never checks for http.disconnect (an endless event stream) ends at its
+    next send after the client left; the error that ends it is not logged."""
+    sent: list[int] = []
+    ended: list[bool] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            while True:
+                try:
+                    await send({"type": "http.response.body", "body": b"x", "more_body": True})
+                except OSError:
+                    raise RuntimeError("client gone") from None  # as Starlette does
+                sent.append(1)
+                await asyncio.sleep(0)
+        finally:
+            ended.append(True)
+
+    async def main() -> FakeExchange:
+        ex = FakeExchange()
+        gw = gateway(app)
+        gw.handler(ex)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        ex.disconnect()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not len(gw.tasks)
+        return ex
+
+    run_async(main())
+    assert ended == [True] and len(sent) < 10
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_unrelated_error_after_the_client_left_is_still_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        try:
+            await send({"type": "http.response.body", "body": b"x"})
+        except OSError:
+            pass
+        raise KeyError("a bug of its own")
+
+    async def main() -> None:
+        ex = FakeExchange()
+        gateway(app).handler(ex)
+        await settle()
+        ex.disconnect()
+        await settle()
+
+    run_async(main())
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize(

@@ -191,6 +191,28 @@ def test_head_gets_headers_without_body() -> None:
     run(main())
 
 
+def test_head_without_body_or_length_claims_no_length() -> None:
+    """A HEAD answered with neither a body nor a Content-Length must not say
+    ``Content-Length: 0``: that would claim GET's body is empty (RFC 9110 8.6)."""
+
+    def handler(ex: H1Exchange) -> None:
+        ex.start_response(200, [(b"content-type", b"text/plain")])
+        ex.finish()
+
+    async def main() -> None:
+        proto, transport, _ = make_conn(handler)
+        proto.data_received(b"HEAD /x HTTP/1.1\r\n\r\nGET /y HTTP/1.1\r\n\r\n")
+        await settle()
+        raw = transport.take()
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert b"content-length" not in head and b"transfer-encoding" not in head
+        # the GET that follows, with the same handler, says its body is empty
+        assert rest.startswith(b"HTTP/1.1 200 OK") and b"content-length: 0" in rest
+
+    run(main())
+
+
 def test_expect_100_continue_sent_when_body_is_read() -> None:
     async def main() -> None:
         proto, transport, _ = make_conn(echo_handler)

@@ -19,10 +19,11 @@ MIDDLEWARE = [
 ]
 USE_TZ = True
 
-# Send unhandled exceptions to stderr, which bastion writes to its error log.
+# Unhandled exceptions go to bastion's error log (once); 4xx warnings are left out.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
-    "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR"}},
+    # No handler here: django.request passes its records on to the root logger, which
+    # bastion writes to its error log. A handler of its own would print each twice.
+    "loggers": {"django.request": {"level": "ERROR"}},
 }

@@ -17,6 +17,7 @@ from bastion.config.errors import Source, problem
 from bastion.config.schema import Config, HeadersConfig, RouteConfig
 from bastion.config.tables import DEFAULT_APP, HANDLER_TABLES, route_label
 from bastion.config.toml_write import toml_value
+from bastion.protocol.fields import valid_header_name, valid_header_value
 
 Src = Callable[[str], Source]
 
@@ -29,8 +30,17 @@ REDIRECT_NAMES = frozenset({"path", "query"})
 
 
 def bad_header_value(value: str) -> bool:
-    """Whether ``value`` cannot be sent as a header value (control characters, non-Latin-1)."""
-    return any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F or ord(c) > 0xFF for c in value)
+    """Whether ``value`` cannot be sent as a header value (control characters, non-Latin-1),
+    by the rule every response head is checked by (:mod:`bastion.protocol.fields`)."""
+    try:
+        return not valid_header_value(value.encode("latin-1"))
+    except UnicodeEncodeError:
+        return True
+
+
+def bad_header_name(name: str) -> bool:
+    """Whether ``name`` is not a header name (a token), by the wire's rule."""
+    return not valid_header_name(name.encode("latin-1", "replace"))
 
 
 def check_routes(config: Config, src: Src, *, require_app: bool, skip: Set[int]) -> Iterator[str]:
@@ -160,7 +170,7 @@ def check_headers(cfg: HeadersConfig, at: Callable[[str], tuple[Source, str]]) -
     for name, value in cfg.add.items():
         yield from _check_header(*at("add"), name, value)
     for j, name in enumerate(cfg.remove):
-        if not TOKEN_RE.fullmatch(name):
+        if bad_header_name(name):
             source, label = at("remove")
             yield problem(
                 source, f"{label}[{j}]", f"expected a header name, got {toml_value(name)}"
@@ -170,7 +180,7 @@ def check_headers(cfg: HeadersConfig, at: Callable[[str], tuple[Source, str]]) -
 
 
 def _check_header(source: Source, label: str, name: str, value: str) -> Iterator[str]:
-    if not TOKEN_RE.fullmatch(name):
+    if bad_header_name(name):
         yield problem(source, label, f"expected header names, got {toml_value(name)}")
     elif bad_header_value(value):
         yield problem(

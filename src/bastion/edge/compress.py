@@ -9,8 +9,8 @@ puts around each exchange looks at the response head and decides:
   gets ``Vary: Accept-Encoding`` whether or not this client's one is compressed, so
   caches keep the variants apart (so does a 304 without ``Content-Type``, which stands
   for a response whose type it does not repeat);
-- it is *compressed* when, on top of that, it is not a HEAD, 204, 206 or 304 response,
-  has no ``Content-Range``, is at least ``min_size`` bytes (when its size is known), and
+- it is *compressed* when, on top of that, it is not a 204, 206 or 304 response, has
+  no ``Content-Range``, is at least ``min_size`` bytes (when its size is known), and
   the client's ``Accept-Encoding`` accepts one of the configured algorithms.
 
 A compressed response gets ``Content-Encoding``, a weak ``ETag`` (the bytes differ from
@@ -20,6 +20,15 @@ sent with its new ``Content-Length`` (kept in a small cache when the response ha
 ``ETag``, so a static file is compressed once, not per request); otherwise every
 ``write()`` is compressed and flushed as it comes, with chunked framing, so streaming
 responses stay streaming.
+
+A HEAD response gets the head a GET would get (RFC 9110 §9.3.2). When the handler
+gives it the body anyway (most frameworks do), the body is compressed, for its length,
+and dropped by the exchange. When it comes without a body (static files, a handler that
+knows HEAD), it is marked compressed only if its ``Content-Length`` says it is at least
+``min_size``, as a GET would be, and is sent without a ``Content-Length``: its
+compressed length is unknown without the body, and RFC 9110 §8.6 lets a HEAD response
+leave the length out, never state a wrong one. Without a declared length it goes out
+as it is, since a GET's decision would depend on the body.
 """
 
 from __future__ import annotations
@@ -201,7 +210,17 @@ def _with_vary(headers: list[tuple[bytes, bytes]], vary_at: int) -> list[tuple[b
 class CompressingExchange(ExchangeWrapper):
     """An exchange whose response is compressed when the rules allow (see the module)."""
 
-    __slots__ = ("_coding", "_encoder", "_etag", "_head", "_mode", "_settings", "_status")
+    __slots__ = (
+        "_coding",
+        "_encoder",
+        "_etag",
+        "_head",
+        "_is_head",
+        "_length",
+        "_mode",
+        "_settings",
+        "_status",
+    )
 
     def __init__(self, inner: Exchange, settings: CompressSettings) -> None:
         super().__init__(inner)
@@ -212,6 +231,8 @@ class CompressingExchange(ExchangeWrapper):
         self._coding = ""
         self._encoder: StreamEncoder | None = None
         self._etag = b""
+        self._is_head = False  # a HEAD request: the body, if any, is only measured
+        self._length = -1  # the Content-Length the handler declared (-1: none)
 
     @property
     def response_started(self) -> bool:
@@ -275,13 +296,7 @@ class CompressingExchange(ExchangeWrapper):
             self._pass(status, headers)
             return
         headers = _with_vary(headers, vary_at)
-        if (
-            ranged
-            or status == 206
-            or status in _NO_BODY
-            or self.head.method == "HEAD"
-            or 0 <= length < settings.min_size
-        ):
+        if ranged or status == 206 or status in _NO_BODY or 0 <= length < settings.min_size:
             self._pass(status, headers)
             return
         coding = settings.choose(self._accept_encoding())
@@ -293,6 +308,8 @@ class CompressingExchange(ExchangeWrapper):
         self._etag = etag
         self._status = status
         self._head = headers
+        self._length = length
+        self._is_head = self.head.method == "HEAD"
         self._mode = _HELD
 
     def _pass(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -314,9 +331,10 @@ class CompressingExchange(ExchangeWrapper):
             out.append((b"content-length", b"%d" % length))
         return out
 
-    def _start_stream(self) -> StreamEncoder:
+    def _start_stream(self) -> StreamEncoder | None:
         self._inner.start_response(self._status, self._encoded_head(-1))
-        encoder = self._settings.codecs[self._coding].stream()
+        # HEAD: the exchange sends no body, so there is nothing to compress
+        encoder = None if self._is_head else self._settings.codecs[self._coding].stream()
         self._encoder = encoder
         self._mode = _STREAM
         self._head = []
@@ -332,7 +350,7 @@ class CompressingExchange(ExchangeWrapper):
             encoder = self._encoder
         elif mode == _HELD:
             encoder = self._start_stream()
-            if not data:
+            if not data or encoder is None:
                 self._inner.write(b"")  # an empty first write sends the head now
                 return
         else:
@@ -353,6 +371,15 @@ class CompressingExchange(ExchangeWrapper):
             self._mode = _PASS
             head = self._head
             self._head = []
+            if not data and self._is_head and self._length >= 0:
+                # a HEAD answered without its body, of a size a GET would compress:
+                # GET's head, without the compressed length nobody knows
+                self._head = head
+                encoded = self._encoded_head(-1)
+                self._head = []
+                self._inner.start_response(self._status, encoded)
+                self._inner.finish()
+                return
             if not data or len(data) < self._settings.min_size:
                 # small after all (its size was not declared): not worth compressing
                 self._coding = ""
@@ -385,8 +412,12 @@ class CompressingExchange(ExchangeWrapper):
         if mode != _HELD and mode != _STREAM:
             await self._inner.sendfile(fd, offset, count)
             return
-        # no zero-copy through a compressor: read blocks and compress them
         inner = self._inner
+        if self._is_head:  # nothing is sent: the head of a streamed GET is enough
+            if mode == _HELD:
+                self._start_stream()
+            return
+        # no zero-copy through a compressor: read blocks and compress them
         end = offset + count
         while offset < end:
             if inner.disconnected:

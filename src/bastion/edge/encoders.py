@@ -7,8 +7,9 @@ to it so far can be decoded by the client at once: a streamed response (server-s
 events, a long report written row by row) stays streamed when compressed.
 
 gzip comes with Python (``zlib``). brotli and zstd need the ``brotli`` and
-``zstandard`` packages (``pip install bastion[compress]``); :func:`build_codecs` skips an
-algorithm whose package is missing and logs that once.
+``zstandard`` packages, which are dependencies of bastion; should one not import (a
+platform without a wheel for it), :func:`build_codecs` skips that algorithm and logs
+that once.
 """
 
 from __future__ import annotations
@@ -215,9 +216,10 @@ def build_codecs(
             if name not in _warned:
                 _warned.add(name)
                 log.warning(
-                    "compression: %s is skipped because the %s package is not installed "
-                    "(pip install 'bastion[compress]')",
+                    "compression: %s is skipped because the %s package cannot be imported "
+                    "(pip install %s)",
                     name,
+                    _PACKAGES.get(name, name),
                     _PACKAGES.get(name, name),
                 )
             continue

@@ -17,20 +17,17 @@ nginx's ``add_header ... always`` do: a 404 page needs ``nosniff`` as much as a 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from bastion.config.schema import HeadersConfig
 from bastion.edge.types import ExchangeFilter
 from bastion.edge.wrap import ExchangeWrapper
+from bastion.protocol.fields import valid_header_name, valid_header_value
 from bastion.protocol.types import Exchange, InvalidResponse
 
 __all__ = ["HeaderRules", "HeadersExchange", "headers_filter", "preset_headers"]
 
 Pair = tuple[bytes, bytes]
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters except tab
 
 # Powerful features nobody on the page should use unless the site says so.
 PERMISSIONS_POLICY = (
@@ -61,15 +58,18 @@ def preset_headers(preset: str, hsts_max_age: int) -> list[tuple[str, str]]:
 
 
 def _encode(name: str, value: str, what: str) -> Pair:
-    if not _TOKEN.fullmatch(name):
+    """A configured header as it goes on the wire, checked by the rule every response
+    head is checked by (:mod:`bastion.protocol.fields`)."""
+    raw_name = name.encode("latin-1", "replace")
+    if not valid_header_name(raw_name):
         raise ValueError(f"{what}: {name!r} is not a valid header name")
     try:
         encoded = value.encode("latin-1")
     except UnicodeEncodeError:
         encoded = b"\n"  # beyond Latin-1: cannot be sent either
-    if _BAD_VALUE.search(encoded):
+    if not valid_header_value(encoded):
         raise ValueError(f"{what}: the value of {name} holds characters that cannot be sent")
-    return name.encode("ascii"), encoded.strip(b" \t")
+    return raw_name, encoded.strip(b" \t")
 
 
 class HeaderRules:

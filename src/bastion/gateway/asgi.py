@@ -8,9 +8,12 @@ task and translates messages both ways:
   then yields ``http.disconnect`` (at once if the client has already gone).
 * ``send()`` turns ``http.response.start`` / ``http.response.body`` into
   :meth:`Exchange.start_response` / :meth:`~Exchange.write` / :meth:`~Exchange.finish`,
-  waiting for the client whenever the transport says writing is paused. After the
-  client has disconnected, messages are accepted and dropped, so apps need not guard
-  every ``send``. ``http.response.pathsend`` sends a file by path, zero-copy.
+  waiting for the client whenever the transport says writing is paused. Once the
+  client has disconnected, ``send()`` raises :class:`~bastion.gateway.errors.ClientGone`,
+  an ``OSError`` (ASGI 2.4), so a stream or an endless server-sent-events loop ends
+  at its next message instead of running on for nobody; an exception that escapes the
+  app because of it is not logged as an error. ``http.response.pathsend`` sends a file
+  by path, zero-copy.
 * Messages that break the protocol (body before start, a second start, an unknown type,
   wrong value types, header bytes that must not reach the wire) raise ``RuntimeError``
   inside the app's ``send``; if the app then ends without a complete response the client
@@ -27,6 +30,7 @@ from typing import Any, Final
 
 from bastion.config.schema import Config
 from bastion.gateway.asgi_websocket import WebSocketServer
+from bastion.gateway.errors import ClientGone
 from bastion.gateway.failure import ERROR_LOG, describe, fail_request, request_id
 from bastion.gateway.lifespan import ASGIApp, Lifespan, Message
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
@@ -146,13 +150,14 @@ class ASGIGateway:
 class _Cycle:
     """One request's ``receive`` and ``send``, and the task that runs the app."""
 
-    __slots__ = ("body_done", "debug", "ex", "response", "waiters")
+    __slots__ = ("body_done", "debug", "ex", "gone", "response", "waiters")
 
     def __init__(self, exchange: Exchange, debug: bool) -> None:
         self.ex = exchange
         self.debug = debug
         self.response = _IDLE
         self.body_done = False
+        self.gone = False  # send() has told the app that the client is gone
         self.waiters: list[asyncio.Future[None]] | None = None
 
     async def run(self, app: ASGIApp, scope: dict[str, Any]) -> None:
@@ -163,6 +168,11 @@ class _Cycle:
                 self.ex.fail(None)
             raise
         except BaseException as exc:
+            if self.gone and isinstance(exc, Exception) and _from_gone(exc):
+                # the app stopped because send() told it the client left: not an error
+                self.ex.fail(None)
+                self.wake_waiters()
+                return
             self.crashed(exc)
             if not isinstance(exc, Exception):
                 raise
@@ -237,7 +247,10 @@ class _Cycle:
     async def send(self, message: Message) -> None:
         ex = self.ex
         if ex.disconnected:
-            return  # the client has gone; let the app wind down quietly
+            # ASGI 2.4: send() on a closed connection raises an OSError, so the app
+            # stops producing (Starlette's StreamingResponse relies on it)
+            self.gone = True
+            raise ClientGone("the client has disconnected")
         try:
             kind = message["type"]
         except (TypeError, KeyError):
@@ -304,6 +317,21 @@ class _Cycle:
             _DONE: "after the response was complete",
         }[self.response]
         return f"unexpected ASGI message {kind!r} {where}"
+
+
+def _from_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, the :class:`ClientGone` that
+    ``send()`` raised (Starlette turns it into its own ``ClientDisconnect``)."""
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 16:
+        if isinstance(cur, ClientGone):
+            return True
+        if isinstance(cur, BaseExceptionGroup):
+            return all(_from_gone(sub) for sub in cur.exceptions)
+        cur = cur.__cause__ if cur.__cause__ is not None else cur.__context__
+        seen += 1
+    return False
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

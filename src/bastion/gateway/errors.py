@@ -8,4 +8,5 @@ from __future__ import annotations
 
 
 class ClientGone(OSError):
-    """Raised by WSGI ``write()`` in threads mode once the client has disconnected."""
+    """The client has disconnected: raised by an ASGI app's ``send()`` (ASGI 2.4 asks for
+    an ``OSError``) and by the WSGI ``write()`` callable."""

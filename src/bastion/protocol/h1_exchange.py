@@ -420,9 +420,11 @@ class H1Exchange:
             head.append(_content_length_header(cl))
         elif self.status == 204 or self.status == 304:
             pass
-        elif whole_body >= 0:
+        elif whole_body > 0 or (whole_body == 0 and not self._no_body):
             self._content_length = whole_body
             head.append(_content_length_header(whole_body))
+        elif whole_body == 0:
+            pass  # HEAD answered with neither body nor length: GET's length is unknown
         elif self.head.http_version == "1.1":
             self._chunked = True
             head.append(b"transfer-encoding: chunked\r\n")

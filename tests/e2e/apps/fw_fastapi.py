@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -46,6 +47,24 @@ async def stream_view(n: int = 4, delay: float = 0.3) -> StreamingResponse:
             yield f"chunk {i}\n".encode()
 
     return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@app.get("/events")
+async def events_view(id: str = "", delay: float = 0.05) -> StreamingResponse:
+    """An endless server-sent-events stream that never checks for a disconnect itself;
+    it says on stderr when it has ended."""
+
+    async def events() -> AsyncIterator[bytes]:
+        i = 0
+        try:
+            while True:
+                yield f"data: tick {i}\n\n".encode()
+                i += 1
+                await asyncio.sleep(delay)
+        finally:
+            print(f"events ended {id}", file=sys.stderr, flush=True)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 @app.get("/boom")

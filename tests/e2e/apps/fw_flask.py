@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Iterator
 
@@ -49,6 +50,29 @@ def stream_view() -> Response:
             yield f"chunk {i}\n".encode()
 
     return Response(chunks(), mimetype="text/plain")
+
+
+@app.get("/events")
+def events_view() -> Response:
+    """An endless server-sent-events stream; its generator says on stderr when the server
+    closed it."""
+    ident = request.args.get("id", "")
+    delay = float(request.args.get("delay", "0.05"))
+
+    def events() -> Iterator[bytes]:
+        i = 0
+        try:
+            while True:
+                yield f"data: tick {i}\n\n".encode()
+                i += 1
+                time.sleep(delay)
+        finally:
+            print(f"events ended {ident}", file=sys.stderr, flush=True)
+
+    response = Response(events(), mimetype="text/event-stream")
+    # the server calls close() on the response (PEP 3333), which runs these
+    response.call_on_close(lambda: print(f"events closed {ident}", file=sys.stderr, flush=True))
+    return response
 
 
 @app.get("/boom")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -53,6 +54,25 @@ async def stream_view(request: Request) -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
+async def events_view(request: Request) -> StreamingResponse:
+    """An endless server-sent-events stream that never checks for a disconnect itself;
+    it says on stderr when it has ended."""
+    ident = request.query_params.get("id", "")
+    delay = float(request.query_params.get("delay", "0.05"))
+
+    async def events() -> AsyncIterator[bytes]:
+        i = 0
+        try:
+            while True:
+                yield f"data: tick {i}\n\n".encode()
+                i += 1
+                await asyncio.sleep(delay)
+        finally:
+            print(f"events ended {ident}", file=sys.stderr, flush=True)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
 async def boom_view(request: Request) -> JSONResponse:
     raise RuntimeError("deliberate failure fw-boom-marker")
 
@@ -90,6 +110,7 @@ app = Starlette(
         Route("/form", form_view, methods=["POST"]),
         Route("/upload", upload_view, methods=["POST"]),
         Route("/stream", stream_view),
+        Route("/events", events_view),
         Route("/boom", boom_view),
         Route("/query", query_view),
         Route("/headers", headers_view),

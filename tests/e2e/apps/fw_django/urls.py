@@ -9,6 +9,7 @@ urlpatterns = [
     path("form", views.form_view),
     path("upload", views.upload_view),
     path("stream", views.stream_view),
+    path("events", views.events_view),
     path("boom", views.boom_view),
     path("query", views.query_view),
     path("headers", views.headers_view),

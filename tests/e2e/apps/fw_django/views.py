@@ -3,8 +3,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -55,6 +57,48 @@ def stream_view(request: HttpRequest) -> StreamingHttpResponse:
     # under ASGI Django streams only asynchronous iterators chunk by chunk
     content = async_chunks() if isinstance(request, ASGIRequest) else chunks()
     return StreamingHttpResponse(content, content_type="text/plain")
+
+
+def events_view(request: HttpRequest) -> StreamingHttpResponse:
+    """An endless server-sent-events stream; it says on stderr when it has ended."""
+    ident = request.GET.get("id", "")
+    delay = float(request.GET.get("delay", "0.05"))
+
+    def events() -> Iterator[bytes]:
+        i = 0
+        try:
+            while True:
+                yield f"data: tick {i}\n\n".encode()
+                i += 1
+                time.sleep(delay)
+        finally:
+            print(f"events ended {ident}", file=sys.stderr, flush=True)
+
+    async def async_events() -> AsyncIterator[bytes]:
+        i = 0
+        try:
+            while True:
+                yield f"data: tick {i}\n\n".encode()
+                i += 1
+                await asyncio.sleep(delay)
+        finally:
+            print(f"events ended {ident}", file=sys.stderr, flush=True)
+
+    if isinstance(request, ASGIRequest):
+        return StreamingHttpResponse(async_events(), content_type="text/event-stream")
+    return _SaysWhenClosed(events(), content_type="text/event-stream", ident=ident)
+
+
+class _SaysWhenClosed(StreamingHttpResponse):
+    """A streaming response that says on stderr when the server calls its close()."""
+
+    def __init__(self, *args: Any, ident: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ident = ident
+
+    def close(self) -> None:
+        super().close()
+        print(f"events closed {self.ident}", file=sys.stderr, flush=True)
 
 
 def boom_view(request: HttpRequest) -> HttpResponse:
