@@ -201,7 +201,9 @@ def test_head_without_body_or_length_claims_no_length() -> None:
 
     async def main() -> None:
         proto, transport, _ = make_conn(handler)
-        proto.data_received(b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\nGET /y HTTP/1.1\r\nHost: t\r\n\r\n")
+        proto.data_received(
+            b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\nGET /y HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
         await settle()
         raw = transport.take()
         head, _, rest = raw.partition(b"\r\n\r\n")
