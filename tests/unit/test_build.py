@@ -59,6 +59,8 @@ def functions_of(name: str) -> dict[str, object]:
             continue
         if isinstance(value, type):
             for method, f in vars(value).items():
+                if isinstance(f, staticmethod | classmethod):
+                    f = f.__func__  # the function inside, as mypyc would compile it
                 if callable(f) and not isinstance(f, type):
                     found[f"{attr}.{method}"] = f
         elif callable(value):
