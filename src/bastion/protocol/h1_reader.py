@@ -235,12 +235,18 @@ class H1Reader(H1Link):
             url = self._url + url
         else:
             feed = self._feed
-            if feed.find(b"  ") >= 0:
-                # RFC 9112 3: exactly one SP around the target (llhttp accepts more)
-                at = doubled_space(feed, url, self._feed_at)
-                if at < 0:
-                    raise self._remember(Reject(400, "malformed request line"))
-                self._feed_at = at
+            start = self._feed_at
+            # RFC 9112 3: exactly one SP around the target (llhttp accepts more). Each
+            # search starts where the last one ended, so a read holding many pipelined
+            # requests is scanned once, not once per request.
+            if start < len(feed):
+                if feed.find(b"  ", start) < 0:
+                    self._feed_at = len(feed)  # no doubled space in the rest of it
+                else:
+                    at = doubled_space(feed, url, start)
+                    if at < 0:
+                        raise self._remember(Reject(400, "malformed request line"))
+                    self._feed_at = at
         self._url = url
         if len(url) > self._max_url:
             raise self._remember(Reject(414, "request target too long"))
