@@ -99,9 +99,23 @@ CHUNK_FRAMING_ALLOWANCE = 16
 MAX_CHUNK_EXTENSIONS = 16 * 1024
 
 
+# Host values found valid, so that a site's few names are checked once (bounded).
+_GOOD_HOSTS: set[bytes] = set()
+
+
 def host_ok(value: bytes) -> bool:
     """Whether ``value`` is ``uri-host [ ":" port ]`` (a Host field value, RFC 9112 3.2;
     RFC 3986 3.2.2-3.2.3). An empty value is valid: the target had no authority."""
+    if value in _GOOD_HOSTS:
+        return True
+    if _host_ok(value):
+        if len(_GOOD_HOSTS) < 256:
+            _GOOD_HOSTS.add(value)
+        return True
+    return False
+
+
+def _host_ok(value: bytes) -> bool:
     if value[:1] == b"[":  # an IP-literal
         end = value.find(b"]")
         if end < 2 or value[1:end].translate(_HOST_TABLE).find(b"\x00") >= 0:

@@ -28,6 +28,11 @@ def decode_path(raw_path: bytes) -> str:
     return raw_path.decode("utf-8", "surrogateescape")
 
 
+# raw paths with nothing to normalise, to their decoded text (bounded): a site's usual
+# paths are looked up once instead of searched three times per request
+_PLAIN: dict[bytes, str] = {}
+
+
 def normalize_path(raw_path: bytes, path: str) -> str:
     """The path routes and static files are matched against: ``path`` (the decoded
     ``raw_path``) with repeated slashes merged and dot-segments removed (RFC 3986 5.2.4),
@@ -97,13 +102,25 @@ class RequestHead:
         self.method: Final = method
         #: the path part of the request target, still percent-encoded
         self.raw_path: Final = raw_path
+        if path is None:
+            # a usual path of the site, seen before with nothing to normalise: one lookup
+            path = _PLAIN.get(raw_path)
+            if path is not None:
+                if normalized_path is None:
+                    normalized_path = path
+            else:
+                path = decode_path(raw_path)
+                if normalized_path is None:
+                    normalized_path = normalize_path(raw_path, path)
+                    if normalized_path is path and len(_PLAIN) < 1024:
+                        _PLAIN[raw_path] = path
         #: the percent-decoded path (UTF-8, undecodable bytes kept as surrogates)
-        self.path: Final = decode_path(raw_path) if path is None else path
+        self.path: Final = path
         #: the path routes and static files see: decoded, repeated slashes merged,
         #: dot-segments removed, encoded slashes kept as "%2F" (see normalize_path); the
         #: same object as ``path`` when there was nothing to normalise
         self.normalized_path: Final = (
-            normalize_path(raw_path, self.path) if normalized_path is None else normalized_path
+            normalize_path(raw_path, path) if normalized_path is None else normalized_path
         )
         #: the query, without the "?"
         self.query_string: Final = query_string
