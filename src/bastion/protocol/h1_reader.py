@@ -240,8 +240,14 @@ class H1Reader(H1Link):
             # search starts where the last one ended, so a read holding many pipelined
             # requests is scanned once, not once per request.
             if start < len(feed):
-                if feed.find(b"  ", start) < 0:
-                    self._feed_at = len(feed)  # no doubled space in the rest of it
+                # only up to the end of the line that holds the target: a body after it
+                # is never searched (it cost a 10 KiB POST 7 us)
+                i = feed.find(url, start)
+                stop = feed.find(b"\n", i) if i >= 0 else -1
+                if stop < 0:
+                    stop = len(feed)
+                if feed.find(b"  ", start, stop) < 0:
+                    self._feed_at = stop  # no doubled space up to the end of this line
                 else:
                     at = doubled_space(feed, url, start)
                     if at < 0:
