@@ -123,11 +123,7 @@ class Flow:
         """The transport's buffer fell below its low-water mark."""
         self.write_paused = False
         self.write_deadline = 0.0
-        waiters = self._drain_waiters
-        if waiters:
-            self._drain_waiters = None
-            for fut in waiters:
-                _wake(fut)
+        self._wake_all()
         if self.on_writable is not None and not self.closed:
             self.on_writable()
 
@@ -271,6 +267,9 @@ class Flow:
         """The connection is gone: nothing more is written, every waiter wakes."""
         self.closed = True
         self.write_deadline = 0.0
+        self._wake_all()
+
+    def _wake_all(self) -> None:
         waiters = self._drain_waiters
         if waiters:
             self._drain_waiters = None
