@@ -455,6 +455,8 @@ def measure(server: str, name: str, args: argparse.Namespace, logs: Path) -> dic
             rss.sample()
         row.update(cpu_usage(before, after, SERVER_CPU, CLIENT_CPU))
         row["rss_tree_mb"] = round(rss.peak_tree_kib / 1024, 1)
+        if row["server_cpu_pct"] > 0:  # messages per second of the server's own CPU time
+            row["rate_per_cpu"] = round(row["rate"] * 100 / row["server_cpu_pct"], 1)
         if srv.exited() is not None:
             raise RuntimeError(f"exited during the run with status {srv.exited()}")
         if wrong := probe(port):
@@ -496,12 +498,12 @@ def measure_quietly(server: str, name: str, args: argparse.Namespace, logs: Path
 
 def print_table(name: str, rows: list[dict[str, Any]]) -> None:
     print(f"\n== {name}: {WORKLOADS[name][1]} ==")
-    ours = next(
-        (r["rate"] for r in rows if r["server"] == "bastion" and r["ok"] and not r["void"]), 0
-    )
+    mine = [r for r in rows if r["server"] == "bastion" and r["ok"] and not r["void"]]
+    ours = mine[0]["rate"] if mine else 0
+    ours_cpu = mine[0].get("rate_per_cpu", 0) if mine else 0
     print(
         f"{'server':<19} {'msg/s':>9} {'MiB/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} "
-        f"{'CPU %':>6} {'client %':>8} {'bastion ÷':>10}"
+        f"{'CPU %':>6} {'client %':>8} {'bastion ÷ (per CPU-s)':>21}"
     )
     for r in rows:
         if not r["ok"]:
@@ -511,6 +513,9 @@ def print_table(name: str, rows: list[dict[str, Any]]) -> None:
             print(f"{r['server']:<19} VOID: {r['void']}")
             continue
         ratio = f"{ours / r['rate']:.2f}x" if ours and r["server"] != "bastion" else "-"
+        per_cpu = r.get("rate_per_cpu") or 0.0
+        if ours_cpu and per_cpu and r["server"] != "bastion":
+            ratio += f" ({ours_cpu / per_cpu:.2f}x)"
         notes = []
         if r["client_cpu_pct"] > CLIENT_BUSY_PCT:
             notes.append(f"client used {r['client_cpu_pct']:.0f}% of its core")
@@ -520,7 +525,7 @@ def print_table(name: str, rows: list[dict[str, Any]]) -> None:
         print(
             f"{r['server']:<19} {r['rate']:>9.0f} {r['mib_s']:>7.1f} {r['p50_ms']:>7.2f} "
             f"{r['p99_ms']:>7.2f} {r['rss_tree_mb']:>7.1f} {r['server_cpu_pct']:>6.0f} "
-            f"{r['client_cpu_pct']:>8.0f} {ratio:>10}"
+            f"{r['client_cpu_pct']:>8.0f} {ratio:>21}"
             + ("  ! " + "; ".join(notes) if notes else "")
         )
 
