@@ -34,7 +34,7 @@ from bastion.gateway.errors import ClientGone
 from bastion.gateway.failure import ERROR_LOG, describe, fail_request, request_id
 from bastion.gateway.lifespan import ASGIApp, Lifespan, Message
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
-from bastion.protocol.websocket import is_websocket_request
+from bastion.protocol.ws_handshake import is_websocket_request
 from bastion.tasks import WorkerTasks
 
 __all__ = ["ASGIApp", "ASGIGateway"]

@@ -33,14 +33,16 @@ from bastion.protocol.websocket import (
     GOING_AWAY,
     INTERNAL_ERROR,
     NORMAL,
-    Handshake,
-    HandshakeError,
     SessionClosed,
     WebSocketSession,
+    valid_close_code,
+)
+from bastion.protocol.ws_handshake import (
+    Handshake,
+    HandshakeError,
     WebSocketSettings,
     accept_headers,
     read_handshake,
-    valid_close_code,
 )
 from bastion.tasks import WorkerTasks
 
