@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -193,3 +194,10 @@ def serve(*args: str, **kw: object) -> BastionProcess:
     if "--bind" not in args and "-b" not in args and "-c" not in args:
         argv += ["--bind", "127.0.0.1:0"]
     return BastionProcess(argv, **kw)  # type: ignore[arg-type]
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether the server has closed or reset this TCP connection, whatever data the
+    kernel still holds for us to read (from the connection's TCP state)."""
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    return state != 1  # TCP_ESTABLISHED

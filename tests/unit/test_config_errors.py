@@ -48,7 +48,8 @@ def test_unknown_key_without_a_close_match_lists_the_keys(tmp_path: Path) -> Non
     (msg,) = problems(tmp_path, "[timeouts]\nzzz = 1\n")
     assert msg == (
         "bastion.toml:2: unknown key timeouts.zzz "
-        "(the keys of [timeouts] are header, body, keepalive)"
+        "(the keys of [timeouts] are header, body, keepalive, send, min_body_rate, "
+        "min_send_rate, rate_grace)"
     )
 
 

@@ -36,6 +36,7 @@ SIZE_KEYS = frozenset(
     {
         "limits.max_body_size",
         "limits.max_header_size",
+        "limits.max_pending_output",
         "limits.max_request_line",
         "websocket.max_message_size",
     }

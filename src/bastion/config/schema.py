@@ -91,6 +91,11 @@ class LimitsConfig(_Section, frozen=True):
     max_connections: PositiveInt = 1000
     # max requests on one keep-alive connection; nginx keepalive_requests 1000
     max_keepalive_requests: NonNegativeInt = 1000
+    # per worker: response bytes written but not yet taken by slow clients; above it the
+    # slowest readers are dropped (a 1 MiB page to 1,000 stalled readers would hold 1 GiB).
+    # No direct precedent: nginx bounds it per connection (output_buffers, send_timeout).
+    # 0 = no limit
+    max_pending_output: NonNegativeInt = 128 * 1024 * 1024
 
 
 class TimeoutsConfig(_Section, frozen=True):
@@ -103,6 +108,15 @@ class TimeoutsConfig(_Section, frozen=True):
     body: PositiveFloat = 60.0
     # idle keep-alive connection; uvicorn 5s, gunicorn 2s, nginx 75s
     keepalive: PositiveFloat = 5.0
+    # a client that takes none of a response for this long is dropped; nginx send_timeout 60s
+    send: PositiveFloat = 60.0
+    # minimum data rates in bytes a second, averaged once the grace period has passed, for
+    # a request body arriving and a response leaving (while bastion waits on the client);
+    # ASP.NET Kestrel MinRequestBodyDataRate / MinResponseDataRate: 240 B/s, 5 s grace.
+    # A slower client is answered 408 (body) or dropped (response). 0 = no minimum
+    min_body_rate: NonNegativeFloat = 240.0
+    min_send_rate: NonNegativeFloat = 240.0
+    rate_grace: PositiveFloat = 5.0
 
 
 class LogConfig(_Section, frozen=True):

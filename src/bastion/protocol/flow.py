@@ -15,9 +15,12 @@ through it:
   :meth:`Flow.drain` waits until it is below the low-water mark, and
   :meth:`Flow.wait_writable` waits until a file descriptor takes more data (zero-copy
   sends on a duplicate of the socket);
-* **the write deadline**: while writing is paused, the client must read something within
-  ``write_timeout`` or the connection is dropped (:meth:`Flow.check_write`, called by the
-  worker's periodic tick).
+* **the write deadline and rate**: while writing is paused, the client must read
+  something within ``write_timeout``, and once ``grace`` seconds have passed it must
+  have read at least ``min_rate`` bytes a second on average since the pause began, or
+  the connection is dropped (:meth:`Flow.write_timed_out`, called by the worker's
+  periodic tick). A client reading one byte at a time cannot hold a response, and the
+  memory it pins, for ever.
 
 Nothing here parses or knows HTTP.
 """
@@ -25,7 +28,11 @@ Nothing here parses or knows HTTP.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
+import struct
+import sys
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +49,13 @@ SESSION = 8  # an upgraded session does not take its messages
 HANDOVER = 16  # a request asked to switch protocols: wait for its handler to decide
 
 
+# ioctl: bytes in a socket's send queue not yet acknowledged by the peer (Linux SIOCOUTQ)
+_OUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
+_INT0 = bytes(4)
+# SO_LINGER on with a zero timeout: closing sends a reset and drops the send queue
+_RESET = struct.pack("ii", 1, 0)
+
+
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -52,17 +66,23 @@ class Flow:
 
     __slots__ = (
         "_drain_waiters",
+        "_fd",
+        "_rate_base",
         "_unsent",
         "closed",
+        "grace",
         "loop",
+        "min_rate",
         "on_writable",
         "paused_for",
+        "slow_since",
         "stopped",
         "tracker",
         "transport",
         "write_deadline",
         "write_paused",
         "write_timeout",
+        "written",
     )
 
     def __init__(
@@ -70,6 +90,8 @@ class Flow:
         loop: asyncio.AbstractEventLoop,
         tracker: ConnectionTracker,
         write_timeout: float,
+        min_rate: float = 0.0,
+        grace: float = 5.0,
     ) -> None:
         self.loop = loop
         #: the worker's connections; its ``now`` is the clock of every deadline
@@ -90,6 +112,14 @@ class Flow:
         self.on_writable: Callable[[], None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._unsent = 0  # buffer size when the write deadline was last (re)started
+        #: bytes handed to the transport or sent to the socket directly, in all
+        self.written = 0
+        self.min_rate = min_rate
+        self.grace = grace
+        #: when bastion began to wait on the client to read (0: it is not waiting)
+        self.slow_since = 0.0
+        self._rate_base = 0  # bytes the client had taken when the wait began
+        self._fd = -1  # the socket, to ask the kernel what it has not delivered yet
 
     def _wait(self, fut: asyncio.Future[None]) -> None:
         waiters = self._drain_waiters
@@ -101,12 +131,23 @@ class Flow:
     def attach(self, transport: Any) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                self._fd = sock.fileno()
+            except (OSError, AttributeError, ValueError):
+                self._fd = -1
 
     # -- writing ---------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         """Send ``data`` (dropped once the connection is closed)."""
         if not self.closed:
+            self.written += len(data)
             self.transport.write(data)
+
+    def sent_directly(self, count: int) -> None:
+        """``count`` bytes went to the socket without the transport (``sendfile``)."""
+        self.written += count
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel."""
@@ -123,6 +164,7 @@ class Flow:
         """The transport's buffer fell below its low-water mark."""
         self.write_paused = False
         self.write_deadline = 0.0
+        self.slow_since = 0.0
         self._wake_all()
         if self.on_writable is not None and not self.closed:
             self.on_writable()
@@ -169,7 +211,7 @@ class Flow:
             loop.remove_writer(fd)
             if not self.closed:
                 self.write_paused = False
-                self.write_deadline = 0.0
+                self.write_deadline = 0.0  # the rate window goes on until writing_freely()
 
     def cork(self, on: bool) -> bool:
         """Set or clear TCP_CORK (the head and a file leave in full packets, as nginx's
@@ -193,16 +235,57 @@ class Flow:
         sock = transport.get_extra_info("socket")
         return sock if sock is not None else None
 
+    def writing_freely(self) -> None:
+        """A zero-copy send ended: bastion no longer waits on the client to read."""
+        if not self.write_paused:
+            self.slow_since = 0.0
+
     # -- the write deadline ------------------------------------------------------------
     def start_write_deadline(self, now: float) -> None:
-        self._unsent = self.buffered()
+        unsent = self.buffered()
+        self._unsent = unsent
         self.write_deadline = now + self.write_timeout
+        if self.slow_since == 0.0:
+            self.slow_since = now
+            self._rate_base = self.delivered()
+
+    def delivered(self) -> int:
+        """Bytes the client has received: written, less what the transport and the
+        kernel still hold (the kernel's send buffer can take megabytes that the client
+        has not read, which must not count as the client's progress)."""
+        out = self.written - self.buffered()
+        fd = self._fd
+        if fd >= 0:
+            try:
+                out -= int.from_bytes(fcntl.ioctl(fd, _OUTQ, _INT0), sys.byteorder)
+            except OSError:
+                self._fd = -1  # not a TCP socket (a pipe in tests): count what it took
+        return out
+
+    def too_slow(self, now: float) -> bool:
+        """Whether the client, which bastion has been waiting on since
+        :attr:`slow_since`, has read less than ``min_rate`` bytes a second on average
+        once the grace period is over."""
+        since = self.slow_since
+        rate = self.min_rate
+        if since == 0.0 or rate <= 0.0:
+            return False
+        late = now - since - self.grace
+        if late <= 0.0:
+            return False
+        return self.delivered() - self._rate_base < rate * late
 
     def write_timed_out(self, now: float) -> bool:
         """Whether the client has stopped reading for good (``now`` past the deadline
-        with no progress); any progress gives it another ``write_timeout``."""
+        with no progress; any progress gives it another ``write_timeout``) or reads too
+        slowly (:meth:`too_slow`)."""
         deadline = self.write_deadline
-        if deadline == 0.0 or now < deadline:
+        if deadline == 0.0:
+            return False
+        if self.too_slow(now):
+            self.write_deadline = 0.0
+            return True
+        if now < deadline:
             return False
         unsent = self.buffered()
         if 0 < unsent < self._unsent:
@@ -256,8 +339,18 @@ class Flow:
                 self.start_write_deadline(self.tracker.now)
 
     def abort(self) -> None:
-        """Drop the connection now, with whatever is still unsent."""
+        """Drop the connection now, with whatever is still unsent: a reset, so that the
+        kernel also discards what it holds for the client (megabytes for a slow reader,
+        which a plain close would go on sending)."""
         transport = self.transport
+        if transport is not None and self._fd >= 0:  # also when closing: it may be sending
+            self._fd = -1
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                except (OSError, AttributeError, ValueError):
+                    pass
         self.closed = True
         if transport is not None:
             transport.abort()  # also after close(), which would wait for the client
@@ -266,7 +359,9 @@ class Flow:
     def lost(self) -> None:
         """The connection is gone: nothing more is written, every waiter wakes."""
         self.closed = True
+        self._fd = -1  # the socket is gone (its number may be reused)
         self.write_deadline = 0.0
+        self.slow_since = 0.0
         self._wake_all()
 
     def _wake_all(self) -> None:

@@ -41,6 +41,8 @@ BODY_HIGH_WATER = 256 * 1024
 
 _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# bodies larger than this are written after their head instead of joined to it (a copy)
+_JOIN_MAX = 64 * 1024
 
 _HAS_DATE = 1
 _HAS_SERVER = 2
@@ -459,6 +461,10 @@ class H1Exchange:
             if self._no_body or not chunk:
                 flow.write(head)
                 return
+            if len(chunk) > _JOIN_MAX and not self._chunked:
+                flow.write(head)  # a large body is not copied to join its head
+                flow.write(self._frame(chunk))
+                return
             flow.write(head + self._frame(chunk))
             return
         if self._no_body or not chunk:
@@ -496,6 +502,14 @@ class H1Exchange:
                 if n < cl:
                     self._close_after = True  # short body: the framing is broken
                 self._sent = n
+                if n > _JOIN_MAX:
+                    # a large body is not copied to join its head: the transport keeps
+                    # the app's own object for a slow client
+                    self._finished = True
+                    flow.write(b"".join(head))
+                    flow.write(body)
+                    self._link.exchange_done(self)
+                    return
                 head.append(body)
             elif self._content_length > 0 and not self._no_body:
                 self._close_after = True

@@ -36,7 +36,7 @@ from bastion.protocol.h1_phase import (
 from bastion.protocol.h1_reader import H1Reader
 from bastion.protocol.head import RequestHead
 from bastion.protocol.settings import ProtocolSettings
-from bastion.protocol.state import ConnectionTracker
+from bastion.protocol.state import EVICT_MIN_WAIT, ConnectionTracker
 from bastion.protocol.types import Handler, Session
 
 __all__ = ["HTTP1Protocol", "ProtocolSettings"]
@@ -60,10 +60,13 @@ class HTTP1Protocol(H1Reader):
         "_parsing",
         "_phase",
         "_pipeline",
+        "_rate_base",
+        "_rate_since",
         "_read_deadline",
         "_refusal",
         "_requests",
         "_session",
+        "_since",
         "_upgrade_rest",
         "client",
         "loop",
@@ -74,7 +77,9 @@ class HTTP1Protocol(H1Reader):
         self, settings: ProtocolSettings, handler: Handler, tracker: ConnectionTracker
     ) -> None:
         loop = asyncio.get_event_loop()
-        flow = Flow(loop, tracker, settings.body_timeout)
+        flow = Flow(
+            loop, tracker, settings.send_timeout, settings.min_send_rate, settings.rate_grace
+        )
         super().__init__(settings, tracker, flow)
         self._handler = handler
         self.loop = loop
@@ -95,6 +100,11 @@ class HTTP1Protocol(H1Reader):
         self._requests = 0
         self._read_deadline = 0.0  # of the phase (IDLE, HEAD, LINGERING)
         self._body_deadline = 0.0  # while a body arrives (_parsing is set)
+        # the body's data-rate window: when bastion began reading it (0: not reading) and
+        # how much of it had arrived then
+        self._rate_since = 0.0
+        self._rate_base = 0
+        self._since = 0.0  # when the phase began (IDLE, HEAD, LINGERING)
         self._upgrade_rest: bytes | None = None  # bytes after a head that asked to switch
         self._session: Session | None = None
 
@@ -115,7 +125,9 @@ class HTTP1Protocol(H1Reader):
     def _enter(self, phase: int, seconds: float) -> None:
         """Move to ``phase``; its read deadline is ``seconds`` from now."""
         self._phase = phase
-        self._read_deadline = self.tracker.now + seconds
+        now = self.tracker.now
+        self._since = now
+        self._read_deadline = now + seconds
 
     # -- connection events -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,11 +146,12 @@ class HTTP1Protocol(H1Reader):
                 self.server = (sock, None)
             if len(tracker.servers) < 64:
                 tracker.servers[sock] = self.server
-        if len(tracker.connections) >= self.settings.max_connections and not tracker.reclaim_idle():
+        if len(tracker.connections) >= self.settings.max_connections and not tracker.reclaim():
             self.flow.write(error_response(503, tracker.date_header, retry_after=True))
             self._phase = CLOSED
             self.flow.close()
             return
+        tracker.max_pending_output = self.settings.max_pending_output
         tracker.add(self)
         # While draining, a new connection still gets one answer (with Connection: close):
         # its client may already have sent a request, which must not be lost.
@@ -256,6 +269,7 @@ class HTTP1Protocol(H1Reader):
         if body_expected:
             self._parsing = ex
             self._body_deadline = self.tracker.now + self.settings.body_timeout
+            self._rate_since = 0.0  # the window opens at the next tick that finds it read
         if self._phase == IDLE or self._phase == HEAD:
             self._phase = BUSY
         if self._active is not None or len(self._pipeline) > 1:
@@ -465,6 +479,12 @@ class HTTP1Protocol(H1Reader):
         if phase in (CLOSED, UPGRADED):
             return
         ex = self._parsing
+        if ex is not None and self._body_too_slow(ex, now):
+            if ex is not self._active or not ex.response_started:
+                self.refuse(408, "request body too slow")
+            else:
+                self.abort()
+            return
         if ex is not None and now >= self._body_deadline:
             if flow.paused_for:
                 # we are not reading (its turn has not come, or its handler has not
@@ -476,6 +496,8 @@ class HTTP1Protocol(H1Reader):
             else:
                 self.abort()
                 return
+        if flow.slow_since:
+            self.tracker.waiting_to_send(self, flow.slow_since, flow.buffered())
         if now < self._read_deadline:
             if phase == IDLE and self._requests:
                 self.shed_parser()  # idle between requests: keep as little as possible
@@ -486,6 +508,55 @@ class HTTP1Protocol(H1Reader):
             self._refusal = 408
             self._phase = REFUSING
             self._send_error()
+
+    def _body_too_slow(self, ex: H1Exchange, now: float) -> bool:
+        """Whether the body arriving has come slower than ``min_body_rate`` on average
+        since bastion began reading it, once the grace period is over. Time when bastion
+        was not reading (the handler has not asked for it) does not count."""
+        flow = self.flow
+        if flow.paused_for or flow.stopped:
+            self._rate_since = 0.0
+            return False
+        since = self._rate_since
+        if since == 0.0:
+            self._rate_since = now
+            self._rate_base = ex.received
+            return False
+        settings = self.settings
+        late = now - since - settings.rate_grace
+        return late > 0.0 and ex.received - self._rate_base < settings.min_body_rate * late
+
+    # -- eviction ------------------------------------------------------------------------
+    def waiting(self, now: float) -> float:
+        phase = self._phase
+        if phase == IDLE:
+            if self._active is not None or self._pipeline:
+                return -1.0
+            waited = now - self._since
+            # Just accepted, its first request may be on its way; between two requests,
+            # the next may be arriving: neither goes before it has been idle a while.
+            return waited if waited >= EVICT_MIN_WAIT else -1.0
+        if phase == HEAD:
+            waited = now - self._since
+        elif phase == LINGERING:
+            return now - self._since + 3600.0  # closing anyway: first to go
+        elif phase in (BUSY, REFUSING):
+            slow_since = self.flow.slow_since
+            if slow_since:
+                waited = now - slow_since  # the client does not read its response
+            elif self._parsing is not None and self._rate_since:
+                waited = now - self._rate_since  # the client sends its body
+            else:
+                return -1.0  # bastion (the app) is working: not the client's fault
+        else:
+            return -1.0
+        return waited if waited >= EVICT_MIN_WAIT else -1.0
+
+    def evict(self) -> None:
+        if self._phase == IDLE:
+            self._close()
+        else:
+            self.abort()
 
     # -- closing -------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -64,7 +64,9 @@ async def send_file(
                 return
             if sent == 0:
                 break  # end of file before count: short body, the connection closes
+            flow.sent_directly(sent)
             offset += sent
             count -= sent
     finally:
         os.close(out)
+        flow.writing_freely()

@@ -29,7 +29,12 @@ class ProtocolSettings:
         "max_header_count",
         "max_header_size",
         "max_keepalive_requests",
+        "max_pending_output",
         "max_request_line",
+        "min_body_rate",
+        "min_send_rate",
+        "rate_grace",
+        "send_timeout",
         "server_header",
     )
 
@@ -45,6 +50,11 @@ class ProtocolSettings:
         header_timeout: float = 30.0,
         body_timeout: float = 60.0,
         keepalive_timeout: float = 5.0,
+        send_timeout: float = 60.0,
+        min_body_rate: float = 240.0,
+        min_send_rate: float = 240.0,
+        rate_grace: float = 5.0,
+        max_pending_output: int = 128 * 1024 * 1024,
         server_header: str = "bastion",
         debug: bool = False,
         access_log: AccessLog | None = None,
@@ -58,6 +68,13 @@ class ProtocolSettings:
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.keepalive_timeout = keepalive_timeout
+        self.send_timeout = send_timeout
+        # bytes a second below which a body arriving or a response leaving, averaged
+        # after the grace period, ends the connection (0: no minimum)
+        self.min_body_rate = min_body_rate
+        self.min_send_rate = min_send_rate
+        self.rate_grace = rate_grace
+        self.max_pending_output = max_pending_output or (1 << 62)  # 0 = no limit
         self.server_header = (
             b"server: " + server_header.encode("latin-1") + b"\r\n" if server_header else b""
         )
@@ -77,6 +94,11 @@ class ProtocolSettings:
             header_timeout=tmo.header,
             body_timeout=tmo.body,
             keepalive_timeout=tmo.keepalive,
+            send_timeout=tmo.send,
+            min_body_rate=tmo.min_body_rate,
+            min_send_rate=tmo.min_send_rate,
+            rate_grace=tmo.rate_grace,
+            max_pending_output=lim.max_pending_output,
             server_header=config.server.server_header,
             debug=config.server.debug,
             access_log=access_log,

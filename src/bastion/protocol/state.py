@@ -9,12 +9,21 @@ worker costs far less than a timer per request.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Protocol
 
+log = logging.getLogger("bastion.error")
+
 TICK_SECONDS = 0.5
+#: a connection must have kept bastion waiting this long (seconds) to be evicted for a
+#: new one
+EVICT_MIN_WAIT = 1.0
+#: when connections run out, up to this share of them is evicted at once, so that a burst
+#: of new clients does not scan every connection for each one
+EVICT_BATCH_SHARE = 16
 
 
 class TrackedConnection(Protocol):
@@ -29,10 +38,26 @@ class TrackedConnection(Protocol):
     def abort(self) -> None:
         """Close at once, dropping whatever is in flight."""
 
+    def waiting(self, now: float) -> float:
+        """Seconds the connection has kept bastion waiting on its client (for a request,
+        a head, a body or a slow read), or -1 when it may not be evicted."""
+        ...
+
+    def evict(self) -> None:
+        """Close to make room for a new client (it kept bastion waiting)."""
+
     @property
     def is_idle(self) -> bool:
         """True when no request is in progress on the connection."""
         ...
+
+
+def _waited(item: tuple[float, TrackedConnection]) -> float:
+    return item[0]
+
+
+def _since(item: tuple[float, int, TrackedConnection]) -> float:
+    return item[0]
 
 
 def _date_header(now: float) -> bytes:
@@ -45,14 +70,20 @@ class ConnectionTracker:
     __slots__ = (
         "_closed_waiter",
         "_loop",
+        "_no_room_at",
+        "_slow_writers",
         "_tick_handle",
         "connections",
         "date_header",
         "draining",
+        "evicted",
+        "max_pending_output",
         "now",
         "on_request",
+        "pending_output",
         "requests_served",
         "servers",
+        "shed",
     )
 
     def __init__(self) -> None:
@@ -68,6 +99,14 @@ class ConnectionTracker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._closed_waiter: asyncio.Future[None] | None = None
+        #: response bytes waiting for slow clients at the last tick, and the budget
+        self.pending_output = 0
+        self.max_pending_output = 1 << 62
+        self._slow_writers: list[tuple[float, int, TrackedConnection]] = []
+        self._no_room_at = -1.0  # the tick at which no connection could be evicted
+        #: connections evicted for new ones, and dropped to keep pending output bounded
+        self.evicted = 0
+        self.shed = 0
 
     # -- connections -----------------------------------------------------------------
     def add(self, conn: TrackedConnection) -> None:
@@ -87,20 +126,70 @@ class ConnectionTracker:
         if self.on_request is not None:
             self.on_request()
 
-    def reclaim_idle(self) -> bool:
-        """Close one idle keep-alive connection to make room; False if none is idle."""
+    def reclaim(self) -> bool:
+        """Make room for a new connection by evicting those that kept bastion waiting the
+        longest (see :meth:`TrackedConnection.waiting`); False if none may be evicted.
+
+        A batch goes at once (up to a 1/:data:`EVICT_BATCH_SHARE` of all, the longest
+        waiting first), so a burst of new clients costs one scan.
+        """
+        now = self.now
+        if self._no_room_at == now:
+            return False  # nothing was evictable at this tick; it is still so
+        found: list[tuple[float, TrackedConnection]] = []
         for conn in self.connections:
-            if conn.is_idle:
-                conn.abort()
-                return True
-        return False
+            waited = conn.waiting(now)
+            if waited >= 0.0:
+                found.append((waited, conn))
+        if not found:
+            self._no_room_at = now
+            return False
+        found.sort(key=_waited, reverse=True)
+        batch = max(1, len(self.connections) // EVICT_BATCH_SHARE)
+        for i, (_, conn) in enumerate(found):
+            if i >= batch:
+                break
+            conn.evict()
+            self.evicted += 1
+        return True
+
+    def waiting_to_send(self, conn: TrackedConnection, since: float, unsent: int) -> None:
+        """Called during the tick by a connection whose client is slow to read."""
+        self.pending_output += unsent
+        self._slow_writers.append((since, unsent, conn))
+
+    def _shed_output(self) -> None:
+        """Drop the clients that have been slow to read the longest until what waits for
+        slow clients fits the budget again."""
+        slow = sorted(self._slow_writers, key=_since)
+        excess = self.pending_output - self.max_pending_output
+        dropped = 0
+        for _, unsent, conn in slow:
+            if excess <= 0:
+                break
+            conn.abort()
+            dropped += 1
+            excess -= unsent
+        self.shed += dropped
+        log.warning(
+            "%d bytes of responses waited for slow clients (limits.max_pending_output is "
+            "%d): dropped the %d slowest",
+            self.pending_output,
+            self.max_pending_output,
+            dropped,
+        )
 
     # -- the tick ----------------------------------------------------------------------
     def _tick(self) -> None:
         self.now = time.monotonic()
         self.date_header = _date_header(time.time())
+        self.pending_output = 0
+        self._slow_writers.clear()
         for conn in list(self.connections):
             conn.check_deadline(self.now)
+        if self.pending_output > self.max_pending_output:
+            self._shed_output()
+        self._slow_writers.clear()
         assert self._loop is not None
         self._tick_handle = self._loop.call_later(TICK_SECONDS, self._tick)
 
