@@ -62,10 +62,26 @@ def _ip(text: str) -> Address | None:
     return addr
 
 
+# hop text -> parsed (a proxy's clients repeat: parsing an address costs microseconds)
+_PARSED: dict[str, tuple[str, int] | None] = {}
+
+
 def parse_address(text: str) -> tuple[str, int] | None:
     """One hop as ``(address, port)``: ``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``,
     ``[2001:db8::1]``, ``[2001:db8::1]:80``. Port 0 when none is given. Anything else
     (``unknown``, ``_hidden``, names, garbage) is None."""
+    try:
+        return _PARSED[text]
+    except KeyError:
+        pass
+    found = _parse_address(text)
+    if len(_PARSED) >= 4096:
+        _PARSED.clear()
+    _PARSED[text] = found
+    return found
+
+
+def _parse_address(text: str) -> tuple[str, int] | None:
     text = text.strip()
     port = 0
     if text.startswith("["):
@@ -226,7 +242,7 @@ class TrustedProxies:
             return self._resolve_forwarded(head)
         return self._resolve_x_forwarded(head)
 
-    def _walk(self, hops: list[tuple[str, int] | None], peer: tuple[str, int] | None) -> int:
+    def _walk(self, hops: list[tuple[str, int] | None]) -> int:
         """The index in ``hops`` of the client, or -1 for the peer itself."""
         chosen = -1
         for i in range(len(hops) - 1, max(-1, len(hops) - 1 - _MAX_HOPS), -1):
@@ -250,7 +266,7 @@ class TrustedProxies:
             elif name == b"x-forwarded-host":
                 host = value  # the last one, set by the nearest proxy
         hops = [parse_address(f) for f in fors if f.strip()]
-        chosen = self._walk(hops, head.client)
+        chosen = self._walk(hops)
         client = hops[chosen] if chosen >= 0 else None
         proto: str | None = None
         protos = [p.strip() for p in protos if p.strip()]
@@ -267,7 +283,7 @@ class TrustedProxies:
         hops: list[tuple[str, int] | None] = []
         for element in elements:
             hops.append(None if element is None else parse_address(element.get("for", "")))
-        chosen = self._walk(hops, head.client)
+        chosen = self._walk(hops)
         if chosen < 0:
             # garbage next to us: keep the peer; its element may still be read for the
             # scheme only if it parsed
