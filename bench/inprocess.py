@@ -30,6 +30,7 @@ from bastion.edge.assemble import build_site
 from bastion.gateway import LoadedApp
 from bastion.gateway.asgi import ASGIGateway
 from bastion.gateway.wsgi import WSGIGateway
+from bastion.protocol.forwarded import TrustedProxies
 from bastion.protocol.http1 import HTTP1Protocol, ProtocolSettings
 from bastion.protocol.state import ConnectionTracker
 
@@ -38,6 +39,7 @@ REQUEST = (
     b"Accept: */*\r\nConnection: keep-alive\r\n\r\n"
 )
 BODY = b"Hello, world!"
+FORWARDED: TrustedProxies | None = None  # --forwarded
 ROUTES_TARGET_US = 1.0  # what routes may add to the app's path, in CPU µs per request
 
 
@@ -200,7 +202,9 @@ class FloorProtocol:
 async def measure(
     handler: Any, n: int, profile: bool, request: bytes = REQUEST, tail: bytes = BODY
 ) -> float:
-    settings = ProtocolSettings(max_keepalive_requests=0)
+    settings = ProtocolSettings(max_keepalive_requests=0, forwarded=FORWARDED)
+    if FORWARDED is not None:
+        request = request.replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n", 1)
     if handler is None:
         proto: Any = FloorProtocol()
     else:
@@ -247,7 +251,15 @@ def main() -> None:
         help="measure every case this many times, interleaved, and keep each case's least "
         "disturbed (smallest) figure (default 5; 1 with --profile)",
     )
+    parser.add_argument(
+        "--forwarded",
+        action="store_true",
+        help="trust the peer as a proxy and send X-Forwarded-For (the real client's cost)",
+    )
     args = parser.parse_args()
+    if args.forwarded:
+        global FORWARDED
+        FORWARDED = TrustedProxies(["127.0.0.1"])
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     costs: dict[str, float] = {}

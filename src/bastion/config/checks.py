@@ -17,6 +17,7 @@ from bastion.config.errors import DEFAULT, Source, problem
 from bastion.config.route_checks import check_headers, check_routes
 from bastion.config.schema import AppConfig, Config
 from bastion.config.toml_write import toml_value
+from bastion.protocol.forwarded import ForwardedError, TrustedProxies
 
 NO_APP = "no app given: pass MODULE:ATTR or set [app] target in the config file"
 
@@ -46,6 +47,7 @@ def check_config(
 
     out: list[str] = []
     out.extend(_check_binds(config.server.bind, src("server.bind")))
+    out.extend(_check_proxies(config, src))
     out.extend(_check_app(config.app, "app", src, require_app and not config.routes))
     for name, app in config.apps.items():
         out.extend(_check_app(app, f"apps.{name}", src, True))
@@ -107,6 +109,26 @@ def _check_binds(binds: tuple[str, ...], source: Source) -> Iterator[str]:
             )
         else:
             seen[ident] = i
+
+
+def _check_proxies(config: Config, src: Callable[[str], Source]) -> Iterator[str]:
+    server = config.server
+    for i, entry in enumerate(server.forwarded_allow_ips):
+        try:
+            TrustedProxies([entry])
+        except ForwardedError as e:
+            yield problem(
+                src("server.forwarded_allow_ips"), f"server.forwarded_allow_ips[{i}]", str(e)
+            )
+    binds = {b.strip() for b in server.bind}
+    for i, entry in enumerate(server.proxy_protocol):
+        if entry.strip() != "*" and entry.strip() not in binds:
+            yield problem(
+                src("server.proxy_protocol"),
+                f"server.proxy_protocol[{i}]",
+                f'expected one of server.bind {toml_value(list(server.bind))} or "*", '
+                f"got {toml_value(entry)}",
+            )
 
 
 def _check_app(

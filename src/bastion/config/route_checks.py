@@ -17,6 +17,7 @@ from bastion.config.errors import Source, problem
 from bastion.config.schema import Config, HeadersConfig, RouteConfig
 from bastion.config.tables import DEFAULT_APP, HANDLER_TABLES, route_label
 from bastion.config.toml_write import toml_value
+from bastion.edge.access import AccessRuleError, parse_rule
 from bastion.protocol.fields import valid_header_name, valid_header_value
 
 Src = Callable[[str], Source]
@@ -110,6 +111,12 @@ def _check_route(
             )
     for name, value in route.match_headers.items():
         yield from _check_header(*at("match_headers"), name, value)
+    for j, rule in enumerate(route.access):
+        try:
+            parse_rule(rule)
+        except AccessRuleError as e:
+            source, label = at("access")
+            yield problem(source, f"{label}[{j}]", str(e))
 
     # the handlers' own settings
     if route.static is not None:

@@ -23,6 +23,7 @@ NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 Interface = Literal["auto", "asgi", "wsgi"]
 Lifespan = Literal["auto", "on", "off"]
 WsgiMode = Literal["inline", "threads"]
+ForwardedHeader = Literal["x-forwarded", "forwarded"]
 AccessFormat = Literal["off", "combined", "json"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -61,6 +62,16 @@ class ServerConfig(_Section, frozen=True):
     reuse_port: bool = False
     server_header: str = "bastion"  # "" sends no Server header
     debug: bool = False  # tracebacks in 500 responses, only to clients on loopback
+    # proxies whose X-Forwarded-* / Forwarded headers are believed: addresses, networks
+    # ("10.0.0.0/8"), "unix" (peers on a Unix socket), "*" (anyone: dangerous); none by
+    # default, like uvicorn/gunicorn --forwarded-allow-ips without 127.0.0.1
+    forwarded_allow_ips: tuple[str, ...] = ()
+    # which headers they set: X-Forwarded-For/-Proto/-Host (nginx, most balancers) or
+    # RFC 7239 Forwarded; the other family is ignored
+    forwarded_header: ForwardedHeader = "x-forwarded"
+    # binds (as written in `bind`) whose connections start with a PROXY protocol header
+    # (HAProxy v1/v2), or "*" for all; none by default
+    proxy_protocol: tuple[str, ...] = ()
 
 
 class WorkersConfig(_Section, frozen=True):
@@ -247,6 +258,9 @@ class RouteConfig(_Section, frozen=True):
     # response filters for this route (None: the top-level [compress] / [headers])
     compress: CompressConfig | None = None
     headers: HeadersConfig | None = None
+    # access control by client address: rules "allow NET" / "deny NET" ("all" for any),
+    # tried in order, the first match decides; a denied client gets 403; () = everyone
+    access: tuple[str, ...] = ()
 
 
 class Config(_Section, frozen=True):

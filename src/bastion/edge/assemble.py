@@ -37,10 +37,11 @@ import msgspec
 
 from bastion.config.schema import AppConfig, CompressConfig, Config, HeadersConfig, RouteConfig
 from bastion.config.tables import DEFAULT_APP
+from bastion.edge.access import access_filter
 from bastion.edge.pipeline import AppHandler, Lifecycles, Pipeline
 from bastion.edge.redirect import redirect_handler
 from bastion.edge.respond import NOT_FOUND, method_not_allowed, return_handler
-from bastion.edge.router import Router
+from bastion.edge.router import Router, routing_path
 from bastion.edge.types import ExchangeFilter, RequestFilter, RouteHandler, RouteMatch
 from bastion.observe.logging import logger
 from bastion.protocol.types import Exchange
@@ -57,7 +58,7 @@ nothing (then the route pays nothing for it)."""
 
 #: The request filters a route may get, in the order they run (the real client address
 #: before anything that looks at it, access control, authentication, rate limiting).
-REQUEST_FILTERS: tuple[RequestFilterFactory, ...] = ()
+REQUEST_FILTERS: tuple[RequestFilterFactory, ...] = (access_filter,)
 
 
 def app_names(config: Config) -> list[str]:
@@ -242,7 +243,9 @@ class Site(_Served):
 
     def _not_found(self, exchange: Exchange, match: RouteMatch) -> None:
         allowed = self.router.allowed(
-            self.router.host_of(exchange), exchange.head.normalized_path, exchange.head.headers
+            self.router.host_of(exchange),
+            routing_path(exchange.head.normalized_path),
+            exchange.head.headers,
         )
         if allowed:
             method_not_allowed(allowed)(exchange, match)

@@ -137,6 +137,32 @@ class _Table:
         return best
 
 
+def routing_path(path: str) -> str:
+    """The path a request is routed by: its normalized path, where an encoded slash
+    (``%2F``, kept apart by normalisation) is taken as a slash after all. An app sees
+    ``/admin%2Fusers`` as PATH_INFO ``/admin/users``, so it must reach the route of
+    ``/admin/`` (and that route's access rules), not one that happens to match the
+    undecoded text. Static files still refuse encoded slashes themselves."""
+    if path.find("%2F") < 0:
+        return path
+    text = path.replace("%2F", "/")
+    while text.find("//") >= 0:
+        text = text.replace("//", "/")
+    if text.find("/.") < 0:
+        return text
+    out: list[str] = []
+    parts = text.split("/")
+    for part in parts[1:]:
+        if part == "..":
+            if out:
+                out.pop()
+        elif part != ".":
+            out.append(part)
+    if parts[-1] == "." or parts[-1] == "..":
+        out.append("")
+    return "/" + "/".join(out)
+
+
 def normalize_host(value: bytes) -> str:
     """The host name of a Host header: lower-case, without port or trailing dot."""
     host = value.decode("latin-1").lower()
@@ -235,9 +261,12 @@ class Router:
     def __call__(self, exchange: Exchange) -> None:
         host = self.host_of(exchange) if self._by_host else ""
         head = exchange.head
-        found = self.find(head.method, host, head.normalized_path, head.headers)
+        path = head.normalized_path
+        if path.find("%2F") >= 0:
+            path = routing_path(path)
+        found = self.find(head.method, host, path, head.headers)
         if found is None:
-            self.not_found(exchange, RouteMatch(-1, {}, head.normalized_path))
+            self.not_found(exchange, RouteMatch(-1, {}, path))
             return
         handler, match = found
         handler(exchange, match)

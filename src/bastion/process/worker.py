@@ -188,6 +188,7 @@ class _Worker:
 
     async def _serve(self, gateway: Gateway) -> list[asyncio.AbstractServer]:
         from bastion.protocol.http1 import HTTP1Protocol, ProtocolSettings
+        from bastion.protocol.proxy import expects_proxy, proxied
         from bastion.protocol.state import ConnectionTracker
 
         access_log = make_access_log(self.config.log)
@@ -204,9 +205,12 @@ class _Worker:
         assert self.loop is not None
         servers: list[asyncio.AbstractServer] = []
         socks: list[socket.socket] = worker_sockets(self.spec.listeners, self.config.server.backlog)
-        for sock in socks:
+        for lst, sock in zip(self.spec.listeners, socks, strict=True):
             server = await self.loop.create_server(
-                lambda: HTTP1Protocol(settings, handler, tracker),
+                proxied(
+                    lambda: HTTP1Protocol(settings, handler, tracker),
+                    expects_proxy(self.config.server, lst.spec.text),
+                ),
                 sock=sock,
                 backlog=self.config.server.backlog,
             )

@@ -263,6 +263,8 @@ class HTTP1Protocol(H1Reader):
         ):
             keep_alive = False
         head = RequestHead(method, raw_path, query, version, headers, self.client, self.server)
+        if self.settings.forwarded is not None:
+            head = self.settings.forwarded.resolve(head)  # behind trusted proxies
         ex = H1Exchange(self, head, keep_alive, body_expected, expect_continue)
         self._last = ex
         self._pipeline.append(ex)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bastion.protocol.forwarded import TrustedProxies
+
 if TYPE_CHECKING:
     from bastion.config.schema import Config
 
@@ -22,6 +24,7 @@ class ProtocolSettings:
         "access_log",
         "body_timeout",
         "debug",
+        "forwarded",
         "header_timeout",
         "keepalive_timeout",
         "max_body_size",
@@ -58,6 +61,7 @@ class ProtocolSettings:
         server_header: str = "bastion",
         debug: bool = False,
         access_log: AccessLog | None = None,
+        forwarded: TrustedProxies | None = None,
     ) -> None:
         self.max_request_line = max_request_line
         self.max_header_size = max_header_size
@@ -80,10 +84,12 @@ class ProtocolSettings:
         )
         self.debug = debug
         self.access_log = access_log
+        #: trusted proxies whose forwarding headers give the client (None: trust none)
+        self.forwarded = forwarded if forwarded is not None and forwarded.enabled else None
 
     @classmethod
     def from_config(cls, config: Config, access_log: AccessLog | None = None) -> ProtocolSettings:
-        lim, tmo = config.limits, config.timeouts
+        lim, tmo, srv = config.limits, config.timeouts, config.server
         return cls(
             max_request_line=lim.max_request_line,
             max_header_size=lim.max_header_size,
@@ -102,4 +108,5 @@ class ProtocolSettings:
             server_header=config.server.server_header,
             debug=config.server.debug,
             access_log=access_log,
+            forwarded=TrustedProxies(srv.forwarded_allow_ips, srv.forwarded_header),
         )
