@@ -47,7 +47,7 @@ def child_env(
     return full
 
 
-LISTEN_RE = re.compile(r"listening on (http://\S+|unix:\S+)")
+LISTEN_RE = re.compile(r"listening on (https?://\S+|unix:\S+)")
 READY_RE = re.compile(r"\bready\b")
 
 
