@@ -160,13 +160,13 @@ class BastionProcess:
     @property
     def url(self) -> str:
         for a in self.addresses:
-            if a.startswith("http://"):
+            if a.startswith(("http://", "https://")):
                 return a
         raise RuntimeError(f"no http address in {self.addresses}")
 
     @property
     def host_port(self) -> tuple[str, int]:
-        rest = self.url.removeprefix("http://")
+        rest = self.url.split("://", 1)[1]
         host, _, port = rest.rpartition(":")
         return host.strip("[]"), int(port)
 

@@ -187,7 +187,7 @@ def _check_tls(config: Config, src: Callable[[str], Source]) -> Iterator[str]:
                 "tls.redirect_bind",
                 f"expected HOST:PORT addresses (a redirect needs a TCP port), got {text!r}",
             )
-        elif text in config.server.bind:
+        elif spec.port and text in config.server.bind:
             yield problem(
                 src("tls.redirect_bind"),
                 "tls.redirect_bind",

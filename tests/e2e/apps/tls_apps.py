@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
-async def asgi_app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+async def asgi_app(
+    scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+) -> None:
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
