@@ -10,11 +10,10 @@ client address behind a trusted proxy) makes a new head with :meth:`RequestHead.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Final
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
-if TYPE_CHECKING:
-    from bastion.protocol.tls import TLSInfo
+from bastion.protocol.tls import TLSInfo
 
 __all__ = ["RequestHead", "decode_path", "normalize_path"]
 
