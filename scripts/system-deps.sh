@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Installs the system programs the tests and benchmarks use (curl, wrk, and chromium for
+# Installs the system programs the tests and benchmarks use (curl, wrk, openssl, and chromium for
 # the browser test of static files, driven by Playwright) when missing.
 # With the argument "bench-static" (make bench-static), nginx too: the static-file
 # benchmark compares bastion with it; the tests never need it.
+# With "bench-tls": nginx and testssl.sh, for bench/tls.py and the TLS configuration scan
+# (docs/tls.md). The TLS tests need only openssl, which Debian always has.
 set -euo pipefail
 need=()
-for prog in curl wrk; do
+for prog in curl wrk openssl; do
     command -v "$prog" >/dev/null 2>&1 || need+=("$prog")
 done
 if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
     need+=(chromium)
 fi
-if [ "${1:-}" = "bench-static" ] && ! command -v nginx >/dev/null 2>&1 \
+if [ "${1:-}" = "bench-tls" ] && ! command -v testssl >/dev/null 2>&1; then
+    need+=(testssl.sh)
+fi
+if [ "${1:-}" = "bench-static" ] || [ "${1:-}" = "bench-tls" ]; then :; else set -- ""; fi
+if [ -n "${1:-}" ] && ! command -v nginx >/dev/null 2>&1 \
     && [ ! -x /usr/sbin/nginx ]; then
     need+=(nginx-light)
 fi

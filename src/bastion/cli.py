@@ -152,6 +152,20 @@ OPTIONS: tuple[Option, ...] = (
         "ADDR",
         "append",
     ),
+    Option(("--certfile",), "tls.certfile", "serve TLS with this PEM certificate", "FILE"),
+    Option(("--keyfile",), "tls.keyfile", "the PEM private key of --certfile", "FILE"),
+    Option(
+        ("--ca-certs",),
+        "tls.ca_certs",
+        "PEM CA certificates that client certificates must chain to",
+        "FILE",
+    ),
+    Option(
+        ("--client-auth",),
+        "tls.client_auth",
+        "ask for client certificates (needs --ca-certs)",
+        choices=True,
+    ),
     Option(("--log-level",), "log.level", "error log level", choices=True),
     Option(("--access-log",), "log.access", "access log format", choices=True),
     Option(("--access-log-file",), "log.access_file", 'access log path ("-": stdout)', "FILE"),
@@ -319,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _warn_if_stale_build()
     try:
         resolved = load(ns, os.environ, require_app=ns.command == "serve")
+        from bastion.process.tls import load_tls
+
+        load_tls(resolved.config.tls, resolved.sources)  # the files: a problem stops here
     except ConfigError as e:
         _error(str(e))
         return e.exit_code

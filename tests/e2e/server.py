@@ -48,7 +48,7 @@ def child_env(
     return full
 
 
-LISTEN_RE = re.compile(r"listening on (http://\S+|unix:\S+)")
+LISTEN_RE = re.compile(r"listening on (https?://\S+|unix:\S+)")
 READY_RE = re.compile(r"\bready\b")
 
 
@@ -161,13 +161,13 @@ class BastionProcess:
     @property
     def url(self) -> str:
         for a in self.addresses:
-            if a.startswith("http://"):
+            if a.startswith(("http://", "https://")):
                 return a
         raise RuntimeError(f"no http address in {self.addresses}")
 
     @property
     def host_port(self) -> tuple[str, int]:
-        rest = self.url.removeprefix("http://")
+        rest = self.url.split("://", 1)[1]
         host, _, port = rest.rpartition(":")
         return host.strip("[]"), int(port)
 

@@ -62,6 +62,7 @@ def check_config(
                 "set workers.max_requests too, or leave the jitter at 0",
             )
         )
+    out.extend(_check_tls(config, src))
     workers = config.workers
     if workers.heartbeat_interval >= workers.timeout:
         out.append(
@@ -129,6 +130,15 @@ def _check_proxies(config: Config, src: Callable[[str], Source]) -> Iterator[str
                 f'expected one of server.bind {toml_value(list(server.bind))} or "*", '
                 f"got {toml_value(entry)}",
             )
+    tls = config.tls
+    if server.proxy_protocol and (tls.certfile or tls.certificates):
+        yield problem(
+            src("server.proxy_protocol"),
+            "server.proxy_protocol",
+            "is not supported on TLS listeners yet (the PROXY header comes before the TLS "
+            "handshake): terminate TLS in front of bastion, or leave TLS to bastion "
+            "without the PROXY protocol",
+        )
 
 
 def _check_app(
@@ -159,3 +169,58 @@ def _check_app(
             f"{label}.app_dir",
             f"no such directory: {toml_value(app.app_dir)}",
         )
+
+
+def _check_tls(config: Config, src: Callable[[str], Source]) -> Iterator[str]:
+    """Settings of [tls] that cannot work together (the files are read at start-up, by
+    :mod:`bastion.process.tls`)."""
+    tls = config.tls
+    on = bool(tls.certfile or tls.certificates)
+    for key, value in (
+        ("keyfile", tls.keyfile),
+        ("keyfile_password_file", tls.keyfile_password_file),
+        ("ca_certs", tls.ca_certs),
+        ("redirect_bind", tls.redirect_bind),
+    ):
+        if value and not on:
+            yield problem(
+                src(f"tls.{key}"),
+                f"tls.{key}",
+                "has no effect without a certificate: set tls.certfile (--certfile) too",
+            )
+    if tls.client_auth != "none" and not tls.ca_certs:
+        yield problem(
+            src("tls.client_auth"),
+            "tls.client_auth",
+            f"{toml_value(tls.client_auth)} needs tls.ca_certs (--ca-certs), the CAs "
+            "client certificates are checked against",
+        )
+    if tls.ca_certs and tls.client_auth == "none" and on:
+        yield problem(
+            src("tls.ca_certs"),
+            "tls.ca_certs",
+            'is only used to check client certificates: set tls.client_auth to "optional" '
+            'or "required" (--client-auth), or leave tls.ca_certs empty',
+        )
+    for index, cert in enumerate(tls.certificates):
+        label = f"tls.certificates[{index}]"
+        if not cert.certfile:
+            yield problem(src("tls.certificates"), f"{label}.certfile", "expected a file path")
+    for text in tls.redirect_bind:
+        try:
+            spec = parse_bind(text)
+        except BindError as exc:
+            yield problem(src("tls.redirect_bind"), "tls.redirect_bind", f"{text!r}: {exc}")
+            continue
+        if spec.kind != "tcp":
+            yield problem(
+                src("tls.redirect_bind"),
+                "tls.redirect_bind",
+                f"expected HOST:PORT addresses (a redirect needs a TCP port), got {text!r}",
+            )
+        elif spec.port and text in config.server.bind:
+            yield problem(
+                src("tls.redirect_bind"),
+                "tls.redirect_bind",
+                f"{text!r} is also in server.bind: one port cannot speak both HTTP and HTTPS",
+            )

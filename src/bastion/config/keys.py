@@ -152,6 +152,9 @@ def describe(info: mi.Type, annotation: Any = None) -> str:
         if item.startswith("one of "):
             return f"a list of values, each {item}"
         return f"a list of {_plural(item)}"
+    if isinstance(info, mi.StructType):
+        names = ", ".join(f.encode_name for f in info.fields)
+        return f"a table of {names}"
     if isinstance(info, mi.DictType):
         return f"a table of {_plural(describe(info.value_type))}"
     return str(info)  # pragma: no cover - every schema type is handled above

@@ -158,6 +158,46 @@ class WebSocketConfig(_Section, frozen=True):
     compression: bool = True
 
 
+ClientAuth = Literal["none", "optional", "required"]
+
+
+class CertificateConfig(_Section, frozen=True):
+    """One certificate of ``[[tls.certificates]]``, served to the host names it names."""
+
+    certfile: str  # PEM: the certificate, then its intermediates
+    keyfile: str = ""  # PEM private key; "" = the key is in certfile
+    keyfile_password_file: str = ""  # a file holding the key's passphrase (first line)
+    # the SNI names it serves ("*.example.com" allowed); () = the DNS names of its SAN
+    names: tuple[str, ...] = ()
+
+
+class TLSConfig(_Section, frozen=True):
+    """TLS on the listeners of ``server.bind`` (off unless a certificate is given)."""
+
+    certfile: str = ""  # gunicorn --certfile / uvicorn --ssl-certfile; the default certificate
+    keyfile: str = ""  # gunicorn --keyfile; "" = the key is in certfile
+    keyfile_password_file: str = ""  # never a prompt: the passphrase comes from this file
+    # more certificates, chosen by the name the client asks for (SNI)
+    certificates: tuple[CertificateConfig, ...] = ()
+    # client certificates: none, optional (verified when sent) or required (mutual TLS)
+    client_auth: ClientAuth = "none"
+    ca_certs: str = ""  # PEM CAs client certificates must chain to; gunicorn --ca-certs
+    # Mozilla "intermediate" (TLS 1.2 suites; TLS 1.3 suites are always on)
+    ciphers: str = (
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+        "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+    )
+    min_version: Literal["1.2", "1.3"] = "1.2"  # Mozilla intermediate: TLS 1.2 and 1.3
+    alpn: tuple[Literal["http/1.1"], ...] = ("http/1.1",)  # "h2" joins when bastion speaks it
+    # a client must finish the handshake in this time; nginx ssl_handshake_timeout 60s,
+    # asyncio 60s; 10s like a header deadline, as a handshake is a few round trips
+    handshake_timeout: PositiveFloat = 10.0
+    # plain-HTTP listeners that answer every request with a 308 to the https URL
+    redirect_bind: tuple[str, ...] = ()
+
+
 # --- the edge: routes, static files, compression, headers ------------------------------
 
 MatchKind = Literal["prefix", "exact", "regex"]
@@ -273,6 +313,7 @@ class Config(_Section, frozen=True):
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
+    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
     # more apps, by name, for routes to mount ([app] is the one named "default")
     apps: dict[str, AppConfig] = msgspec.field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()  # none: every request goes to the default app

@@ -131,6 +131,8 @@ class ASGIGateway:
             "headers": head.headers,
             "extensions": {"http.response.pathsend": _PATHSEND},
         }
+        if head.tls is not None:
+            scope["extensions"]["tls"] = head.tls.asgi()
         if self.state is not None:
             scope["state"] = self.state.copy()
         cycle = _Cycle(exchange, self._debug)

@@ -100,6 +100,8 @@ class WebSocketServer:
             "subprotocols": handshake.subprotocols,
             "extensions": {"websocket.http.response": _DENIAL},
         }
+        if head.tls is not None:
+            scope["extensions"]["tls"] = head.tls.asgi()
         if state is not None:
             scope["state"] = state.copy()
         cycle = _Cycle(exchange, handshake, self.settings, self.debug)

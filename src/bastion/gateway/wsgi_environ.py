@@ -122,6 +122,8 @@ class EnvironBuilder:
         }
         if client is None:
             del env["REMOTE_ADDR"], env["REMOTE_PORT"]
+        if head.tls is not None:
+            env.update(head.tls.cgi())
         names = self._names
         for name, value in head.headers:
             key = names.get(name)

@@ -43,6 +43,7 @@ class Listener:
     unix_path: str = ""  # a socket file we created and remove at exit
     unix_inode: int = 0
     reuse_port: bool = False  # workers bind their own SO_REUSEPORT socket
+    redirect: bool = False  # a tls.redirect_bind listener: answers 308 to https
 
     def describe(self) -> str:
         return f"{self.url} ({self.origin})" if self.origin else self.url
@@ -222,6 +223,40 @@ def open_listeners(cfg: ServerConfig) -> list[Listener]:
     if not listeners:
         raise ListenerError("server.bind is empty: nothing to listen on")
     return listeners
+
+
+def open_redirect_listeners(binds: tuple[str, ...], cfg: ServerConfig) -> list[Listener]:
+    """The plain-HTTP listeners of ``tls.redirect_bind`` (TCP only, checked before)."""
+    listeners: list[Listener] = []
+    try:
+        for text in binds:
+            try:
+                spec = parse_bind(text)
+            except BindError as exc:
+                raise ListenerError(f"tls.redirect_bind {text!r}: {exc}") from None
+            lst = _open_tcp(spec, cfg)
+            lst.redirect = True
+            lst.origin = "redirect to https"
+            listeners.append(lst)
+    except BaseException:
+        close_listeners(listeners)
+        raise
+    return listeners
+
+
+def mark_tls(listeners: list[Listener]) -> None:
+    """Say ``https://`` in the URLs of listeners that speak TLS."""
+    for lst in listeners:
+        if not lst.redirect and lst.url.startswith("http://"):
+            lst.url = "https://" + lst.url[len("http://") :]
+
+
+def https_port(listeners: list[Listener]) -> int:
+    """The port redirects send clients to: the first TLS TCP listener's (else 443)."""
+    for lst in listeners:
+        if not lst.redirect and lst.sock.family in (socket.AF_INET, socket.AF_INET6):
+            return int(lst.sock.getsockname()[1])
+    return 443
 
 
 def worker_sockets(listeners: list[Listener], backlog: int) -> list[socket.socket]:

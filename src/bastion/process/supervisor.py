@@ -24,13 +24,22 @@ from collections.abc import Callable
 from typing import Any
 
 from bastion import __version__
+from bastion.config.errors import ConfigError
 from bastion.config.schema import Config
 from bastion.observe.logging import error_stream, logger, setup_logging
 from bastion.process.children import Child, State, describe_status
 from bastion.process.control import ControlReader, Message
 from bastion.process.heartbeat import HeartbeatTable
-from bastion.process.listeners import Listener, ListenerError, close_listeners, open_listeners
+from bastion.process.listeners import (
+    Listener,
+    ListenerError,
+    close_listeners,
+    mark_tls,
+    open_listeners,
+    open_redirect_listeners,
+)
 from bastion.process.signals import SignalQueue
+from bastion.process.tls import ServerTLS, load_tls
 from bastion.process.worker import EXIT_STARTUP_FAILED, WorkerSpec, run_worker
 
 EXIT_OK = 0
@@ -89,6 +98,7 @@ class Supervisor:
         self.phase = "starting"  # starting -> running -> stopping
         self.exit_code = EXIT_OK
         self.listeners: list[Listener] = []
+        self.tls: ServerTLS | None = None
         self.loaded: Any = None
         self.heartbeat = HeartbeatTable()
         self.signals = SignalQueue()
@@ -103,8 +113,20 @@ class Supervisor:
     # -- start-up ----------------------------------------------------------------------
     def run(self) -> int:
         try:
+            # before any socket or worker: a bad certificate stops the start-up here
+            self.tls = load_tls(self.config.tls)
+        except ConfigError as exc:
+            self._report_fatal(str(exc))
+            return EXIT_FAILED
+        try:
             self.listeners = open_listeners(self.config.server)
+            if self.tls is not None:
+                mark_tls(self.listeners)
+                self.listeners.extend(
+                    open_redirect_listeners(self.config.tls.redirect_bind, self.config.server)
+                )
         except ListenerError as exc:
+            close_listeners(self.listeners)
             self._report_fatal(str(exc))
             return EXIT_FAILED
         try:
@@ -253,6 +275,7 @@ class Supervisor:
             control_fd=write_fd,
             close_fds=close_fds,
             loaded=self.loaded,
+            tls=self.tls,
         )
         for stream in (sys.stdout, sys.stderr, error_stream()):
             stream.flush()
@@ -459,7 +482,22 @@ class Supervisor:
                     exc,
                 )
                 return
+            try:
+                tls = load_tls(config.tls)
+            except ConfigError as exc:
+                logger.error(
+                    "SIGHUP: cannot load the TLS certificates, keeping the current ones "
+                    "(no worker reloaded):\n%s",
+                    exc,
+                )
+                return
             self._apply_config(config)
+            if tls is not None and self.tls is None:
+                logger.warning("SIGHUP: turning TLS on takes effect only after a restart")
+            elif tls is None and self.tls is not None:
+                logger.warning("SIGHUP: turning TLS off takes effect only after a restart")
+            else:
+                self.tls = tls
         self.generation += 1
         self.reloading = True
         old = sum(1 for c in self.children.values() if c.state is State.READY)
@@ -472,6 +510,7 @@ class Supervisor:
             ("server.bind", old.server.bind != config.server.bind),
             ("server.reuse_port", old.server.reuse_port != config.server.reuse_port),
             ("workers.preload", old.workers.preload != config.workers.preload),
+            ("tls.redirect_bind", old.tls.redirect_bind != config.tls.redirect_bind),
         ):
             if needs:
                 logger.warning("SIGHUP: a change of %s takes effect only after a restart", name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import functools
 import os
 import random
 import signal
@@ -29,7 +30,8 @@ from bastion.observe.accesslog import AccessLog, make_access_log
 from bastion.observe.logging import error_stream, flush_logging, logger, setup_worker_logging
 from bastion.process.control import ControlWriter, Message
 from bastion.process.heartbeat import HeartbeatTable
-from bastion.process.listeners import Listener, worker_sockets
+from bastion.process.listeners import Listener, https_port, worker_sockets
+from bastion.process.tls import ServerTLS
 from bastion.tasks import WorkerTasks
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class WorkerSpec:
     control_fd: int
     close_fds: list[int]  # supervisor-side descriptors this process must not keep
     loaded: Any = None  # the preloaded app (bastion.gateway.loader.LoadedApp) or None
+    tls: ServerTLS | None = None  # made before the fork: one set of session ticket keys
 
 
 def run_worker(spec: WorkerSpec) -> NoReturn:
@@ -204,16 +207,39 @@ class _Worker:
         handler = gateway.handler
         assert self.loop is not None
         servers: list[asyncio.AbstractServer] = []
-        socks: list[socket.socket] = worker_sockets(self.spec.listeners, self.config.server.backlog)
-        for lst, sock in zip(self.spec.listeners, socks, strict=True):
-            server = await self.loop.create_server(
-                proxied(
+        listeners = self.spec.listeners
+        socks: list[socket.socket] = worker_sockets(listeners, self.config.server.backlog)
+        tls = self.spec.tls
+        redirect = None
+        for lst, sock in zip(listeners, socks, strict=True):
+            if lst.redirect:
+                if redirect is None:
+                    from bastion.edge.https_redirect import HttpsRedirect
+
+                    redirect = HttpsRedirect(https_port(listeners))
+                server = await self.loop.create_server(
+                    functools.partial(HTTP1Protocol, settings, redirect, tracker),
+                    sock=sock,
+                    backlog=self.config.server.backlog,
+                )
+            elif tls is not None:
+                # (PROXY protocol is refused with TLS by the config checks)
+                server = await self.loop.create_server(
                     lambda: HTTP1Protocol(settings, handler, tracker),
-                    expects_proxy(self.config.server, lst.spec.text),
-                ),
-                sock=sock,
-                backlog=self.config.server.backlog,
-            )
+                    sock=sock,
+                    backlog=self.config.server.backlog,
+                    ssl=tls.context,
+                    ssl_handshake_timeout=tls.handshake_timeout,
+                )
+            else:
+                server = await self.loop.create_server(
+                    proxied(
+                        lambda: HTTP1Protocol(settings, handler, tracker),
+                        expects_proxy(self.config.server, lst.spec.text),
+                    ),
+                    sock=sock,
+                    backlog=self.config.server.backlog,
+                )
             servers.append(server)
         return servers
 

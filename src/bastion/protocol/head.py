@@ -13,6 +13,8 @@ import re
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
+from bastion.protocol.tls import TLSInfo
+
 __all__ = ["RequestHead", "decode_path", "normalize_path"]
 
 _ENCODED_SLASH = re.compile(rb"%2[fF]")
@@ -84,6 +86,7 @@ class RequestHead:
         "raw_path",
         "scheme",
         "server",
+        "tls",
     )
 
     def __init__(
@@ -98,6 +101,7 @@ class RequestHead:
         scheme: str = "http",
         path: str | None = None,
         normalized_path: str | None = None,
+        tls: TLSInfo | None = None,
     ) -> None:
         self.method: Final = method
         #: the path part of the request target, still percent-encoded
@@ -133,6 +137,8 @@ class RequestHead:
         self.server: Final = server
         #: "http" or "https"
         self.scheme: Final = scheme
+        #: the TLS facts of the connection (protocol, cipher, client certificate), or None
+        self.tls: Final = tls
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower case), or None."""
@@ -168,6 +174,7 @@ class RequestHead:
             self.scheme if scheme is None else scheme,
             self.path if path is None else path,
             normalized,
+            self.tls,
         )
 
     def __repr__(self) -> str:

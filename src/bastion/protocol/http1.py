@@ -37,6 +37,7 @@ from bastion.protocol.h1_reader import H1Reader
 from bastion.protocol.head import RequestHead
 from bastion.protocol.settings import ProtocolSettings
 from bastion.protocol.state import EVICT_MIN_WAIT, ConnectionTracker
+from bastion.protocol.tls import TLSInfo
 from bastion.protocol.types import Handler, Session
 
 __all__ = ["HTTP1Protocol", "ProtocolSettings"]
@@ -70,7 +71,9 @@ class HTTP1Protocol(H1Reader):
         "_upgrade_rest",
         "client",
         "loop",
+        "scheme",
         "server",
+        "tls",
     )
 
     def __init__(
@@ -85,6 +88,8 @@ class HTTP1Protocol(H1Reader):
         self.loop = loop
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
+        self.scheme = "http"
+        self.tls: TLSInfo | None = None
         flow.on_writable = self._writable
         self._phase = IDLE
         self._parsing: H1Exchange | None = None  # the request whose body is arriving
@@ -135,6 +140,10 @@ class HTTP1Protocol(H1Reader):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client = (str(peer[0]), int(peer[1]))
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.scheme = "https"
+            self.tls = TLSInfo(ssl_object)
         tracker = self.tracker
         sock = transport.get_extra_info("sockname")
         # one (host, port) object per listening address, not one per connection
@@ -262,7 +271,17 @@ class HTTP1Protocol(H1Reader):
             self.tracker.draining or self._requests == self.settings.max_keepalive_requests
         ):
             keep_alive = False
-        head = RequestHead(method, raw_path, query, version, headers, self.client, self.server)
+        head = RequestHead(
+            method,
+            raw_path,
+            query,
+            version,
+            headers,
+            self.client,
+            self.server,
+            self.scheme,
+            tls=self.tls,
+        )
         if self.settings.forwarded is not None:
             head = self.settings.forwarded.resolve(head)  # behind trusted proxies
         ex = H1Exchange(self, head, keep_alive, body_expected, expect_continue)
