@@ -131,6 +131,9 @@ class ASGIGateway:
             "headers": head.headers,
             "extensions": {"http.response.pathsend": _PATHSEND},
         }
+        context = head.context
+        if context is not None:
+            scope["extensions"].update(context)
         if self.state is not None:
             scope["state"] = self.state.copy()
         cycle = _Cycle(exchange, self._debug)

@@ -100,6 +100,9 @@ class WebSocketServer:
             "subprotocols": handshake.subprotocols,
             "extensions": {"websocket.http.response": _DENIAL},
         }
+        context = head.context
+        if context is not None:
+            scope["extensions"].update(context)
         if state is not None:
             scope["state"] = state.copy()
         cycle = _Cycle(exchange, handshake, self.settings, self.debug)

@@ -75,6 +75,7 @@ class RequestHead:
 
     __slots__ = (
         "client",
+        "context",
         "headers",
         "http_version",
         "method",
@@ -84,6 +85,7 @@ class RequestHead:
         "raw_path",
         "scheme",
         "server",
+        "user",
     )
 
     def __init__(
@@ -98,6 +100,8 @@ class RequestHead:
         scheme: str = "http",
         path: str | None = None,
         normalized_path: str | None = None,
+        user: str | None = None,
+        context: dict[str, object] | None = None,
     ) -> None:
         self.method: Final = method
         #: the path part of the request target, still percent-encoded
@@ -133,6 +137,12 @@ class RequestHead:
         self.server: Final = server
         #: "http" or "https"
         self.scheme: Final = scheme
+        #: the user a layer before the app established (CGI's REMOTE_USER), or None
+        self.user: Final = user
+        #: what layers before the app learned about the request, for the app, by
+        #: namespaced key (e.g. "bastion.auth"), or None: each key goes into a WSGI
+        #: environ and into an ASGI scope's "extensions"
+        self.context: Final = context
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower case), or None."""
@@ -146,9 +156,12 @@ class RequestHead:
         *,
         raw_path: bytes | None = None,
         path: str | None = None,
+        query_string: bytes | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
         client: tuple[str, int] | None = None,
         scheme: str | None = None,
+        user: str | None = None,
+        context: dict[str, object] | None = None,
     ) -> RequestHead:
         """A copy with the given fields changed (``path`` follows ``raw_path`` unless
         given)."""
@@ -160,7 +173,7 @@ class RequestHead:
         return RequestHead(
             self.method,
             self.raw_path if raw_path is None else raw_path,
-            self.query_string,
+            self.query_string if query_string is None else query_string,
             self.http_version,
             self.headers if headers is None else headers,
             self.client if client is None else client,
@@ -168,6 +181,8 @@ class RequestHead:
             self.scheme if scheme is None else scheme,
             self.path if path is None else path,
             normalized,
+            self.user if user is None else user,
+            self.context if context is None else context,
         )
 
     def __repr__(self) -> str:
