@@ -74,7 +74,12 @@ class JwtFilter:
         self.fetched_at = -1e18
         self.refreshing: asyncio.Task[None] | None = None
         self.cache: OrderedDict[str, tuple[str, dict[str, Any], float]] = OrderedDict()
-        self.options: Options = {"require": list(cfg.require)}
+        self.options: Options = {
+            "require": list(cfg.require),
+            # no audience configured: aud is not looked at (PyJWT would refuse any token
+            # that has one)
+            "verify_aud": bool(cfg.audience),
+        }
         if cfg.secret_file:
             with open(cfg.secret_file, "rb") as f:
                 self.single = f.read().strip()
