@@ -494,3 +494,45 @@ keys = { "x" = "abc" }
     assert "HS* algorithms need secret_file" in err
     assert 'no such file: "missing.pem"' in err
     assert "expected the SHA-256 of the key in hex" in err
+
+
+def test_missing_extra_is_named(tmp_path: Path) -> None:
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    # as if argon2-cffi were not installed
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['argon2'] = None\n")
+    users = tmp_path / "users"
+    users.write_text("")
+    config = tmp_path / "bastion.toml"
+    config.write_text(
+        f"""
+[app]
+target = "auth_starlette:app"
+
+[[routes]]
+path = "/"
+app = "default"
+auth_basic = {{ users_file = "{users}" }}
+"""
+    )
+    env = child_env()
+    env["PYTHONPATH"] = f"{hide}:{env.get('PYTHONPATH', '')}"
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "routes[0].auth_basic: needs the auth extra" in done.stderr, done.stderr
+    assert "pip install 'bastion[auth]'" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion", "passwd", str(users), "x"],
+        input="pw\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "bastion[auth]" in done.stderr
