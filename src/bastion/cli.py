@@ -21,6 +21,8 @@ import typing
 from collections.abc import Mapping, Sequence
 
 from bastion import __version__
+from bastion.cli_auth import COMMANDS as AUTH_COMMANDS
+from bastion.cli_auth import add_commands, run_command
 from bastion.config.errors import ConfigError
 from bastion.config.keys import KEYS
 from bastion.config.load import CliRoute, Resolved, resolve
@@ -258,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate the configuration and print the effective result as TOML.",
     )
     _add_options(check)
+    add_commands(sub)
     return parser
 
 
@@ -330,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if ns.command in AUTH_COMMANDS:
+        return run_command(ns)
     _warn_if_stale_build()
     try:
         resolved = load(ns, os.environ, require_app=ns.command == "serve")

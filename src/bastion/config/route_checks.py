@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Set
 
+from bastion.config.auth_checks import check_auth
 from bastion.config.errors import Source, problem
 from bastion.config.schema import Config, HeadersConfig, RouteConfig
 from bastion.config.tables import DEFAULT_APP, HANDLER_TABLES, route_label
@@ -170,6 +171,7 @@ def _check_route(
             )
     if route.headers is not None:
         yield from check_headers(route.headers, lambda key: at("headers", key))
+    yield from check_auth(route, at)
 
 
 def check_headers(cfg: HeadersConfig, at: Callable[[str], tuple[Source, str]]) -> Iterator[str]:

@@ -15,6 +15,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from bastion.config.auth_schema import (
+    ApiKeyAuthConfig,
+    BasicAuthConfig,
+    ForwardAuthConfig,
+    JwtAuthConfig,
+)
+
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -301,6 +308,11 @@ class RouteConfig(_Section, frozen=True):
     # access control by client address: rules "allow NET" / "deny NET" ("all" for any),
     # tried in order, the first match decides; a denied client gets 403; () = everyone
     access: tuple[str, ...] = ()
+    # authentication (request filters): at most one of these; see docs/authentication.md
+    auth_basic: BasicAuthConfig | None = None
+    auth_api_key: ApiKeyAuthConfig | None = None
+    auth_jwt: JwtAuthConfig | None = None
+    auth_forward: ForwardAuthConfig | None = None
 
 
 class Config(_Section, frozen=True):

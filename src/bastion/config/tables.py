@@ -17,6 +17,12 @@ from collections.abc import Mapping
 
 import msgspec
 
+from bastion.config.auth_schema import (
+    ApiKeyAuthConfig,
+    BasicAuthConfig,
+    ForwardAuthConfig,
+    JwtAuthConfig,
+)
 from bastion.config.keys import SECTIONS, Key, table_keys
 from bastion.config.schema import (
     CompressConfig,
@@ -40,7 +46,14 @@ ROUTE_TABLE_TYPES: Mapping[str, type[msgspec.Struct]] = {
     "return": ReturnConfig,
     "compress": CompressConfig,
     "headers": HeadersConfig,
+    "auth_basic": BasicAuthConfig,
+    "auth_api_key": ApiKeyAuthConfig,
+    "auth_jwt": JwtAuthConfig,
+    "auth_forward": ForwardAuthConfig,
 }
+
+#: the authentication sub-tables (a route has at most one)
+AUTH_TABLES = ("auth_basic", "auth_api_key", "auth_jwt", "auth_forward")
 
 #: the handler sub-tables (a route has exactly one handler: these or ``app``)
 HANDLER_TABLES = ("static", "redirect", "return")

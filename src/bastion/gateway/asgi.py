@@ -133,6 +133,9 @@ class ASGIGateway:
         }
         if head.tls is not None:
             scope["extensions"]["tls"] = head.tls.asgi()
+        context = head.context
+        if context is not None:
+            scope["extensions"].update(context)
         if self.state is not None:
             scope["state"] = self.state.copy()
         cycle = _Cycle(exchange, self._debug)

@@ -102,6 +102,9 @@ class WebSocketServer:
         }
         if head.tls is not None:
             scope["extensions"]["tls"] = head.tls.asgi()
+        context = head.context
+        if context is not None:
+            scope["extensions"].update(context)
         if state is not None:
             scope["state"] = state.copy()
         cycle = _Cycle(exchange, handshake, self.settings, self.debug)

@@ -159,4 +159,9 @@ class EnvironBuilder:
             else:  # a Unix socket: no host or port to speak of
                 env["SERVER_NAME"] = "localhost"
                 env["SERVER_PORT"] = _DEFAULT_PORTS.get(head.scheme, "80")
+        if head.user is not None:
+            env["REMOTE_USER"] = head.user
+        context = head.context
+        if context is not None:
+            env.update(context)
         return env

@@ -77,6 +77,7 @@ class RequestHead:
 
     __slots__ = (
         "client",
+        "context",
         "headers",
         "http_version",
         "method",
@@ -87,6 +88,7 @@ class RequestHead:
         "scheme",
         "server",
         "tls",
+        "user",
     )
 
     def __init__(
@@ -102,6 +104,8 @@ class RequestHead:
         path: str | None = None,
         normalized_path: str | None = None,
         tls: TLSInfo | None = None,
+        user: str | None = None,
+        context: dict[str, object] | None = None,
     ) -> None:
         self.method: Final = method
         #: the path part of the request target, still percent-encoded
@@ -139,6 +143,12 @@ class RequestHead:
         self.scheme: Final = scheme
         #: the TLS facts of the connection (protocol, cipher, client certificate), or None
         self.tls: Final = tls
+        #: the user a layer before the app established (CGI's REMOTE_USER), or None
+        self.user: Final = user
+        #: what layers before the app learned about the request, for the app, by
+        #: namespaced key (e.g. "bastion.auth"), or None: each key goes into a WSGI
+        #: environ and into an ASGI scope's "extensions"
+        self.context: Final = context
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower case), or None."""
@@ -152,9 +162,12 @@ class RequestHead:
         *,
         raw_path: bytes | None = None,
         path: str | None = None,
+        query_string: bytes | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
         client: tuple[str, int] | None = None,
         scheme: str | None = None,
+        user: str | None = None,
+        context: dict[str, object] | None = None,
     ) -> RequestHead:
         """A copy with the given fields changed (``path`` follows ``raw_path`` unless
         given)."""
@@ -166,7 +179,7 @@ class RequestHead:
         return RequestHead(
             self.method,
             self.raw_path if raw_path is None else raw_path,
-            self.query_string,
+            self.query_string if query_string is None else query_string,
             self.http_version,
             self.headers if headers is None else headers,
             self.client if client is None else client,
@@ -175,6 +188,8 @@ class RequestHead:
             self.path if path is None else path,
             normalized,
             self.tls,
+            self.user if user is None else user,
+            self.context if context is None else context,
         )
 
     def __repr__(self) -> str:

@@ -1,0 +1,116 @@
+"""What every authentication method shares: handing the identity on, and refusing.
+
+An accepted request goes on as an :class:`~bastion.edge.wrap.ExchangeWithHead` whose
+head carries the identity: ``head.user`` (WSGI ``REMOTE_USER``) and
+``head.context["bastion.auth"]`` (WSGI ``environ["bastion.auth"]``, ASGI
+``scope["extensions"]["bastion.auth"]``), a dict::
+
+    {"user": "alice", "method": "basic" | "api_key" | "jwt" | "forward", ...}
+
+(``"claims"`` for JWT: the token's verified claims). The identity header, when
+configured, is set to the user name; whatever copy of it the client sent is removed on
+every request of the route, accepted or not, so the app never sees a forged one.
+
+A refused request gets 401 with ``WWW-Authenticate`` (no or wrong credentials) or 403
+(credentials fine, identity refused), and one log line at warning level with the client
+address, the method, the path and the reason, never the credentials themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from bastion.edge.wrap import ExchangeWithHead
+from bastion.observe.logging import logger
+from bastion.protocol.types import Exchange
+
+__all__ = ["CONTEXT_KEY", "Gate", "refuse"]
+
+#: the key of the identity in ``head.context``: environ / scope["extensions"] key
+CONTEXT_KEY = "bastion.auth"
+
+_REASONS = {401: b"Unauthorized\n", 403: b"Forbidden\n"}
+
+
+class Gate:
+    """Hands an accepted request on with its identity; strips forged identity headers."""
+
+    __slots__ = ("header", "method", "strip")
+
+    def __init__(self, method: str, identity_header: str, strip: Iterable[str] = ()) -> None:
+        self.method = method
+        self.header = identity_header.lower().encode("latin-1") if identity_header else b""
+        names = {n.lower().encode("latin-1") for n in strip}
+        if self.header:
+            names.add(self.header)
+        #: request headers a client may not set on this route (the identity header, the
+        #: headers forward auth copies in)
+        self.strip = frozenset(names)
+
+    def admit(
+        self,
+        exchange: Exchange,
+        user: str | None,
+        details: Mapping[str, object] | None = None,
+        *,
+        add_headers: Iterable[tuple[bytes, bytes]] = (),
+        query_string: bytes | None = None,
+    ) -> Exchange:
+        """``exchange`` as the request of ``user`` (None: an anonymous pass), with
+        ``add_headers`` (lower-case names) added and the query replaced when
+        ``query_string`` is given."""
+        head = exchange.head
+        strip = self.strip
+        headers = (
+            [(k, v) for k, v in head.headers if k not in strip] if strip else head.headers.copy()
+        )
+        headers.extend(add_headers)
+        if self.header and user is not None:
+            headers.append((self.header, user.encode("utf-8")))
+        info: dict[str, object] = {"user": user, "method": self.method}
+        if details:
+            info.update(details)
+        context = dict(head.context) if head.context else {}
+        context[CONTEXT_KEY] = info
+        new = head.replace(headers=headers, user=user, context=context, query_string=query_string)
+        return ExchangeWithHead(exchange, new)
+
+
+def client_text(exchange: Exchange) -> str:
+    client = exchange.head.client
+    if client is None:
+        return "-"
+    host, port = client
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def refuse(
+    exchange: Exchange,
+    method: str,
+    reason: str,
+    *,
+    status: int = 401,
+    challenge: str = "",
+) -> None:
+    """Answer ``status`` (401 with ``challenge`` as ``WWW-Authenticate``, or 403) and log
+    one line. ``reason`` must never hold a credential."""
+    head = exchange.head
+    logger.warning(
+        "auth %s refused %s %s from %s: %s (%d)",
+        method,
+        head.method,
+        head.path,
+        client_text(exchange),
+        reason,
+        status,
+    )
+    body = _REASONS.get(status, b"Refused\n")
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"cache-control", b"no-store"),
+    ]
+    if status == 401 and challenge:
+        headers.append((b"www-authenticate", challenge.encode("latin-1")))
+    exchange.start_response(status, headers)
+    exchange.finish(b"" if head.method == "HEAD" else body)
