@@ -246,3 +246,36 @@ def test_pending_output_above_the_budget_drops_the_slowest_readers() -> None:
             assert any(dropped)
             assert not all(dropped), "only as many as it takes to fit the budget"
             assert status_of_new_client(proc) == 200
+
+
+def connect_from(proc: BastionProcess, source: str) -> socket.socket:
+    host, port = proc.host_port
+    sock = socket.create_connection((host, port), timeout=5, source_address=(source, 0))
+    return sock
+
+
+def answer_status(sock: socket.socket) -> int:
+    sock.sendall(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = sock.recv(200)
+    return int(head.split(b" ", 2)[1]) if head else 0
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["untrusted", "trusted-proxy"])
+def test_one_address_cannot_take_more_than_its_share_of_connections(trusted: bool) -> None:
+    env = {"BASTION_LIMITS__MAX_CONNECTIONS_PER_CLIENT": "5"}
+    extra = ("--forwarded-allow-ips", "127.0.0.1") if trusted else ()
+    with serve(APP, *ONE_WORKER, *extra, env=env) as proc:
+        mine = [connect_from(proc, "127.0.0.1") for _ in range(5)]
+        with sockets(mine):
+            assert all(answer_status(s) == 200 for s in mine)
+            with sockets([connect_from(proc, "127.0.0.1")]) as (sixth,):
+                # a trusted proxy carries many clients: it is not capped
+                assert answer_status(sixth) == (200 if trusted else 503)
+            with sockets([connect_from(proc, "127.0.0.2")]) as (other,):
+                assert answer_status(other) == 200  # another address is not affected
+            if not trusted:
+                assert "limits.max_connections_per_client" in proc.log
+        # the count goes down as connections close
+        time.sleep(0.3)
+        with sockets([connect_from(proc, "127.0.0.1")]) as (again,):
+            assert answer_status(again) == 200

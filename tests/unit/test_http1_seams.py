@@ -4,6 +4,7 @@ reason, and the connection's phases — on the real HTTP/1.1 protocol."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -321,3 +322,32 @@ def test_the_flow_drops_writes_once_closed() -> None:
         assert transport.closed and transport.take() == b""
 
     run(main())
+
+
+def test_a_pipelining_client_yields_to_other_connections() -> None:
+    """Many small pipelined requests answered at once: the connection answers a turn of
+    them, then lets the other connections run before the next turn."""
+    run(_pipelining_yields())
+
+
+async def _pipelining_yields() -> None:
+    from bastion.protocol.http1 import PIPELINE_TURN
+
+    order: list[str] = []
+
+    def handler(name: str) -> Callable[[H1Exchange], None]:
+        def answer(ex: H1Exchange) -> None:
+            order.append(name)
+            hello_handler(ex)
+
+        return answer
+
+    flood, flood_t, _ = make_conn(handler("flood"))
+    other, other_t, _ = make_conn(handler("other"))
+    flood.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * (PIPELINE_TURN * 4))
+    other.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert order.count("flood") == PIPELINE_TURN * 4
+    assert "other" in order[: PIPELINE_TURN + 1], order.index("other")
+    assert len(parse_responses(flood_t.take())) == PIPELINE_TURN * 4

@@ -107,6 +107,10 @@ class LimitsConfig(_Section, frozen=True):
     max_body_size: NonNegativeInt = 100 * 1024 * 1024
     # per worker; nginx worker_connections 512, gunicorn worker_connections 1000
     max_connections: PositiveInt = 1000
+    # per worker, from one client address (trusted proxies exempt): a quarter of
+    # max_connections, so that no fewer than four addresses can fill a worker; browsers
+    # open at most 6 per host. nginx limit_conn has no default (off). 0 = no limit
+    max_connections_per_client: NonNegativeInt = 256
     # max requests on one keep-alive connection; nginx keepalive_requests 1000
     max_keepalive_requests: NonNegativeInt = 1000
     # per worker: response bytes written but not yet taken by slow clients; above it the

@@ -45,6 +45,8 @@ __all__ = ["HTTP1Protocol", "ProtocolSettings"]
 log = logging.getLogger("bastion.error")
 
 _READ_ALL = PIPELINE | BODY | RESPONSES
+# pipelined requests answered in one go before the connection lets the others run
+PIPELINE_TURN = 16
 
 
 class HTTP1Protocol(H1Reader):
@@ -53,6 +55,7 @@ class HTTP1Protocol(H1Reader):
     __slots__ = (
         "_active",
         "_body_deadline",
+        "_counted_as",
         "_dispatch_scheduled",
         "_dispatching",
         "_eof",
@@ -110,6 +113,7 @@ class HTTP1Protocol(H1Reader):
         self._rate_since = 0.0
         self._rate_base = 0
         self._since = 0.0  # when the phase began (IDLE, HEAD, LINGERING)
+        self._counted_as: str | None = None  # the address counted against its client cap
         self._upgrade_rest: bytes | None = None  # bytes after a head that asked to switch
         self._session: Session | None = None
 
@@ -137,9 +141,10 @@ class HTTP1Protocol(H1Reader):
     # -- connection events -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.flow.attach(transport)
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self.client = (str(peer[0]), int(peer[1]))
+        if self.client is None:  # (a PROXY header may have given it already)
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple):
+                self.client = (str(peer[0]), int(peer[1]))
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.scheme = "https"
@@ -147,7 +152,8 @@ class HTTP1Protocol(H1Reader):
         tracker = self.tracker
         sock = transport.get_extra_info("sockname")
         # one (host, port) object per listening address, not one per connection
-        self.server = tracker.servers.get(sock) if sock else None
+        if self.server is None:
+            self.server = tracker.servers.get(sock) if sock else None
         if self.server is None and sock:
             if isinstance(sock, tuple):
                 self.server = (str(sock[0]), int(sock[1]))
@@ -160,16 +166,56 @@ class HTTP1Protocol(H1Reader):
             self._phase = CLOSED
             self.flow.close()
             return
+        client = self.client
+        if (
+            client is not None
+            and self.settings.max_connections_per_client
+            and not self._count_client(client[0])
+        ):
+            self.flow.write(error_response(503, tracker.date_header, retry_after=True))
+            self._phase = CLOSED
+            self.flow.close()
+            return
         tracker.max_pending_output = self.settings.max_pending_output
         tracker.add(self)
         # While draining, a new connection still gets one answer (with Connection: close):
         # its client may already have sent a request, which must not be lost.
         self._enter(IDLE, self.settings.keepalive_timeout)
 
+    def _count_client(self, host: str) -> bool:
+        """Count this connection against its client's cap; False if the cap is reached.
+        Trusted proxies are not capped: their connections carry many clients."""
+        settings = self.settings
+        forwarded = settings.forwarded
+        if forwarded is not None and forwarded.trusts(host):
+            return True
+        per_client = self.tracker.per_client
+        count = per_client.get(host, 0)
+        if count >= settings.max_connections_per_client:
+            log.warning(
+                "refused a connection from %s: it has %d open on this worker "
+                "(limits.max_connections_per_client)",
+                host,
+                count,
+            )
+            return False
+        per_client[host] = count + 1
+        self._counted_as = host
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = CLOSED
         self.flow.lost()
         self.tracker.remove(self)
+        host = self._counted_as
+        if host is not None:
+            self._counted_as = None
+            per_client = self.tracker.per_client
+            left = per_client.get(host, 1) - 1
+            if left > 0:
+                per_client[host] = left
+            else:
+                per_client.pop(host, None)
         for ex in (self._active, self._parsing, *self._pipeline):
             if ex is not None:
                 ex.lost()
@@ -320,8 +366,17 @@ class HTTP1Protocol(H1Reader):
     def _dispatch(self) -> None:
         self._dispatching = True
         flow = self.flow
+        turn = 0
         try:
             while self._active is None and self._pipeline and self._phase != CLOSED:
+                if turn == PIPELINE_TURN:
+                    # a client pipelining many small requests answered at once yields
+                    # to the other connections now and then
+                    if not self._dispatch_scheduled:
+                        self._dispatch_scheduled = True
+                        self.loop.call_soon(self._dispatch_soon)
+                    break
+                turn += 1
                 if flow.write_paused:
                     self._next_request()  # hold the pipeline until the client reads
                     break

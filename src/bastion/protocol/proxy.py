@@ -89,11 +89,12 @@ def handoff_to_http(make: Callable[[], HTTP1Protocol]) -> Handoff:
 
     def handoff(transport: asyncio.Transport, rest: bytes, header: ProxyHeader) -> None:
         proto = make()
-        transport.set_protocol(proto)
-        proto.connection_made(transport)
         if not header.local:
+            # before connection_made, so that per-client limits count the real client
             proto.client = header.client
             proto.server = header.server
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
         if rest:
             proto.data_received(rest)
 

@@ -29,6 +29,7 @@ class ProtocolSettings:
         "keepalive_timeout",
         "max_body_size",
         "max_connections",
+        "max_connections_per_client",
         "max_header_count",
         "max_header_size",
         "max_keepalive_requests",
@@ -58,6 +59,7 @@ class ProtocolSettings:
         min_send_rate: float = 240.0,
         rate_grace: float = 5.0,
         max_pending_output: int = 128 * 1024 * 1024,
+        max_connections_per_client: int = 256,
         server_header: str = "bastion",
         debug: bool = False,
         access_log: AccessLog | None = None,
@@ -79,6 +81,7 @@ class ProtocolSettings:
         self.min_send_rate = min_send_rate
         self.rate_grace = rate_grace
         self.max_pending_output = max_pending_output or (1 << 62)  # 0 = no limit
+        self.max_connections_per_client = max_connections_per_client  # 0 = no limit
         self.server_header = (
             b"server: " + server_header.encode("latin-1") + b"\r\n" if server_header else b""
         )
@@ -105,6 +108,7 @@ class ProtocolSettings:
             min_send_rate=tmo.min_send_rate,
             rate_grace=tmo.rate_grace,
             max_pending_output=lim.max_pending_output,
+            max_connections_per_client=lim.max_connections_per_client,
             server_header=config.server.server_header,
             debug=config.server.debug,
             access_log=access_log,

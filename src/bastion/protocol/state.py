@@ -81,6 +81,7 @@ class ConnectionTracker:
         "now",
         "on_request",
         "pending_output",
+        "per_client",
         "requests_served",
         "servers",
         "shed",
@@ -107,6 +108,8 @@ class ConnectionTracker:
         #: connections evicted for new ones, and dropped to keep pending output bounded
         self.evicted = 0
         self.shed = 0
+        #: open connections by client address (for limits.max_connections_per_client)
+        self.per_client: dict[str, int] = {}
 
     # -- connections -----------------------------------------------------------------
     def add(self, conn: TrackedConnection) -> None:
