@@ -11,7 +11,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Echoes the request: method, path, query, headers and body length/prefix as JSON.
 
     ``/stream`` answers with 5 chunks, 0.2 s apart, with no Content-Length.
-    ``/big`` answers with 4 MiB. ``/slow`` waits 3 s first. ``/ticks/...`` streams a
+    ``/big`` answers with 4 MiB, ``/mib`` with 1 MiB (made for each request). ``/slow`` waits 3 s first. ``/ticks/...`` streams a
     line every 50 ms (for 20 s at most) while it waits for ``http.disconnect`` and
     prints it when it comes. ``/wait-disconnect/...`` reads the request, prints that it
     waits, then prints the next message it receives (within 4 s) and never answers.
@@ -40,8 +40,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await asyncio.sleep(0.2)
         await send({"type": "http.response.body", "body": b""})
         return
-    if path == "/big":
-        body = b"x" * (4 * 1024 * 1024)
+    if path in ("/big", "/mib"):
+        body = b"x" * (4 * 1024 * 1024 if path == "/big" else 1024 * 1024)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})
         return
