@@ -335,7 +335,9 @@ class WebSocketSession:
         if self.state != CLOSED:
             self._closed(self.close_code or ABNORMAL, self.close_reason)
         if self._flow is not None:
-            self._flow.abort()
+            # a plain close (FIN), not a reset: the peer may still be reading our close
+            # frame; a peer that reads nothing is dropped by the send timeout
+            self._flow.close()
 
     def _write(self, data: bytes | bytearray) -> None:
         flow = self._flow
