@@ -5,6 +5,7 @@ the address behind a trusted proxy)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
@@ -17,6 +18,10 @@ import httpx
 import pytest
 from redis_server import RedisServer
 from server import BastionProcess, child_env
+
+from bastion.clients.redis_gcra import SCRIPT
+
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 
 def get(proc: BastionProcess, path: str, **kw: object) -> httpx.Response:
@@ -295,3 +300,29 @@ def test_keys_header_identity_and_address_behind_proxy(tmp_path: Path) -> None:
         assert codes("/addr", 3, headers=one) == [200, 200, 429]
         assert codes("/addr", 2, headers=two) == [200, 200]
         assert codes("/addr", 2) == [200, 200]  # the proxy itself
+
+
+def stat(redis: RedisServer, name: str) -> int:
+    info = redis.command("INFO", "stats").decode()
+    m = re.search(rf"^{name}:(\d+)", info, re.MULTILINE)
+    assert m is not None, info
+    return int(m.group(1))
+
+
+def test_pooled_connections_and_script_reloaded_after_flush(
+    two_sites: tuple[BastionProcess, BastionProcess], redis_server: RedisServer
+) -> None:
+    a, b = two_sites
+    for site in (a, b):  # every worker has its pool open
+        for _ in range(4):
+            get(site, "/burst")
+    before = stat(redis_server, "total_connections_received")
+    for _ in range(20):
+        for site in (a, b):
+            get(site, "/burst")
+    # no connection per request: at most one more per worker
+    assert stat(redis_server, "total_connections_received") - before <= 4
+    assert redis_server.command("SCRIPT", "FLUSH").startswith(b"+OK")
+    codes = [get(site, "/burst").status_code for site in (a, b)]
+    assert codes == [429, 429]  # decided by the script, loaded again (NOSCRIPT)
+    assert redis_server.command("SCRIPT", "EXISTS", SCRIPT_SHA).startswith(b"*1\r\n:1")

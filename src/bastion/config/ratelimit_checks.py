@@ -25,9 +25,12 @@ def check_route_limits(route: RouteConfig, at: At) -> Iterator[str]:
     for j, limit in enumerate(route.rate_limit):
 
         def here(name: str = "", j: int = j) -> tuple[Source, str]:
-            source, label = at("rate_limit")
-            where = f"{label}[{j}]"
-            return source, f"{where}.{name}" if name else where
+            """The key's place, or its table's when the key is not written."""
+            table = f"rate_limit[{j}]"
+            source, label = at(table, name) if name else at(table)
+            if source.kind == "default":
+                source = at(table)[0]
+            return source, label
 
         try:
             parse_rate(limit.rate)
