@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system programs the tests and benchmarks use (curl, wrk, openssl,
-# slowhttptest for the hostile-client tests, and chromium for the browser tests, driven by
-# Playwright) when missing.
+# slowhttptest for the hostile-client tests, redis-server for the tests of rate limits
+# shared through Redis, and chromium for the browser tests, driven by Playwright) when
+# missing.
 # With the argument "bench-static" (make bench-static), nginx too: the static-file
 # benchmark compares bastion with it; the tests never need it.
 # With "bench-tls": nginx and testssl.sh, for bench/tls.py and the TLS configuration scan
 # (docs/tls.md). The TLS tests need only openssl, which Debian always has.
 set -euo pipefail
 need=()
-for prog in curl wrk openssl slowhttptest; do
+for prog in curl wrk openssl slowhttptest redis-server; do
     command -v "$prog" >/dev/null 2>&1 || need+=("$prog")
 done
 if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Set
 
 from bastion.config.binds import BIND_FORMS, BindError, parse_bind
 from bastion.config.errors import DEFAULT, Source, problem
+from bastion.config.ratelimit_checks import check_rate_limit
 from bastion.config.route_checks import check_headers, check_routes
 from bastion.config.schema import AppConfig, Config
 from bastion.config.toml_write import toml_value
@@ -63,6 +64,7 @@ def check_config(
             )
         )
     out.extend(_check_tls(config, src))
+    out.extend(check_rate_limit(config, src))
     workers = config.workers
     if workers.heartbeat_interval >= workers.timeout:
         out.append(

@@ -45,6 +45,7 @@ from bastion.config.tables import (
     APP_KEYS,
     DEFAULT_APP,
     ROUTE_KEYS,
+    ROUTE_TABLE_LISTS,
     ROUTE_TABLES,
     required,
     route_label,
@@ -299,14 +300,19 @@ class _Builder:
         for name, value in table.items():
             sub = ROUTE_TABLES.get(name)
             key = ROUTE_KEYS.get(name)
+            listed = ROUTE_TABLE_LISTS.get(name)
             if key is not None:
                 self.put(key, value, at(name), route_label(index, name), route)
             elif sub is not None:
                 sub_values = self._add_route_table(index, name, sub, value, at)
                 if sub_values is not None:
                     route[name] = sub_values
+            elif listed is not None:
+                tables = self._add_route_table_list(index, name, listed, value, at)
+                if tables is not None:
+                    route[name] = tables
             else:
-                names = [*ROUTE_KEYS, *ROUTE_TABLES]
+                names = [*ROUTE_KEYS, *ROUTE_TABLES, *ROUTE_TABLE_LISTS]
                 near = suggest(name, names)
                 hint = (
                     f" (did you mean {route_label(index, near)}?)"
@@ -327,11 +333,59 @@ class _Builder:
         value: object,
         at: Callable[..., Source],
     ) -> dict[str, object] | None:
+        def here(*names: str | int) -> Source:
+            return at(name, *names)
+
+        return self._add_table(route_label(index, name), keys, value, here)
+
+    def _add_route_table_list(
+        self,
+        index: int,
+        name: str,
+        keys: Mapping[str, Key],
+        value: object,
+        at: Callable[..., Source],
+    ) -> list[dict[str, object]] | None:
+        """A route's list of tables (``[[routes.rate_limit]]``); one table is a list of
+        one. Each table is named by its place: ``routes[0].rate_limit[1].burst``."""
         label = route_label(index, name)
         self.sources[label] = at(name)
+        if isinstance(value, dict):
+            return None if (t := self._add_table(label, keys, value, at, name)) is None else [t]
+        if not isinstance(value, list):
+            detail = (
+                f"expected [[{label.split('[', 1)[0]}.{name}]] tables of "
+                f"{', '.join(keys)}, got {toml_value(value)}"
+            )
+            self.problems.append(problem(at(name), label, detail))
+            return None
+        out: list[dict[str, object]] = []
+        ok = True
+        for j, table in enumerate(value):
+
+            def here(*names: str | int, j: int = j) -> Source:
+                return at(name, j, *names)
+
+            done = self._add_table(f"{label}[{j}]", keys, table, here)
+            if done is None:
+                ok = False
+            else:
+                out.append(done)
+        return out if ok else None
+
+    def _add_table(
+        self,
+        label: str,
+        keys: Mapping[str, Key],
+        value: object,
+        at: Callable[..., Source],
+        *prefix: str,
+    ) -> dict[str, object] | None:
+        """One sub-table, key by key; ``at(*prefix, key)`` is where a key is written."""
+        self.sources[label] = at(*prefix)
         if not isinstance(value, dict):
             detail = f"expected a table of {', '.join(keys)}, got {toml_value(value)}"
-            self.problems.append(problem(at(name), label, detail))
+            self.problems.append(problem(at(*prefix), label, detail))
             return None
         out: dict[str, object] = {}
         ok = True
@@ -340,13 +394,13 @@ class _Builder:
             if key is None:
                 hint = _unknown_in(sub_name, keys, label)
                 detail = f"unknown key {label}.{sub_name}{hint}"
-                self.problems.append(problem(at(name, sub_name), "", detail))
+                self.problems.append(problem(at(*prefix, sub_name), "", detail))
                 continue
-            ok &= self.put(key, sub_value, at(name, sub_name), f"{label}.{sub_name}", out)
+            ok &= self.put(key, sub_value, at(*prefix, sub_name), f"{label}.{sub_name}", out)
         missing = [k for k in required(keys) if k not in value]
         if missing:
             detail = f"missing key {', '.join(missing)} ({keys[missing[0]].expected})"
-            self.problems.append(problem(at(name), label, detail))
+            self.problems.append(problem(at(*prefix), label, detail))
             return None
         return out if ok else None
 

@@ -9,8 +9,8 @@ that does not come from the defaults says where it came from in a trailing comme
 Then each ``[apps.NAME]`` table with every key of an app, and each route as a
 ``[[routes]]`` table with its plain keys and its handler's table in full; a route's
 ``compress`` and ``headers`` tables are written only when the route sets them (otherwise
-it uses the top-level ones). Routes given on the command line (``--static``) are written
-too, marked with their flag.
+it uses the top-level ones); its ``[[routes.rate_limit]]`` tables follow. Routes given
+on the command line (``--static``) are written too, marked with their flag.
 
 The output is itself a valid config file that reproduces the same configuration.
 """
@@ -24,7 +24,13 @@ import msgspec
 from bastion.config.errors import Source
 from bastion.config.keys import MODE_KEYS, SECTIONS, Key
 from bastion.config.schema import Config
-from bastion.config.tables import APP_KEYS, ROUTE_KEYS, ROUTE_TABLES, route_label
+from bastion.config.tables import (
+    APP_KEYS,
+    ROUTE_KEYS,
+    ROUTE_TABLE_LISTS,
+    ROUTE_TABLES,
+    route_label,
+)
 from bastion.config.toml_write import toml_string, toml_value
 
 
@@ -46,6 +52,10 @@ def render_config(config: Config, sources: Mapping[str, Source] | None = None) -
             sub = route.respond if name == "return" else getattr(route, name)
             if sub is not None:
                 parts.append(_table(f"[routes.{name}]", sub, keys, f"{label}.{name}", sources))
+        for name, keys in ROUTE_TABLE_LISTS.items():
+            for j, item in enumerate(getattr(route, name)):
+                where = f"{label}.{name}[{j}]"
+                parts.append(_table(f"[[routes.{name}]]", item, keys, where, sources))
         blocks.append("\n".join(parts))
     return "\n\n".join(blocks) + "\n"
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Set
 
 from bastion.config.auth_checks import check_auth
 from bastion.config.errors import Source, problem
+from bastion.config.ratelimit_checks import check_route_limits
 from bastion.config.schema import Config, HeadersConfig, RouteConfig
 from bastion.config.tables import DEFAULT_APP, HANDLER_TABLES, route_label
 from bastion.config.toml_write import toml_value
@@ -172,6 +173,7 @@ def _check_route(
     if route.headers is not None:
         yield from check_headers(route.headers, lambda key: at("headers", key))
     yield from check_auth(route, at)
+    yield from check_route_limits(route, at)
 
 
 def check_headers(cfg: HeadersConfig, at: Callable[[str], tuple[Source, str]]) -> Iterator[str]:

@@ -21,6 +21,7 @@ from bastion.config.auth_schema import (
     ForwardAuthConfig,
     JwtAuthConfig,
 )
+from bastion.config.ratelimit_schema import RateLimitConfig, RouteRateLimitConfig
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
@@ -317,6 +318,9 @@ class RouteConfig(_Section, frozen=True):
     auth_api_key: ApiKeyAuthConfig | None = None
     auth_jwt: JwtAuthConfig | None = None
     auth_forward: ForwardAuthConfig | None = None
+    # rate limits ([[routes.rate_limit]] tables), checked after access control and
+    # authentication; a request must pass every one; see docs/rate-limiting.md
+    rate_limit: tuple[RouteRateLimitConfig, ...] = ()
 
 
 class Config(_Section, frozen=True):
@@ -335,3 +339,5 @@ class Config(_Section, frozen=True):
     routes: tuple[RouteConfig, ...] = ()  # none: every request goes to the default app
     compress: CompressConfig = msgspec.field(default_factory=CompressConfig)
     headers: HeadersConfig = msgspec.field(default_factory=HeadersConfig)
+    # where the counters of the routes' rate limits live (see docs/rate-limiting.md)
+    rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)

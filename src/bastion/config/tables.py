@@ -24,6 +24,7 @@ from bastion.config.auth_schema import (
     JwtAuthConfig,
 )
 from bastion.config.keys import SECTIONS, Key, table_keys
+from bastion.config.ratelimit_schema import RouteRateLimitConfig
 from bastion.config.schema import (
     CompressConfig,
     HeadersConfig,
@@ -52,6 +53,12 @@ ROUTE_TABLE_TYPES: Mapping[str, type[msgspec.Struct]] = {
     "auth_forward": ForwardAuthConfig,
 }
 
+#: route key -> the type of each table of its list (``[[routes.rate_limit]]``: a route
+#: may have several; one ``[routes.rate_limit]`` table is a list of one)
+ROUTE_TABLE_LIST_TYPES: Mapping[str, type[msgspec.Struct]] = {
+    "rate_limit": RouteRateLimitConfig,
+}
+
 #: the authentication sub-tables (a route has at most one)
 AUTH_TABLES = ("auth_basic", "auth_api_key", "auth_jwt", "auth_forward")
 
@@ -62,7 +69,7 @@ HANDLER_TABLES = ("static", "redirect", "return")
 ROUTE_KEYS: Mapping[str, Key] = {
     name: key
     for name, key in table_keys(RouteConfig, "routes").items()
-    if name not in ROUTE_TABLE_TYPES
+    if name not in ROUTE_TABLE_TYPES and name not in ROUTE_TABLE_LIST_TYPES
 }
 
 #: sub-table name -> its keys
@@ -70,10 +77,16 @@ ROUTE_TABLES: Mapping[str, Mapping[str, Key]] = {
     name: table_keys(cls, f"routes.{name}") for name, cls in ROUTE_TABLE_TYPES.items()
 }
 
+#: list name -> the keys of each of its tables
+ROUTE_TABLE_LISTS: Mapping[str, Mapping[str, Key]] = {
+    name: table_keys(cls, f"routes.{name}") for name, cls in ROUTE_TABLE_LIST_TYPES.items()
+}
+
 #: "routes.static.root" -> Key: every route key by its reference name
 ROUTE_REFERENCE: Mapping[str, Key] = {
     **{k.path: k for k in ROUTE_KEYS.values()},
     **{k.path: k for keys in ROUTE_TABLES.values() for k in keys.values()},
+    **{k.path: k for keys in ROUTE_TABLE_LISTS.values() for k in keys.values()},
 }
 
 

@@ -40,6 +40,7 @@ from bastion.config.tables import DEFAULT_APP
 from bastion.edge.access import access_filter
 from bastion.edge.auth import auth_filter
 from bastion.edge.pipeline import AppHandler, Lifecycles, Pipeline
+from bastion.edge.ratelimit import rate_limit_filter
 from bastion.edge.redirect import redirect_handler
 from bastion.edge.respond import NOT_FOUND, method_not_allowed, return_handler
 from bastion.edge.router import Router, routing_path
@@ -59,7 +60,7 @@ nothing (then the route pays nothing for it)."""
 
 #: The request filters a route may get, in the order they run (the real client address
 #: before anything that looks at it, access control, authentication, rate limiting).
-REQUEST_FILTERS: tuple[RequestFilterFactory, ...] = (access_filter, auth_filter)
+REQUEST_FILTERS: tuple[RequestFilterFactory, ...] = (access_filter, auth_filter, rate_limit_filter)
 
 
 def app_names(config: Config) -> list[str]:

@@ -1,0 +1,127 @@
+"""Cost of a Redis-backed rate limit (not a test): the hello app served by one worker,
+with no limit and with a Redis limit that never trips, in the same run, loaded by wrk
+over loopback; req/s kept and the added p99 latency.
+
+Starts its own redis-server (no persistence) on a free loopback port. Short by design:
+a few seconds per case. Writes bench/results/ratelimit-<UTC time>.json.
+
+    .venv/bin/python bench/ratelimit.py [--seconds 5] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from redis_server import RedisServer  # noqa: E402
+from server import BastionProcess  # noqa: E402
+
+CONFIG = """
+[app]
+target = "raw_asgi:hello"
+app_dir = "{apps}"
+
+[rate_limit]
+backend = "redis"
+redis_url = "{url}"
+
+[[routes]]
+path = "/"
+app = "default"
+{limit}
+"""
+
+LIMIT = """[[routes.rate_limit]]
+rate = "100000/s"
+burst = 1000000
+"""
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)", out, re.MULTILINE)
+        assert m is not None, out
+        lat[pct] = float(m.group(1)) * _UNITS[m.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": lat["50"],
+        "p99_ms": lat["99"],
+        "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
+    }
+
+
+def _compiled() -> bool:
+    import bastion.protocol.http1 as http1
+
+    return not http1.__file__.endswith(".py")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp)).start()
+        try:
+            for case, limit in (("no limit", ""), ("redis limit", LIMIT)):
+                path = Path(tmp) / f"{case.replace(' ', '-')}.toml"
+                path.write_text(
+                    CONFIG.format(apps=ROOT / "bench" / "apps", url=redis.url, limit=limit)
+                )
+                argv = ["serve", "-c", str(path), "--bind", "127.0.0.1:0", "--workers", "1"]
+                with BastionProcess(argv, cwd=tmp) as site:
+                    wrk(site.url + "/", 1, args.connections)  # warm up
+                    results[case] = wrk(site.url + "/", args.seconds, args.connections)
+                print(case, results[case], flush=True)
+        finally:
+            redis.stop()
+    base, limited = results["no limit"], results["redis limit"]
+    summary = {
+        "rps_kept": round(limited["rps"] / base["rps"], 3),
+        "added_p99_ms": round(limited["p99_ms"] - base["p99_ms"], 3),
+    }
+    print(summary)
+    out = {
+        "bench": "ratelimit",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "wrk": {"threads": 2, "connections": args.connections, "seconds": args.seconds},
+        "workers": 1,
+        "build": "compiled" if _compiled() else "pure Python",
+        "results": results,
+        "summary": summary,
+    }
+    name = (
+        ROOT
+        / "bench"
+        / "results"
+        / f"ratelimit-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    )
+    name.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""Rate limits through the real ``bastion``: the local backend (burst, 429 and its
+headers, recovery), two instances of two workers each sharing one Redis, Redis killed
+and paused under fail-open and fail-closed, and the keys (a header, the Basic identity,
+the address behind a trusted proxy)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis_server import RedisServer
+from server import BastionProcess, child_env
+
+from bastion.clients.redis_gcra import SCRIPT
+
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+
+def get(proc: BastionProcess, path: str, **kw: object) -> httpx.Response:
+    # a new connection each time, so the requests spread over the workers
+    return httpx.get(proc.url + path, timeout=10, **kw)  # type: ignore[arg-type]
+
+
+def serve(tmp: Path, config: str, workers: int = 1) -> BastionProcess:
+    path = tmp / f"bastion-{time.monotonic_ns()}.toml"
+    path.write_text(config)
+    return BastionProcess(
+        ["serve", "-c", str(path), "--bind", "127.0.0.1:0", "--workers", str(workers)]
+    )
+
+
+# -- the local backend -------------------------------------------------------------------
+LOCAL = """
+[app]
+target = "addr_app:app"
+
+[rate_limit]
+headers = "always"
+
+[[routes]]
+path = "/"
+app = "default"
+[[routes.rate_limit]]
+rate = "2/s"
+burst = 3
+name = "per-client"
+"""
+
+
+def test_local_burst_then_429_with_headers_then_recovery(tmp_path: Path) -> None:
+    with serve(tmp_path, LOCAL) as site:
+        allowed = [get(site, "/") for _ in range(3)]
+        assert [r.status_code for r in allowed] == [200, 200, 200]
+        assert allowed[0].headers["ratelimit-policy"] == '"per-client";q=2;w=1'
+        assert [r.headers["ratelimit"] for r in allowed] == [
+            '"per-client";r=2;t=1',
+            '"per-client";r=1;t=1',
+            '"per-client";r=0;t=2',
+        ]
+        refused = get(site, "/")
+        assert refused.status_code == 429
+        assert refused.text == "Too Many Requests\n"
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["ratelimit-policy"] == '"per-client";q=2;w=1'
+        assert re.fullmatch(r'"per-client";r=0;t=[12]', refused.headers["ratelimit"])
+        assert get(site, "/").status_code == 429
+        time.sleep(0.6)  # one request every 0.5 s at 2/s
+        assert get(site, "/").status_code == 200
+        assert get(site, "/").status_code == 429
+        time.sleep(1.6)  # the whole burst back
+        assert [get(site, "/").status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+# -- two instances, one Redis ------------------------------------------------------------
+SHARED = """
+[app]
+target = "addr_app:app"
+
+[rate_limit]
+backend = "redis"
+redis_url = "{url}"
+key_prefix = "{prefix}"
+
+[[routes]]
+path = "/burst"
+app = "default"
+[[routes.rate_limit]]
+rate = "1/m"
+burst = 20
+
+[[routes]]
+path = "/steady"
+app = "default"
+[[routes.rate_limit]]
+rate = "10/s"
+burst = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def two_sites(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[tuple[BastionProcess, BastionProcess]]:
+    tmp = tmp_path_factory.mktemp("shared")
+    config = SHARED.format(url=redis_server.url, prefix="shared-test:")
+    with serve(tmp, config, workers=2) as a, serve(tmp, config, workers=2) as b:
+        yield a, b
+
+
+def test_two_instances_share_one_limit(two_sites: tuple[BastionProcess, BastionProcess]) -> None:
+    a, b = two_sites
+    statuses = [get(site, "/burst").status_code for _ in range(30) for site in (a, b)]
+    # exactly the burst, whichever instance and worker answered
+    assert statuses.count(200) == 20, statuses
+    assert statuses[:20] == [200] * 20
+    assert set(statuses[20:]) == {429}
+
+
+def test_two_instances_share_the_steady_rate(
+    two_sites: tuple[BastionProcess, BastionProcess],
+) -> None:
+    """Over a window, 4 workers together allow the burst plus rate x window, within one
+    request: the clock is Redis's."""
+    a, b = two_sites
+    results: list[tuple[float, float, int]] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + 2.0
+
+    def client(site: BastionProcess) -> None:
+        with httpx.Client(timeout=10) as c:
+            while time.monotonic() < stop:
+                t0 = time.monotonic()
+                code = c.get(site.url + "/steady").status_code
+                with lock:
+                    results.append((t0, time.monotonic(), code))
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in (a, b, a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    allowed = sum(1 for *_, code in results if code == 200)
+    first_end = min(end for _, end, _ in results)
+    first_start = min(start for start, _, _ in results)
+    last_start = max(start for start, _, _ in results)
+    last_end = max(end for _, end, _ in results)
+    low = 5 + int(10 * (last_start - first_end)) - 1
+    high = 5 + int(10 * (last_end - first_start)) + 1 + 1
+    assert low <= allowed <= high, (low, allowed, high, len(results))
+    assert any(code == 429 for *_, code in results[-10:])  # saturated to the end
+
+
+# -- Redis down or hanging --------------------------------------------------------------
+FAILING = """
+[app]
+target = "addr_app:app"
+
+[rate_limit]
+backend = "redis"
+redis_url = "{url}"
+on_error = "{on_error}"
+timeout = 0.3
+
+[[routes]]
+path = "/"
+app = "default"
+[[routes.rate_limit]]
+rate = "1/m"
+burst = 3
+"""
+
+
+def timed(site: BastionProcess) -> tuple[int, float]:
+    t0 = time.monotonic()
+    code = get(site, "/").status_code
+    return code, time.monotonic() - t0
+
+
+def test_redis_killed_and_paused_fail_open_and_closed(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path).start()
+    try:
+        allow = serve(tmp_path, FAILING.format(url=redis.url, on_error="allow"))
+        deny = serve(tmp_path, FAILING.format(url=redis.url, on_error="deny"))
+        with allow, deny:
+            # both share one count: 3 requests in all, then 429 from either
+            assert [get(s, "/").status_code for s in (allow, deny, allow)] == [200] * 3
+            assert get(allow, "/").status_code == 429
+            assert get(deny, "/").status_code == 429
+
+            redis.stop()
+            for _ in range(6):
+                code, took = timed(allow)
+                assert code == 200 and took < 0.3 + 1.5
+                code, took = timed(deny)
+                assert code == 503 and took < 0.3 + 1.5
+            refused = get(deny, "/")
+            assert refused.headers["retry-after"] == "1"
+            # logged once, not once per request
+            allow.wait_for_log(r"rate limit: Redis at \S+ failed")
+            assert len(re.findall(r"rate limit: Redis at \S+ failed", allow.log)) == 1
+
+            redis.start()  # a new, empty Redis on the same port
+            time.sleep(1.2)  # past the pause after a failure
+            codes = [get(s, "/").status_code for s in (allow, deny, allow, deny, allow)]
+            assert codes == [200, 200, 200, 429, 429]
+            allow.wait_for_log(r"rate limit: Redis at \S+ answers again")
+
+            # a Redis that accepts connections and never answers
+            redis.pause()
+            try:
+                for _ in range(3):
+                    code, took = timed(allow)
+                    assert code == 200 and took < 0.3 + 1.5
+                    code, took = timed(deny)
+                    assert code == 503 and took < 0.3 + 1.5
+            finally:
+                redis.resume()
+            time.sleep(1.2)
+            assert get(allow, "/").status_code == 429  # the counts held through the pause
+    finally:
+        redis.stop()
+
+
+# -- keys --------------------------------------------------------------------------------
+KEYS = """
+[app]
+target = "addr_app:app"
+
+[server]
+forwarded_allow_ips = ["127.0.0.1"]
+
+[[routes]]
+path = "/tenant"
+app = "default"
+[[routes.rate_limit]]
+rate = "1/m"
+burst = 2
+key = "header"
+header = "X-Tenant"
+
+[[routes]]
+path = "/user"
+app = "default"
+[routes.auth_basic]
+users_file = "{users}"
+[[routes.rate_limit]]
+rate = "1/m"
+burst = 2
+key = "user"
+
+[[routes]]
+path = "/addr"
+app = "default"
+[[routes.rate_limit]]
+rate = "1/m"
+burst = 2
+"""
+
+
+def passwd(users: Path, user: str, password: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion", "passwd", str(users), user],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_keys_header_identity_and_address_behind_proxy(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    passwd(users, "alice", "pw-alice")
+    passwd(users, "bob", "pw-bob")
+    with serve(tmp_path, KEYS.format(users=users)) as site:
+
+        def codes(path: str, n: int, **kw: object) -> list[int]:
+            return [get(site, path, **kw).status_code for _ in range(n)]
+
+        # by header: each tenant its own count; no header falls back to the address
+        assert codes("/tenant", 3, headers={"X-Tenant": "a"}) == [200, 200, 429]
+        assert codes("/tenant", 3, headers={"X-Tenant": "b"}) == [200, 200, 429]
+        assert codes("/tenant", 3) == [200, 200, 429]
+        # by the Basic identity
+        assert codes("/user", 3, auth=("alice", "pw-alice")) == [200, 200, 429]
+        assert codes("/user", 2, auth=("bob", "pw-bob")) == [200, 200]
+        assert codes("/user", 1, auth=("alice", "wrong")) == [401]  # auth runs first
+        # by the real address behind the trusted proxy (127.0.0.1)
+        one = {"X-Forwarded-For": "10.0.0.1"}
+        two = {"X-Forwarded-For": "10.0.0.2"}
+        assert codes("/addr", 3, headers=one) == [200, 200, 429]
+        assert codes("/addr", 2, headers=two) == [200, 200]
+        assert codes("/addr", 2) == [200, 200]  # the proxy itself
+
+
+def stat(redis: RedisServer, name: str) -> int:
+    info = redis.command("INFO", "stats").decode()
+    m = re.search(rf"^{name}:(\d+)", info, re.MULTILINE)
+    assert m is not None, info
+    return int(m.group(1))
+
+
+def test_pooled_connections_and_script_reloaded_after_flush(
+    two_sites: tuple[BastionProcess, BastionProcess], redis_server: RedisServer
+) -> None:
+    a, b = two_sites
+    for site in (a, b):  # every worker has its pool open
+        for _ in range(4):
+            get(site, "/burst")
+    before = stat(redis_server, "total_connections_received")
+    for _ in range(20):
+        for site in (a, b):
+            get(site, "/burst")
+    # no connection per request: at most one more per worker
+    assert stat(redis_server, "total_connections_received") - before <= 4
+    assert redis_server.command("SCRIPT", "FLUSH").startswith(b"+OK")
+    codes = [get(site, "/burst").status_code for site in (a, b)]
+    assert codes == [429, 429]  # decided by the script, loaded again (NOSCRIPT)
+    assert redis_server.command("SCRIPT", "EXISTS", SCRIPT_SHA).startswith(b"*1\r\n:1")
