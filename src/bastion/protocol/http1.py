@@ -127,6 +127,11 @@ class HTTP1Protocol(H1Reader):
     def is_idle(self) -> bool:
         return self._phase == IDLE and self._active is None and not self._pipeline
 
+    @property
+    def upgraded(self) -> bool:
+        """True once a session (a WebSocket) has taken the connection over."""
+        return self._phase == UPGRADED
+
     def _enter(self, phase: int, seconds: float) -> None:
         """Move to ``phase``; its read deadline is ``seconds`` from now."""
         self._phase = phase
