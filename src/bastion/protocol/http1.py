@@ -431,6 +431,7 @@ class HTTP1Protocol(H1Reader):
             return
         self.tracker.request_done()
         self._last = ex  # its access-log line is written when the session ends
+        self.shed_parser()  # no more HTTP on this connection (about 1 KB)
         self._phase = UPGRADED
         self._session = session
         rest = self._upgrade_rest or b""
