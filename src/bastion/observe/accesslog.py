@@ -14,6 +14,13 @@ Formats:
 * ``json`` -- one JSON object per line with the fields ``time``, ``client``, ``method``,
   ``path``, ``query``, ``http_version``, ``status``, ``bytes``, ``duration_ms``,
   ``referer``, ``user_agent`` and ``pid``.
+
+A connection switched to another protocol (a WebSocket) is logged once, when its session
+ends, rather than at the ``101``: status 101, ``bytes`` what was sent to the client after
+the ``101``, and a duration from the request to the end of the session (what nginx logs
+for a proxied WebSocket). The JSON line adds ``upgrade`` (the protocol), ``bytes_in``
+(what the client sent after the ``101``) and ``close_code`` (the WebSocket close code:
+1000 normal, 1001 going away, 1006 vanished, ...).
 """
 
 from __future__ import annotations
@@ -62,6 +69,13 @@ def _find_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
         elif name == b"user-agent":
             agent = value
     return referer, agent
+
+
+def _upgrade(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"upgrade":
+            return value.decode("latin-1").strip().lower()
+    return None
 
 
 class _Writer:
@@ -124,6 +138,24 @@ class AccessLog:
         except Exception:  # a log line must never break a response
             pass
 
+    def session(self, exchange: Exchange, session: object, duration: float) -> None:
+        """``exchange`` switched protocols and its session (a WebSocket) has ended."""
+        try:
+            bytes_in = getattr(session, "bytes_in", None)
+            bytes_out = getattr(session, "bytes_out", 0)
+            extra: dict[str, object] = {
+                "upgrade": _upgrade(exchange.head.headers),
+                "bytes_in": bytes_in if type(bytes_in) is int else None,
+                "close_code": getattr(session, "close_code", None) or None,
+            }
+            sent = bytes_out if type(bytes_out) is int else 0
+            if self._emit == self._combined:
+                self._combined(exchange, 101, sent, duration)
+            else:
+                self._json(exchange, 101, sent, duration, extra)
+        except Exception:  # a log line must never break a connection
+            pass
+
     def _now(self, iso: bool) -> str:
         """The local time, formatted once per second."""
         now = time.time()
@@ -154,7 +186,14 @@ class AccessLog:
         )
         self._put(line.encode("utf-8", "replace"))
 
-    def _json(self, ex: Exchange, status: int, body_bytes: int, duration: float) -> None:
+    def _json(
+        self,
+        ex: Exchange,
+        status: int,
+        body_bytes: int,
+        duration: float,
+        extra: dict[str, object] | None = None,
+    ) -> None:
         referer, agent = _find_headers(ex.head.headers)
         record: dict[str, object] = {
             "time": self._now(True),
@@ -170,6 +209,8 @@ class AccessLog:
             "user_agent": agent.decode("latin-1") if agent else None,
             "pid": self._pid,
         }
+        if extra:
+            record.update(extra)
         self._put(_encode(record) + b"\n")
 
     def close(self) -> None:

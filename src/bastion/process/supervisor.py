@@ -334,7 +334,8 @@ class Supervisor:
         child.reason = reason
         child.kill_at = time.monotonic() + self.config.workers.graceful_timeout + SHUTDOWN_GRACE
         logger.info("stopping worker %d (%s)", child.pid, reason)
-        child.signal(signal.SIGTERM)
+        # SIGUSR2, not SIGTERM: its WebSockets may go on until graceful_timeout
+        child.signal(signal.SIGUSR2)
 
     def _read_messages(self, child: Child) -> None:
         for msg in child.control.read():
@@ -405,7 +406,7 @@ class Supervisor:
         if self.phase == "stopping" or child.state is State.RETIRING:
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
                 logger.info("worker %d stopped", child.pid)
-            elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM:
+            elif os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGTERM, signal.SIGUSR2):
                 logger.debug("worker %d %s", child.pid, how)  # stopped before it could drain
             else:
                 logger.warning("worker %d %s", child.pid, how)
@@ -563,6 +564,9 @@ class Supervisor:
                 child.reason = "stop"
                 child.signal(signal.SIGTERM)
                 child.kill_at = now + self.config.workers.graceful_timeout + SHUTDOWN_GRACE
+            elif child.reason != "stop":
+                # retired earlier (a reload): its WebSockets are closed now, not later
+                child.signal(signal.SIGTERM)
 
     def _cleanup(self) -> None:
         for child in self.children.values():

@@ -7,7 +7,10 @@ inherited sockets, starts its heartbeat and tells the supervisor ``ready``.
 
 SIGTERM or SIGINT start a graceful stop: stop accepting, let in-flight requests finish
 within ``workers.graceful_timeout``, drop what is left, run lifespan shutdown, exit 0.
-A second SIGINT or a SIGQUIT stops at once. SIGUSR1 dumps every thread's Python stack to
+SIGUSR2 is the supervisor retiring the worker (a reload, a replacement, fewer workers):
+the same stop, except that upgraded connections (WebSockets) go on until
+``workers.graceful_timeout`` ends (or a SIGTERM comes) and are only then closed with
+1001. A second SIGINT or a SIGQUIT stops at once. SIGUSR1 dumps every thread's Python stack to
 the error log (the supervisor sends it before killing a worker whose loop is blocked).
 """
 
@@ -46,6 +49,8 @@ EXIT_STARTUP_FAILED = 3  # the app failed to import or its lifespan start-up fai
 # to arrive before idle connections are closed (a client sends its request right after
 # the handshake, so this covers far more than a round trip).
 ACCEPT_SETTLE = 0.2
+# after the grace of a retired worker, time for its sessions' close handshakes (1001)
+SESSION_CLOSE_WAIT = 1.0
 
 # Signals the supervisor handles; a worker must not act on the copies it inherited.
 _INHERITED = (
@@ -116,6 +121,8 @@ class _Worker:
         self.control = ControlWriter(spec.control_fd)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
+        self.retiring = False  # SIGUSR2: let sessions run until the grace ends
+        self.hurry: asyncio.Event | None = None  # SIGTERM while retiring: close them now
         self.stop_count = 0
         self.immediate = False
         self.recycle_sent = False
@@ -168,6 +175,7 @@ class _Worker:
         from bastion.edge.assemble import build_site
 
         self.stopping = asyncio.Event()
+        self.hurry = asyncio.Event()
         try:
             # the app's gateway itself without routes; with routes, the router and the
             # apps the routes use
@@ -266,6 +274,13 @@ class _Worker:
         self.loop.add_signal_handler(signal.SIGTERM, self._on_stop, signal.SIGTERM)
         self.loop.add_signal_handler(signal.SIGINT, self._on_stop, signal.SIGINT)
         self.loop.add_signal_handler(signal.SIGQUIT, self._on_quit)
+        self.loop.add_signal_handler(signal.SIGUSR2, self._on_retire)
+
+    def _on_retire(self) -> None:
+        assert self.stopping is not None
+        if not self.stopping.is_set():
+            self.retiring = True
+            self.stopping.set()
 
     def _on_stop(self, sig: int) -> None:
         assert self.stopping is not None
@@ -273,6 +288,8 @@ class _Worker:
         if self.stop_count > 1 and sig == signal.SIGINT:
             self._on_quit()
             return
+        if self.hurry is not None:
+            self.hurry.set()
         self.stopping.set()
 
     def _on_quit(self) -> None:
@@ -295,8 +312,11 @@ class _Worker:
         # arrive before idle connections are closed.
         await asyncio.sleep(ACCEPT_SETTLE)
         tracker = self.tracker
-        tracker.shutdown()
         grace = self.config.workers.graceful_timeout
+        if self.retiring:
+            # WebSockets and other sessions may go on until the grace ends
+            grace = await self._retire_sessions_later(grace)
+        tracker.shutdown()
         if not await tracker.wait_closed(grace):
             logger.warning(
                 "worker %d: %d connection(s) still busy after %gs: closing them",
@@ -309,6 +329,35 @@ class _Worker:
         if self.access_log is not None:
             self.access_log.close()
         return EXIT_OK
+
+    async def _retire_sessions_later(self, grace: float) -> float:
+        """Close every connection but the upgraded ones (as at shutdown), and wait for
+        them all to end until ``grace`` runs out or a SIGTERM comes; return the time left
+        for the close handshakes of the sessions still open."""
+        from bastion.protocol.http1 import HTTP1Protocol
+
+        tracker = self.tracker
+        assert self.loop is not None and self.hurry is not None
+        start = self.loop.time()
+        tracker.draining = True
+        for conn in list(tracker.connections):
+            if not (isinstance(conn, HTTP1Protocol) and conn.upgraded):
+                conn.shutdown()
+        closed = asyncio.ensure_future(tracker.wait_closed(grace))
+        hurry = asyncio.ensure_future(self.hurry.wait())
+        try:
+            await asyncio.wait((closed, hurry), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            hurry.cancel()
+        if tracker.connections:
+            logger.info(
+                "worker %d: closing %d connection(s) still open after %gs",
+                os.getpid(),
+                len(tracker.connections),
+                self.loop.time() - start,
+            )
+        return max(grace - (self.loop.time() - start), SESSION_CLOSE_WAIT)
 
     async def _shutdown_gateway(self, gateway: Gateway) -> None:
         try:

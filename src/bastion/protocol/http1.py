@@ -131,6 +131,11 @@ class HTTP1Protocol(H1Reader):
     def is_idle(self) -> bool:
         return self._phase == IDLE and self._active is None and not self._pipeline
 
+    @property
+    def upgraded(self) -> bool:
+        """True once a session (a WebSocket) has taken the connection over."""
+        return self._phase == UPGRADED
+
     def _enter(self, phase: int, seconds: float) -> None:
         """Move to ``phase``; its read deadline is ``seconds`` from now."""
         self._phase = phase
@@ -224,6 +229,7 @@ class HTTP1Protocol(H1Reader):
         if session is not None:
             self._session = None
             session.connection_lost(exc)
+            self._account_session(session)
 
     def eof_received(self) -> bool | None:
         # The client finished sending. Answer what we have, then close.
@@ -408,6 +414,18 @@ class HTTP1Protocol(H1Reader):
             except Exception:
                 log.exception("access log failed")
 
+    def _account_session(self, session: Session) -> None:
+        """The session that took the connection over has ended: log it (status 101, its
+        duration and bytes)."""
+        ex = self._last
+        self._last = None
+        access_log = self.settings.access_log
+        if ex is not None and access_log is not None:
+            try:
+                access_log.session(ex, session, self.loop.time() - ex.start_time)
+            except Exception:
+                log.exception("access log failed")
+
     def exchange_done(self, ex: H1Exchange) -> None:
         """The exchange's response has been completely handed over (or it failed)."""
         if ex is not self._active:
@@ -462,10 +480,13 @@ class HTTP1Protocol(H1Reader):
         if ex is not self._active or self._pipeline:
             raise RuntimeError("only the last request of a connection can switch protocols")
         self._active = None
-        self._account(ex)
         if self._phase == CLOSED:
+            self._account(ex)
             self.loop.call_soon(session.connection_lost, None)
             return
+        self.tracker.request_done()
+        self._last = ex  # its access-log line is written when the session ends
+        self.shed_parser()  # no more HTTP on this connection (about 1 KB)
         self._phase = UPGRADED
         self._session = session
         rest = self._upgrade_rest or b""

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bastion.protocol.forwarded import TrustedProxies
 
 if TYPE_CHECKING:
     from bastion.config.schema import Config
 
-AccessLog = Callable[[Any, int, int, float], None]
+
+class AccessLog(Protocol):
+    """The access log's hook (bastion.observe.accesslog.AccessLog)."""
+
+    def __call__(self, exchange: Any, status: int, body_bytes: int, duration: float) -> None:
+        """A response is complete: ``body_bytes`` of body in ``duration`` seconds."""
+
+    def session(self, exchange: Any, session: Any, duration: float) -> None:
+        """The session that took ``exchange``'s connection over (after a 101) has ended,
+        ``duration`` seconds after the request began."""
+
 
 # Write buffer limits: pause the handler above HIGH, resume below LOW (asyncio uses 64k/16k).
 WRITE_HIGH_WATER = 256 * 1024

@@ -24,3 +24,7 @@ LOGGING = {
     # bastion writes to its error log. A handler of its own would print each twice.
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+
+# Channels (fw_django.asgi_channels): one worker, so the in-memory layer reaches every
+# consumer.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
