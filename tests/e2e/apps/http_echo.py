@@ -12,9 +12,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
     ``/stream`` answers with 5 chunks, 0.2 s apart, with no Content-Length.
     ``/big`` answers with 4 MiB, ``/mib`` with 1 MiB (made for each request). ``/slow``
-    waits 3 s first. ``/ticks/...`` streams a line every 50 ms (for 20 s at most) while it waits for ``http.disconnect`` and
-    prints it when it comes. ``/wait-disconnect/...`` reads the request, prints that it
-    waits, then prints the next message it receives (within 4 s) and never answers.
+    waits 3 s first. ``/ticks/...`` streams a line every 50 ms (for 20 s at most) while
+    it waits for ``http.disconnect`` and prints it when it comes.
+    ``/wait-disconnect/...`` reads the request, prints that it waits, then prints the
+    next message it receives (within 4 s) and never answers.
     """
     if scope["type"] != "http":
         return
