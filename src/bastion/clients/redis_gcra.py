@@ -7,8 +7,12 @@ once per worker (``SCRIPT LOAD`` at start-up, and again when Redis answers
 ``TIME``, so every worker and host decides by one clock and the hosts' own clocks never
 matter; the writes it makes are replicated as effects (the default since Redis 5).
 
-Each worker keeps one pool of connections (``max_connections``; a decision holds one
-for a round trip and waits for a free one when all are busy). Every decision is bounded
+Each worker keeps one pool of connections (``max_connections``). The decisions asked
+during one turn of the event loop go to Redis together, in one ``EVALSHA`` of the
+script, which takes them in order: one command, one round trip and one pool checkout
+for all of them instead of one each (under load, most decisions share a batch; alone, a
+decision waits for nothing). Redis runs a script atomically, so a batch is as exact as
+single decisions. Every decision is bounded
 by ``timeout``, connecting and waiting for a connection included: past it, the caller
 gets :class:`RedisUnavailable` and applies its ``on_error`` policy. After a failure the
 client does not ask Redis again for :data:`RETRY_AFTER_FAILURE` seconds (requests meanwhile
@@ -38,53 +42,64 @@ __all__ = ["RETRY_AFTER_FAILURE", "SCRIPT", "RedisGcra", "RedisUnavailable", "re
 #: seconds during which a client that just failed does not try Redis again
 RETRY_AFTER_FAILURE = 1.0
 
-#: GCRA over several limits at once. KEYS: one counter per limit. ARGV: for each limit
-#: its emission interval and its burst (the interval in microseconds). A request passes
-#: only if every limit allows it, and only then is every counter advanced, so a request
-#: refused by one limit costs nothing against the others. Each counter holds the
-#: "theoretical arrival time" (microseconds, Redis clock) and expires when it would no
-#: longer matter. Returns {allowed (1/0), retry_after_us, then remaining and reset_us for
-#: each limit}.
+#: GCRA over several limits at once, for a batch of decisions. ARGV[1] is the number of
+#: decisions; then, for each, its number of limits n and, for each limit, its emission
+#: interval and its burst (the interval in microseconds); KEYS holds one counter per
+#: limit, decision after decision. A decision passes only if every one of its limits
+#: allows it, and only then are its counters advanced, so a request refused by one limit
+#: costs nothing against the others. Decisions are taken in order, so two in one batch
+#: for the same counter see each other. Each counter holds the "theoretical arrival time"
+#: (microseconds, Redis clock) and expires when it would no longer matter. Returns, for
+#: each decision: allowed (1/0), retry_after_us, then remaining and reset_us per limit.
 SCRIPT = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local n = #KEYS
-local tats = {}
-local news = {}
-local ok = 1
-local retry = 0
-for i = 1, n do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local burst = tonumber(ARGV[2 * i])
-  local stored = redis.call('GET', KEYS[i])
-  local tat = now
-  if stored then
-    tat = tonumber(stored)
-    if tat < now then tat = now end
+local out = {}
+local k = 0
+local a = 2
+for r = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local tats = {}
+  local news = {}
+  local ok = 1
+  local retry = 0
+  for i = 1, n do
+    local interval = tonumber(ARGV[a + 2 * i - 2])
+    local burst = tonumber(ARGV[a + 2 * i - 1])
+    local stored = redis.call('GET', KEYS[k + i])
+    local tat = now
+    if stored then
+      tat = tonumber(stored)
+      if tat < now then tat = now end
+    end
+    local new = tat + interval
+    local wait = new - burst * interval - now
+    if wait > 0 then
+      ok = 0
+      if wait > retry then retry = wait end
+    end
+    tats[i] = tat
+    news[i] = new
   end
-  local new = tat + interval
-  local wait = new - burst * interval - now
-  if wait > 0 then
-    ok = 0
-    if wait > retry then retry = wait end
+  out[#out + 1] = ok
+  out[#out + 1] = retry
+  for i = 1, n do
+    local interval = tonumber(ARGV[a + 2 * i - 2])
+    local burst = tonumber(ARGV[a + 2 * i - 1])
+    local tat = tats[i]
+    if ok == 1 then
+      tat = news[i]
+      redis.call('SET', KEYS[k + i], tat, 'PX', math.ceil((tat - now) / 1000) + 1)
+    end
+    local remaining = math.floor((now + burst * interval - tat) / interval)
+    if remaining < 0 then remaining = 0 end
+    out[#out + 1] = remaining
+    out[#out + 1] = tat - now
   end
-  tats[i] = tat
-  news[i] = new
-end
-local out = {ok, retry}
-for i = 1, n do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local burst = tonumber(ARGV[2 * i])
-  local tat = tats[i]
-  if ok == 1 then
-    tat = news[i]
-    redis.call('SET', KEYS[i], tat, 'PX', math.ceil((tat - now) / 1000) + 1)
-  end
-  local remaining = math.floor((now + burst * interval - tat) / interval)
-  if remaining < 0 then remaining = 0 end
-  out[#out + 1] = remaining
-  out[#out + 1] = tat - now
+  k = k + n
+  a = a + 2 * n
 end
 return out
 """
@@ -115,6 +130,9 @@ class RedisGcra:
         self.max_connections = max_connections
         self.client: Redis | None = None
         self.down_until = 0.0
+        # decisions waiting for the next batch: (keys, args, future of the reply)
+        self._batch: list[tuple[Sequence[str], Sequence[int], asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         #: decisions asked of Redis; script loads (for the tests and the bench)
         self.calls = 0
         self.loads = 0
@@ -154,27 +172,83 @@ class RedisGcra:
             raise RedisUnavailable(f"SCRIPT LOAD returned {sha!r}, expected {_SHA}")
 
     async def decide(self, keys: Sequence[str], args: Sequence[int]) -> list[int]:
-        """Run the script for ``keys`` and ``args`` (interval, burst per key); raises
-        :class:`RedisUnavailable` within ``timeout``."""
+        """Run the script for ``keys`` and ``args`` (interval, burst per key), in the
+        next batch; raises :class:`RedisUnavailable` within ``timeout``."""
         now = time.monotonic()
         if now < self.down_until:
             raise RedisUnavailable("Redis failed less than a second ago")
+        self.calls += 1
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        batch = self._batch
+        batch.append((keys, args, fut))
+        if len(batch) == 1:
+            loop.call_soon(self._send_batch)  # after the other requests of this turn
+        reply: Any = await fut  # within the timeout: the batch's call is bounded
+        if isinstance(reply, TimeoutError):
+            self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
+            raise RedisUnavailable(f"no answer within {self.timeout:g} s")
+        if isinstance(reply, BaseException):
+            self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
+            raise RedisUnavailable(f"{type(reply).__name__}: {reply}") from reply
+        if not isinstance(reply, list) or len(reply) != 2 + 2 * len(keys):
+            raise RedisUnavailable(f"unexpected reply from the script: {reply!r}")
+        return [int(v) for v in reply]
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(
+        self, batch: list[tuple[Sequence[str], Sequence[int], asyncio.Future[Any]]]
+    ) -> None:
+        """One script call for the whole batch; each future gets its part of the reply,
+        or the error (the waiting decisions turn it into :class:`RedisUnavailable`)."""
         if self.client is None:
             self.client = self._connect()
-        self.calls += 1
+        keys: list[str] = []
+        args: list[int] = [len(batch)]
+        for k, a, _ in batch:
+            keys.extend(k)
+            args.append(len(k))
+            args.extend(a)
+        replies: list[Any]
         try:
+            # one timer for the whole batch bounds every decision in it
             async with asyncio.timeout(self.timeout):
                 try:
                     reply: Any = await self.client.evalsha(_SHA, len(keys), *keys, *args)
                 except NoScriptError:
-                    await self._load()
+                    await self._load()  # Redis restarted or was flushed: load, then again
                     reply = await self.client.evalsha(_SHA, len(keys), *keys, *args)
-        except TimeoutError:
-            self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
-            raise RedisUnavailable(f"no answer within {self.timeout:g} s") from None
-        except (RedisError, OSError) as exc:
-            self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
-            raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if not isinstance(reply, list) or len(reply) != 2 + 2 * len(keys):
-            raise RedisUnavailable(f"unexpected reply from the script: {reply!r}")
-        return [int(v) for v in reply]
+            replies = _split(reply, batch)
+        except (RedisError, OSError, TimeoutError) as exc:
+            replies = [exc] * len(batch)
+        except asyncio.CancelledError:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.cancel()
+            raise
+        for (_, _, fut), part in zip(batch, replies, strict=True):
+            if not fut.done():  # (a decision that timed out has stopped waiting)
+                fut.set_result(part)
+
+
+def _split(
+    reply: Any, batch: list[tuple[Sequence[str], Sequence[int], asyncio.Future[Any]]]
+) -> list[Any]:
+    """The script's flat reply cut into each decision's part (a wrong shape is left for
+    the decision to report)."""
+    if not isinstance(reply, list):
+        return [reply] * len(batch)
+    out: list[Any] = []
+    pos = 0
+    for keys, _, _ in batch:
+        size = 2 + 2 * len(keys)
+        out.append(reply[pos : pos + size])
+        pos += size
+    return out
