@@ -117,6 +117,9 @@ def test_every_spelling_of_admin_reaches_the_exact_route(
         b"/%61dmin/users",
         b"/admin/x/../users",
         b"/%61%64%6d%69%6e/users",
+        # an encoded slash is routed as a slash: the app's PATH_INFO has "/admin/users",
+        # so a rule on /admin/ must hold for it (access control depends on it)
+        b"/admin%2Fusers",
     ],
 )
 def test_every_spelling_under_admin_reaches_the_prefix_route(
@@ -130,7 +133,6 @@ def test_every_spelling_under_admin_reaches_the_prefix_route(
 @pytest.mark.parametrize(
     ("target", "app_path"),
     [
-        (b"/admin%2Fusers", "/admin/users"),  # an encoded slash is not a separator
         (b"/administrator", "/administrator"),
         (b"/%2561dmin", "/%61dmin"),  # "%25" is "%": no second decoding
     ],
