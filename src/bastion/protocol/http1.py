@@ -36,7 +36,7 @@ from bastion.protocol.h1_phase import (
 from bastion.protocol.h1_reader import H1Reader
 from bastion.protocol.head import RequestHead
 from bastion.protocol.settings import ProtocolSettings
-from bastion.protocol.state import EVICT_MIN_WAIT, ConnectionTracker
+from bastion.protocol.state import EVICT_FRESH_WAIT, EVICT_MIN_WAIT, ConnectionTracker
 from bastion.protocol.tls import TLSInfo
 from bastion.protocol.types import Handler, Session
 
@@ -139,9 +139,8 @@ class HTTP1Protocol(H1Reader):
     def _enter(self, phase: int, seconds: float) -> None:
         """Move to ``phase``; its read deadline is ``seconds`` from now."""
         self._phase = phase
-        now = self.tracker.now
-        self._since = now
-        self._read_deadline = now + seconds
+        self._since = self.loop.time()  # (precise: eviction compares it within a second)
+        self._read_deadline = self.tracker.now + seconds
 
     # -- connection events -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -630,9 +629,10 @@ class HTTP1Protocol(H1Reader):
             if self._active is not None or self._pipeline:
                 return -1.0
             waited = now - self._since
-            # Just accepted, its first request may be on its way; between two requests,
-            # the next may be arriving: neither goes before it has been idle a while.
-            return waited if waited >= EVICT_MIN_WAIT else -1.0
+            # Between two requests, the next may be arriving: it does not go before it has
+            # been idle a while. Just accepted, its first request would have come by now.
+            least = EVICT_MIN_WAIT if self._requests else EVICT_FRESH_WAIT
+            return waited if waited >= least else -1.0
         if phase == HEAD:
             waited = now - self._since
         elif phase == LINGERING:

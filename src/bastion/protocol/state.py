@@ -21,6 +21,9 @@ TICK_SECONDS = 0.5
 #: a connection must have kept bastion waiting this long (seconds) to be evicted for a
 #: new one
 EVICT_MIN_WAIT = 1.0
+#: ... except one that has sent nothing since it was accepted: its request would have
+#: come by now (a request follows the handshake within a round trip)
+EVICT_FRESH_WAIT = 0.25
 #: when connections run out, up to this share of them is evicted at once, so that a burst
 #: of new clients does not scan every connection for each one
 EVICT_BATCH_SHARE = 16
@@ -136,9 +139,10 @@ class ConnectionTracker:
         A batch goes at once (up to a 1/:data:`EVICT_BATCH_SHARE` of all, the longest
         waiting first), so a burst of new clients costs one scan.
         """
-        now = self.now
-        if self._no_room_at == now:
-            return False  # nothing was evictable at this tick; it is still so
+        loop = self._loop
+        now = loop.time() if loop is not None else time.monotonic()
+        if now - self._no_room_at < 0.05:
+            return False  # nothing was evictable a moment ago; it is still so
         found: list[tuple[float, TrackedConnection]] = []
         for conn in self.connections:
             waited = conn.waiting(now)
