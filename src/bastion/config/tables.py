@@ -27,14 +27,19 @@ from bastion.config.keys import SECTIONS, Key, table_keys
 from bastion.config.schema import (
     CompressConfig,
     HeadersConfig,
+    ProxyConfig,
     RedirectConfig,
     ReturnConfig,
     RouteConfig,
     StaticConfig,
+    UpstreamConfig,
 )
 
 #: the keys of one [apps.NAME] table: those of [app]
 APP_KEYS: Mapping[str, Key] = SECTIONS["app"]
+
+#: the keys of one [upstreams.NAME] table
+UPSTREAM_KEYS: Mapping[str, Key] = table_keys(UpstreamConfig, "upstreams.<name>")
 
 #: the name the top-level [app] goes by in routes
 DEFAULT_APP = "default"
@@ -44,6 +49,7 @@ ROUTE_TABLE_TYPES: Mapping[str, type[msgspec.Struct]] = {
     "static": StaticConfig,
     "redirect": RedirectConfig,
     "return": ReturnConfig,
+    "proxy": ProxyConfig,
     "compress": CompressConfig,
     "headers": HeadersConfig,
     "auth_basic": BasicAuthConfig,
@@ -56,7 +62,7 @@ ROUTE_TABLE_TYPES: Mapping[str, type[msgspec.Struct]] = {
 AUTH_TABLES = ("auth_basic", "auth_api_key", "auth_jwt", "auth_forward")
 
 #: the handler sub-tables (a route has exactly one handler: these or ``app``)
-HANDLER_TABLES = ("static", "redirect", "return")
+HANDLER_TABLES = ("static", "redirect", "return", "proxy")
 
 #: plain keys of a [[routes]] table
 ROUTE_KEYS: Mapping[str, Key] = {
