@@ -63,4 +63,3 @@ def check_proxy_route(config: Config, index: int, src: Src) -> Iterator[str]:
     if proxy.strip_prefix and route.match != "prefix":
         flag_label = route_label(index, "proxy", "strip_prefix")
         yield problem(src(flag_label), flag_label, 'needs a prefix route (match = "prefix")')
-
