@@ -57,7 +57,14 @@ HOP_BY_HOP: Final = frozenset(
 )
 #: request headers bastion sets itself
 _SET_BY_PROXY: Final = frozenset(
-    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"host"}
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"host",
+        b"expect",  # bastion answers 100 Continue itself and sends the body anyway
+    }
 )
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _VIA: Final = b"1.1 bastion"
@@ -212,20 +219,26 @@ class _Forward:
         upstream = handler.upstream
         exchange = self.exchange
         head = exchange.head
-        has_body = not exchange.body_complete or head.header(b"content-length") not in (
-            None,
-            b"0",
+        length = head.header(b"content-length")
+        has_body = (length is not None and length != b"0") or (
+            head.header(b"transfer-encoding") is not None
         )
         retryable = head.method in IDEMPOTENT and not has_body
         tries_left = handler.ucfg.retries + 1
         tried: list[Server] = []
+        last: UpstreamError | None = None
         while True:
             tries_left -= 1
             now = self.loop.time()
             try:
                 server = upstream.choose(now, tried)
             except NoServer:
-                _error(exchange, 503, f"no server of upstream {upstream.name} can take requests")
+                if last is not None:  # the other servers are out: the last error stands
+                    _error(exchange, 502, f"upstream {upstream.name}: {last}")
+                else:
+                    _error(
+                        exchange, 503, f"no server of upstream {upstream.name} can take requests"
+                    )
                 return
             tried.append(server)
             server.in_flight += 1
@@ -252,6 +265,7 @@ class _Forward:
                     exchange.fail()
                     return
                 if tries_left > 0 and (retryable or not reached) and not exchange.disconnected:
+                    last = exc
                     continue
                 logger.warning("upstream %s: %s", server.spec.label, exc)
                 status = 504 if isinstance(exc, _Timeout) else 502
@@ -349,7 +363,7 @@ class _Forward:
         self.started = True
         exchange = self.exchange
         if status < 200:
-            if status != 100 or exchange.head.header(b"expect") is not None:
+            if status != 100:  # the client had its 100 Continue from bastion
                 try:
                     exchange.inform(status, self.handler.response_headers(headers))
                 except Exception:

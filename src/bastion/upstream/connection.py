@@ -16,6 +16,7 @@ asked for would be spliced onto the next one).
 from __future__ import annotations
 
 import asyncio
+import typing
 from typing import Protocol
 
 import httptools
@@ -146,8 +147,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = typing.cast(asyncio.Transport, transport)
         self.server.open_connections += 1
 
     def data_received(self, data: bytes) -> None:
