@@ -201,6 +201,10 @@ class UpstreamConnection(asyncio.Protocol):
                 waiter.set_result(None)
 
     # -- httptools callbacks -----------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.sink is None:
+            raise UpstreamProtocolError("a response nobody asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > MAX_HEAD or len(self._headers) >= MAX_HEADERS:
