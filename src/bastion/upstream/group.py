@@ -59,10 +59,15 @@ class Upstream:
     def _sweep(self) -> None:
         """Close idle connections older than ``keepalive_timeout``."""
         assert self._loop is not None
-        limit = self._loop.time() - self.cfg.keepalive_timeout
+        now = self._loop.time()
+        limit = now - self.cfg.keepalive_timeout
+        keep = self.cfg.keepalive
         for server in self.servers:
             idle = server.idle
             while idle and idle[0].idle_since < limit:
+                idle.pop(0).close()
+            # the oldest of a burst's surplus, idle for a second: not needed any more
+            while len(idle) > keep and idle[0].idle_since < now - 1.0:
                 idle.pop(0).close()
         self._schedule_sweep()
 
@@ -115,7 +120,10 @@ class Upstream:
             conn.close()
             return
         conn.resume_reading()
-        if len(server.idle) >= self.cfg.keepalive:
+        # beyond ``keepalive``, a connection is kept while as many requests are in
+        # flight (a burst's connections are about to be needed again: closing them
+        # would open as many new ones); the sweep trims the surplus once it sits idle
+        if len(server.idle) >= self.cfg.keepalive + server.in_flight:
             conn.close()
             return
         conn.idle_since = now
