@@ -123,7 +123,7 @@ class ProxyHandler:
         self.upstream.stop()
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
-        self.tasks.spawn(_Forward(self, exchange).run())
+        _Forward(self, exchange).next_try()
 
     # -- the request head sent upstream ------------------------------------------------
     def request_head(self, exchange: Exchange, framing: bytes) -> bytes:
@@ -182,133 +182,143 @@ class ProxyHandler:
 
 
 class _Forward:
-    """One request through the proxy: its tries and the response's way back."""
+    """One request through the proxy: its tries and the response's way back.
+
+    A request without a body that finds an idle pooled connection is sent from the
+    protocol's callback and answered from the upstream connection's callbacks: no task,
+    no timer. A task runs only to open a connection, to stream a request body, or to
+    wait for a slow client to drain. Deadlines (first byte, read) are checked by the
+    group's sweep (:meth:`Upstream.expired`).
+    """
 
     __slots__ = (
         "conn",
-        "done",
+        "deadline",
         "exchange",
-        "failure",
+        "finished",
         "handler",
-        "head_at",
-        "loop",
+        "has_body",
+        "last",
+        "retryable",
+        "sending",
         "sent_at",
+        "server",
         "started",
         "status",
-        "waiter",
-        "wants_drain",
+        "tried",
+        "tries_left",
+        "upstream",
     )
 
     def __init__(self, handler: ProxyHandler, exchange: Exchange) -> None:
         self.handler = handler
+        self.upstream = handler.upstream
         self.exchange = exchange
-        self.loop = asyncio.get_running_loop()
         self.conn: UpstreamConnection | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.failure: UpstreamError | None = None
+        self.server: Server | None = None
+        self.tried: list[Server] | None = None
+        self.last: UpstreamError | None = None
         self.started = False  # a response byte arrived
-        self.done = False
-        self.wants_drain = False
+        self.finished = False
+        self.sending = False  # a task is streaming the request body
         self.status = 0
         self.sent_at = 0.0
-        self.head_at = 0.0
-
-    # -- the task --------------------------------------------------------------------
-    async def run(self) -> None:
-        handler = self.handler
-        upstream = handler.upstream
-        exchange = self.exchange
+        #: when the upstream must have sent something (0: no deadline now)
+        self.deadline = 0.0
         head = exchange.head
         length = head.header(b"content-length")
-        has_body = (length is not None and length != b"0") or (
+        self.has_body = (length is not None and length != b"0") or (
             head.header(b"transfer-encoding") is not None
         )
-        retryable = head.method in IDEMPOTENT and not has_body
-        tries_left = handler.ucfg.retries + 1
-        tried: list[Server] = []
-        last: UpstreamError | None = None
-        while True:
-            tries_left -= 1
-            now = self.loop.time()
-            try:
-                server = upstream.choose(now, tried)
-            except NoServer:
-                if last is not None:  # the other servers are out: the last error stands
-                    _error(exchange, 502, f"upstream {upstream.name}: {last}")
-                else:
-                    _error(
-                        exchange, 503, f"no server of upstream {upstream.name} can take requests"
-                    )
-                return
-            tried.append(server)
-            server.in_flight += 1
-            server.requests += 1
-            reached = False
-            try:
-                self.reset()
-                conn = await upstream.connect(server)
-                reached = True
-                self.conn = conn
-                await self.send(conn, has_body)
-                await self.receive(conn)
-            except (ClientDisconnected, asyncio.CancelledError):
-                if self.conn is not None:
-                    self.conn.abort()
-                raise
-            except UpstreamError as exc:
-                server.in_flight -= 1
-                if self.conn is not None:
-                    self.conn.abort()
-                upstream.record_failure(server, self.loop.time())
-                if self.started or exchange.response_started:
-                    logger.warning("upstream %s: %s (response cut)", server.spec.label, exc)
-                    exchange.fail()
-                    return
-                if tries_left > 0 and (retryable or not reached) and not exchange.disconnected:
-                    last = exc
-                    continue
-                logger.warning("upstream %s: %s", server.spec.label, exc)
-                status = 504 if isinstance(exc, _Timeout) else 502
-                _error(exchange, status, f"upstream {upstream.name}: {exc}")
-                return
-            server.in_flight -= 1
-            now = self.loop.time()
-            if self.status >= 500:
-                upstream.record_failure(server, now)
+        self.retryable = not self.has_body and head.method in IDEMPOTENT
+        self.tries_left = handler.ucfg.retries + 1
+
+    # -- tries -----------------------------------------------------------------------
+    def next_try(self) -> None:
+        upstream = self.upstream
+        self.tries_left -= 1
+        now = upstream.now()
+        try:
+            server = upstream.choose(now, self.tried)
+        except NoServer:
+            self.finished = True
+            if self.last is not None:  # the other servers are out: the last error stands
+                _error(self.exchange, 502, f"upstream {upstream.name}: {self.last}")
             else:
-                upstream.record_success(server)
-            server.observe_latency(self.head_at - self.sent_at, now)
-            upstream.release(conn, now)
+                _error(
+                    self.exchange, 503, f"no server of upstream {upstream.name} can take requests"
+                )
             return
-
-    def reset(self) -> None:
-        self.conn = None
-        self.failure = None
+        self.server = server
+        server.in_flight += 1
+        server.requests += 1
         self.started = False
-        self.done = False
-        self.wants_drain = False
+        conn = upstream.idle_connection(server)
+        if conn is not None and not self.has_body:
+            self.send_head(conn, b"")
+            self.request_sent()
+        else:
+            self.handler.tasks.spawn(self.connect_and_send(server, conn))
 
-    async def send(self, conn: UpstreamConnection, has_body: bool) -> None:
+    def send_head(self, conn: UpstreamConnection, framing: bytes) -> None:
         exchange = self.exchange
-        head = exchange.head
-        conn.start(self, head.method == "HEAD")
-        handler = self.handler
-        if not has_body:
-            framing = b"content-length: 0\r\n" if head.method in ("POST", "PUT", "PATCH") else b""
-            self.sent_at = self.loop.time()
-            conn.write(handler.request_head(exchange, framing))
+        method = exchange.head.method
+        self.conn = conn
+        conn.start(self, method == "HEAD")
+        if not framing and (method == "POST" or method == "PUT" or method == "PATCH"):
+            framing = b"content-length: 0\r\n"
+        conn.write(self.handler.request_head(exchange, framing))
+
+    def request_sent(self) -> None:
+        upstream = self.upstream
+        self.sent_at = now = upstream.now()
+        if not self.started and not self.finished:
+            self.deadline = now + self.handler.ucfg.first_byte_timeout
+        upstream.active.add(self)
+
+    async def connect_and_send(self, server: Server, conn: UpstreamConnection | None) -> None:
+        if conn is None:
+            try:
+                conn = await self.upstream.connect(server)
+            except UpstreamError as exc:
+                self.try_failed(exc, reached=False)
+                return
+        if self.finished or self.exchange.disconnected:
+            self.give_up(conn)
             return
-        length = head.header(b"content-length")
+        if not self.has_body:
+            self.send_head(conn, b"")
+            self.request_sent()
+            return
+        try:
+            await self.send_body(conn)
+        except UpstreamError as exc:
+            if not self.finished:
+                self.try_failed(exc, reached=True)
+            return
+        except (ClientDisconnected, asyncio.CancelledError):
+            if not self.finished:
+                self.give_up(conn)
+            raise
+        finally:
+            self.sending = False
+        if not self.finished:
+            self.request_sent()
+
+    async def send_body(self, conn: UpstreamConnection) -> None:
+        exchange = self.exchange
+        length = exchange.head.header(b"content-length")
         chunked = length is None
-        framing = (
-            b"transfer-encoding: chunked\r\n" if chunked else b"content-length: %s\r\n" % length
-        )
-        conn.write(handler.request_head(exchange, framing))
-        timeout = handler.ucfg.write_timeout
-        while True:
-            if self.failure is not None or self.done:
-                break  # the upstream answered (or failed) before taking the whole body
+        if chunked:
+            self.send_head(conn, b"transfer-encoding: chunked\r\n")
+        else:
+            self.send_head(conn, b"content-length: %s\r\n" % length)
+        self.sending = True
+        timeout = self.handler.ucfg.write_timeout
+        while not self.finished:
             data, more = await exchange.receive_body()
+            if self.finished:
+                break  # the upstream answered (or failed) before taking the whole body
             if data:
                 if chunked:
                     conn.write(b"%x\r\n" % len(data))
@@ -317,46 +327,78 @@ class _Forward:
                 else:
                     conn.write(data)
                 if conn.writing_paused:
-                    await self.wait(conn.drain(), timeout, "sending the request body")
+                    try:
+                        async with asyncio.timeout(timeout):
+                            await conn.drain()
+                    except TimeoutError:
+                        raise _Timeout(
+                            f"timed out sending the request body ({timeout:g} s)"
+                        ) from None
             if not more:
                 if chunked:
                     conn.write(b"0\r\n\r\n")
                 break
-        self.sent_at = self.loop.time()
 
-    async def receive(self, conn: UpstreamConnection) -> None:
+    # -- endings ---------------------------------------------------------------------
+    def done_with_server(self) -> Server:
+        self.finished = True
+        self.deadline = 0.0
+        self.upstream.active.discard(self)
+        server = self.server
+        assert server is not None
+        server.in_flight -= 1
+        return server
+
+    def give_up(self, conn: UpstreamConnection | None) -> None:
+        """The client went away: drop the upstream connection, answer nothing."""
+        self.done_with_server()
+        if conn is not None:
+            conn.abort()
+        self.exchange.fail()
+
+    def try_failed(self, exc: UpstreamError, *, reached: bool) -> None:
+        upstream = self.upstream
+        server = self.done_with_server()
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.abort()
+        upstream.record_failure(server, upstream.now())
         exchange = self.exchange
-        cfg = self.handler.ucfg
-        while not self.done:
-            if self.failure is not None:
-                raise self.failure
-            if self.wants_drain:
-                self.wants_drain = False
-                await exchange.drain()
-                if exchange.disconnected:
-                    raise ClientDisconnected()
-                conn.resume_reading()
-                continue
-            self.waiter = self.loop.create_future()
-            timeout = cfg.read_timeout if self.started else cfg.first_byte_timeout
-            what = "reading the response" if self.started else "waiting for the response"
-            await self.wait(self.waiter, timeout, what)
-        if self.failure is not None:
-            raise self.failure
+        if self.started or exchange.response_started:
+            logger.warning("upstream %s: %s (response cut)", server.spec.label, exc)
+            exchange.fail()
+            return
+        if self.tries_left > 0 and (self.retryable or not reached) and not exchange.disconnected:
+            self.last = exc
+            if self.tried is None:
+                self.tried = [server]
+            else:
+                self.tried.append(server)
+            self.finished = False
+            self.next_try()
+            return
+        logger.warning("upstream %s: %s", server.spec.label, exc)
+        status = 504 if isinstance(exc, _Timeout) else 502
+        _error(exchange, status, f"upstream {upstream.name}: {exc}")
 
-    async def wait(self, aw: asyncio.Future[None] | object, timeout: float, what: str) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                await aw  # type: ignore[misc]
-        except TimeoutError:
-            raise _Timeout(f"timed out {what} ({timeout:g} s)") from None
+    def timed_out(self) -> None:
+        timeout = self.handler.ucfg
+        if self.started:
+            exc = _Timeout(f"timed out reading the response ({timeout.read_timeout:g} s)")
+        else:
+            exc = _Timeout(f"timed out waiting for the response ({timeout.first_byte_timeout:g} s)")
+        self.try_failed(exc, reached=True)
 
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+    async def resume_after_drain(self, conn: UpstreamConnection) -> None:
+        await self.exchange.drain()
+        if self.finished:
+            return
+        if self.exchange.disconnected:
+            self.give_up(conn)
+            return
+        self.deadline = self.upstream.now() + self.handler.ucfg.read_timeout
+        conn.resume_reading()
 
     # -- ResponseSink ----------------------------------------------------------------
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -370,22 +412,45 @@ class _Forward:
                     pass
             return
         self.status = status
-        self.head_at = self.loop.time()
+        now = self.upstream.now()
+        server = self.server
+        assert server is not None
+        server.observe_latency(now - self.sent_at, now)
+        self.deadline = now + self.handler.ucfg.read_timeout
         exchange.start_response(status, self.handler.response_headers(headers))
 
     def response_body(self, data: bytes) -> None:
         exchange = self.exchange
+        if exchange.disconnected:
+            self.give_up(self.conn)
+            return
         exchange.write(data)
-        if exchange.writing_paused and self.conn is not None:
-            self.conn.pause_reading()
-            self.wants_drain = True
-            self.wake()
+        conn = self.conn
+        if exchange.writing_paused and conn is not None:
+            conn.pause_reading()  # the client is slow: hold the upstream back
+            self.deadline = 0.0  # waiting on the client is not the upstream's fault
+            self.handler.tasks.spawn(self.resume_after_drain(conn))
+        elif self.deadline:
+            self.deadline = self.upstream.now() + self.handler.ucfg.read_timeout
 
     def response_end(self) -> None:
-        self.done = True
+        if self.finished:
+            return
+        upstream = self.upstream
+        server = self.done_with_server()
+        conn = self.conn
+        self.conn = None
+        if self.status >= 500:
+            upstream.record_failure(server, upstream.now())
+        else:
+            upstream.record_success(server)
         self.exchange.finish()
-        self.wake()
+        if conn is not None:
+            if self.sending:
+                conn.close()  # answered before the whole body went out: not reusable
+            else:
+                upstream.release(conn, upstream.now())
 
     def response_failed(self, exc: UpstreamError) -> None:
-        self.failure = exc
-        self.wake()
+        if not self.finished:
+            self.try_failed(exc, reached=True)

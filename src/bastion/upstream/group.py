@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Protocol
 
 from bastion.config.schema import UpstreamConfig
 from bastion.upstream.address import parse_server
@@ -20,6 +21,14 @@ from bastion.upstream.connection import UpstreamConnection, UpstreamError
 from bastion.upstream.server import Server
 
 __all__ = ["NoServer", "Upstream"]
+
+
+class InFlight(Protocol):
+    """A request waiting on an upstream, with a deadline the sweep enforces."""
+
+    deadline: float  # loop time; 0 = none now
+
+    def timed_out(self) -> None: ...
 
 
 class NoServer(Exception):
@@ -39,6 +48,16 @@ class Upstream:
         self.balancer = balancer if balancer is not None else make_balancer(cfg.balance)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        #: requests sent and not yet answered in full, for their deadlines
+        self.active: set[InFlight] = set()
+        # deadlines are checked this often: a quarter of the shortest timeout, at most 1 s
+        self.tick = min(
+            1.0, cfg.first_byte_timeout / 4, cfg.read_timeout / 4, cfg.keepalive_timeout / 2
+        )
+
+    def now(self) -> float:
+        loop = self._loop
+        return loop.time() if loop is not None else asyncio.get_running_loop().time()
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -51,6 +70,8 @@ class Upstream:
             self._sweeper = None
         for server in self.servers:
             server.close_idle()
+        for request in list(self.active):
+            request.timed_out()
 
     def _schedule_sweep(self) -> None:
         assert self._loop is not None
@@ -60,6 +81,10 @@ class Upstream:
         """Close idle connections older than ``keepalive_timeout``."""
         assert self._loop is not None
         now = self._loop.time()
+        if self.active:
+            expired = [r for r in self.active if 0.0 < r.deadline < now]
+            for request in expired:
+                request.timed_out()
         limit = now - self.cfg.keepalive_timeout
         keep = self.cfg.keepalive
         for server in self.servers:
@@ -83,13 +108,18 @@ class Upstream:
         raise NoServer(self.name)
 
     # -- connections -----------------------------------------------------------------
-    async def connect(self, server: Server) -> UpstreamConnection:
-        """A connection to ``server``: an idle pooled one, else a new one."""
+    @staticmethod
+    def idle_connection(server: Server) -> UpstreamConnection | None:
+        """The most recently used idle connection to ``server``, or None."""
         idle = server.idle
         while idle:
             conn = idle.pop()
             if not conn.closed:
                 return conn
+        return None
+
+    async def connect(self, server: Server) -> UpstreamConnection:
+        """A new connection to ``server``."""
         loop = asyncio.get_running_loop()
         spec = server.spec
         try:
