@@ -68,6 +68,7 @@ _SET_BY_PROXY: Final = frozenset(
 )
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _VIA: Final = b"1.1 bastion"
+_NOTHING: Final[frozenset[bytes]] = frozenset()
 
 
 class _Timeout(UpstreamError):
@@ -88,6 +89,23 @@ def _error(exchange: Exchange, status: int, text: str) -> None:
         ],
     )
     exchange.finish(body if exchange.head.method != "HEAD" else b"")
+
+
+#: request headers handled apart (dropped, replaced, or looked at)
+_SPECIAL: Final = HOP_BY_HOP | _SET_BY_PROXY | {b"content-length", b"x-request-id"}
+
+# client address -> (its X-Forwarded-For value, Forwarded's for= part), bounded
+_FORWARDED_FOR: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _forwarded_for(address: str) -> tuple[bytes, bytes]:
+    raw = address.encode("latin-1")
+    quoted = b'for="[' + raw + b']"' if ":" in address else b"for=" + raw
+    found = (raw, quoted)
+    if len(_FORWARDED_FOR) >= 4096:
+        _FORWARDED_FOR.clear()
+    _FORWARDED_FOR[address] = found
+    return found
 
 
 def _connection_names(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -115,6 +133,10 @@ class ProxyHandler:
         self.tasks = tasks
         self.prefix = prefix.rstrip("/").encode() if cfg.strip_prefix else b""
         self.host = cfg.host.encode("latin-1") if cfg.host else b""
+        # X-Request-ID when the client sent none: random per worker and route, then a
+        # counter (unique without a system call per request)
+        self.id_prefix = os.urandom(8).hex().encode("ascii")
+        self.request_count = 0
 
     async def startup(self) -> None:
         self.upstream.start()
@@ -133,43 +155,66 @@ class ProxyHandler:
             path = path[len(self.prefix) :] or b"/"
             if path[:1] != b"/":
                 path = b"/" + path
-        target = path + b"?" + head.query_string if head.query_string else path
-        out = [head.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-        dropped = _connection_names(head.headers)
+        query = head.query_string
+        out = [head.method.encode("ascii"), b" ", path]
+        if query:
+            out += (b"?", query)
+        out.append(b" HTTP/1.1\r\n")
+        first = len(out)  # where the header lines start
         host = b""
         request_id = b""
+        dropped: frozenset[bytes] | None = None
+        append = out.append
         for name, value in head.headers:
-            if name in HOP_BY_HOP or name in dropped or name in _SET_BY_PROXY:
+            if name in _SPECIAL:
                 if name == b"host":
                     host = value
+                elif name == b"x-request-id":
+                    request_id = value
+                    append(b"x-request-id: " + value + b"\r\n")
+                elif name == b"connection" and dropped is None:
+                    dropped = _connection_names(head.headers)
                 continue
-            if name == b"content-length":
-                continue  # the framing is ours
-            if name == b"x-request-id":
-                request_id = value
-            out += (name, b": ", value, b"\r\n")
+            if dropped is not None and name in dropped:
+                continue
+            append(name + b": " + value + b"\r\n")
+        if dropped:
+            # a header the Connection header names may have come before it
+            lines = [ln for ln in out[first:] if ln.split(b":", 1)[0] not in dropped]
+            del out[first:]
+            out += lines
+            append = out.append
         if self.host:
-            out += (b"host: ", self.host, b"\r\n")
+            append(b"host: " + self.host + b"\r\n")
         elif host:
-            out += (b"host: ", host, b"\r\n")
-        client = head.client[0] if head.client is not None else "unix"
-        scheme = head.scheme.encode("ascii")
-        out += (b"x-forwarded-for: ", client.encode("latin-1"), b"\r\n")
-        out += (b"x-forwarded-proto: ", scheme, b"\r\n")
-        quoted = f'"[{client}]"' if ":" in client else client
-        forwarded = b"for=" + quoted.encode("latin-1") + b";proto=" + scheme
+            append(b"host: " + host + b"\r\n")
+        client = head.client
+        address = client[0] if client is not None else "unix"
+        forwarded = _FORWARDED_FOR.get(address)
+        if forwarded is None:
+            forwarded = _forwarded_for(address)
+        scheme = b"https" if head.scheme == "https" else b"http"
+        append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
         if host:
-            out += (b"x-forwarded-host: ", host, b"\r\n")
-            forwarded += b';host="' + host.replace(b'"', b"") + b'"'
-        out += (b"forwarded: ", forwarded, b"\r\n")
-        out += (b"via: ", _VIA, b"\r\n")
+            append(b"\r\nx-forwarded-host: " + host)
+            append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme)
+            append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
+        else:
+            append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
+        append(b"via: 1.1 bastion\r\n")
         if not request_id:
-            out += (b"x-request-id: ", os.urandom(16).hex().encode("ascii"), b"\r\n")
-        out += (framing, b"\r\n")
+            self.request_count += 1
+            append(b"x-request-id: %s%x\r\n" % (self.id_prefix, self.request_count))
+        append(framing)
+        append(b"\r\n")
         return b"".join(out)
 
     def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        dropped = _connection_names(headers)
+        dropped = _NOTHING
+        for name, _ in headers:
+            if name == b"connection":
+                dropped = _connection_names(headers)
+                break
         out: list[tuple[bytes, bytes]] = []
         for name, value in headers:
             if name in HOP_BY_HOP or name in dropped:
@@ -251,6 +296,8 @@ class _Forward:
             return
         self.server = server
         server.in_flight += 1
+        if server.in_flight > server.peak_in_flight:
+            server.peak_in_flight = server.in_flight
         server.requests += 1
         self.started = False
         conn = upstream.idle_connection(server)

@@ -94,6 +94,7 @@ class Upstream:
             # the oldest of a burst's surplus, idle for a second: not needed any more
             while len(idle) > keep and idle[0].idle_since < now - 1.0:
                 idle.pop(0).close()
+            server.peak_in_flight = server.in_flight
         self._schedule_sweep()
 
     # -- choosing --------------------------------------------------------------------
@@ -150,10 +151,11 @@ class Upstream:
             conn.close()
             return
         conn.resume_reading()
-        # beyond ``keepalive``, a connection is kept while as many requests are in
-        # flight (a burst's connections are about to be needed again: closing them
-        # would open as many new ones); the sweep trims the surplus once it sits idle
-        if len(server.idle) >= self.cfg.keepalive + server.in_flight:
+        # beyond ``keepalive``, a connection is kept while the group has lately had as
+        # many requests in flight (a burst's connections are about to be needed again:
+        # closing them would open as many new ones); the sweep trims the surplus once
+        # it sits idle
+        if len(server.idle) >= max(self.cfg.keepalive, server.peak_in_flight):
             conn.close()
             return
         conn.idle_since = now

@@ -39,6 +39,7 @@ class Server:
         "latency",
         "latency_at",
         "open_connections",
+        "peak_in_flight",
         "requests",
         "spec",
     )
@@ -49,6 +50,7 @@ class Server:
         self.idle: list[UpstreamConnection] = []
         self.open_connections = 0
         self.in_flight = 0
+        self.peak_in_flight = 0  # the most in flight at once since the last sweep
         self.requests = 0  # tries sent to it
         self.failures = 0  # connect errors, 5xx, bad responses, timeouts
         self.consecutive_failures = 0
