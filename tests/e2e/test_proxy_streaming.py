@@ -30,16 +30,18 @@ def rss(pid: int, field: str) -> int:
 
 @pytest.fixture(scope="module")
 def chain() -> Iterator[tuple[BastionProcess, int]]:
-    with BastionProcess(
-        ["serve", "proxy_stream:app", "--bind", "127.0.0.1:0", "--workers", "1"], env=NO_LIMIT
-    ) as backend:
-        with BastionProcess(
+    with (
+        BastionProcess(
+            ["serve", "proxy_stream:app", "--bind", "127.0.0.1:0", "--workers", "1"], env=NO_LIMIT
+        ) as backend,
+        BastionProcess(
             ["serve", "--proxy", f"/={backend.url}", "--bind", "127.0.0.1:0", "--workers", "1"],
             env=NO_LIMIT,
-        ) as proxy:
-            (worker,) = child_pids(proxy.pid)
-            httpx.get(proxy.url + "/download/1")  # warm up: imports, first connection
-            yield proxy, worker
+        ) as proxy,
+    ):
+        (worker,) = child_pids(proxy.pid)
+        httpx.get(proxy.url + "/download/1")  # warm up: imports, first connection
+        yield proxy, worker
 
 
 def test_large_download_with_a_stalled_client_keeps_memory_bounded(
