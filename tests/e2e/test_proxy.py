@@ -322,3 +322,17 @@ def test_malformed_responses_give_502_and_the_connection_is_discarded(tmp_path: 
             assert c.get(p.url + "/ok").text == "fine"
         with pytest.raises(httpx.HTTPError):
             httpx.get(p.url + "/truncated")  # the body had started: the client is cut
+
+
+def test_headers_named_by_connection_are_dropped_wherever_they_stand(tmp_path: Path) -> None:
+    with RawServer(echo) as up, proxy(tmp_path, [up.address]) as p:
+        out = raw(
+            p,
+            b"GET /q?x-before HTTP/1.1\r\nHost: h\r\nX-Before: 1\r\nX-Kept: 2\r\n"
+            b"Connection: X-Before, X-After, close\r\nX-After: 3\r\n\r\n",
+        )
+        assert out.startswith(b"HTTP/1.1 200"), out[:100]
+        (req,) = up.requests
+        assert req.target == "/q?x-before"
+        assert req.header("x-before") is None and req.header("x-after") is None
+        assert req.header("x-kept") == "2" and req.header("connection") is None
