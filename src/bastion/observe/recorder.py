@@ -1,0 +1,181 @@
+"""A worker's side of the metrics: counting into its own slot of the board.
+
+:class:`Recorder` takes the access log's place in the protocol (the hook called once per
+finished response), counts the response into the worker's slot with a handful of
+in-memory increments, then hands the call to the real access log if there is one.
+:meth:`Recorder.start` adds what is sampled rather than counted: once a second it
+writes the open connections, the requests in progress, the tracker's evictions and
+the event loop's lag; and a ``gc.callbacks`` hook times every collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
+
+from bastion.observe.accesslog import AccessLog
+from bastion.observe.board import (
+    AUTH_REJECTED,
+    BUCKETS,
+    BYTES_IN,
+    BYTES_OUT,
+    CONNECTIONS,
+    EVICTED,
+    GC_COLLECTED,
+    GC_COLLECTIONS,
+    GC_PAUSE,
+    IN_FLIGHT,
+    LOOP_LAG,
+    METHOD_INDEX,
+    METHODS,
+    RATE_LIMITED,
+    REQUESTS,
+    SAMPLED_AT,
+    SHED,
+    STATUS_CLASSES,
+    WS_ENDED,
+    WS_OPEN,
+    Board,
+)
+from bastion.protocol.types import Exchange
+
+SAMPLE_EVERY = 1.0  # seconds
+
+RouteOf = Callable[[Exchange], int]
+
+
+class Recorder(AccessLog):
+    """The per-response hook: counts, then passes the call on to ``inner``."""
+
+    def __init__(
+        self,
+        board: Board,
+        slot: int,
+        inner: AccessLog | None,
+        route_of: RouteOf | None = None,
+    ) -> None:
+        # (not AccessLog.__init__: there is no writer of our own)
+        self._inner = inner
+        self._route_of = route_of
+        self._ints = board.ints
+        self._floats = board.floats
+        lay = board.layout
+        self._base = base = board.base(slot)
+        self._requests = base + lay.requests
+        self._hist = base + lay.hist
+        self._hist_sum = base + lay.hist_sum
+        self._nb = lay.nbuckets
+        self._per_route = len(METHODS) * len(STATUS_CLASSES)
+        self._gc_start = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tracker: Any = None
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __call__(self, exchange: Exchange, status: int, body_bytes: int, duration: float) -> None:
+        ints = self._ints
+        base = self._base
+        route = 0 if self._route_of is None else self._route_of(exchange)
+        method = METHOD_INDEX.get(exchange.head.method, 7)
+        klass = status // 100 - 1
+        if klass < 0 or klass > 4:
+            klass = 4
+        ints[self._requests + route * self._per_route + method * 5 + klass] += 1
+        ints[self._hist + route * self._nb + bisect_left(BUCKETS, duration)] += 1
+        self._floats[self._hist_sum + route] += duration
+        ints[base + REQUESTS] += 1
+        ints[base + BYTES_OUT] += body_bytes
+        received = exchange.received  # type: ignore[attr-defined]
+        if received:
+            ints[base + BYTES_IN] += received
+        if status == 401:
+            ints[base + AUTH_REJECTED] += 1
+        elif status == 429:
+            ints[base + RATE_LIMITED] += 1
+        inner = self._inner
+        if inner is not None:
+            inner(exchange, status, body_bytes, duration)
+
+    def session(self, exchange: Exchange, session: object, duration: float) -> None:
+        self._ints[self._base + WS_ENDED] += 1
+        if self._inner is not None:
+            self._inner.session(exchange, session, duration)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        try:
+            gc.callbacks.remove(self._on_gc)
+        except ValueError:
+            pass
+        if self._inner is not None:
+            self._inner.close()
+
+    # -- sampled values ----------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop, tracker: Any) -> None:
+        """Time garbage collections and sample the worker once a second from now on."""
+        self._loop = loop
+        self._tracker = tracker
+        gc.callbacks.append(self._on_gc)
+        self._due = loop.time()
+        self._sample()
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+            return
+        gen = info["generation"]
+        base = self._base
+        self._ints[base + GC_COLLECTIONS + gen] += 1
+        self._ints[base + GC_COLLECTED + gen] += info["collected"]
+        self._floats[base + GC_PAUSE + gen] += time.perf_counter() - self._gc_start
+
+    def _sample(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        ints, base = self._ints, self._base
+        self._floats[base + LOOP_LAG] = max(0.0, now - self._due)
+        tracker = self._tracker
+        connections = tracker.connections
+        busy = upgraded = 0
+        for conn in connections:
+            phase = conn.phase
+            if phase == "BUSY":
+                busy += 1
+            elif phase == "UPGRADED":
+                upgraded += 1
+        ints[base + CONNECTIONS] = len(connections)
+        ints[base + IN_FLIGHT] = busy
+        ints[base + WS_OPEN] = upgraded
+        ints[base + EVICTED] = tracker.evicted
+        ints[base + SHED] = tracker.shed
+        self._floats[base + SAMPLED_AT] = time.monotonic()
+        self._due = now + SAMPLE_EVERY
+        self._handle = loop.call_at(self._due, self._sample)
+
+
+def router_index(site: Any, routes: int) -> RouteOf | None:
+    """A function giving the index of the route that answers an exchange (``routes``:
+    the index of "unmatched"), or None for a site without routes."""
+    router = getattr(site, "router", None)
+    if router is None:
+        return None
+    from bastion.edge.router import routing_path
+
+    find = router.find
+    host_of = router.host_of
+
+    def route_of(exchange: Exchange) -> int:
+        head = exchange.head
+        path = head.normalized_path
+        if path.find("%2F") >= 0:
+            path = routing_path(path)
+        found = find(head.method, host_of(exchange), path, head.headers)
+        return routes if found is None else int(found[1].index)
+
+    return route_of
