@@ -55,7 +55,9 @@ def test_dashboard_shows_live_numbers(tmp_path: Path) -> None:
                     page = browser.new_page(viewport={"width": 1200, "height": 900})
                     page.goto(admin + "/", wait_until="load")
                     page.wait_for_function(
-                        "parseFloat(document.getElementById('rps').textContent.replace(/,/g, '')) > 0",
+                        "parseFloat($('rps').textContent.replace(/,/g, '')) > 0".replace(
+                            "$", "document.getElementById"
+                        ),
                         timeout=15_000,
                     )
                     first = page.text_content("#statuses")

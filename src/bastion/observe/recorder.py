@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
@@ -44,12 +45,19 @@ from bastion.observe.board import (
 from bastion.protocol.types import Exchange
 
 SAMPLE_EVERY = 1.0  # seconds
+# status // 100 -> status class index (1xx..5xx; anything else counts as 5xx)
+_CLASS = (4, 0, 1, 2, 3, 4, 4, 4, 4, 4)
 
 RouteOf = Callable[[Exchange], int]
 
 
 class Recorder(AccessLog):
-    """The per-response hook: counts, then passes the call on to ``inner``."""
+    """The per-response hook: counts, then passes the call on to ``inner``.
+
+    Per-response counts go into plain lists of this process (the cheapest increments
+    Python has) and are copied into the board's slot once a second and when the worker
+    stops; a worker that crashes loses at most its last second of counts.
+    """
 
     def __init__(
         self,
@@ -64,12 +72,19 @@ class Recorder(AccessLog):
         self._ints = board.ints
         self._floats = board.floats
         lay = board.layout
-        self._base = base = board.base(slot)
-        self._requests = base + lay.requests
-        self._hist = base + lay.hist
-        self._hist_sum = base + lay.hist_sum
+        self._base = board.base(slot)
+        self._lay = lay
+        self._nroutes = len(lay.routes)
         self._nb = lay.nbuckets
         self._per_route = len(METHODS) * len(STATUS_CLASSES)
+        # cells lay.requests .. lay.hist_sum of the slot: requests, then histograms
+        self._counts = [0] * (lay.hist_sum - lay.requests)
+        self._hist = lay.hist - lay.requests
+        self._sums = [0.0] * self._nroutes
+        self._out = 0
+        self._in = 0
+        self._auth = 0
+        self._limited = 0
         self._gc_start = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tracker: Any = None
@@ -77,28 +92,43 @@ class Recorder(AccessLog):
         self._handle: asyncio.TimerHandle | None = None
 
     def __call__(self, exchange: Exchange, status: int, body_bytes: int, duration: float) -> None:
-        ints = self._ints
-        base = self._base
-        route = 0 if self._route_of is None else self._route_of(exchange)
-        method = METHOD_INDEX.get(exchange.head.method, 7)
-        klass = status // 100 - 1
-        if klass < 0 or klass > 4:
-            klass = 4
-        ints[self._requests + route * self._per_route + method * 5 + klass] += 1
-        ints[self._hist + route * self._nb + bisect_left(BUCKETS, duration)] += 1
-        self._floats[self._hist_sum + route] += duration
-        ints[base + REQUESTS] += 1
-        ints[base + BYTES_OUT] += body_bytes
+        counts = self._counts
+        head = exchange.head
+        cell = METHOD_INDEX.get(head.method, 7) * 5 + _CLASS[status // 100 % 10]
+        hist = self._hist
+        if self._route_of is None:
+            counts[cell] += 1
+            counts[hist + bisect_left(BUCKETS, duration)] += 1
+            self._sums[0] += duration
+        else:
+            route = self._route_of(exchange)
+            counts[route * self._per_route + cell] += 1
+            counts[hist + route * self._nb + bisect_left(BUCKETS, duration)] += 1
+            self._sums[route] += duration
+        self._out += body_bytes
         received = exchange.received  # type: ignore[attr-defined]
         if received:
-            ints[base + BYTES_IN] += received
-        if status == 401:
-            ints[base + AUTH_REJECTED] += 1
-        elif status == 429:
-            ints[base + RATE_LIMITED] += 1
+            self._in += received
+        if status >= 400:
+            if status == 401:
+                self._auth += 1
+            elif status == 429:
+                self._limited += 1
         inner = self._inner
         if inner is not None:
             inner(exchange, status, body_bytes, duration)
+
+    def flush(self) -> None:
+        """Copy this process's counts into its slot of the board."""
+        ints, base, lay = self._ints, self._base, self._lay
+        counts = self._counts
+        ints[base + lay.requests : base + lay.hist_sum] = memoryview(array("q", counts))
+        self._floats[base + lay.hist_sum : base + lay.cells] = memoryview(array("d", self._sums))
+        ints[base + REQUESTS] = sum(counts[: self._hist])
+        ints[base + BYTES_OUT] = self._out
+        ints[base + BYTES_IN] = self._in
+        ints[base + AUTH_REJECTED] = self._auth
+        ints[base + RATE_LIMITED] = self._limited
 
     def session(self, exchange: Exchange, session: object, duration: float) -> None:
         self._ints[self._base + WS_ENDED] += 1
@@ -108,6 +138,7 @@ class Recorder(AccessLog):
     def close(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
+        self.flush()
         try:
             gc.callbacks.remove(self._on_gc)
         except ValueError:
@@ -155,6 +186,7 @@ class Recorder(AccessLog):
         ints[base + EVICTED] = tracker.evicted
         ints[base + SHED] = tracker.shed
         self._floats[base + SAMPLED_AT] = time.monotonic()
+        self.flush()
         self._due = now + SAMPLE_EVERY
         self._handle = loop.call_at(self._due, self._sample)
 
