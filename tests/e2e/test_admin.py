@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -198,3 +199,39 @@ def test_readyz_before_start_up_and_while_draining() -> None:
         took = time.monotonic() - signalled
     assert took >= 2.5, took
     assert "workers.drain_delay" in server.log
+
+
+def test_requests_are_labelled_by_route(tmp_path: Path) -> None:
+    config = tmp_path / "bastion.toml"
+    config.write_text(
+        '[app]\ntarget = "admin_app:app"\n\n'
+        '[[routes]]\npath = "/health"\nmatch = "exact"\nreturn = { body = "fine" }\n\n'
+        '[[routes]]\npath = "/api/"\napp = "default"\n'
+    )
+    with serve("-c", str(config), "--workers", "1", "--bind", "127.0.0.1:0", *ADMIN) as server:
+        admin = admin_url(server)
+        with httpx.Client(base_url=server.url, timeout=5) as client:
+            for _ in range(3):
+                assert client.get("/health").status_code == 200
+            for _ in range(2):
+                assert client.get("/api/x").status_code == 200
+            assert client.get("/elsewhere").status_code == 404
+
+        def counted() -> bool:
+            return (
+                sum(v for (n, _), v in metrics(admin).items() if n == "bastion_http_requests_total")
+                == 6
+            )
+
+        assert wait_until(counted), metrics(admin)
+        found = metrics(admin)
+
+    def requests(route: str, status: str) -> float:
+        return sample(
+            found, "bastion_http_requests_total", route=route, method="GET", status=status
+        )
+
+    assert requests("/health", "2xx") == 3
+    assert requests("/api/", "2xx") == 2
+    assert requests("unmatched", "4xx") == 1
+    assert sample(found, "bastion_http_request_duration_seconds_count", route="/api/") == 2

@@ -191,12 +191,23 @@ class Recorder(AccessLog):
         self._handle = loop.call_at(self._due, self._sample)
 
 
-def router_index(site: Any, routes: int) -> RouteOf | None:
-    """A function giving the index of the route that answers an exchange (``routes``:
-    the index of "unmatched"), or None for a site without routes."""
+def router_index(site: Any, last: int) -> RouteOf | None:
+    """A function giving the board's index of the route that answers an exchange, or
+    None for a site without routes. ``last`` is the board's last route label
+    ("unmatched"): the labels are fixed when bastion starts, so when a reload changed
+    the routes, requests are counted there (with a warning) until a restart."""
     router = getattr(site, "router", None)
-    if router is None:
+    if router is None or last <= 0:
         return None
+    routes = len(getattr(site, "pipelines", ()))
+    if routes != last:
+        from bastion.observe.logging import logger
+
+        logger.warning(
+            "the routes changed since bastion started: requests are counted as "
+            'route="unmatched" in the metrics until a restart'
+        )
+        return lambda exchange: last
     from bastion.edge.router import routing_path
 
     find = router.find
@@ -208,6 +219,6 @@ def router_index(site: Any, routes: int) -> RouteOf | None:
         if path.find("%2F") >= 0:
             path = routing_path(path)
         found = find(head.method, host_of(exchange), path, head.headers)
-        return routes if found is None else int(found[1].index)
+        return last if found is None else found[1].route_index
 
     return route_of

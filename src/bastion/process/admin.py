@@ -41,6 +41,7 @@ from bastion.observe.exposition import (
     supervisor_alive,
 )
 from bastion.observe.logging import flush_logging, logger, setup_worker_logging
+from bastion.process.children import describe_status
 from bastion.process.heartbeat import MAX_SLOTS
 
 RESTART_DELAY = 1.0  # before restarting an admin process that died
@@ -48,6 +49,7 @@ LIVE_WITHIN = 10.0  # /livez fails when the supervisor's loop has not turned for
 MAX_HEAD = 16384
 READ_TIMEOUT = 10.0
 SSE_EVERY = 1.0
+STOP_SIGNAL = signal.SIGUSR1  # from the supervisor only (the admin ignores SIGTERM)
 
 _FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -138,7 +140,7 @@ class AdminSide:
             return False
         self.pid = 0
         if not self.stopping:
-            logger.warning("the admin process exited (status %d): restarting it", status)
+            logger.warning("the admin process %s: restarting it", describe_status(status))
             self.restart_at = time.monotonic() + RESTART_DELAY
         return True
 
@@ -159,7 +161,7 @@ class AdminSide:
         self.stopping = True
         if self.pid:
             try:
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(self.pid, STOP_SIGNAL)
                 os.waitpid(self.pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
@@ -175,9 +177,19 @@ def _run_child(side: AdminSide, close_fds: list[int]) -> NoReturn:
     code = 1
     try:
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # A process manager may signal the whole group (systemd's KillMode=control-group,
+        # Ctrl-C in a terminal): the admin side must go on answering "draining" until
+        # the supervisor itself stops it, with STOP_SIGNAL, after the workers.
+        for sig in (
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGQUIT,
+            signal.SIGHUP,
+            signal.SIGTTIN,
+            signal.SIGTTOU,
+            signal.SIGUSR2,
+        ):
             signal.signal(sig, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         for fd in close_fds:
@@ -218,7 +230,7 @@ class AdminServer:
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        loop.add_signal_handler(STOP_SIGNAL, self.stop.set)
         server = await asyncio.start_server(self._client, sock=self.sock)
         ticker = asyncio.ensure_future(self._tick())
         try:

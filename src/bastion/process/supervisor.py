@@ -262,6 +262,9 @@ class Supervisor:
                 self.admin.due(close_fds)
             else:
                 self.admin.start(close_fds)
+        except OSError as exc:  # out of processes or memory: try again later
+            logger.error("cannot start the admin process: %s", exc)
+            self.admin.restart_at = time.monotonic() + 1.0
         finally:
             self.signals.unblock()
 

@@ -209,8 +209,9 @@ class _Worker:
         if self.spec.board is not None:
             from bastion.observe.recorder import Recorder, router_index
 
-            route_of = router_index(gateway, len(self.config.routes))
-            recorder = Recorder(self.spec.board, self.spec.slot, access_log, route_of)
+            board = self.spec.board
+            route_of = router_index(gateway, len(board.layout.routes) - 1)
+            recorder = Recorder(board, self.spec.slot, access_log, route_of)
             access_log = recorder
         self.access_log = access_log
         settings = ProtocolSettings.from_config(self.config, access_log=access_log)
