@@ -71,7 +71,24 @@ def test_metrics_count_the_requests_sent() -> None:
         assert all(v > 0 for (n, _), v in found.items() if n == name), name
     assert sample(found, "bastion_workers", state="ready") == 2
     assert sample(found, "bastion_ready") == 1
-    assert sample(found, "bastion_gc_collections_total", generation="0") >= 0
+
+    # garbage collections, timed by gc.callbacks in the worker
+    with serve("admin_app:app", "--workers", "1", *ADMIN) as server:
+        admin = admin_url(server)
+        before = metrics(admin)
+        assert httpx.get(server.url + "/gc", timeout=5).status_code == 200
+        assert wait_until(
+            lambda: (
+                sample(metrics(admin), "bastion_gc_collections_total", generation="2")
+                > sample(before, "bastion_gc_collections_total", generation="2")
+            )
+        )
+        after = metrics(admin)
+    freed = sample(after, "bastion_gc_collected_objects_total", generation="2") - sample(
+        before, "bastion_gc_collected_objects_total", generation="2"
+    )
+    assert freed >= 200
+    assert sample(after, "bastion_gc_pause_seconds_total", generation="2") > 0
 
 
 def test_counts_survive_recycled_workers() -> None:

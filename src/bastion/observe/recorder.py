@@ -122,8 +122,9 @@ class Recorder(AccessLog):
         """Copy this process's counts into its slot of the board."""
         ints, base, lay = self._ints, self._base, self._lay
         counts = self._counts
-        ints[base + lay.requests : base + lay.hist_sum] = memoryview(array("q", counts))
+        # the sums before the counts: a reader that sees a count sees its time too
         self._floats[base + lay.hist_sum : base + lay.cells] = memoryview(array("d", self._sums))
+        ints[base + lay.requests : base + lay.hist_sum] = memoryview(array("q", counts))
         ints[base + REQUESTS] = sum(counts[: self._hist])
         ints[base + BYTES_OUT] = self._out
         ints[base + BYTES_IN] = self._in

@@ -6,9 +6,11 @@ saying "not ready" first.
 GET /          -> "ok <pid>"
 GET /status/N  -> an empty answer with status N
 GET /block     -> blocks the event loop in time.sleep (a stuck worker)
+GET /gc        -> makes 100 reference cycles (200 objects), then runs gc.collect()
 """
 
 import asyncio
+import gc
 import os
 import time
 
@@ -33,6 +35,13 @@ async def app(scope, receive, send):
     body = f"ok {os.getpid()}".encode()
     if path == "/block":
         time.sleep(60)
+    elif path == "/gc":
+        for _ in range(100):
+            a, b = [], []
+            a.append(b)
+            b.append(a)
+        del a, b
+        gc.collect()
     elif path.startswith("/status/"):
         status = int(path.rsplit("/", 1)[1])
         body = b""
