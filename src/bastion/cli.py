@@ -99,6 +99,18 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
     ),
     Option(
+        ("--drain-delay",),
+        "workers.drain_delay",
+        "after SIGTERM, keep serving (not ready) this long before stopping",
+        "SECONDS",
+    ),
+    Option(
+        ("--admin",),
+        "admin.bind",
+        "admin listener for /metrics, /livez, /readyz and the dashboard (HOST:PORT)",
+        "ADDR",
+    ),
+    Option(
         ("--keepalive-timeout",),
         "timeouts.keepalive",
         "close idle keep-alive connections after this long",

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Set
 
+from bastion.config.admin_checks import check_admin
 from bastion.config.binds import BIND_FORMS, BindError, parse_bind
 from bastion.config.errors import DEFAULT, Source, problem
 from bastion.config.ratelimit_checks import check_rate_limit
@@ -70,6 +71,7 @@ def check_config(
         )
     out.extend(_check_tls(config, src))
     out.extend(check_rate_limit(config, src))
+    out.extend(check_admin(config, src))
     workers = config.workers
     if workers.heartbeat_interval >= workers.timeout:
         out.append(

@@ -93,6 +93,8 @@ class WorkersConfig(_Section, frozen=True):
     graceful_timeout: NonNegativeFloat = 30.0  # gunicorn --graceful-timeout 30
     startup_timeout: PositiveFloat = 60.0  # time for import + lifespan start-up before giving up
     heartbeat_interval: PositiveFloat = 1.0  # how often a worker proves its loop is alive
+    # after SIGTERM: keep serving (not ready) this long before stopping; 0 = stop at once
+    drain_delay: NonNegativeFloat = 0.0
 
 
 class LimitsConfig(_Section, frozen=True):
@@ -373,6 +375,15 @@ class RouteConfig(_Section, frozen=True):
     rate_limit: tuple[RouteRateLimitConfig, ...] = ()
 
 
+class AdminConfig(_Section, frozen=True):
+    """The admin listener: health checks, metrics and the dashboard (docs/operations.md)."""
+
+    bind: str = ""  # "" = no admin listener; "127.0.0.1:9000"
+    token: str = ""  # a bearer token the admin listener requires ("" = none)
+    token_file: str = ""  # or read the token from this file's first line
+    allow_public: bool = False  # listen on an address that is not loopback
+
+
 class Config(_Section, frozen=True):
     """The whole configuration tree. Build it with :func:`bastion.config.load.load_config`."""
 
@@ -393,3 +404,4 @@ class Config(_Section, frozen=True):
     headers: HeadersConfig = msgspec.field(default_factory=HeadersConfig)
     # where the counters of the routes' rate limits live (see docs/rate-limiting.md)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
