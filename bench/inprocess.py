@@ -40,6 +40,7 @@ REQUEST = (
 )
 BODY = b"Hello, world!"
 FORWARDED: TrustedProxies | None = None  # --forwarded
+METRICS = False  # --metrics
 ROUTES_TARGET_US = 1.0  # what routes may add to the app's path, in CPU µs per request
 
 
@@ -202,7 +203,15 @@ class FloorProtocol:
 async def measure(
     handler: Any, n: int, profile: bool, request: bytes = REQUEST, tail: bytes = BODY
 ) -> float:
-    settings = ProtocolSettings(max_keepalive_requests=0, forwarded=FORWARDED)
+    access_log = None
+    if METRICS:  # what a worker does with the admin listener on: count into its slot
+        from bastion.observe.board import Board
+        from bastion.observe.recorder import Recorder
+
+        access_log = Recorder(Board(["app"], 4), 0, None)
+    settings = ProtocolSettings(
+        max_keepalive_requests=0, forwarded=FORWARDED, access_log=access_log
+    )
     if FORWARDED is not None:
         request = request.replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n", 1)
     if handler is None:
@@ -256,7 +265,15 @@ def main() -> None:
         action="store_true",
         help="trust the peer as a proxy and send X-Forwarded-For (the real client's cost)",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="count every response into a metrics board, as with [admin] bind set",
+    )
     args = parser.parse_args()
+    if args.metrics:
+        global METRICS
+        METRICS = True
     if args.forwarded:
         global FORWARDED
         FORWARDED = TrustedProxies(["127.0.0.1"])

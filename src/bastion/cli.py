@@ -4,6 +4,8 @@
 
     bastion serve [APP] [options]    serve an app (MODULE:ATTR or path/to/app.py:ATTR)
     bastion serve --static /=./public    serve a directory (and no app)
+    bastion serve --proxy /api=http://10.0.0.5:8000,http://10.0.0.6:8000
+                                         forward /api to two servers, balanced
     bastion check [APP] [options]    validate the configuration and print it as TOML
     bastion --version
 
@@ -97,6 +99,18 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
     ),
     Option(
+        ("--drain-delay",),
+        "workers.drain_delay",
+        "after SIGTERM, keep serving (not ready) this long before stopping",
+        "SECONDS",
+    ),
+    Option(
+        ("--admin",),
+        "admin.bind",
+        "admin listener for /metrics, /livez, /readyz and the dashboard (HOST:PORT)",
+        "ADDR",
+    ),
+    Option(
         ("--keepalive-timeout",),
         "timeouts.keepalive",
         "close idle keep-alive connections after this long",
@@ -182,6 +196,7 @@ OPTIONS: tuple[Option, ...] = (
 
 APP_ARG = "APP"  # how the positional argument is named in messages
 STATIC_FLAG = "--static"
+PROXY_FLAG = "--proxy"
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
@@ -207,6 +222,16 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="serve the files of DIR below the path PREFIX, before the app; repeat for "
         "several (config: a [[routes]] table with static.root)",
+    )
+    parser.add_argument(
+        PROXY_FLAG,
+        dest="proxy",
+        metavar="PREFIX=URL,URL...",
+        action="append",
+        default=argparse.SUPPRESS,
+        help="forward requests below the path PREFIX to these servers (http://HOST:PORT, "
+        "HOST:PORT, unix:/path), balanced; repeat for several (config: [upstreams.NAME] "
+        "and a [[routes]] table with proxy)",
     )
     for i, opt in enumerate(OPTIONS):
         help_text = f"{opt.help} (config: {opt.key})"
@@ -291,6 +316,18 @@ def static_routes(ns: argparse.Namespace) -> list[CliRoute]:
                 f"got {toml_value(spec)}"
             )
         routes.append(CliRoute({"path": prefix, "static": {"root": root}}, STATIC_FLAG))
+    for i, spec in enumerate(getattr(ns, "proxy", ())):
+        prefix, sep, servers = str(spec).partition("=")
+        if not sep or not servers or not prefix:
+            raise ConfigError(
+                f"command line {PROXY_FLAG}: expected PREFIX=URL[,URL...] "
+                f"(like /api=http://10.0.0.5:8000,http://10.0.0.6:8000), got {toml_value(spec)}"
+            )
+        name = f"cli-proxy-{i + 1}"
+        upstream = {"servers": [s.strip() for s in servers.split(",") if s.strip()]}
+        routes.append(
+            CliRoute({"path": prefix, "proxy": {"upstream": name}}, PROXY_FLAG, (name, upstream))
+        )
     return routes
 
 

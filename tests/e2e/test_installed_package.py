@@ -36,3 +36,15 @@ def test_child_imports_the_same_modules_as_the_tests() -> None:
     theirs = [os.path.realpath(p) for p in json.loads(out.stdout)]
     ours = [os.path.realpath(str(importlib.import_module(n).__file__)) for n in MODULES]
     assert theirs == ours
+
+
+def test_dashboard_files_ship_with_the_package() -> None:
+    """The admin dashboard's page, script and style are package data: in the pure pass of
+    ``make test`` this package was installed from a wheel, so they must be in it."""
+    from importlib import resources
+
+    folder = resources.files("bastion.observe.dashboard")
+    for name in ("index.html", "dashboard.js", "dashboard.css"):
+        data = folder.joinpath(name).read_bytes()
+        assert len(data) > 500, name
+    assert b"dashboard.js" in folder.joinpath("index.html").read_bytes()

@@ -29,12 +29,12 @@ ROUTE = '[[routes]]\npath = "/"\nreturn = { body = "ok" }\n\n'
         (
             'path = "/"\n',
             "bastion.toml:5: routes[1]: expected exactly one handler "
-            "(app, static, redirect or return), got none",
+            "(app, static, redirect, return or proxy), got none",
         ),
         (
             'path = "/"\nreturn = { body = "x" }\nredirect = { to = "/y" }\n',
             "bastion.toml:5: routes[1]: expected exactly one handler "
-            "(app, static, redirect or return), got redirect and return",
+            "(app, static, redirect, return or proxy), got redirect and return",
         ),
         (
             'path = "/"\napp = "api"\n',

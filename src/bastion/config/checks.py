@@ -12,12 +12,14 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Set
 
+from bastion.config.admin_checks import check_admin
 from bastion.config.binds import BIND_FORMS, BindError, parse_bind
 from bastion.config.errors import DEFAULT, Source, problem
 from bastion.config.ratelimit_checks import check_rate_limit
 from bastion.config.route_checks import check_headers, check_routes
 from bastion.config.schema import AppConfig, Config
 from bastion.config.toml_write import toml_value
+from bastion.config.upstream_checks import check_proxy_route, check_upstreams
 from bastion.protocol.forwarded import ForwardedError, TrustedProxies
 
 NO_APP = "no app given: pass MODULE:ATTR or set [app] target in the config file"
@@ -53,6 +55,10 @@ def check_config(
     for name, app in config.apps.items():
         out.extend(_check_app(app, f"apps.{name}", src, True))
     out.extend(check_routes(config, src, require_app=require_app, skip=skip_routes))
+    out.extend(check_upstreams(config, src))
+    for i in range(len(config.routes)):
+        if i not in skip_routes:
+            out.extend(check_proxy_route(config, i, src))
     out.extend(check_headers(config.headers, lambda key: at(f"headers.{key}")))
     if config.workers.max_requests_jitter and not config.workers.max_requests:
         out.append(
@@ -65,6 +71,7 @@ def check_config(
         )
     out.extend(_check_tls(config, src))
     out.extend(check_rate_limit(config, src))
+    out.extend(check_admin(config, src))
     workers = config.workers
     if workers.heartbeat_interval >= workers.timeout:
         out.append(

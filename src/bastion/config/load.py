@@ -47,6 +47,7 @@ from bastion.config.tables import (
     ROUTE_KEYS,
     ROUTE_TABLE_LISTS,
     ROUTE_TABLES,
+    UPSTREAM_KEYS,
     required,
     route_label,
 )
@@ -138,10 +139,12 @@ def _config_path(file: str | None, env: Mapping[str, str]) -> tuple[str | None, 
 
 
 class CliRoute(NamedTuple):
-    """A route given on the command line: its table as in the file, and the flag."""
+    """A route given on the command line: its table as in the file, and the flag;
+    ``upstream``: the ``[upstreams.NAME]`` table it brings (``--proxy``), by name."""
 
     table: Mapping[str, object]
     flag: str
+    upstream: tuple[str, Mapping[str, object]] | None = None
 
 
 class _Builder:
@@ -153,6 +156,7 @@ class _Builder:
         self.problems: list[str] = []
         self.file_read = True  # False when the config file was missing or not TOML
         self.apps: dict[str, dict[str, object]] = {}
+        self.upstreams: dict[str, dict[str, object]] = {}
         self.cli_routes: list[dict[str, object]] = []
         self.file_routes: list[dict[str, object]] = []
         self.route_offset = 0  # routes from the command line come before the file's
@@ -216,6 +220,9 @@ class _Builder:
             if section == "routes":
                 self._add_routes(body, at)
                 continue
+            if section == "upstreams":
+                self._add_upstreams(body, at)
+                continue
             keys = SECTIONS.get(section)
             if keys is None:
                 text = _unknown_section(section, is_table=isinstance(body, dict))
@@ -270,6 +277,40 @@ class _Builder:
                 self.put(key, value, at("apps", name, key_name), f"{label}.{key_name}", values)
             self.apps[name] = values
 
+    def _add_upstreams(self, body: object, at: _At) -> None:
+        what = "tables [upstreams.NAME] with servers = [...]"
+        if not isinstance(body, dict):
+            detail = f"expected {what}, got {toml_value(body)}"
+            self.problems.append(problem(at("upstreams"), "upstreams", detail))
+            return
+        for name, table in body.items():
+            label = f"upstreams.{name}"
+            if not isinstance(table, dict):
+                detail = f"expected a table [{label}] with servers = [...], got {toml_value(table)}"
+                self.problems.append(problem(at("upstreams", name), label, detail))
+                continue
+            values: dict[str, object] = {}
+            self.sources[label] = at("upstreams", name)
+            for key_name, value in table.items():
+                key = UPSTREAM_KEYS.get(key_name)
+                if key is None:
+                    hint = _unknown_in(key_name, UPSTREAM_KEYS, label)
+                    self.problems.append(
+                        problem(
+                            at("upstreams", name, key_name),
+                            "",
+                            f"unknown key {label}.{key_name}{hint}",
+                        )
+                    )
+                    continue
+                self.put(key, value, at("upstreams", name, key_name), f"{label}.{key_name}", values)
+            if "servers" not in values:
+                if "servers" not in table:
+                    detail = 'missing key servers (a list of "HOST:PORT", "unix:/path" or URLs)'
+                    self.problems.append(problem(at("upstreams", name), label, detail))
+                continue  # a bad or missing server list: the upstream is left out
+            self.upstreams[name] = values
+
     def _add_routes(self, body: object, at: _At) -> None:
         if isinstance(body, dict):
             detail = "expected [[routes]] tables, one per route (two brackets), got [routes]"
@@ -298,6 +339,8 @@ class _Builder:
             self.bad_routes.add(index)
             return route
         for name, value in table.items():
+            if name == "proxy" and isinstance(value, str):
+                value = {"upstream": value}  # proxy = "NAME"
             sub = ROUTE_TABLES.get(name)
             key = ROUTE_KEYS.get(name)
             listed = ROUTE_TABLE_LISTS.get(name)
@@ -413,6 +456,9 @@ class _Builder:
                 return source
 
             self.cli_routes.append(self._add_route(i, route.table, here))
+            if route.upstream is not None:
+                name, table = route.upstream
+                self._add_upstreams({name: dict(table)}, lambda *keys, s=source: s)
 
     # -- the environment --------------------------------------------------------------
     def add_env(self, env: Mapping[str, str]) -> None:
@@ -451,6 +497,8 @@ class _Builder:
         values: dict[str, object] = dict(self.values)
         if self.apps:
             values["apps"] = self.apps
+        if self.upstreams:
+            values["upstreams"] = self.upstreams
         routes = [*self.cli_routes, *self.file_routes]
         app_values = self.values.get("app", {})
         if self.cli_routes and not self.file_routes and app_values.get("target"):

@@ -29,6 +29,7 @@ from bastion.config.tables import (
     ROUTE_KEYS,
     ROUTE_TABLE_LISTS,
     ROUTE_TABLES,
+    UPSTREAM_KEYS,
     route_label,
 )
 from bastion.config.toml_write import toml_string, toml_value
@@ -45,6 +46,10 @@ def render_config(config: Config, sources: Mapping[str, Source] | None = None) -
         label = f"apps.{name}"
         header = f"[apps.{_key(name)}]"
         blocks.append(_table(header, app, APP_KEYS, label, sources))
+    for name, upstream in config.upstreams.items():
+        label = f"upstreams.{name}"
+        header = f"[upstreams.{_key(name)}]"
+        blocks.append(_table(header, upstream, UPSTREAM_KEYS, label, sources))
     for i, route in enumerate(config.routes):
         label = route_label(i)
         parts = [_table("[[routes]]", route, ROUTE_KEYS, label, sources)]

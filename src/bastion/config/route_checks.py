@@ -70,7 +70,7 @@ def _check_route(
         yield problem(
             source,
             label,
-            f"expected exactly one handler (app, static, redirect or return), got {what}",
+            f"expected exactly one handler (app, static, redirect, return or proxy), got {what}",
         )
     if route.app:
         yield from _check_route_app(config, route.app, *at("app"), require_app)

@@ -93,6 +93,8 @@ class WorkersConfig(_Section, frozen=True):
     graceful_timeout: NonNegativeFloat = 30.0  # gunicorn --graceful-timeout 30
     startup_timeout: PositiveFloat = 60.0  # time for import + lifespan start-up before giving up
     heartbeat_interval: PositiveFloat = 1.0  # how often a worker proves its loop is alive
+    # after SIGTERM: keep serving (not ready) this long before stopping; 0 = stop at once
+    drain_delay: NonNegativeFloat = 0.0
 
 
 class LimitsConfig(_Section, frozen=True):
@@ -291,6 +293,55 @@ class HeadersConfig(_Section, frozen=True):
     remove: tuple[str, ...] = ()  # header names removed from responses
 
 
+Balance = Literal["peak_ewma", "round_robin", "least_requests"]
+
+
+class UpstreamConfig(_Section, frozen=True):
+    """A named group of servers a ``proxy`` route forwards to (``[upstreams.NAME]``).
+
+    Each server is ``HOST:PORT``, ``[V6]:PORT``, ``unix:/path`` or ``http://HOST[:PORT]``,
+    optionally followed by ``weight=N``, ``max_conns=N`` and ``backup``, separated by
+    spaces (nginx's ``server`` line): ``"10.0.0.5:8000 weight=2 max_conns=100"``.
+    """
+
+    servers: tuple[str, ...]
+    # power of two choices over peak-EWMA latency (Finagle, Linkerd); round_robin is
+    # smooth weighted round robin (nginx); least_requests: fewest in flight (Envoy)
+    balance: Balance = "peak_ewma"
+    connect_timeout: PositiveFloat = 5.0  # Envoy connect_timeout 5 s (nginx 60 s)
+    # from the request sent to the first byte of the answer; nginx proxy_read_timeout 60 s
+    first_byte_timeout: PositiveFloat = 60.0
+    read_timeout: PositiveFloat = 60.0  # a gap inside the response; nginx proxy_read_timeout
+    write_timeout: PositiveFloat = 60.0  # a stalled request body; nginx proxy_send_timeout
+    # idle keep-alive connections kept per server per worker; nginx upstream keepalive 32
+    keepalive: NonNegativeInt = 32
+    # an idle pooled connection older than this is closed; nginx keepalive_timeout 60 s
+    keepalive_timeout: PositiveFloat = 60.0
+    # consecutive connect errors or 5xx that eject a server; Envoy consecutive_5xx 5
+    max_fails: PositiveInt = 5
+    # the first ejection's length, doubled on each ejection in a row up to 10x;
+    # Envoy base_ejection_time 30 s, nginx fail_timeout 10 s
+    fail_timeout: PositiveFloat = 10.0
+    # at most this share of the group is ejected at once; Envoy max_ejection_percent 10,
+    # raised because groups here are often two or three servers
+    max_ejected_percent: Annotated[int, msgspec.Meta(ge=0, le=100)] = 50
+    # further tries, on another server, of an idempotent request that got no answer;
+    # nginx proxy_next_upstream_tries 0 (unbounded), Envoy num_retries 1
+    retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
+
+
+class ProxyConfig(_Section, frozen=True):
+    """Forward to an upstream (a route's ``proxy``; ``proxy = "NAME"`` is the short form)."""
+
+    upstream: str
+    # remove the route's prefix from the path sent upstream (and add it back to a
+    # Location the upstream answers with); nginx proxy_pass with a URI part
+    strip_prefix: bool = False
+    # "" passes the client's Host on (nginx proxy_set_header Host $host); anything else
+    # is sent instead
+    host: str = ""
+
+
 class RouteConfig(_Section, frozen=True):
     """One route: what it matches, the one handler that answers, and response filters.
 
@@ -307,6 +358,7 @@ class RouteConfig(_Section, frozen=True):
     static: StaticConfig | None = None
     redirect: RedirectConfig | None = None
     respond: ReturnConfig | None = msgspec.field(default=None, name="return")
+    proxy: ProxyConfig | None = None  # forward to an upstream ([upstreams.NAME])
     # response filters for this route (None: the top-level [compress] / [headers])
     compress: CompressConfig | None = None
     headers: HeadersConfig | None = None
@@ -323,6 +375,15 @@ class RouteConfig(_Section, frozen=True):
     rate_limit: tuple[RouteRateLimitConfig, ...] = ()
 
 
+class AdminConfig(_Section, frozen=True):
+    """The admin listener: health checks, metrics and the dashboard (docs/operations.md)."""
+
+    bind: str = ""  # "" = no admin listener; "127.0.0.1:9000"
+    token: str = ""  # a bearer token the admin listener requires ("" = none)
+    token_file: str = ""  # or read the token from this file's first line
+    allow_public: bool = False  # listen on an address that is not loopback
+
+
 class Config(_Section, frozen=True):
     """The whole configuration tree. Build it with :func:`bastion.config.load.load_config`."""
 
@@ -337,7 +398,10 @@ class Config(_Section, frozen=True):
     # more apps, by name, for routes to mount ([app] is the one named "default")
     apps: dict[str, AppConfig] = msgspec.field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()  # none: every request goes to the default app
+    # groups of servers for proxy routes, by name
+    upstreams: dict[str, UpstreamConfig] = msgspec.field(default_factory=dict)
     compress: CompressConfig = msgspec.field(default_factory=CompressConfig)
     headers: HeadersConfig = msgspec.field(default_factory=HeadersConfig)
     # where the counters of the routes' rate limits live (see docs/rate-limiting.md)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)

@@ -28,14 +28,19 @@ from bastion.config.ratelimit_schema import RouteRateLimitConfig
 from bastion.config.schema import (
     CompressConfig,
     HeadersConfig,
+    ProxyConfig,
     RedirectConfig,
     ReturnConfig,
     RouteConfig,
     StaticConfig,
+    UpstreamConfig,
 )
 
 #: the keys of one [apps.NAME] table: those of [app]
 APP_KEYS: Mapping[str, Key] = SECTIONS["app"]
+
+#: the keys of one [upstreams.NAME] table
+UPSTREAM_KEYS: Mapping[str, Key] = table_keys(UpstreamConfig, "upstreams.<name>")
 
 #: the name the top-level [app] goes by in routes
 DEFAULT_APP = "default"
@@ -45,6 +50,7 @@ ROUTE_TABLE_TYPES: Mapping[str, type[msgspec.Struct]] = {
     "static": StaticConfig,
     "redirect": RedirectConfig,
     "return": ReturnConfig,
+    "proxy": ProxyConfig,
     "compress": CompressConfig,
     "headers": HeadersConfig,
     "auth_basic": BasicAuthConfig,
@@ -63,7 +69,7 @@ ROUTE_TABLE_LIST_TYPES: Mapping[str, type[msgspec.Struct]] = {
 AUTH_TABLES = ("auth_basic", "auth_api_key", "auth_jwt", "auth_forward")
 
 #: the handler sub-tables (a route has exactly one handler: these or ``app``)
-HANDLER_TABLES = ("static", "redirect", "return")
+HANDLER_TABLES = ("static", "redirect", "return", "proxy")
 
 #: plain keys of a [[routes]] table
 ROUTE_KEYS: Mapping[str, Key] = {

@@ -30,12 +30,19 @@ prefix routes mount the same app, the first one gives the prefix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from bastion.config.schema import AppConfig, CompressConfig, Config, HeadersConfig, RouteConfig
+from bastion.config.schema import (
+    AppConfig,
+    CompressConfig,
+    Config,
+    HeadersConfig,
+    RouteConfig,
+    UpstreamConfig,
+)
 from bastion.config.tables import DEFAULT_APP
 from bastion.edge.access import access_filter
 from bastion.edge.auth import auth_filter
@@ -213,7 +220,7 @@ class Site(_Served):
         filters = _Filters(config.compress, config.headers)
         pipelines = [
             Pipeline(
-                self._route_handler(route, gateways, tasks),
+                self._route_handler(route, gateways, tasks, config.upstreams),
                 request_filters=_request_filters(request_filters, config, route, tasks),
                 response_filters=filters.for_route(route),
                 tasks=tasks,
@@ -230,7 +237,10 @@ class Site(_Served):
 
     @staticmethod
     def _route_handler(
-        route: RouteConfig, gateways: dict[str, Gateway], tasks: WorkerTasks
+        route: RouteConfig,
+        gateways: dict[str, Gateway],
+        tasks: WorkerTasks,
+        upstreams: Mapping[str, UpstreamConfig],
     ) -> RouteHandler:
         if route.app:
             return AppHandler(gateways[route.app].handler)
@@ -240,6 +250,11 @@ class Site(_Served):
             return StaticHandler(route.static, tasks)
         if route.redirect is not None:
             return redirect_handler(route.redirect)
+        if route.proxy is not None:
+            from bastion.edge.proxy import ProxyHandler
+
+            prefix = route.path if route.match == "prefix" else ""
+            return ProxyHandler(route.proxy, upstreams[route.proxy.upstream], tasks, prefix)
         assert route.respond is not None  # the config checks allow nothing else
         return return_handler(route.respond)
 

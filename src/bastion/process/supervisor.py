@@ -26,7 +26,9 @@ from typing import Any
 from bastion import __version__
 from bastion.config.errors import ConfigError
 from bastion.config.schema import Config
+from bastion.observe.board import READY as BOARD_READY
 from bastion.observe.logging import error_stream, logger, setup_logging
+from bastion.process.admin import AdminSide
 from bastion.process.children import Child, State, describe_status
 from bastion.process.control import ControlReader, Message
 from bastion.process.heartbeat import HeartbeatTable
@@ -109,6 +111,9 @@ class Supervisor:
         self.respawn_at = 0.0
         self.startup_deadline = math.inf
         self.stop_deadline = math.inf
+        # the admin listener and the metrics board (docs/operations.md), if configured
+        self.admin: AdminSide | None = AdminSide(config) if config.admin.bind else None
+        self.drain_at = math.inf  # SIGTERM with workers.drain_delay: when to stop
 
     # -- start-up ----------------------------------------------------------------------
     def run(self) -> int:
@@ -125,7 +130,9 @@ class Supervisor:
                 self.listeners.extend(
                     open_redirect_listeners(self.config.tls.redirect_bind, self.config.server)
                 )
-        except ListenerError as exc:
+            if self.admin is not None:
+                self.admin.open()
+        except (ListenerError, ConfigError) as exc:
             close_listeners(self.listeners)
             self._report_fatal(str(exc))
             return EXIT_FAILED
@@ -134,6 +141,7 @@ class Supervisor:
                 return EXIT_FAILED
             self.signals.install()
             self.selector.register(self.signals.read_fd, selectors.EVENT_READ, None)
+            self._start_admin()
             self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout
             self._reconcile()
             self._loop()
@@ -200,10 +208,14 @@ class Supervisor:
         self._reap()
         self._check_deadlines()
         self._reconcile()
+        if self.admin is not None:
+            self.admin.board.beat()
+            if not self.admin.pid:
+                self._start_admin()
 
     def _wait_time(self) -> float:
         now = time.monotonic()
-        deadlines = [now + TICK, self.startup_deadline, self.stop_deadline]
+        deadlines = [now + TICK, self.startup_deadline, self.stop_deadline, self.drain_at]
         deadlines.extend(c.kill_at for c in self.children.values())
         if self.respawn_at > now and self.phase == "running":
             deadlines.append(self.respawn_at)
@@ -216,6 +228,8 @@ class Supervisor:
         if sig in (signal.SIGTERM, signal.SIGINT):
             if self.phase != "stopping":
                 name = signal.Signals(sig).name
+                if sig == signal.SIGTERM and self._drain_first():
+                    return
                 logger.info("%s received: stopping gracefully", name)
                 self._stop(immediate=False)
             elif sig == signal.SIGINT:
@@ -234,9 +248,47 @@ class Supervisor:
                 self.target -= 1
             logger.info("SIGTTOU received: %d worker%s", self.target, "s"[: self.target - 1])
 
+    # -- the admin listener and draining (docs/operations.md) --------------------------
+    def _start_admin(self) -> None:
+        """Fork the admin process (again, if it died and its restart delay is over)."""
+        if self.admin is None:
+            return
+        close_fds = [*self.signals.fds, self.selector.fileno()]
+        close_fds.extend(lst.sock.fileno() for lst in self.listeners if lst.sock.fileno() >= 0)
+        close_fds.extend(c.control.fd for c in self.children.values() if c.control.fd >= 0)
+        self.signals.block()
+        try:
+            if self.admin.restart_at:
+                self.admin.due(close_fds)
+            else:
+                self.admin.start(close_fds)
+        except OSError as exc:  # out of processes or memory: try again later
+            logger.error("cannot start the admin process: %s", exc)
+            self.admin.restart_at = time.monotonic() + 1.0
+        finally:
+            self.signals.unblock()
+
+    def _drain_first(self) -> bool:
+        """SIGTERM: readiness goes false at once; with ``workers.drain_delay`` the workers
+        keep serving that long before the graceful stop. True while draining."""
+        if self.admin is not None:
+            self.admin.board.set_draining()
+        delay = self.config.workers.drain_delay
+        if self.drain_at != math.inf:
+            logger.info("SIGTERM received again: stopping gracefully now")
+            self.drain_at = math.inf
+            return False
+        if delay <= 0 or self.phase != "running":
+            return False
+        logger.info("SIGTERM received: not ready, serving %gs more (workers.drain_delay)", delay)
+        self.drain_at = time.monotonic() + delay
+        return True
+
     # -- workers -----------------------------------------------------------------------
     def _spawn(self, predecessor: Child | None = None, for_reload: bool = False) -> Child:
         slot = self.heartbeat.allocate()
+        if self.admin is not None:
+            self.admin.board.reset(slot)
         read_fd, write_fd = os.pipe()
         try:
             pid = self._fork(slot, read_fd, write_fd)
@@ -246,6 +298,8 @@ class Supervisor:
             self.heartbeat.release(slot)
             raise
         os.close(write_fd)
+        if self.admin is not None:
+            self.admin.board.started(slot, pid, self.generation)
         child = Child(
             pid=pid,
             slot=slot,
@@ -267,6 +321,8 @@ class Supervisor:
         return its pid. ``read_fd`` is the supervisor's end, which the worker closes."""
         close_fds = [*self.signals.fds, self.selector.fileno(), read_fd]
         close_fds.extend(c.control.fd for c in self.children.values())
+        if self.admin is not None:
+            close_fds.extend(self.admin.fds)
         spec = WorkerSpec(
             config=self.config,
             listeners=self.listeners,
@@ -276,6 +332,7 @@ class Supervisor:
             close_fds=close_fds,
             loaded=self.loaded,
             tls=self.tls,
+            board=self.admin.board if self.admin is not None else None,
         )
         for stream in (sys.stdout, sys.stderr, error_stream()):
             stream.flush()
@@ -332,6 +389,7 @@ class Supervisor:
         child.unlink()
         child.state = State.RETIRING
         child.reason = reason
+        self._count_restart(child, "reload" if reason == "reloaded" else "")
         child.kill_at = time.monotonic() + self.config.workers.graceful_timeout + SHUTDOWN_GRACE
         logger.info("stopping worker %d (%s)", child.pid, reason)
         # SIGUSR2, not SIGTERM: its WebSockets may go on until graceful_timeout
@@ -358,6 +416,7 @@ class Supervisor:
             and not child.successor
         ):
             logger.info("worker %d reached max_requests: replacing it", child.pid)
+            self._count_restart(child, "max_requests")
             self._try_spawn(child, for_reload=False)
 
     def _on_ready(self, child: Child, interface: str) -> None:
@@ -365,6 +424,8 @@ class Supervisor:
             return
         child.state = State.READY
         child.interface = interface
+        if self.admin is not None:
+            self.admin.board.set_state(child.slot, BOARD_READY)
         logger.debug("worker %d serving", child.pid)
         old = child.predecessor
         if old is not None:
@@ -376,6 +437,8 @@ class Supervisor:
         ):
             self.phase = "running"
             self.startup_deadline = math.inf  # met: must not bound the loop's wait any more
+            if self.admin is not None:
+                self.admin.board.set_ready(True)
             self._banner(interface)
         if child.for_reload:
             self._advance_reload()
@@ -388,6 +451,8 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if self.admin is not None and self.admin.reaped(pid, status):
+                continue
             child = self.children.pop(pid, None)
             if child is not None:
                 self._on_exit(child, status)
@@ -399,6 +464,8 @@ class Supervisor:
                 self.selector.unregister(child.control.fd)
                 child.control.close()
         self.heartbeat.release(child.slot)
+        if self.admin is not None:
+            self.admin.board.exited(child.slot)
         replaced = child.predecessor
         child.unlink()
         how = describe_status(status)
@@ -416,8 +483,10 @@ class Supervisor:
             return
         if child.failure or failed:
             logger.error("worker %d could not start: %s", child.pid, child.failure or how)
+            self._count_restart(child, "startup")
         else:
             logger.error("worker %d %s unexpectedly", child.pid, how)
+            self._count_restart(child, "crash")
         if child.for_reload and self.reloading:
             self.reloading = False
             logger.error("reload failed: keeping the running workers")
@@ -431,6 +500,9 @@ class Supervisor:
     # -- deadlines and heartbeats ------------------------------------------------------
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        if now >= self.drain_at:
+            logger.info("drain delay over: stopping gracefully")
+            self._stop(immediate=False)
         if self.phase == "starting" and now >= self.startup_deadline:
             self._fatal(
                 f"workers did not start within {self.config.workers.startup_timeout:g}s "
@@ -466,8 +538,17 @@ class Supervisor:
         child.unlink()
         child.state = State.RETIRING
         child.reason = "timeout"
+        self._count_restart(child, "timeout")
         child.signal(signal.SIGUSR1)  # faulthandler in the worker dumps every stack
         child.kill_at = now + DUMP_WAIT
+
+    def _count_restart(self, child: Child, cause: str) -> None:
+        """For the metrics: a worker is being replaced because of ``cause`` (also marks it
+        retiring on the board; "" counts nothing)."""
+        if self.admin is not None:
+            self.admin.retiring(child.slot)
+            if cause:
+                self.admin.board.count_restart(cause)
 
     # -- reload ------------------------------------------------------------------------
     def _reload(self) -> None:
@@ -550,6 +631,9 @@ class Supervisor:
     def _stop(self, immediate: bool) -> None:
         now = time.monotonic()
         self.phase = "stopping"
+        self.drain_at = math.inf
+        if self.admin is not None:
+            self.admin.board.set_draining()
         self.reloading = False
         self.startup_deadline = math.inf
         close_listeners(self.listeners)  # the kernel stops queueing new connections
@@ -578,6 +662,8 @@ class Supervisor:
                 pass
         self.children.clear()
         close_listeners(self.listeners)
+        if self.admin is not None:
+            self.admin.stop()
         self.signals.restore()
         self.selector.close()
         self.heartbeat.close()

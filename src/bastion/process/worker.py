@@ -39,6 +39,7 @@ from bastion.tasks import WorkerTasks
 
 if TYPE_CHECKING:
     from bastion.gateway import Gateway
+    from bastion.observe.board import Board
 
 # Exit statuses a worker uses to tell the supervisor why it ended.
 EXIT_OK = 0
@@ -77,6 +78,7 @@ class WorkerSpec:
     close_fds: list[int]  # supervisor-side descriptors this process must not keep
     loaded: Any = None  # the preloaded app (bastion.gateway.loader.LoadedApp) or None
     tls: ServerTLS | None = None  # made before the fork: one set of session ticket keys
+    board: Board | None = None  # the metrics board, with the admin listener on
 
 
 def run_worker(spec: WorkerSpec) -> NoReturn:
@@ -203,6 +205,14 @@ class _Worker:
         from bastion.protocol.state import ConnectionTracker
 
         access_log = make_access_log(self.config.log)
+        recorder = None
+        if self.spec.board is not None:
+            from bastion.observe.recorder import Recorder, router_index
+
+            board = self.spec.board
+            route_of = router_index(gateway, len(board.layout.routes) - 1)
+            recorder = Recorder(board, self.spec.slot, access_log, route_of)
+            access_log = recorder
         self.access_log = access_log
         settings = ProtocolSettings.from_config(self.config, access_log=access_log)
         tracker = ConnectionTracker()
@@ -249,6 +259,8 @@ class _Worker:
                     backlog=self.config.server.backlog,
                 )
             servers.append(server)
+        if recorder is not None:
+            recorder.start(self.loop, tracker)
         return servers
 
     # -- max_requests ----------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""Checks on ``[upstreams.NAME]`` and the routes' ``proxy`` tables.
+
+Every server line must parse; a group needs at least one server that is not a backup;
+a route's ``proxy.upstream`` must name a group; its ``host`` must be a header value.
+Like :mod:`.checks`, each function yields messages and raises nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from bastion.config.errors import Source, problem
+from bastion.config.schema import Config
+from bastion.config.tables import route_label
+from bastion.config.toml_write import toml_value
+from bastion.protocol.fields import valid_header_value
+from bastion.upstream.address import ServerAddressError, parse_server
+
+Src = Callable[[str], Source]
+
+
+def check_upstreams(config: Config, src: Src) -> Iterator[str]:
+    for name, upstream in config.upstreams.items():
+        label = f"upstreams.{name}.servers"
+        if not upstream.servers:
+            yield problem(src(label), label, "expected at least one server, got []")
+            continue
+        primaries = bad = 0
+        for text in upstream.servers:
+            try:
+                spec = parse_server(text)
+            except ServerAddressError as exc:
+                yield problem(src(label), label, str(exc))
+                bad += 1
+                continue
+            primaries += not spec.backup
+        if primaries == 0 and not bad:
+            yield problem(src(label), label, "expected at least one server that is not a backup")
+
+
+def check_proxy_route(config: Config, index: int, src: Src) -> Iterator[str]:
+    route = config.routes[index]
+    proxy = route.proxy
+    if proxy is None:
+        return
+    label = route_label(index, "proxy", "upstream")
+    if proxy.upstream not in config.upstreams:
+        names = ", ".join(config.upstreams) or "none are defined"
+        yield problem(
+            src(label),
+            label,
+            f"no upstream named {toml_value(proxy.upstream)} (the upstreams: {names}); "
+            "define it in an [upstreams.NAME] table",
+        )
+    if proxy.host:
+        try:
+            ok = valid_header_value(proxy.host.encode("latin-1"))
+        except UnicodeEncodeError:
+            ok = False
+        if not ok or proxy.host.strip() != proxy.host:
+            host_label = route_label(index, "proxy", "host")
+            yield problem(src(host_label), host_label, "expected a host name for the Host header")
+    if proxy.strip_prefix and route.match != "prefix":
+        flag_label = route_label(index, "proxy", "strip_prefix")
+        yield problem(src(flag_label), flag_label, 'needs a prefix route (match = "prefix")')

@@ -1,0 +1,503 @@
+"""The ``proxy`` route handler: forward the request to an upstream server, stream the
+response back.
+
+For each request a :class:`_Forward` runs as a worker task: it chooses a server
+(:mod:`bastion.upstream.group`), borrows a pooled connection or opens one, writes the
+rewritten request head, streams the body with backpressure both ways, and receives the
+response through the connection's callbacks (it is the connection's
+:class:`~bastion.upstream.connection.ResponseSink`), writing it to the client as it
+arrives; when the client reads slowly the upstream connection stops being read.
+
+Rewriting, both ways: hop-by-hop headers (those of RFC 9110 7.6.1 and every name the
+``Connection`` header lists) are removed; ``X-Forwarded-For``, ``-Proto``, ``-Host`` and
+``Forwarded`` are set from the request head, whose client, scheme and host were already
+resolved through the trusted proxies (:mod:`bastion.protocol.forwarded`), so incoming
+ones are never passed on as the client wrote them; ``Via`` is added; ``X-Request-ID`` is
+passed on or generated; ``Host`` is passed on or replaced; with ``strip_prefix`` the
+route's prefix leaves the path and is put back on a ``Location`` that starts with
+``/``.
+
+Failures: a connect error, a timeout before the response head, a 5xx or a malformed
+response counts against the server (passive ejection). A request that got no response
+byte is tried once more on another server (``retries``) when it is idempotent and had
+no body, or when the connection was never made; anything else gets 502 (504 for a
+timeout, 503 when no server can take it) with a short plain-text body, or, once the
+response has started, a cut connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Final
+
+from bastion.config.schema import ProxyConfig, UpstreamConfig
+from bastion.edge.types import RouteMatch
+from bastion.observe.logging import logger
+from bastion.protocol.types import ClientDisconnected, Exchange
+from bastion.tasks import WorkerTasks
+from bastion.upstream.connection import UpstreamConnection, UpstreamError
+from bastion.upstream.group import NoServer, Upstream
+from bastion.upstream.server import Server
+
+__all__ = ["ProxyHandler"]
+
+#: RFC 9110 7.6.1, plus the old Keep-Alive and Proxy-Connection
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+    }
+)
+#: request headers bastion sets itself
+_SET_BY_PROXY: Final = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"host",
+        b"expect",  # bastion answers 100 Continue itself and sends the body anyway
+    }
+)
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_VIA: Final = b"1.1 bastion"
+_NOTHING: Final[frozenset[bytes]] = frozenset()
+
+
+class _Timeout(UpstreamError):
+    pass
+
+
+def _error(exchange: Exchange, status: int, text: str) -> None:
+    if exchange.response_started:
+        exchange.fail()
+        return
+    body = text.encode() + b"\n"
+    exchange.start_response(
+        status,
+        [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+        ],
+    )
+    exchange.finish(body if exchange.head.method != "HEAD" else b"")
+
+
+#: request headers handled apart (dropped, replaced, or looked at)
+_SPECIAL: Final = HOP_BY_HOP | _SET_BY_PROXY | {b"content-length", b"x-request-id"}
+
+# client address -> (its X-Forwarded-For value, Forwarded's for= part), bounded
+_FORWARDED_FOR: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _forwarded_for(address: str) -> tuple[bytes, bytes]:
+    raw = address.encode("latin-1")
+    quoted = b'for="[' + raw + b']"' if ":" in address else b"for=" + raw
+    found = (raw, quoted)
+    if len(_FORWARDED_FOR) >= 4096:
+        _FORWARDED_FOR.clear()
+    _FORWARDED_FOR[address] = found
+    return found
+
+
+def _connection_names(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    names: list[bytes] = []
+    for name, value in headers:
+        if name == b"connection":
+            names.extend(t.strip().lower() for t in value.split(b","))
+    return frozenset(names)
+
+
+class ProxyHandler:
+    """The handler of a route's ``proxy`` table (a :class:`~bastion.edge.types.Lifecycle`)."""
+
+    def __init__(
+        self,
+        cfg: ProxyConfig,
+        upstream_cfg: UpstreamConfig,
+        tasks: WorkerTasks,
+        prefix: str = "",
+        upstream: Upstream | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.upstream = upstream if upstream is not None else Upstream(cfg.upstream, upstream_cfg)
+        self.ucfg = upstream_cfg
+        self.tasks = tasks
+        self.prefix = prefix.rstrip("/").encode() if cfg.strip_prefix else b""
+        self.host = cfg.host.encode("latin-1") if cfg.host else b""
+        # X-Request-ID when the client sent none: random per worker and route, then a
+        # counter (unique without a system call per request)
+        self.id_prefix = os.urandom(8).hex().encode("ascii")
+        self.request_count = 0
+
+    async def startup(self) -> None:
+        self.upstream.start()
+
+    async def shutdown(self) -> None:
+        self.upstream.stop()
+
+    def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
+        _Forward(self, exchange).next_try()
+
+    # -- the request head sent upstream ------------------------------------------------
+    def request_head(self, exchange: Exchange, framing: bytes) -> bytes:
+        head = exchange.head
+        path = head.raw_path
+        if self.prefix and path.startswith(self.prefix):
+            path = path[len(self.prefix) :] or b"/"
+            if path[:1] != b"/":
+                path = b"/" + path
+        query = head.query_string
+        out = [head.method.encode("ascii"), b" ", path]
+        if query:
+            out += (b"?", query)
+        out.append(b" HTTP/1.1\r\n")
+        first = len(out)  # where the header lines start
+        host = b""
+        request_id = b""
+        dropped: frozenset[bytes] | None = None
+        append = out.append
+        for name, value in head.headers:
+            if name in _SPECIAL:
+                if name == b"host":
+                    host = value
+                elif name == b"x-request-id":
+                    request_id = value
+                    append(b"x-request-id: " + value + b"\r\n")
+                elif name == b"connection" and dropped is None:
+                    dropped = _connection_names(head.headers)
+                continue
+            if dropped is not None and name in dropped:
+                continue
+            append(name + b": " + value + b"\r\n")
+        if dropped:
+            # a header the Connection header names may have come before it
+            lines = [ln for ln in out[first:] if ln.split(b":", 1)[0] not in dropped]
+            del out[first:]
+            out += lines
+            append = out.append
+        if self.host:
+            append(b"host: " + self.host + b"\r\n")
+        elif host:
+            append(b"host: " + host + b"\r\n")
+        client = head.client
+        address = client[0] if client is not None else "unix"
+        forwarded = _FORWARDED_FOR.get(address)
+        if forwarded is None:
+            forwarded = _forwarded_for(address)
+        scheme = b"https" if head.scheme == "https" else b"http"
+        append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
+        if host:
+            append(b"\r\nx-forwarded-host: " + host)
+            append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme)
+            append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
+        else:
+            append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
+        append(b"via: 1.1 bastion\r\n")
+        if not request_id:
+            self.request_count += 1
+            append(b"x-request-id: %s%x\r\n" % (self.id_prefix, self.request_count))
+        append(framing)
+        append(b"\r\n")
+        return b"".join(out)
+
+    def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        dropped = _NOTHING
+        for name, _ in headers:
+            if name == b"connection":
+                dropped = _connection_names(headers)
+                break
+        out: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            if name in HOP_BY_HOP or name in dropped:
+                continue
+            if name == b"location" and self.prefix and value[:1] == b"/" and value[:2] != b"//":
+                value = self.prefix + value
+            out.append((name, value))
+        out.append((b"via", _VIA))
+        return out
+
+
+class _Forward:
+    """One request through the proxy: its tries and the response's way back.
+
+    A request without a body that finds an idle pooled connection is sent from the
+    protocol's callback and answered from the upstream connection's callbacks: no task,
+    no timer. A task runs only to open a connection, to stream a request body, or to
+    wait for a slow client to drain. Deadlines (first byte, read) are checked by the
+    group's sweep (:meth:`Upstream.expired`).
+    """
+
+    __slots__ = (
+        "conn",
+        "deadline",
+        "exchange",
+        "finished",
+        "handler",
+        "has_body",
+        "last",
+        "retryable",
+        "sending",
+        "sent_at",
+        "server",
+        "started",
+        "status",
+        "tried",
+        "tries_left",
+        "upstream",
+    )
+
+    def __init__(self, handler: ProxyHandler, exchange: Exchange) -> None:
+        self.handler = handler
+        self.upstream = handler.upstream
+        self.exchange = exchange
+        self.conn: UpstreamConnection | None = None
+        self.server: Server | None = None
+        self.tried: list[Server] | None = None
+        self.last: UpstreamError | None = None
+        self.started = False  # a response byte arrived
+        self.finished = False
+        self.sending = False  # a task is streaming the request body
+        self.status = 0
+        self.sent_at = 0.0
+        #: when the upstream must have sent something (0: no deadline now)
+        self.deadline = 0.0
+        head = exchange.head
+        length = head.header(b"content-length")
+        self.has_body = (length is not None and length != b"0") or (
+            head.header(b"transfer-encoding") is not None
+        )
+        self.retryable = not self.has_body and head.method in IDEMPOTENT
+        self.tries_left = handler.ucfg.retries + 1
+
+    # -- tries -----------------------------------------------------------------------
+    def next_try(self) -> None:
+        upstream = self.upstream
+        self.tries_left -= 1
+        now = upstream.now()
+        try:
+            server = upstream.choose(now, self.tried)
+        except NoServer:
+            self.finished = True
+            if self.last is not None:  # the other servers are out: the last error stands
+                _error(self.exchange, 502, f"upstream {upstream.name}: {self.last}")
+            else:
+                _error(
+                    self.exchange, 503, f"no server of upstream {upstream.name} can take requests"
+                )
+            return
+        self.server = server
+        server.in_flight += 1
+        if server.in_flight > server.peak_in_flight:
+            server.peak_in_flight = server.in_flight
+        server.requests += 1
+        self.started = False
+        conn = upstream.idle_connection(server)
+        if conn is not None and not self.has_body:
+            self.send_head(conn, b"")
+            self.request_sent()
+        else:
+            self.handler.tasks.spawn(self.connect_and_send(server, conn))
+
+    def send_head(self, conn: UpstreamConnection, framing: bytes) -> None:
+        exchange = self.exchange
+        method = exchange.head.method
+        self.conn = conn
+        conn.start(self, method == "HEAD")
+        if not framing and (method == "POST" or method == "PUT" or method == "PATCH"):
+            framing = b"content-length: 0\r\n"
+        conn.write(self.handler.request_head(exchange, framing))
+
+    def request_sent(self) -> None:
+        upstream = self.upstream
+        self.sent_at = now = upstream.now()
+        if not self.started and not self.finished:
+            self.deadline = now + self.handler.ucfg.first_byte_timeout
+        upstream.active.add(self)
+
+    async def connect_and_send(self, server: Server, conn: UpstreamConnection | None) -> None:
+        if conn is None:
+            try:
+                conn = await self.upstream.connect(server)
+            except UpstreamError as exc:
+                self.try_failed(exc, reached=False)
+                return
+        if self.finished or self.exchange.disconnected:
+            self.give_up(conn)
+            return
+        if not self.has_body:
+            self.send_head(conn, b"")
+            self.request_sent()
+            return
+        try:
+            await self.send_body(conn)
+        except UpstreamError as exc:
+            if not self.finished:
+                self.try_failed(exc, reached=True)
+            return
+        except (ClientDisconnected, asyncio.CancelledError):
+            if not self.finished:
+                self.give_up(conn)
+            raise
+        finally:
+            self.sending = False
+        if not self.finished:
+            self.request_sent()
+
+    async def send_body(self, conn: UpstreamConnection) -> None:
+        exchange = self.exchange
+        length = exchange.head.header(b"content-length")
+        chunked = length is None
+        if chunked:
+            self.send_head(conn, b"transfer-encoding: chunked\r\n")
+        else:
+            self.send_head(conn, b"content-length: %s\r\n" % length)
+        self.sending = True
+        timeout = self.handler.ucfg.write_timeout
+        while not self.finished:
+            data, more = await exchange.receive_body()
+            if self.finished:
+                break  # the upstream answered (or failed) before taking the whole body
+            if data:
+                if chunked:
+                    conn.write(b"%x\r\n" % len(data))
+                    conn.write(data)
+                    conn.write(b"\r\n")
+                else:
+                    conn.write(data)
+                if conn.writing_paused:
+                    try:
+                        async with asyncio.timeout(timeout):
+                            await conn.drain()
+                    except TimeoutError:
+                        raise _Timeout(
+                            f"timed out sending the request body ({timeout:g} s)"
+                        ) from None
+            if not more:
+                if chunked:
+                    conn.write(b"0\r\n\r\n")
+                break
+
+    # -- endings ---------------------------------------------------------------------
+    def done_with_server(self) -> Server:
+        self.finished = True
+        self.deadline = 0.0
+        self.upstream.active.discard(self)
+        server = self.server
+        assert server is not None
+        server.in_flight -= 1
+        return server
+
+    def give_up(self, conn: UpstreamConnection | None) -> None:
+        """The client went away: drop the upstream connection, answer nothing."""
+        self.done_with_server()
+        if conn is not None:
+            conn.abort()
+        self.exchange.fail()
+
+    def try_failed(self, exc: UpstreamError, *, reached: bool) -> None:
+        upstream = self.upstream
+        server = self.done_with_server()
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.abort()
+        upstream.record_failure(server, upstream.now())
+        exchange = self.exchange
+        if self.started or exchange.response_started:
+            logger.warning("upstream %s: %s (response cut)", server.spec.label, exc)
+            exchange.fail()
+            return
+        if self.tries_left > 0 and (self.retryable or not reached) and not exchange.disconnected:
+            self.last = exc
+            if self.tried is None:
+                self.tried = [server]
+            else:
+                self.tried.append(server)
+            self.finished = False
+            self.next_try()
+            return
+        logger.warning("upstream %s: %s", server.spec.label, exc)
+        status = 504 if isinstance(exc, _Timeout) else 502
+        _error(exchange, status, f"upstream {upstream.name}: {exc}")
+
+    def timed_out(self) -> None:
+        timeout = self.handler.ucfg
+        if self.started:
+            exc = _Timeout(f"timed out reading the response ({timeout.read_timeout:g} s)")
+        else:
+            exc = _Timeout(f"timed out waiting for the response ({timeout.first_byte_timeout:g} s)")
+        self.try_failed(exc, reached=True)
+
+    async def resume_after_drain(self, conn: UpstreamConnection) -> None:
+        await self.exchange.drain()
+        if self.finished:
+            return
+        if self.exchange.disconnected:
+            self.give_up(conn)
+            return
+        self.deadline = self.upstream.now() + self.handler.ucfg.read_timeout
+        conn.resume_reading()
+
+    # -- ResponseSink ----------------------------------------------------------------
+    def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.started = True
+        exchange = self.exchange
+        if status < 200:
+            if status != 100:  # the client had its 100 Continue from bastion
+                try:
+                    exchange.inform(status, self.handler.response_headers(headers))
+                except Exception:
+                    pass
+            return
+        self.status = status
+        now = self.upstream.now()
+        server = self.server
+        assert server is not None
+        server.observe_latency(now - self.sent_at, now)
+        self.deadline = now + self.handler.ucfg.read_timeout
+        exchange.start_response(status, self.handler.response_headers(headers))
+
+    def response_body(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange.disconnected:
+            self.give_up(self.conn)
+            return
+        exchange.write(data)
+        conn = self.conn
+        if exchange.writing_paused and conn is not None:
+            conn.pause_reading()  # the client is slow: hold the upstream back
+            self.deadline = 0.0  # waiting on the client is not the upstream's fault
+            self.handler.tasks.spawn(self.resume_after_drain(conn))
+        elif self.deadline:
+            self.deadline = self.upstream.now() + self.handler.ucfg.read_timeout
+
+    def response_end(self) -> None:
+        if self.finished:
+            return
+        upstream = self.upstream
+        server = self.done_with_server()
+        conn = self.conn
+        self.conn = None
+        if self.status >= 500:
+            upstream.record_failure(server, upstream.now())
+        else:
+            upstream.record_success(server)
+        self.exchange.finish()
+        if conn is not None:
+            if self.sending:
+                conn.close()  # answered before the whole body went out: not reusable
+            else:
+                upstream.release(conn, upstream.now())
+
+    def response_failed(self, exc: UpstreamError) -> None:
+        if not self.finished:
+            self.try_failed(exc, reached=True)

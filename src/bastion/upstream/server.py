@@ -1,0 +1,118 @@
+"""One upstream server as a worker sees it: its pool of idle connections, what it has in
+flight, its latency estimate and its passive health.
+
+The counters here (requests, failures, in flight, latency, ejections) are what the
+metrics export will read; they are plain attributes, updated on the event loop.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from bastion.upstream.address import ServerSpec
+
+if TYPE_CHECKING:
+    from bastion.upstream.connection import UpstreamConnection
+
+__all__ = ["Server"]
+
+#: how long the peak-EWMA latency takes to forget (seconds): Finagle's default decay 10 s
+DECAY = 10.0
+#: a new server's latency guess (seconds), so it is tried but not flooded
+INITIAL_LATENCY = 0.001
+#: the ejection time grows with each ejection in a row, up to this many times the first
+MAX_EJECTION_FACTOR = 10
+
+
+class Server:
+    """A member of an upstream group."""
+
+    __slots__ = (
+        "consecutive_failures",
+        "current_weight",
+        "ejected_until",
+        "ejections",
+        "failures",
+        "idle",
+        "in_flight",
+        "latency",
+        "latency_at",
+        "open_connections",
+        "peak_in_flight",
+        "requests",
+        "spec",
+    )
+
+    def __init__(self, spec: ServerSpec) -> None:
+        self.spec = spec
+        #: idle keep-alive connections, most recently used last
+        self.idle: list[UpstreamConnection] = []
+        self.open_connections = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0  # the most in flight at once since the last sweep
+        self.requests = 0  # tries sent to it
+        self.failures = 0  # connect errors, 5xx, bad responses, timeouts
+        self.consecutive_failures = 0
+        self.ejections = 0  # ejections in a row (reset by a success)
+        self.ejected_until = 0.0
+        #: peak-EWMA latency in seconds and when it was last updated
+        self.latency = INITIAL_LATENCY
+        self.latency_at = 0.0
+        #: smooth weighted round robin's running weight
+        self.current_weight = 0
+
+    @property
+    def weight(self) -> int:
+        return self.spec.weight
+
+    def available(self, now: float) -> bool:
+        """Not ejected and below its connection cap."""
+        if self.ejected_until > now:
+            return False
+        cap = self.spec.max_conns
+        return cap == 0 or self.in_flight < cap
+
+    def cost(self, now: float) -> float:
+        """Peak-EWMA load: the decayed latency times the requests waiting (plus one)."""
+        return self.decayed_latency(now) * (self.in_flight + 1)
+
+    def decayed_latency(self, now: float) -> float:
+        elapsed = now - self.latency_at
+        if elapsed <= 0:
+            return self.latency
+        return self.latency * math.exp(-elapsed / DECAY) + INITIAL_LATENCY * (
+            1 - math.exp(-elapsed / DECAY)
+        )
+
+    def observe_latency(self, seconds: float, now: float) -> None:
+        """A response head arrived ``seconds`` after the request was sent: a higher
+        figure takes over at once (the peak), a lower one is blended in."""
+        if seconds > self.latency:
+            self.latency = seconds
+        else:
+            current = self.decayed_latency(now)
+            w = math.exp(-(now - self.latency_at) / DECAY) if self.latency_at else 0.0
+            self.latency = current * w + seconds * (1 - w)
+        self.latency_at = now
+
+    def succeeded(self) -> None:
+        self.consecutive_failures = 0
+        self.ejections = 0
+
+    def failed(self) -> None:
+        self.failures += 1
+        self.consecutive_failures += 1
+
+    def eject(self, now: float, base: float) -> None:
+        """Take it out of rotation for a time that grows with each ejection in a row."""
+        self.ejections += 1
+        self.ejected_until = now + base * min(self.ejections, MAX_EJECTION_FACTOR)
+        self.consecutive_failures = 0
+
+    def close_idle(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+    def __repr__(self) -> str:
+        return f"<Server {self.spec.label} in_flight={self.in_flight}>"

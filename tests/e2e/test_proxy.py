@@ -1,0 +1,338 @@
+"""The reverse proxy end to end: a real bastion forwarding to small raw-socket servers
+(tests/e2e/upstream_servers.py), with httpx and raw sockets as clients."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from server import BastionProcess
+from upstream_servers import CLOSE, RawServer, Request, response
+
+
+def echo(req: Request) -> bytes:
+    return response(200, req.target.encode(), [("X-Conn", str(req.conn))])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def proxy(
+    tmp_path: Path, servers: list[str], upstream: str = "", route: str = "", top: str = ""
+) -> Iterator[BastionProcess]:
+    listed = ", ".join(f'"{s}"' for s in servers)
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f"{top}\n[upstreams.back]\nservers = [{listed}]\n{upstream}\n\n"
+        f'[[routes]]\npath = "/"\nproxy = {{ upstream = "back"{route} }}\n'
+    )
+    with BastionProcess(
+        ["serve", "-c", str(config), "--bind", "127.0.0.1:0", "--workers", "1"]
+    ) as proc:
+        yield proc
+
+
+def raw(proc: BastionProcess, data: bytes, timeout: float = 5.0) -> bytes:
+    host, port = proc.host_port
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+# -- forwarding -------------------------------------------------------------------------
+
+
+def test_forwards_method_path_query_headers_and_body_both_ways(tmp_path: Path) -> None:
+    def handler(req: Request) -> bytes:
+        return response(
+            201,
+            b"got " + req.body,
+            [
+                ("X-Up", "1"),
+                ("Connection", "keep-alive, X-Secret"),
+                ("X-Secret", "hop"),
+                ("Keep-Alive", "timeout=5"),
+            ],
+        )
+
+    with RawServer(handler) as up, proxy(tmp_path, [up.address]) as p:
+        r = httpx.post(
+            p.url + "/a/b%20c?x=1&y=2",
+            content=b"payload",
+            headers={
+                "X-Custom": "v",
+                "Connection": "X-Drop",
+                "X-Drop": "no",
+                "Keep-Alive": "300",
+                "Proxy-Authorization": "Basic eA==",
+                "X-Forwarded-For": "6.6.6.6",
+                "X-Forwarded-Host": "evil.example",
+                "Forwarded": "for=6.6.6.6",
+                "X-Request-ID": "req-42",
+            },
+        )
+        assert r.status_code == 201
+        assert r.content == b"got payload"
+        assert r.headers["x-up"] == "1"
+        assert "x-secret" not in r.headers and "keep-alive" not in r.headers
+        assert r.headers["via"] == "1.1 bastion"
+        req = up.requests[0]
+        assert (req.method, req.target, req.body) == ("POST", "/a/b%20c?x=1&y=2", b"payload")
+        assert req.header("x-custom") == "v"
+        for gone in ("x-drop", "keep-alive", "proxy-authorization"):
+            assert req.header(gone) is None, gone
+        # the peer is not a trusted proxy: what the client claimed is replaced
+        assert req.all("x-forwarded-for") == ["127.0.0.1"]
+        assert req.all("x-forwarded-proto") == ["http"]
+        assert req.all("x-forwarded-host") == [p.url.split("//")[1]]
+        assert req.all("forwarded") == [
+            f'for=127.0.0.1;proto=http;host="{p.host_port[0]}:{p.host_port[1]}"'
+        ]
+        assert req.header("host") == p.url.split("//")[1]
+        assert req.header("via") == "1.1 bastion"
+        assert req.header("x-request-id") == "req-42"
+        r2 = httpx.get(p.url + "/")
+        httpx.get(p.url + "/")
+        generated = {up.requests[i].header("x-request-id") for i in (1, 2)}
+        assert None not in generated and len(generated) == 2  # one of its own each
+        assert r2.status_code == 201
+
+
+def test_trusted_proxy_client_address_is_forwarded(tmp_path: Path) -> None:
+    with (
+        RawServer(echo) as up,
+        proxy(
+            tmp_path,
+            [up.address],
+            top='[server]\nforwarded_allow_ips = ["127.0.0.1"]\n',
+        ) as p,
+    ):
+        httpx.get(
+            p.url + "/",
+            headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+        )
+        req = up.requests[0]
+        assert req.all("x-forwarded-for") == ["203.0.113.7"]
+        assert req.all("x-forwarded-proto") == ["https"]
+        assert req.all("forwarded") == [
+            f'for=203.0.113.7;proto=https;host="{p.host_port[0]}:{p.host_port[1]}"'
+        ]
+
+
+def test_host_rewritten_prefix_stripped_and_location_mapped_back(tmp_path: Path) -> None:
+    def handler(req: Request) -> bytes:
+        return response(302, b"", [("Location", "/login?next=" + req.target)])
+
+    config = tmp_path / "p.toml"
+    with RawServer(handler) as up:
+        config.write_text(
+            f'[upstreams.back]\nservers = ["http://{up.address}"]\n\n'
+            '[[routes]]\npath = "/api/"\n'
+            'proxy = { upstream = "back", strip_prefix = true, host = "internal.svc" }\n'
+        )
+        with BastionProcess(
+            ["serve", "-c", str(config), "--bind", "127.0.0.1:0", "--workers", "1"]
+        ) as p:
+            r = httpx.get(p.url + "/api/users?id=3")
+            assert r.status_code == 302
+            assert r.headers["location"] == "/api/login?next=/users?id=3"
+            assert up.requests[0].target == "/users?id=3"
+            assert up.requests[0].header("host") == "internal.svc"
+
+
+def test_chunked_both_ways_head_204_304_and_early_hints(tmp_path: Path) -> None:
+    def handler(req: Request) -> bytes:
+        if req.target == "/chunked":
+            return (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            )
+        if req.target == "/head":
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"  # HEAD: no body
+        if req.target == "/204":
+            return b"HTTP/1.1 204 No Content\r\n\r\n"
+        if req.target == "/304":
+            return b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n'
+        if req.target == "/hints":
+            return b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n" + response(
+                200, b"final"
+            )
+        return response(200, b"%d:%s" % (len(req.body), req.body[:5]))
+
+    with RawServer(handler) as up, proxy(tmp_path, [up.address]) as p:
+        with httpx.Client() as c:
+            r = c.get(p.url + "/chunked")
+            assert r.text == "hello world"
+            r = c.head(p.url + "/head")
+            assert r.status_code == 200 and r.headers["content-length"] == "1234"
+            r = c.get(p.url + "/204")
+            assert r.status_code == 204 and r.content == b""
+            r = c.get(p.url + "/304")
+            assert r.status_code == 304 and r.headers["etag"] == '"x"'
+
+            def gen() -> Iterator[bytes]:
+                yield b"abc"
+                yield b"defgh"
+
+            r = c.post(p.url + "/up", content=gen())  # chunked from the client
+            assert r.text == "8:abcde"
+            assert up.requests[-1].body == b"abcdefgh"
+            r = c.get(p.url + "/after")
+            assert r.status_code == 200
+        out = raw(p, b"GET /hints HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 103 Early Hints\r\n"), out[:200]
+        assert b"link: </s.css>; rel=preload" in out.lower()
+        assert out.endswith(b"final")
+
+
+def test_pooled_connections_are_reused(tmp_path: Path) -> None:
+    with RawServer(echo) as up, proxy(tmp_path, [up.address]) as p:
+        with httpx.Client() as c:
+            for _ in range(20):
+                assert c.get(p.url + "/x").status_code == 200
+        assert up.connections == 1
+
+
+# -- failures ---------------------------------------------------------------------------
+
+
+def test_every_server_down_answers_502_at_once(tmp_path: Path) -> None:
+    dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    with proxy(tmp_path, dead) as p:
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = httpx.get(p.url + "/", timeout=10)
+            assert r.status_code in (502, 503)
+            assert "upstream back" in r.text
+            assert time.monotonic() - t0 < 2
+
+
+def test_idempotent_retried_on_another_server_post_is_not(tmp_path: Path) -> None:
+    with (
+        RawServer(lambda req: CLOSE) as bad,
+        RawServer(echo) as good,
+        proxy(tmp_path, [bad.address, good.address], upstream='balance = "round_robin"') as p,
+    ):
+        for _ in range(4):
+            assert httpx.get(p.url + "/g").status_code == 200
+        assert len(bad.requests) >= 1  # it was tried...
+        assert len(good.requests) == 4  # ...and every GET was answered by the other
+        statuses = [httpx.post(p.url + "/p", content=b"x").status_code for _ in range(4)]
+        # a POST that reached the broken server is not sent again
+        assert 502 in statuses
+        posts_bad = [r for r in bad.requests if r.method == "POST"]
+        posts_good = [r for r in good.requests if r.method == "POST"]
+        assert len(posts_bad) + len(posts_good) == 4
+
+
+def test_failing_server_is_ejected_then_recovers(tmp_path: Path) -> None:
+    state = {"fail": True}
+
+    def flaky(req: Request) -> bytes:
+        return response(500, b"down") if state["fail"] else response(200, b"up")
+
+    with (
+        RawServer(flaky) as sick,
+        RawServer(echo) as well,
+        proxy(
+            tmp_path,
+            [sick.address, well.address],
+            upstream='balance = "round_robin"\nmax_fails = 2\nfail_timeout = 1.0',
+        ) as p,
+    ):
+        with httpx.Client() as c:
+            codes = [c.get(p.url + "/").status_code for _ in range(10)]
+        assert codes.count(500) == 2  # two failures in a row, then out
+        assert len(sick.requests) == 2
+        state["fail"] = False
+        time.sleep(1.3)
+        with httpx.Client() as c:
+            codes = [c.get(p.url + "/").status_code for _ in range(6)]
+        assert codes == [200] * 6
+        assert len(sick.requests) >= 4  # back in rotation
+
+
+def test_first_byte_timeout_gives_504_and_retries_get(tmp_path: Path) -> None:
+    import asyncio
+
+    async def slow(req: Request) -> bytes:
+        await asyncio.sleep(3)
+        return response(200, b"late")
+
+    with (
+        RawServer(slow) as up,
+        proxy(tmp_path, [up.address], upstream="first_byte_timeout = 0.5") as p,
+    ):
+        t0 = time.monotonic()
+        r = httpx.post(p.url + "/", content=b"x", timeout=10)
+        assert r.status_code == 504
+        assert time.monotonic() - t0 < 2.5
+
+
+# -- malformed upstreams ----------------------------------------------------------------
+
+BAD = {
+    "/status": b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok",
+    "/clte": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+    ),
+    "/twocl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 9\r\n\r\nok",
+    "/huge": b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70000 + b"\r\n\r\nok",
+    "/extra": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
+    b"Content-Length: 8\r\n\r\nsmuggled",
+}
+
+
+def test_malformed_responses_give_502_and_the_connection_is_discarded(tmp_path: Path) -> None:
+    def handler(req: Request) -> bytes:
+        if req.target in BAD:
+            return BAD[req.target]
+        if req.target == "/truncated":
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-this" + CLOSE
+        return response(200, b"fine")
+
+    with RawServer(handler) as up, proxy(tmp_path, [up.address], upstream="retries = 0") as p:
+        with httpx.Client() as c:
+            for path in ("/status", "/clte", "/twocl", "/huge"):
+                r = c.get(p.url + path)
+                assert r.status_code == 502, (path, r.text)
+                assert "smuggled" not in r.text
+                before = up.connections
+                assert c.get(p.url + "/ok").text == "fine"
+                assert up.connections == before + 1, f"{path}: connection kept"
+            # a complete answer followed by bytes nobody asked for: the first is
+            # delivered, the rest never reaches the next request
+            assert c.get(p.url + "/extra").text == "ok"
+            assert c.get(p.url + "/ok").text == "fine"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(p.url + "/truncated")  # the body had started: the client is cut
+
+
+def test_headers_named_by_connection_are_dropped_wherever_they_stand(tmp_path: Path) -> None:
+    with RawServer(echo) as up, proxy(tmp_path, [up.address]) as p:
+        out = raw(
+            p,
+            b"GET /q?x-before HTTP/1.1\r\nHost: h\r\nX-Before: 1\r\nX-Kept: 2\r\n"
+            b"Connection: X-Before, X-After, close\r\nX-After: 3\r\n\r\n",
+        )
+        assert out.startswith(b"HTTP/1.1 200"), out[:100]
+        (req,) = up.requests
+        assert req.target == "/q?x-before"
+        assert req.header("x-before") is None and req.header("x-after") is None
+        assert req.header("x-kept") == "2" and req.header("connection") is None

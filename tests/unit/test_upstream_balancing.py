@@ -1,0 +1,174 @@
+"""Balancers, server lines and passive ejection, without sockets (no I/O to fake)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from bastion.config.schema import UpstreamConfig
+from bastion.upstream.address import ServerAddressError, parse_server
+from bastion.upstream.balancers import LeastRequests, PeakEwma, SmoothRoundRobin
+from bastion.upstream.group import NoServer, Upstream
+from bastion.upstream.server import Server
+
+
+def servers(*weights: int) -> list[Server]:
+    return [Server(parse_server(f"10.0.0.{i + 1}:80 weight={w}")) for i, w in enumerate(weights)]
+
+
+# -- server lines -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "unix", "weight", "max_conns", "backup"),
+    [
+        ("10.0.0.5:8000", "10.0.0.5", 8000, "", 1, 0, False),
+        ("[2001:db8::1]:8443 weight=3", "2001:db8::1", 8443, "", 3, 0, False),
+        ("unix:/run/app.sock backup", "", 0, "/run/app.sock", 1, 0, True),
+        ("http://api.internal", "api.internal", 80, "", 1, 0, False),
+        ("http://127.0.0.1:9000/ max_conns=10", "127.0.0.1", 9000, "", 1, 10, False),
+    ],
+)
+def test_server_lines(
+    text: str, host: str, port: int, unix: str, weight: int, max_conns: int, backup: bool
+) -> None:
+    spec = parse_server(text)
+    assert (spec.host, spec.port, spec.unix_path) == (host, port, unix)
+    assert (spec.weight, spec.max_conns, spec.backup) == (weight, max_conns, backup)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "10.0.0.5",
+        "2001:db8::1:80",
+        "[nope]:80",
+        "10.0.0.5:0",
+        "h:1 weight=0",
+        "h:1 heavy",
+        "https://h:443",
+        "http://h/path",
+        "unix:",
+        "bad_host!:80",
+    ],
+)
+def test_bad_server_lines(text: str) -> None:
+    with pytest.raises(ServerAddressError, match=r"expected|weight|option"):
+        parse_server(text)
+
+
+# -- balancers --------------------------------------------------------------------------
+
+
+def test_smooth_round_robin_spreads_weights_evenly() -> None:
+    a, b, c = servers(5, 1, 1)
+    rr = SmoothRoundRobin()
+    picks = [rr.choose([a, b, c], 0.0, b"") for _ in range(7)]
+    assert [p.spec.host for p in picks] == [
+        "10.0.0.1",
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.1",
+        "10.0.0.3",
+        "10.0.0.1",
+        "10.0.0.1",
+    ]  # nginx's sequence for 5:1:1: a a b a c a a
+    counts = Counter(rr.choose([a, b, c], 0.0, b"").spec.host for _ in range(7000))
+    assert counts == {"10.0.0.1": 5000, "10.0.0.2": 1000, "10.0.0.3": 1000}
+
+
+def test_least_requests_prefers_the_idle_server_and_shares_ties() -> None:
+    a, b, c = servers(1, 1, 2)
+    lr = LeastRequests(random.Random(1))
+    a.in_flight, b.in_flight, c.in_flight = 3, 1, 4  # c: 4 / weight 2 = 2
+    assert lr.choose([a, b, c], 0.0, b"") is b
+    a.in_flight = b.in_flight = c.in_flight = 0
+    counts = Counter(lr.choose([a, b, c], 0.0, b"").spec.host for _ in range(3000))
+    assert all(800 < n < 1200 for n in counts.values()), counts
+
+
+def test_peak_ewma_moves_traffic_away_from_a_slow_server() -> None:
+    fast1, fast2, slow = servers(1, 1, 1)
+    p2c = PeakEwma(random.Random(7))
+    now = 100.0
+    for s in (fast1, fast2):
+        s.observe_latency(0.002, now)
+    slow.observe_latency(0.200, now)
+    counts = Counter(p2c.choose([fast1, fast2, slow], now, b"").spec.host for _ in range(3000))
+    # the slow one wins only when it is not drawn against a fast one: never, with two picks
+    assert counts["10.0.0.3"] == 0, counts
+    assert abs(counts["10.0.0.1"] - counts["10.0.0.2"]) < 400
+    # under load (one request in flight on each fast server) it still loses at first;
+    # its latency decays, and tens of seconds later it takes its share again
+    fast1.in_flight = fast2.in_flight = 1
+    counts = Counter(p2c.choose([fast1, fast2, slow], now, b"").spec.host for _ in range(3000))
+    assert counts["10.0.0.3"] == 0, counts
+    later = now + 60
+    counts = Counter(p2c.choose([fast1, fast2, slow], later, b"").spec.host for _ in range(3000))
+    assert counts["10.0.0.3"] > 1500, counts
+
+
+def test_peak_ewma_spreads_evenly_between_equal_servers() -> None:
+    group = servers(1, 1, 1, 1)
+    p2c = PeakEwma(random.Random(3))
+    counts = Counter(p2c.choose(group, 0.0, b"").spec.host for _ in range(8000))
+    assert all(1600 < n < 2400 for n in counts.values()), counts
+
+
+# -- ejection ---------------------------------------------------------------------------
+
+
+def group(n: int, **kw: object) -> Upstream:
+    cfg = UpstreamConfig(servers=tuple(f"10.0.0.{i + 1}:80" for i in range(n)), **kw)  # type: ignore[arg-type]
+    return Upstream("g", cfg, SmoothRoundRobin())
+
+
+def test_consecutive_failures_eject_with_growing_time_and_success_resets() -> None:
+    up = group(4, max_fails=3, fail_timeout=10.0)
+    s = up.primary[0]
+    for _ in range(2):
+        up.record_failure(s, 0.0)
+    assert s.available(0.0)
+    up.record_success(s)  # the count starts again
+    for _ in range(2):
+        up.record_failure(s, 0.0)
+    assert s.available(0.0)
+    up.record_failure(s, 0.0)
+    assert not s.available(5.0) and s.available(10.5)
+    for _ in range(3):
+        up.record_failure(s, 11.0)  # failed again after its return: twice as long
+    assert not s.available(30.0) and s.available(31.5)
+    assert all(up.choose(12.0, None) is not s for _ in range(20))
+
+
+def test_never_more_than_the_configured_share_is_ejected() -> None:
+    up = group(4, max_fails=1, max_ejected_percent=50)
+    for s in up.primary:
+        up.record_failure(s, 0.0)
+    assert sum(not s.available(0.0) for s in up.primary) == 2
+    one = group(1, max_fails=1)
+    one.record_failure(one.primary[0], 0.0)
+    assert one.primary[0].available(0.0)  # the only server stays
+
+
+def test_backups_only_when_no_primary_can_take_it() -> None:
+    cfg = UpstreamConfig(
+        servers=("10.0.0.1:80", "10.0.0.2:80 backup"), max_fails=1, max_ejected_percent=100
+    )
+    up = Upstream("g", cfg)
+    assert up.choose(0.0, None).spec.host == "10.0.0.1"
+    up.record_failure(up.primary[0], 0.0)
+    assert up.choose(0.0, None).spec.host == "10.0.0.2"
+    with pytest.raises(NoServer):
+        up.choose(0.0, [up.backup[0]])
+
+
+def test_max_conns_caps_requests_in_flight() -> None:
+    up = Upstream("g", UpstreamConfig(servers=("10.0.0.1:80 max_conns=2",)))
+    s = up.primary[0]
+    s.in_flight = 2
+    with pytest.raises(NoServer):
+        up.choose(0.0, None)
