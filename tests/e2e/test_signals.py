@@ -225,7 +225,7 @@ def test_sighup_loses_no_request_on_keep_alive_connections() -> None:
                 seen = load.count()
                 srv.signal(signal.SIGHUP)
                 srv.wait_for_log(r"reload complete", 30, start=mark)
-                wait_until(lambda: load.count() > seen + 200, 10, "load after the reload")
+                wait_until(lambda seen=seen: load.count() > seen + 200, 10, "load after the reload")
             # the retired workers have closed every connection they held
             wait_until(lambda: len(child_pids(srv.pid)) == 2, 15, "two workers")
             seen = load.count()
