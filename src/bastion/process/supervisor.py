@@ -18,6 +18,7 @@ import math
 import os
 import selectors
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from typing import Any
 from bastion import __version__
 from bastion.config.errors import ConfigError
 from bastion.config.schema import Config
-from bastion.observe.logging import error_stream, logger, setup_logging
+from bastion.observe.logging import error_stream, logger, reopen_error_log, setup_logging
 from bastion.process.children import Child, State, describe_status
 from bastion.process.control import ControlReader, Message
 from bastion.process.heartbeat import HeartbeatTable
@@ -38,8 +39,9 @@ from bastion.process.listeners import (
     open_listeners,
     open_redirect_listeners,
 )
-from bastion.process.signals import SignalQueue
+from bastion.process.signals import IGNORED, SignalQueue
 from bastion.process.tls import ServerTLS, load_tls
+from bastion.process.upgrade import close_unused, hand_over, take_inherited, upgrading_from
 from bastion.process.worker import EXIT_STARTUP_FAILED, WorkerSpec, run_worker
 
 EXIT_OK = 0
@@ -54,6 +56,13 @@ QUIT_WAIT = 2.0  # after SIGQUIT, before SIGKILL
 TICK = 1.0  # longest wait in the main loop (heartbeat checks)
 
 ReloadConfig = Callable[[], Config]
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
 
 
 def restart_delay(backoff: float, lived: float) -> tuple[float, float]:
@@ -109,6 +118,10 @@ class Supervisor:
         self.respawn_at = 0.0
         self.startup_deadline = math.inf
         self.stop_deadline = math.inf
+        # SIGUSR2: the new bastion started to replace this one, until it is ready
+        self.upgrade: subprocess.Popen[bytes] | None = None
+        self.upgrade_from = 0  # the supervisor this one replaces (it was started by one)
+        self.handed_over = False  # the new bastion is ready: it owns the sockets now
 
     # -- start-up ----------------------------------------------------------------------
     def run(self) -> int:
@@ -118,17 +131,23 @@ class Supervisor:
         except ConfigError as exc:
             self._report_fatal(str(exc))
             return EXIT_FAILED
+        inherited = take_inherited()
+        self.upgrade_from = upgrading_from()
         try:
-            self.listeners = open_listeners(self.config.server)
+            self.listeners = open_listeners(self.config.server, inherited)
             if self.tls is not None:
                 mark_tls(self.listeners)
                 self.listeners.extend(
-                    open_redirect_listeners(self.config.tls.redirect_bind, self.config.server)
+                    open_redirect_listeners(
+                        self.config.tls.redirect_bind, self.config.server, inherited
+                    )
                 )
         except ListenerError as exc:
             close_listeners(self.listeners)
             self._report_fatal(str(exc))
             return EXIT_FAILED
+        finally:
+            close_unused(inherited)  # binds the new configuration dropped
         try:
             if self.config.workers.preload and self._uses_default_app() and not self._preload():
                 return EXIT_FAILED
@@ -214,7 +233,17 @@ class Supervisor:
         if sig == signal.SIGCHLD:
             return
         if sig in (signal.SIGTERM, signal.SIGINT):
-            if self.phase != "stopping":
+            if self.phase != "stopping" and self.upgrade is not None and sig == signal.SIGTERM:
+                # (most likely from the new bastion, ready to serve)
+                logger.info(
+                    "SIGTERM received while the new bastion (pid %d) runs: handing over "
+                    "and stopping gracefully",
+                    self.upgrade.pid,
+                )
+                self.handed_over = True
+                self._disown_unix_files()  # the new bastion removes them when it stops
+                self._stop(immediate=False, retire=True)
+            elif self.phase != "stopping":
                 name = signal.Signals(sig).name
                 logger.info("%s received: stopping gracefully", name)
                 self._stop(immediate=False)
@@ -233,6 +262,79 @@ class Supervisor:
             if self.target > 1:
                 self.target -= 1
             logger.info("SIGTTOU received: %d worker%s", self.target, "s"[: self.target - 1])
+        elif sig == signal.SIGUSR1:
+            self._reopen_logs()
+        elif sig == signal.SIGUSR2:
+            self._start_upgrade()
+        elif sig in IGNORED:
+            logger.warning("%s received: ignored", _signal_name(sig))
+
+    # -- log files and upgrades --------------------------------------------------------
+    def _reopen_logs(self) -> None:
+        """SIGUSR1 (logrotate): open the log files again by name, here and in every
+        worker (which the supervisor tells with SIGHUP)."""
+        try:
+            reopened = reopen_error_log()
+        except OSError as exc:
+            logger.error("SIGUSR1: cannot reopen log.error_file: %s", exc)
+            reopened = False
+        logger.info("SIGUSR1 received: %s", "log files reopened" if reopened else "logs reopened")
+        for child in self.children.values():
+            if child.state is State.READY:
+                child.signal(signal.SIGHUP)
+
+    def _start_upgrade(self) -> None:
+        """SIGUSR2: start a new bastion (the code now on disk) on the same sockets; it
+        stops this one once its workers are ready."""
+        if self.phase != "running" or self.upgrade is not None or self.handed_over:
+            logger.info("SIGUSR2 received while %s: ignored", self._busy_with())
+            return
+        try:
+            self.upgrade = hand_over(self.listeners)
+        except OSError as exc:
+            logger.error("SIGUSR2: cannot start a new bastion: %s", exc)
+            return
+        logger.info(
+            "SIGUSR2 received: started a new bastion (pid %d) on the same sockets; this "
+            "one serves until it is ready",
+            self.upgrade.pid,
+        )
+
+    def _busy_with(self) -> str:
+        if self.upgrade is not None:
+            return f"upgrading (new bastion pid {self.upgrade.pid})"
+        return self.phase
+
+    def _upgrade_exited(self, status: int) -> None:
+        assert self.upgrade is not None
+        self.upgrade.returncode = os.waitstatus_to_exitcode(status)
+        pid = self.upgrade.pid
+        self.upgrade = None
+        if self.handed_over:
+            return
+        logger.error(
+            "upgrade failed: the new bastion (pid %d) %s; this one goes on serving",
+            pid,
+            describe_status(status),
+        )
+
+    def _disown_unix_files(self) -> None:
+        for lst in self.listeners:
+            lst.unix_path = ""
+
+    def _take_over(self) -> None:
+        """Every worker of this (upgraded) bastion is ready: stop the old one."""
+        for lst in self.listeners:
+            if lst.inherited_unix_path:  # this bastion removes the file at exit now
+                lst.unix_path = lst.inherited_unix_path
+                try:
+                    lst.unix_inode = os.stat(lst.unix_path).st_ino
+                except OSError:
+                    lst.unix_path = ""
+        old, self.upgrade_from = self.upgrade_from, 0
+        if old and old == os.getppid():
+            logger.info("upgrade complete: stopping the previous bastion (pid %d)", old)
+            os.kill(old, signal.SIGTERM)
 
     # -- workers -----------------------------------------------------------------------
     def _spawn(self, predecessor: Child | None = None, for_reload: bool = False) -> Child:
@@ -377,6 +479,7 @@ class Supervisor:
             self.phase = "running"
             self.startup_deadline = math.inf  # met: must not bound the loop's wait any more
             self._banner(interface)
+            self._take_over()
         if child.for_reload:
             self._advance_reload()
 
@@ -391,6 +494,8 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is not None:
                 self._on_exit(child, status)
+            elif self.upgrade is not None and pid == self.upgrade.pid:
+                self._upgrade_exited(status)
 
     def _on_exit(self, child: Child, status: int) -> None:
         if child.control.fd >= 0:
@@ -547,8 +652,14 @@ class Supervisor:
         self.exit_code = EXIT_FAILED
         self._stop(immediate=False)
 
-    def _stop(self, immediate: bool) -> None:
+    def _stop(self, immediate: bool, retire: bool = False) -> None:
+        """Stop every worker: at once, gracefully, or (``retire``: another bastion
+        takes over) gracefully with WebSockets let go on until graceful_timeout."""
         now = time.monotonic()
+        if self.upgrade is not None and not self.handed_over:
+            # stopped while a new bastion was starting: it must not take over
+            logger.info("stopping the new bastion (pid %d) too", self.upgrade.pid)
+            self.upgrade.send_signal(signal.SIGTERM)
         self.phase = "stopping"
         self.reloading = False
         self.startup_deadline = math.inf
@@ -559,6 +670,8 @@ class Supervisor:
                 # a worker still starting has no handlers yet (SIGQUIT would dump core)
                 child.signal(signal.SIGKILL if child.state is State.STARTING else signal.SIGQUIT)
                 child.kill_at = min(child.kill_at, now + QUIT_WAIT)
+            elif child.state is not State.RETIRING and retire:
+                self._retire(child, "handed over")
             elif child.state is not State.RETIRING:
                 child.state = State.RETIRING
                 child.reason = "stop"

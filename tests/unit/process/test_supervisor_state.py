@@ -95,7 +95,7 @@ def test_recycle_retires_the_worker_only_once_its_replacement_is_ready(
     h.turn()
     assert len(h.forked) == 3
     h.tell(new, "ready", interface="asgi")
-    assert old.state is State.RETIRING and old.received == [signal.SIGTERM]
+    assert old.state is State.RETIRING and old.received == [signal.SIGUSR2]
     assert old.kill_at == pytest.approx(time.monotonic() + 7 + SHUTDOWN_GRACE, abs=1)
     assert new.predecessor is None and old.successor is None
     assert set(h.ready()) == {new, other}
@@ -156,7 +156,7 @@ def test_reload_replaces_one_worker_at_a_time_never_serving_fewer(
         assert h.starting() == [new], "nothing more until it is ready"
         assert len(h.ready()) == 3
         h.tell(new, "ready", interface="asgi")
-        assert old.received == [signal.SIGTERM] and old.state is State.RETIRING
+        assert old.received == [signal.SIGUSR2] and old.state is State.RETIRING
         assert len(h.ready()) == 3
         replaced.append(new)
     assert h.starting() == [] and not h.reloading
@@ -267,7 +267,7 @@ def test_sigttin_and_sigttou_change_the_target_never_below_one(make: Make) -> No
     # the longest-running worker is the one kept
     assert h._serving() == [h.forked[0]]
     retired = [c for c in h.forked[1:] if c.state is State.RETIRING]
-    assert len(retired) == 2 and all(c.received == [signal.SIGTERM] for c in retired)
+    assert len(retired) == 2 and all(c.received == [signal.SIGUSR2] for c in retired)
 
 
 # -- stopping ----------------------------------------------------------------------------
