@@ -85,6 +85,12 @@ OPTIONS: tuple[Option, ...] = (
         "N",
     ),
     Option(
+        ("--max-memory",),
+        "workers.max_memory",
+        "replace a worker whose memory (PSS) passes SIZE (512m, 1g)",
+        "SIZE",
+    ),
+    Option(
         ("--timeout",),
         "workers.timeout",
         "restart a worker whose event loop is blocked this long",

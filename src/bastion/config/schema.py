@@ -93,6 +93,16 @@ class WorkersConfig(_Section, frozen=True):
     graceful_timeout: NonNegativeFloat = 30.0  # gunicorn --graceful-timeout 30
     startup_timeout: PositiveFloat = 60.0  # time for import + lifespan start-up before giving up
     heartbeat_interval: PositiveFloat = 1.0  # how often a worker proves its loop is alive
+    # recycle a worker (gracefully, one at a time) whose memory passes this many bytes;
+    # gunicorn has no such limit, uWSGI reload-on-rss / reload-on-as. 0 = no limit
+    max_memory: NonNegativeInt = 0
+    # what max_memory measures: "pss" (proportional set size: pages shared with other
+    # workers count for a share, so preloaded code is not counted once per worker) or
+    # "rss" (every resident page, as ps and uWSGI reload-on-rss show it)
+    memory_metric: Literal["pss", "rss"] = "pss"
+    # how often the supervisor reads each worker's memory (each worker with its own
+    # random offset, so that the reads and any recycling are spread out)
+    memory_check_interval: PositiveFloat = 10.0
 
 
 class LimitsConfig(_Section, frozen=True):

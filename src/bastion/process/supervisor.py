@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import random
 import selectors
 import signal
 import subprocess
@@ -39,6 +40,7 @@ from bastion.process.listeners import (
     open_listeners,
     open_redirect_listeners,
 )
+from bastion.process.memory import MemoryWatch, mib, read_memory
 from bastion.process.signals import IGNORED, SignalQueue
 from bastion.process.tls import ServerTLS, load_tls
 from bastion.process.upgrade import close_unused, hand_over, take_inherited, upgrading_from
@@ -218,6 +220,7 @@ class Supervisor:
                 self._read_messages(key.data)
         self._reap()
         self._check_deadlines()
+        self._check_memory()
         self._reconcile()
 
     def _wait_time(self) -> float:
@@ -467,6 +470,9 @@ class Supervisor:
             return
         child.state = State.READY
         child.interface = interface
+        interval = self.config.workers.memory_check_interval
+        # a random first reading, so that the workers' readings (and recycling) spread
+        child.memory = MemoryWatch(time.monotonic() + interval * random.uniform(0.2, 1.0))
         logger.debug("worker %d serving", child.pid)
         old = child.predecessor
         if old is not None:
@@ -566,6 +572,44 @@ class Supervisor:
             if last and now - last > timeout:
                 logger.error("worker %d timed out (event loop blocked > %gs)", child.pid, timeout)
                 self._retire_blocked(child, now)
+
+    def _check_memory(self) -> None:
+        """Read the memory of each worker whose turn it is; report one that keeps
+        growing, and replace one over ``workers.max_memory`` (one at a time)."""
+        if self.phase != "running":
+            return
+        now = time.monotonic()
+        workers = self.config.workers
+        limit = workers.max_memory
+        for child in list(self.children.values()):
+            watch = child.memory
+            if watch is None or child.state is not State.READY or now < watch.next_check:
+                continue
+            watch.next_check = now + workers.memory_check_interval * random.uniform(0.8, 1.2)
+            size = read_memory(child.pid, workers.memory_metric)
+            if not size:
+                continue
+            growing = watch.record(size)
+            if growing:
+                logger.warning(
+                    "worker %d: memory (%s) %s%s",
+                    child.pid,
+                    workers.memory_metric.upper(),
+                    growing,
+                    "" if limit else "; workers.max_memory would recycle it",
+                )
+            if not limit or size <= limit or child.successor is not None:
+                continue
+            if any(c.predecessor is not None for c in self.children.values()):
+                continue  # a replacement is starting: one at a time
+            logger.warning(
+                "worker %d uses %s (%s), over workers.max_memory (%s): replacing it",
+                child.pid,
+                mib(size),
+                workers.memory_metric.upper(),
+                mib(limit),
+            )
+            self._try_spawn(child, for_reload=False)
 
     def _retire_blocked(self, child: Child, now: float) -> None:
         child.unlink()
