@@ -60,6 +60,20 @@ TICK = 1.0  # longest wait in the main loop (heartbeat checks)
 ReloadConfig = Callable[[], Config]
 
 
+def _import_serving_modules() -> None:
+    """Import what every worker imports to serve (uvloop, the protocol, the gateways)
+    once, here, so that the workers share those pages instead of each loading its own
+    copy. This is bastion's code only: the app is imported here only with preload."""
+    import uvloop  # noqa: F401
+
+    import bastion.edge.assemble
+    import bastion.gateway.asgi
+    import bastion.gateway.wsgi
+    import bastion.observe.accesslog
+    import bastion.protocol.http1
+    import bastion.protocol.proxy  # noqa: F401
+
+
 def _signal_name(sig: int) -> str:
     try:
         return signal.Signals(sig).name
@@ -153,6 +167,7 @@ class Supervisor:
         try:
             if self.config.workers.preload and self._uses_default_app() and not self._preload():
                 return EXIT_FAILED
+            _import_serving_modules()
             self.signals.install()
             self.selector.register(self.signals.read_fd, selectors.EVENT_READ, None)
             self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout
@@ -384,8 +399,9 @@ class Supervisor:
         )
         for stream in (sys.stdout, sys.stderr, error_stream()):
             stream.flush()
-        if self.loaded is not None:
-            gc.freeze()  # keep the preloaded objects' pages shared with the workers
+        # keep the pages of bastion's modules (and of a preloaded app) shared with the
+        # workers: the collector of a worker would otherwise write to every object
+        gc.freeze()
         self.signals.block()
         try:
             pid = os.fork()
