@@ -121,6 +121,9 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
     ),
     Option(("--max-connections",), "limits.max_connections", "open connections per worker", "N"),
+    Option(("--pidfile",), "server.pidfile", "write the supervisor's pid to FILE", "FILE"),
+    Option(("--user",), "server.user", "run as USER once the sockets are open", "USER"),
+    Option(("--group",), "server.group", "run as GROUP once the sockets are open", "GROUP"),
     Option(("--server-header",), "server.server_header", "value of the Server header", "TEXT"),
     Option(
         ("--no-server-header",),

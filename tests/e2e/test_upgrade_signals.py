@@ -100,7 +100,10 @@ def test_sigusr2_upgrades_bastion_in_place_without_failing_a_request(tmp_path: P
     app.write_text(app.read_text().replace('body = f"ok {', 'body = f"v1 ok {'))
     env = {"PYTHONDONTWRITEBYTECODE": "1"}
     new_pid = 0
-    with serve("proc_upgraded:app", "--workers", "2", cwd=tmp_path, env=env) as srv:
+    pidfile = tmp_path / "bastion.pid"
+    args = ("proc_upgraded:app", "--workers", "2", "--pidfile", str(pidfile))
+    with serve(*args, cwd=tmp_path, env=env) as srv:
+        assert pidfile.read_text() == f"{srv.pid}\n"
         try:
             old_workers = child_pids(srv.pid)
             with KeepAliveLoad(srv.url, threads=6) as kept, Load(srv.url, threads=2) as fresh:
@@ -111,8 +114,10 @@ def test_sigusr2_upgrades_bastion_in_place_without_failing_a_request(tmp_path: P
                 found = srv.wait_for_log(r"started a new bastion \(pid (\d+)\)", 10, start=mark)
                 new_pid = int(found.group(1))
                 srv.wait_for_log(r"upgrade complete", 30, start=mark)
-                # the old supervisor drains its workers and leaves with status 0
+                # the old supervisor drains its workers and leaves with status 0; the
+                # pid file names the new one
                 assert srv.wait(20) == 0
+                assert pidfile.read_text() == f"{new_pid}\n"
                 wait_until(lambda: not any(_alive(p) for p in old_workers), 10, "old workers")
                 seen = kept.count()
                 wait_until(lambda: kept.count() > seen + 200, 10, "load on the new bastion")
@@ -130,6 +135,7 @@ def test_sigusr2_upgrades_bastion_in_place_without_failing_a_request(tmp_path: P
             if new_pid:
                 _stop_pid(new_pid)
     assert "bastion stopped" in srv.log
+    assert not pidfile.exists()
 
 
 def test_sigusr2_with_an_app_that_fails_keeps_the_old_bastion(tmp_path: Path) -> None:

@@ -80,6 +80,14 @@ class ServerConfig(_Section, frozen=True):
     # binds (as written in `bind`) whose connections start with a PROXY protocol header
     # (HAProxy v1/v2), or "*" for all; none by default
     proxy_protocol: tuple[str, ...] = ()
+    # a file the supervisor writes its pid to once its sockets are open, and removes
+    # at exit; "" writes none (gunicorn --pid, nginx pid)
+    pidfile: str = ""
+    # the user and group to run as once the sockets are open (so a root-started bastion
+    # can bind ports below 1024 and then give root up); "" keeps the current ones
+    # (gunicorn --user / --group, nginx user)
+    user: str = ""
+    group: str = ""
 
 
 class WorkersConfig(_Section, frozen=True):

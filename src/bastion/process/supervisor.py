@@ -42,6 +42,13 @@ from bastion.process.listeners import (
 )
 from bastion.process.memory import MemoryWatch, mib, read_memory
 from bastion.process.signals import IGNORED, SignalQueue
+from bastion.process.systemd import (
+    Notifier,
+    PrivilegeError,
+    drop_privileges,
+    remove_pidfile,
+    write_pidfile,
+)
 from bastion.process.tls import ServerTLS, load_tls
 from bastion.process.upgrade import close_unused, hand_over, take_inherited, upgrading_from
 from bastion.process.worker import EXIT_STARTUP_FAILED, WorkerSpec, run_worker
@@ -138,6 +145,9 @@ class Supervisor:
         self.upgrade: subprocess.Popen[bytes] | None = None
         self.upgrade_from = 0  # the supervisor this one replaces (it was started by one)
         self.handed_over = False  # the new bastion is ready: it owns the sockets now
+        self.notify = Notifier()  # systemd Type=notify (nothing without NOTIFY_SOCKET)
+        self.pidfile = config.server.pidfile
+        self.took_over = False  # this bastion replaced another one (SIGUSR2)
 
     # -- start-up ----------------------------------------------------------------------
     def run(self) -> int:
@@ -165,9 +175,22 @@ class Supervisor:
         finally:
             close_unused(inherited)  # binds the new configuration dropped
         try:
+            if self.pidfile and not self.upgrade_from:  # (an upgrade writes it when ready)
+                write_pidfile(self.pidfile)
+            _import_serving_modules()  # (as the user bastion started as: it can read them)
+            server = self.config.server
+            if server.user or server.group:
+                who = drop_privileges(server.user, server.group)
+                logger.info("running as %s", who)
+        except (OSError, PrivilegeError) as exc:
+            close_listeners(self.listeners)
+            if self.pidfile:
+                remove_pidfile(self.pidfile)
+            self._report_fatal(str(exc) if isinstance(exc, PrivilegeError) else f"{exc}")
+            return EXIT_FAILED
+        try:
             if self.config.workers.preload and self._uses_default_app() and not self._preload():
                 return EXIT_FAILED
-            _import_serving_modules()
             self.signals.install()
             self.selector.register(self.signals.read_fd, selectors.EVENT_READ, None)
             self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout
@@ -350,6 +373,9 @@ class Supervisor:
                 except OSError:
                     lst.unix_path = ""
         old, self.upgrade_from = self.upgrade_from, 0
+        self.took_over = bool(old)
+        if old and self.pidfile:
+            write_pidfile(self.pidfile)
         if old and old == os.getppid():
             logger.info("upgrade complete: stopping the previous bastion (pid %d)", old)
             os.kill(old, signal.SIGTERM)
@@ -502,6 +528,11 @@ class Supervisor:
             self.startup_deadline = math.inf  # met: must not bound the loop's wait any more
             self._banner(interface)
             self._take_over()
+            count = len(self._serving())
+            self.notify.ready(
+                f"serving with {count} worker{'s'[: count - 1]}",
+                mainpid=os.getpid() if self.took_over else 0,  # systemd: the new main pid
+            )
         if child.for_reload:
             self._advance_reload()
 
@@ -548,6 +579,7 @@ class Supervisor:
         if child.for_reload and self.reloading:
             self.reloading = False
             logger.error("reload failed: keeping the running workers")
+            self.notify.ready("reload failed: serving with the running workers")
         if replaced is not None:
             return  # the worker it was meant to replace keeps serving
         now = time.monotonic()
@@ -666,6 +698,7 @@ class Supervisor:
                 self.tls = tls
         self.generation += 1
         self.reloading = True
+        self.notify.reloading()
         old = sum(1 for c in self.children.values() if c.state is State.READY)
         logger.info("SIGHUP received: reloading %d worker%s one by one", old, "s"[: old - 1])
         self._advance_reload()
@@ -699,10 +732,12 @@ class Supervisor:
                 if self._try_spawn(child, for_reload=True) is None:
                     self.reloading = False
                     logger.error("reload failed: keeping the running workers")
+                    self.notify.ready("reload failed: serving with the running workers")
                 return
         self.reloading = False
         count = len(self._serving())
         logger.info("reload complete: %d worker%s serving", count, "s"[: count - 1])
+        self.notify.ready(f"serving with {count} worker{'s'[: count - 1]}")
 
     # -- stopping ----------------------------------------------------------------------
     def _fatal(self, message: str) -> None:
@@ -720,6 +755,8 @@ class Supervisor:
             # stopped while a new bastion was starting: it must not take over
             logger.info("stopping the new bastion (pid %d) too", self.upgrade.pid)
             self.upgrade.send_signal(signal.SIGTERM)
+        if self.phase != "stopping" and not self.handed_over:
+            self.notify.stopping()
         self.phase = "stopping"
         self.reloading = False
         self.startup_deadline = math.inf
@@ -754,4 +791,6 @@ class Supervisor:
         self.signals.restore()
         self.selector.close()
         self.heartbeat.close()
+        if self.pidfile:
+            remove_pidfile(self.pidfile)
         logger.info("bastion stopped")
