@@ -263,5 +263,5 @@ def test_heartbeat_must_be_shorter_than_the_worker_timeout(tmp_path: Path) -> No
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert problems(tmp_path, 'title = "my app"\n') == (
         "bastion.toml:1: unknown key title (the sections are app, server, workers, limits, "
-        "timeouts, log, websocket, tls, apps, routes, compress, headers, rate_limit)",
+        "timeouts, log, websocket, tls, apps, routes, compress, headers, rate_limit, process)",
     )

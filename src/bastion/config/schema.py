@@ -341,6 +341,27 @@ class RouteConfig(_Section, frozen=True):
     rate_limit: tuple[RouteRateLimitConfig, ...] = ()
 
 
+class ProcessConfig(_Section, frozen=True):
+    """A ``[[process]]`` table: a program bastion runs beside its workers (a Celery
+    worker, a scheduler, a renderer), restarts when it dies and stops on shutdown."""
+
+    name: str  # for the log: each line of its output is logged as "[name] line"
+    # the program and its arguments: a list, or one string split like a shell would
+    # (no shell runs: no pipes, globs or variables)
+    command: str | tuple[str, ...]
+    env: dict[str, str] = msgspec.field(default_factory=dict)  # added to bastion's own
+    cwd: str = ""  # "" = bastion's working directory
+    # restart it when it ends: "always" (supervisord autorestart=true), "on-failure"
+    # (only after a non-zero status or a signal), "never"
+    restart: Literal["always", "on-failure", "never"] = "always"
+    # the first restart waits backoff_min seconds, each quick one after it twice as long,
+    # up to backoff_max; a run longer than backoff_max starts over (systemd RestartSec)
+    backoff_min: PositiveFloat = 1.0
+    backoff_max: PositiveFloat = 60.0
+    stop_signal: str = "SIGTERM"  # what asks it to stop (Celery: SIGTERM is a warm stop)
+    stop_timeout: NonNegativeFloat = 10.0  # then SIGKILL (supervisord stopwaitsecs 10)
+
+
 class Config(_Section, frozen=True):
     """The whole configuration tree. Build it with :func:`bastion.config.load.load_config`."""
 
@@ -359,3 +380,5 @@ class Config(_Section, frozen=True):
     headers: HeadersConfig = msgspec.field(default_factory=HeadersConfig)
     # where the counters of the routes' rate limits live (see docs/rate-limiting.md)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    # programs run beside the workers, started in this order and stopped in reverse
+    process: tuple[ProcessConfig, ...] = ()

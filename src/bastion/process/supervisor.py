@@ -40,6 +40,7 @@ from bastion.process.listeners import (
     open_listeners,
     open_redirect_listeners,
 )
+from bastion.process.managed import Managed
 from bastion.process.memory import MemoryWatch, mib, read_memory
 from bastion.process.signals import IGNORED, SignalQueue
 from bastion.process.systemd import (
@@ -148,6 +149,8 @@ class Supervisor:
         self.notify = Notifier()  # systemd Type=notify (nothing without NOTIFY_SOCKET)
         self.pidfile = config.server.pidfile
         self.took_over = False  # this bastion replaced another one (SIGUSR2)
+        # [[process]]: programs run beside the workers
+        self.managed = [Managed(cfg) for cfg in config.process]
 
     # -- start-up ----------------------------------------------------------------------
     def run(self) -> int:
@@ -194,6 +197,8 @@ class Supervisor:
             self.signals.install()
             self.selector.register(self.signals.read_fd, selectors.EVENT_READ, None)
             self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout
+            for managed in self.managed:
+                self._start_managed(managed)
             self._reconcile()
             self._loop()
         finally:
@@ -244,7 +249,11 @@ class Supervisor:
 
     # -- the main loop -----------------------------------------------------------------
     def _loop(self) -> None:
-        while self.phase != "stopping" or self.children:
+        while (
+            self.phase != "stopping"
+            or self.children
+            or any(m.proc is not None for m in self.managed)
+        ):
             self._step(self._wait_time())
 
     def _step(self, timeout: float) -> None:
@@ -254,10 +263,14 @@ class Supervisor:
             if key.data is None:
                 for sig in self.signals.pending():
                     self._on_signal(sig)
+            elif isinstance(key.data, Managed):
+                if not key.data.read_output():
+                    self.selector.unregister(key.fd)
             else:
                 self._read_messages(key.data)
         self._reap()
         self._check_deadlines()
+        self._check_managed()
         self._check_memory()
         self._reconcile()
 
@@ -265,6 +278,7 @@ class Supervisor:
         now = time.monotonic()
         deadlines = [now + TICK, self.startup_deadline, self.stop_deadline]
         deadlines.extend(c.kill_at for c in self.children.values())
+        deadlines.extend(min(m.start_at, m.kill_at) for m in self.managed)
         if self.respawn_at > now and self.phase == "running":
             deadlines.append(self.respawn_at)
         return max(0.0, min(deadlines) - now)
@@ -412,6 +426,7 @@ class Supervisor:
         """Fork a worker that beats in heartbeat ``slot`` and reports on ``write_fd``;
         return its pid. ``read_fd`` is the supervisor's end, which the worker closes."""
         close_fds = [*self.signals.fds, self.selector.fileno(), read_fd]
+        close_fds.extend(m.fd for m in self.managed if m.fd >= 0)
         close_fds.extend(c.control.fd for c in self.children.values())
         spec = WorkerSpec(
             config=self.config,
@@ -549,6 +564,10 @@ class Supervisor:
                 self._on_exit(child, status)
             elif self.upgrade is not None and pid == self.upgrade.pid:
                 self._upgrade_exited(status)
+            else:
+                for managed in self.managed:
+                    if managed.proc is not None and managed.proc.pid == pid:
+                        self._managed_exited(managed, status)
 
     def _on_exit(self, child: Child, status: int) -> None:
         if child.control.fd >= 0:
@@ -659,6 +678,42 @@ class Supervisor:
             )
             self._try_spawn(child, for_reload=False)
 
+    # -- managed processes ([[process]]) ----------------------------------------------
+    def _start_managed(self, managed: Managed) -> None:
+        managed.start()
+        if managed.fd >= 0:
+            self.selector.register(managed.fd, selectors.EVENT_READ, managed)
+
+    def _managed_exited(self, managed: Managed, status: int) -> None:
+        fd = managed.fd
+        if fd >= 0:
+            try:
+                self.selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        managed.exited(status, stopping=self.phase == "stopping")
+        if self.phase == "stopping":
+            self._stop_next_managed()
+
+    def _check_managed(self) -> None:
+        now = time.monotonic()
+        for managed in self.managed:
+            if now >= managed.kill_at:
+                managed.kill()
+            elif managed.proc is None and now >= managed.start_at and self.phase != "stopping":
+                self._start_managed(managed)
+
+    def _stop_next_managed(self) -> None:
+        """On shutdown: stop the last declared process still running, once the ones
+        after it have ended (they may depend on those declared before them)."""
+        now = time.monotonic()
+        for managed in reversed(self.managed):
+            managed.start_at = math.inf
+            if managed.proc is not None:
+                if managed.kill_at == math.inf:
+                    managed.stop(now)
+                return
+
     def _retire_blocked(self, child: Child, now: float) -> None:
         child.unlink()
         child.state = State.RETIRING
@@ -710,6 +765,7 @@ class Supervisor:
             ("server.reuse_port", old.server.reuse_port != config.server.reuse_port),
             ("workers.preload", old.workers.preload != config.workers.preload),
             ("tls.redirect_bind", old.tls.redirect_bind != config.tls.redirect_bind),
+            ("[[process]]", old.process != config.process),
         ):
             if needs:
                 logger.warning("SIGHUP: a change of %s takes effect only after a restart", name)
@@ -759,6 +815,14 @@ class Supervisor:
             self.notify.stopping()
         self.phase = "stopping"
         self.reloading = False
+        for managed in self.managed:
+            managed.start_at = math.inf  # no more restarts
+        if immediate:
+            for managed in self.managed:
+                managed.stop(now)
+                managed.kill_at = min(managed.kill_at, now + QUIT_WAIT)
+        else:
+            self._stop_next_managed()
         self.startup_deadline = math.inf
         close_listeners(self.listeners)  # the kernel stops queueing new connections
         for child in self.children.values():
@@ -779,6 +843,11 @@ class Supervisor:
                 child.signal(signal.SIGTERM)
 
     def _cleanup(self) -> None:
+        for managed in self.managed:
+            if managed.proc is not None:
+                managed.kill()
+                managed.proc.wait()
+                managed.close_output()
         for child in self.children.values():
             child.signal(signal.SIGKILL)
         for pid in list(self.children):
