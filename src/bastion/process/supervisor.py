@@ -575,6 +575,7 @@ class Supervisor:
             if child.control.fd >= 0:
                 self.selector.unregister(child.control.fd)
                 child.control.close()
+        lost = self._lost_requests(child, status)
         self.heartbeat.release(child.slot)
         replaced = child.predecessor
         child.unlink()
@@ -594,7 +595,7 @@ class Supervisor:
         if child.failure or failed:
             logger.error("worker %d could not start: %s", child.pid, child.failure or how)
         else:
-            logger.error("worker %d %s unexpectedly", child.pid, how)
+            logger.error("worker %d %s unexpectedly%s", child.pid, how, lost)
         if child.for_reload and self.reloading:
             self.reloading = False
             logger.error("reload failed: keeping the running workers")
@@ -605,6 +606,30 @@ class Supervisor:
         delay, self.backoff = restart_delay(self.backoff, now - child.started)
         self.respawn_at = now + delay
         logger.info("starting a new worker in %.1fs", delay)
+
+    def _lost_requests(self, child: Child, status: int) -> str:
+        """For a worker that died (crashed, or killed for a blocked loop): what it held
+        at its last heartbeat, which its clients lost; '' for a clean exit."""
+        if child.state is State.STARTING or (os.WIFEXITED(status) and not os.WEXITSTATUS(status)):
+            return ""
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        if child.state is State.RETIRING and child.reason != "timeout" and not killed:
+            return ""  # a retiring worker that stopped by itself finished or closed them
+        last = self.heartbeat.last_beat(child.slot)
+        if not last:
+            return ""
+        conns, busy = self.heartbeat.last_load(child.slot)
+        if child.reason == "timeout":
+            busy = max(busy, 1)  # at least the request that blocked the loop
+            conns = max(conns, busy)
+        message = (
+            f": it held {conns} connection{'s'[: conns != 1]}, {busy} with a request in "
+            f"progress (at its last heartbeat, {time.monotonic() - last:.1f}s before); "
+            "those requests failed"
+        )
+        if child.reason:  # (a worker retiring, or blocked: logged here, not below)
+            logger.error("worker %d %s%s", child.pid, describe_status(status), message)
+        return message
 
     # -- deadlines and heartbeats ------------------------------------------------------
     def _check_deadlines(self) -> None:

@@ -270,7 +270,14 @@ class _Worker:
 
     # -- heartbeat ---------------------------------------------------------------------
     def _beat(self) -> None:
-        self.spec.heartbeat.beat(self.spec.slot)
+        tracker = self.tracker
+        if tracker is None:
+            self.spec.heartbeat.beat(self.spec.slot)
+        else:
+            # what the supervisor reports as lost if this worker dies before the next
+            conns = tracker.connections
+            busy = sum(1 for c in conns if not c.is_idle)
+            self.spec.heartbeat.beat(self.spec.slot, len(conns), busy)
         assert self.loop is not None and self.stopping is not None
         if os.getppid() != self.parent and not self.stopping.is_set():
             # the supervisor died (SIGKILL, OOM killer): nobody would ever stop us
