@@ -85,6 +85,12 @@ OPTIONS: tuple[Option, ...] = (
         "N",
     ),
     Option(
+        ("--reload",),
+        "workers.reload",
+        "development: reload the workers when the code changes",
+        action="true",
+    ),
+    Option(
         ("--max-memory",),
         "workers.max_memory",
         "replace a worker whose memory (PSS) passes SIZE (512m, 1g)",

@@ -111,6 +111,10 @@ class WorkersConfig(_Section, frozen=True):
     # how often the supervisor reads each worker's memory (each worker with its own
     # random offset, so that the reads and any recycling are spread out)
     memory_check_interval: PositiveFloat = 10.0
+    # development: restart the workers (a rolling reload) when a Python or .toml file
+    # under reload_dirs changes (uvicorn --reload, gunicorn --reload); needs watchfiles
+    reload: bool = False
+    reload_dirs: tuple[str, ...] = ()  # none: app.app_dir, else the working directory
 
 
 class LimitsConfig(_Section, frozen=True):

@@ -151,6 +151,7 @@ class Supervisor:
         self.took_over = False  # this bastion replaced another one (SIGUSR2)
         # [[process]]: programs run beside the workers
         self.managed = [Managed(cfg) for cfg in config.process]
+        self.watcher: subprocess.Popen[bytes] | None = None  # --reload
 
     # -- start-up ----------------------------------------------------------------------
     def run(self) -> int:
@@ -199,6 +200,8 @@ class Supervisor:
             self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout
             for managed in self.managed:
                 self._start_managed(managed)
+            if self.config.workers.reload:
+                self._start_watcher()
             self._reconcile()
             self._loop()
         finally:
@@ -564,6 +567,10 @@ class Supervisor:
                 self._on_exit(child, status)
             elif self.upgrade is not None and pid == self.upgrade.pid:
                 self._upgrade_exited(status)
+            elif self.watcher is not None and pid == self.watcher.pid:
+                self.watcher.returncode = os.waitstatus_to_exitcode(status)
+                self.watcher = None
+                logger.error("--reload: the file watcher %s", describe_status(status))
             else:
                 for managed in self.managed:
                     if managed.proc is not None and managed.proc.pid == pid:
@@ -702,6 +709,27 @@ class Supervisor:
                 mib(limit),
             )
             self._try_spawn(child, for_reload=False)
+
+    # -- --reload -----------------------------------------------------------------------
+    def _start_watcher(self) -> None:
+        workers = self.config.workers
+        dirs = list(workers.reload_dirs) or [self.config.app.app_dir or "."]
+        argv = [sys.executable, "-m", "bastion.process.watch", str(os.getpid()), *dirs]
+        try:
+            self.watcher = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            logger.error("--reload: cannot start the file watcher: %s", exc)
+
+    def _stop_watcher(self) -> None:
+        watcher, self.watcher = self.watcher, None
+        if watcher is None:
+            return
+        try:
+            watcher.kill()
+            watcher.wait(5)
+        except (OSError, subprocess.TimeoutExpired, ChildProcessError):
+            pass
+        watcher.returncode = watcher.returncode or 0
 
     # -- managed processes ([[process]]) ----------------------------------------------
     def _start_managed(self, managed: Managed) -> None:
@@ -868,6 +896,7 @@ class Supervisor:
                 child.signal(signal.SIGTERM)
 
     def _cleanup(self) -> None:
+        self._stop_watcher()
         for managed in self.managed:
             if managed.proc is not None:
                 managed.kill()
