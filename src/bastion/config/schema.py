@@ -171,6 +171,9 @@ class LogConfig(_Section, frozen=True):
     error_file: str = "-"  # "-" = stderr
     access: AccessFormat = "off"  # off by default, like gunicorn
     access_file: str = "-"  # "-" = stdout
+    # a warning in the error log for each response that took longer than this many
+    # milliseconds (from the request head to the last byte handed to the kernel); 0 = off
+    slow_request_ms: NonNegativeFloat = 0.0
 
 
 class WebSocketConfig(_Section, frozen=True):

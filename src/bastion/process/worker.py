@@ -139,7 +139,7 @@ class _Worker:
         self.limit = 0
         self.tracker: Any = None
         self.tasks = WorkerTasks()  # every request task of this worker
-        self.access_log: AccessLog | None = None
+        self.access_log: AccessLog | Any = None  # (or a SlowLog in front of it)
         self.parent = os.getppid()
         # at least three beats per timeout, so a busy but healthy loop is never mistaken
         # for a blocked one
@@ -212,7 +212,11 @@ class _Worker:
         from bastion.protocol.proxy import expects_proxy, proxied
         from bastion.protocol.state import ConnectionTracker
 
-        access_log = make_access_log(self.config.log)
+        access_log: Any = make_access_log(self.config.log)
+        if self.config.log.slow_request_ms:
+            from bastion.observe.slowlog import SlowLog
+
+            access_log = SlowLog(self.config.log.slow_request_ms, access_log)
         self.access_log = access_log
         settings = ProtocolSettings.from_config(self.config, access_log=access_log)
         tracker = ConnectionTracker()
