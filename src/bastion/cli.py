@@ -87,6 +87,18 @@ OPTIONS: tuple[Option, ...] = (
         "N",
     ),
     Option(
+        ("--reload",),
+        "workers.reload",
+        "development: reload the workers when the code changes",
+        action="true",
+    ),
+    Option(
+        ("--max-memory",),
+        "workers.max_memory",
+        "replace a worker whose memory (PSS) passes SIZE (512m, 1g)",
+        "SIZE",
+    ),
+    Option(
         ("--timeout",),
         "workers.timeout",
         "restart a worker whose event loop is blocked this long",
@@ -129,6 +141,9 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
     ),
     Option(("--max-connections",), "limits.max_connections", "open connections per worker", "N"),
+    Option(("--pidfile",), "server.pidfile", "write the supervisor's pid to FILE", "FILE"),
+    Option(("--user",), "server.user", "run as USER once the sockets are open", "USER"),
+    Option(("--group",), "server.group", "run as GROUP once the sockets are open", "GROUP"),
     Option(("--server-header",), "server.server_header", "value of the Server header", "TEXT"),
     Option(
         ("--no-server-header",),

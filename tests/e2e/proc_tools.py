@@ -129,3 +129,47 @@ def pid_of(body: str) -> int:
 
 def assert_no_failures(load: Load) -> None:
     assert not load.failures, f"{len(load.failures)} failed requests: {load.failures[:5]}"
+
+
+class KeepAliveLoad(Load):
+    """Like :class:`Load`, but each thread keeps its connection open between requests
+    and sends the next one as soon as the last answer is in, as wrk does. It never
+    retries: a request sent on a connection the server then closes without answering
+    is a failure. A connection is opened again only after an answer that said
+    ``Connection: close`` (or after a failure)."""
+
+    def __init__(self, url: str, path: str = "/", threads: int = 4, max_seconds: float = 30.0):
+        super().__init__(url, path, threads, max_seconds)
+        self.reconnects = 0
+
+    def _run(self) -> None:
+        parts = urlsplit(self.url)
+        conn: http.client.HTTPConnection | None = None
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            if conn is None:
+                conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+            try:
+                conn.request("GET", self.path)
+                resp = conn.getresponse()
+                body = resp.read().decode()
+                status = resp.status
+                closing = resp.will_close
+            except Exception as exc:  # reset, closed without an answer, timed out
+                with self._lock:
+                    self.failures.append(repr(exc))
+                conn.close()
+                conn = None
+                continue
+            with self._lock:
+                if status == 200:
+                    self.ok += 1
+                    self.bodies.append(body)
+                else:
+                    self.failures.append(f"status {status}: {body[:100]}")
+                if closing:
+                    self.reconnects += 1
+            if closing:
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()

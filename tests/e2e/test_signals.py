@@ -13,7 +13,15 @@ import threading
 import time
 from pathlib import Path
 
-from proc_tools import Load, assert_no_failures, child_pids, get, pid_of, wait_until
+from proc_tools import (
+    KeepAliveLoad,
+    Load,
+    assert_no_failures,
+    child_pids,
+    get,
+    pid_of,
+    wait_until,
+)
 from server import APPS, BastionProcess, serve
 
 
@@ -203,3 +211,26 @@ def test_sigterm_while_workers_are_starting_stops_at_once() -> None:
         assert time.monotonic() - started < 5
     finally:
         srv.stop()
+
+
+def test_sighup_loses_no_request_on_keep_alive_connections() -> None:
+    """Clients that reuse their connections and send the next request the moment the
+    last answer is in: an old worker answers the request in flight with
+    ``Connection: close`` and never closes a connection a request may be arriving on."""
+    with serve("proc_app:app", "--workers", "2") as srv:
+        with KeepAliveLoad(srv.url, threads=8) as load:
+            wait_until(lambda: load.count() > 200, 10, "load to start")
+            for _ in range(3):
+                mark = len(srv.log)
+                seen = load.count()
+                srv.signal(signal.SIGHUP)
+                srv.wait_for_log(r"reload complete", 30, start=mark)
+                wait_until(lambda seen=seen: load.count() > seen + 200, 10, "load after the reload")
+            # the retired workers have closed every connection they held
+            wait_until(lambda: len(child_pids(srv.pid)) == 2, 15, "two workers")
+            seen = load.count()
+            wait_until(lambda: load.count() > seen + 100, 10, "load on the new workers")
+        assert_no_failures(load)
+        # the old workers told their clients to reconnect rather than dropping them
+        assert load.reconnects >= 8
+        assert srv.stop() == 0

@@ -264,5 +264,5 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert problems(tmp_path, 'title = "my app"\n') == (
         "bastion.toml:1: unknown key title (the sections are app, server, workers, limits, "
         "timeouts, log, websocket, tls, apps, routes, upstreams, compress, headers, "
-        "rate_limit, admin)",
+        "rate_limit, admin, process)",
     )

@@ -47,3 +47,20 @@ def test_toml_values() -> None:
     assert toml_value({"k": 1, "odd key": "v"}) == '{ k = 1, "odd key" = "v" }'
     s = 'quote " backslash \\ newline \n é'
     assert tomllib.loads(f"v = {toml_value(s)}")["v"] == s
+
+
+def test_process_tables_are_rendered_and_read_back(tmp_path: Path) -> None:
+    source = tmp_path / "bastion.toml"
+    source.write_text(
+        '[app]\ntarget = "main:app"\n'
+        '[[process]]\nname = "celery"\ncommand = ["celery", "-A", "proj", "worker"]\n'
+        'env = { BROKER = "redis://127.0.0.1" }\nstop_signal = "SIGINT"\n'
+        '[[process]]\nname = "beat"\ncommand = "celery -A proj beat"\nrestart = "on-failure"\n'
+    )
+    config = load_config(file=str(source), env={}, cli={})
+    assert [p.name for p in config.process] == ["celery", "beat"]
+    text = render_config(config)
+    assert text.count("[[process]]") == 2
+    again = tmp_path / "effective.toml"
+    again.write_text(text)
+    assert load_config(file=str(again), env={}, cli={}) == config

@@ -444,6 +444,13 @@ def test_shutdown_closes_idle_and_finishes_busy_connections() -> None:
         await settle()
         tracker.shutdown()
         await settle()
+        # the idle keep-alive connection's client may be sending its next request right
+        # now: it is answered (with Connection: close), and a silent one closes soon
+        assert not idle_t.closed
+        idle.data_received(b"GET /quick HTTP/1.1\r\nHost: t\r\n\r\n")
+        await settle()
+        [(status, headers, _)] = parse_responses(idle_t.take())[-1:]  # type: ignore[attr-defined]
+        assert status == 200 and headers["connection"] == "close"
         assert idle_t.closed
         assert not busy_t.closed  # type: ignore[attr-defined]
         # a request already on its way on the fresh connection is still answered, once
@@ -466,6 +473,21 @@ def test_shutdown_closes_a_silent_new_connection_after_a_short_wait() -> None:
     async def main() -> None:
         proto, transport, tracker = make_conn(hello_handler)
         tracker.shutdown()
+        assert not transport.closed
+        proto.check_deadline(tracker.now + 1.5)
+        assert transport.closed
+
+    run(main())
+
+
+def test_shutdown_closes_a_silent_keep_alive_connection_after_a_short_wait() -> None:
+    async def main() -> None:
+        proto, transport, tracker = make_conn(hello_handler)
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        await settle()
+        tracker.shutdown()
+        assert not transport.closed
+        proto.check_deadline(tracker.now + 0.5)
         assert not transport.closed
         proto.check_deadline(tracker.now + 1.5)
         assert transport.closed

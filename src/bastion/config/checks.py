@@ -69,6 +69,15 @@ def check_config(
                 "set workers.max_requests too, or leave the jitter at 0",
             )
         )
+    if config.workers.reload and config.workers.preload:
+        out.append(
+            problem(
+                src("workers.reload"),
+                "workers.reload",
+                "cannot load new code while workers.preload is on (the workers are forked "
+                "from the supervisor's copy of the app); turn one of them off",
+            )
+        )
     out.extend(_check_tls(config, src))
     out.extend(check_rate_limit(config, src))
     out.extend(check_admin(config, src))

@@ -39,6 +39,7 @@ SIZE_KEYS = frozenset(
         "limits.max_pending_output",
         "limits.max_request_line",
         "websocket.max_message_size",
+        "workers.max_memory",
     }
 )
 # File modes: bare digits from the environment or the command line are octal, like chmod.

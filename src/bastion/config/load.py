@@ -40,7 +40,8 @@ from bastion.config.keys import (
     normalize,
     suggest,
 )
-from bastion.config.schema import Config
+from bastion.config.processes import check_process
+from bastion.config.schema import Config, ProcessConfig
 from bastion.config.tables import (
     APP_KEYS,
     DEFAULT_APP,
@@ -159,6 +160,7 @@ class _Builder:
         self.upstreams: dict[str, dict[str, object]] = {}
         self.cli_routes: list[dict[str, object]] = []
         self.file_routes: list[dict[str, object]] = []
+        self.processes: list[object] = []  # [[process]] tables, checked
         self.route_offset = 0  # routes from the command line come before the file's
         self.bad_routes: set[int] = set()  # routes with a problem of their own
         self.cli_route_source = Source(kind="cli")
@@ -223,6 +225,9 @@ class _Builder:
             if section == "upstreams":
                 self._add_upstreams(body, at)
                 continue
+            if section == "process":
+                self._add_processes(body, at)
+                continue
             keys = SECTIONS.get(section)
             if keys is None:
                 text = _unknown_section(section, is_table=isinstance(body, dict))
@@ -241,6 +246,26 @@ class _Builder:
                     )
                     continue
                 self.set(key, value, at(section, name))
+
+    def _add_processes(self, body: object, at: _At) -> None:
+        if not isinstance(body, list):
+            detail = f"expected [[process]] tables, one per program, got {toml_value(body)}"
+            self.problems.append(problem(at("process"), "process", detail))
+            return
+        names: set[str] = set()
+        for i, table in enumerate(body):
+            try:
+                entry = msgspec.convert(table, ProcessConfig)
+            except msgspec.ValidationError as exc:
+                self.problems.append(problem(at("process", i), f"process[{i}]", str(exc)))
+                continue
+            problems = check_process(entry)
+            if entry.name in names:
+                problems.append(f"a second process named {entry.name!r}")
+            names.add(entry.name)
+            for detail in problems:
+                self.problems.append(problem(at("process", i), f"process[{i}]", detail))
+            self.processes.append(table)
 
     def _add_apps(self, body: object, at: _At) -> None:
         if not isinstance(body, dict):
@@ -509,6 +534,8 @@ class _Builder:
                 self.sources[route_label(index, name)] = self.cli_route_source
         if routes:
             values["routes"] = routes
+        if self.processes:
+            values["process"] = self.processes
         try:
             return msgspec.convert(values, Config)
         except msgspec.ValidationError as e:  # pragma: no cover - every value was checked

@@ -10,7 +10,8 @@ Then each ``[apps.NAME]`` table with every key of an app, and each route as a
 ``[[routes]]`` table with its plain keys and its handler's table in full; a route's
 ``compress`` and ``headers`` tables are written only when the route sets them (otherwise
 it uses the top-level ones); its ``[[routes.rate_limit]]`` tables follow. Routes given
-on the command line (``--static``) are written too, marked with their flag.
+on the command line (``--static``) are written too, marked with their flag. Last, each
+``[[process]]`` table (managed processes) with every key.
 
 The output is itself a valid config file that reproduces the same configuration.
 """
@@ -62,6 +63,11 @@ def render_config(config: Config, sources: Mapping[str, Source] | None = None) -
                 where = f"{label}.{name}[{j}]"
                 parts.append(_table(f"[[routes.{name}]]", item, keys, where, sources))
         blocks.append("\n".join(parts))
+    for process in config.process:
+        lines = ["[[process]]"]
+        for f in msgspec.structs.fields(process):
+            lines.append(f"{f.encode_name} = {toml_value(getattr(process, f.name))}")
+        blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 

@@ -80,6 +80,14 @@ class ServerConfig(_Section, frozen=True):
     # binds (as written in `bind`) whose connections start with a PROXY protocol header
     # (HAProxy v1/v2), or "*" for all; none by default
     proxy_protocol: tuple[str, ...] = ()
+    # a file the supervisor writes its pid to once its sockets are open, and removes
+    # at exit; "" writes none (gunicorn --pid, nginx pid)
+    pidfile: str = ""
+    # the user and group to run as once the sockets are open (so a root-started bastion
+    # can bind ports below 1024 and then give root up); "" keeps the current ones
+    # (gunicorn --user / --group, nginx user)
+    user: str = ""
+    group: str = ""
 
 
 class WorkersConfig(_Section, frozen=True):
@@ -95,6 +103,20 @@ class WorkersConfig(_Section, frozen=True):
     heartbeat_interval: PositiveFloat = 1.0  # how often a worker proves its loop is alive
     # after SIGTERM: keep serving (not ready) this long before stopping; 0 = stop at once
     drain_delay: NonNegativeFloat = 0.0
+    # recycle a worker (gracefully, one at a time) whose memory passes this many bytes;
+    # gunicorn has no such limit, uWSGI reload-on-rss / reload-on-as. 0 = no limit
+    max_memory: NonNegativeInt = 0
+    # what max_memory measures: "pss" (proportional set size: pages shared with other
+    # workers count for a share, so preloaded code is not counted once per worker) or
+    # "rss" (every resident page, as ps and uWSGI reload-on-rss show it)
+    memory_metric: Literal["pss", "rss"] = "pss"
+    # how often the supervisor reads each worker's memory (each worker with its own
+    # random offset, so that the reads and any recycling are spread out)
+    memory_check_interval: PositiveFloat = 10.0
+    # development: restart the workers (a rolling reload) when a Python or .toml file
+    # under reload_dirs changes (uvicorn --reload, gunicorn --reload); needs watchfiles
+    reload: bool = False
+    reload_dirs: tuple[str, ...] = ()  # none: app.app_dir, else the working directory
 
 
 class LimitsConfig(_Section, frozen=True):
@@ -151,6 +173,9 @@ class LogConfig(_Section, frozen=True):
     error_file: str = "-"  # "-" = stderr
     access: AccessFormat = "off"  # off by default, like gunicorn
     access_file: str = "-"  # "-" = stdout
+    # a warning in the error log for each response that took longer than this many
+    # milliseconds (from the request head to the last byte handed to the kernel); 0 = off
+    slow_request_ms: NonNegativeFloat = 0.0
 
 
 class WebSocketConfig(_Section, frozen=True):
@@ -384,6 +409,27 @@ class AdminConfig(_Section, frozen=True):
     allow_public: bool = False  # listen on an address that is not loopback
 
 
+class ProcessConfig(_Section, frozen=True):
+    """A ``[[process]]`` table: a program bastion runs beside its workers (a Celery
+    worker, a scheduler, a renderer), restarts when it dies and stops on shutdown."""
+
+    name: str  # for the log: each line of its output is logged as "[name] line"
+    # the program and its arguments: a list, or one string split like a shell would
+    # (no shell runs: no pipes, globs or variables)
+    command: str | tuple[str, ...]
+    env: dict[str, str] = msgspec.field(default_factory=dict)  # added to bastion's own
+    cwd: str = ""  # "" = bastion's working directory
+    # restart it when it ends: "always" (supervisord autorestart=true), "on-failure"
+    # (only after a non-zero status or a signal), "never"
+    restart: Literal["always", "on-failure", "never"] = "always"
+    # the first restart waits backoff_min seconds, each quick one after it twice as long,
+    # up to backoff_max; a run longer than backoff_max starts over (systemd RestartSec)
+    backoff_min: PositiveFloat = 1.0
+    backoff_max: PositiveFloat = 60.0
+    stop_signal: str = "SIGTERM"  # what asks it to stop (Celery: SIGTERM is a warm stop)
+    stop_timeout: NonNegativeFloat = 10.0  # then SIGKILL (supervisord stopwaitsecs 10)
+
+
 class Config(_Section, frozen=True):
     """The whole configuration tree. Build it with :func:`bastion.config.load.load_config`."""
 
@@ -405,3 +451,5 @@ class Config(_Section, frozen=True):
     # where the counters of the routes' rate limits live (see docs/rate-limiting.md)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    # programs run beside the workers, started in this order and stopped in reverse
+    process: tuple[ProcessConfig, ...] = ()

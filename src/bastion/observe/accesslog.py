@@ -84,6 +84,7 @@ class _Writer:
     def __init__(self, stream: BinaryIO, owned: bool) -> None:
         self._stream = stream
         self._owned = owned
+        self._reopen = False
         self._queue: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self.put = self._queue.put
         self._thread = threading.Thread(target=self._run, name="bastion-access-log", daemon=True)
@@ -102,6 +103,9 @@ class _Writer:
                     break
             stop = _STOP in batch
             data = b"".join(batch)
+            if self._reopen:
+                self._reopen = False
+                self._open_again()
             if data:
                 try:
                     self._stream.write(data)
@@ -110,6 +114,26 @@ class _Writer:
                     pass  # nowhere left to report it; dropping log lines beats crashing
             if stop:
                 return
+
+    def _open_again(self) -> None:
+        name = getattr(self._stream, "name", "")
+        if not isinstance(name, str) or not name:
+            return
+        try:
+            stream = open(name, "ab")  # noqa: SIM115
+        except OSError:
+            return  # keep writing to the old file rather than nowhere
+        old, self._stream = self._stream, stream
+        try:
+            old.close()
+        except OSError:
+            pass
+
+    def reopen(self) -> None:
+        """Write to a new file of the same name from now on (after logrotate renamed
+        the old one). The writer thread opens it before it writes its next lines."""
+        if self._owned:
+            self._reopen = True  # the writer thread does it before its next write
 
     def close(self, timeout: float = 5.0) -> None:
         self._queue.put(_STOP)
@@ -212,6 +236,10 @@ class AccessLog:
         if extra:
             record.update(extra)
         self._put(_encode(record) + b"\n")
+
+    def reopen(self) -> None:
+        """Open ``log.access_file`` again by its name (logrotate)."""
+        self._writer.reopen()
 
     def close(self) -> None:
         self._writer.close()

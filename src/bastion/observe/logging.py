@@ -100,6 +100,26 @@ def _reset_handlers_keep(keep: logging.Handler) -> None:
             handler.close()
 
 
+def reopen_error_log() -> bool:
+    """Open ``log.error_file`` again by its name (after logrotate renamed it) and write
+    there from now on; False when the error log is not a file of ours (stderr)."""
+    global _stream, _owned_stream
+    old = _owned_stream
+    if old is None:
+        return False
+    stream = open(old.name, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    handlers = [*logger.handlers, *logging.getLogger().handlers]
+    if _listener is not None:
+        handlers.extend(_listener.handlers)
+    for handler in handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+            handler.setStream(stream)
+    _stream = stream
+    _owned_stream = stream
+    old.close()
+    return True
+
+
 def flush_logging() -> None:
     """Write out everything queued (a worker calls this before it exits)."""
     global _listener

@@ -9,6 +9,7 @@ import signal
 from dataclasses import dataclass
 
 from bastion.process.control import ControlReader
+from bastion.process.memory import MemoryWatch
 
 
 class State(enum.Enum):
@@ -35,6 +36,7 @@ class Child:
     failure: str = ""  # the app's message when the worker could not start
     reason: str = ""  # why it is retiring, for the log
     kill_at: float = math.inf  # when to SIGKILL it if it has not exited
+    memory: MemoryWatch | None = None  # readings of its memory, once it is ready
 
     def signal(self, sig: int) -> None:
         try:

@@ -14,8 +14,12 @@ import mmap
 import struct
 import time
 
-_SLOT = struct.Struct("d")  # one double per worker; aligned 8-byte stores do not tear
-MAX_SLOTS = 4096  # 32 KiB; far more workers than any machine runs (plus replacements)
+# per worker: the last beat (an aligned 8-byte store does not tear), then its open
+# connections and those with a request in progress at that beat
+_SLOT = struct.Struct("ddd")
+_BEAT = struct.Struct("d")
+_LOAD = struct.Struct("dd")
+MAX_SLOTS = 4096  # 96 KiB; far more workers than any machine runs (plus replacements)
 
 
 class HeartbeatTable:
@@ -31,7 +35,7 @@ class HeartbeatTable:
         if not self._free:
             raise RuntimeError(f"more than {MAX_SLOTS} workers at once")
         slot = self._free.pop()
-        _SLOT.pack_into(self._map, slot * _SLOT.size, 0.0)
+        _SLOT.pack_into(self._map, slot * _SLOT.size, 0.0, 0.0, 0.0)
         return slot
 
     def release(self, slot: int) -> None:
@@ -39,12 +43,19 @@ class HeartbeatTable:
 
     def last_beat(self, slot: int) -> float:
         """The monotonic time of the worker's last beat; 0.0 before its first one."""
-        value: float = _SLOT.unpack_from(self._map, slot * _SLOT.size)[0]
+        value: float = _BEAT.unpack_from(self._map, slot * _SLOT.size)[0]
         return value
 
+    def last_load(self, slot: int) -> tuple[int, int]:
+        """(open connections, connections with a request in progress) at the last beat."""
+        conns, busy = _LOAD.unpack_from(self._map, slot * _SLOT.size + _BEAT.size)
+        return int(conns), int(busy)
+
     # -- worker side -------------------------------------------------------------------
-    def beat(self, slot: int) -> None:
-        _SLOT.pack_into(self._map, slot * _SLOT.size, time.monotonic())
+    def beat(self, slot: int, connections: int = 0, busy: int = 0) -> None:
+        offset = slot * _SLOT.size
+        _LOAD.pack_into(self._map, offset + _BEAT.size, float(connections), float(busy))
+        _BEAT.pack_into(self._map, offset, time.monotonic())
 
     def close(self) -> None:
         self._map.close()

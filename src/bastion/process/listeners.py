@@ -44,6 +44,7 @@ class Listener:
     unix_inode: int = 0
     reuse_port: bool = False  # workers bind their own SO_REUSEPORT socket
     redirect: bool = False  # a tls.redirect_bind listener: answers 308 to https
+    inherited_unix_path: str = ""  # a socket file made by the bastion this one upgrades
 
     def describe(self) -> str:
         return f"{self.url} ({self.origin})" if self.origin else self.url
@@ -164,16 +165,18 @@ def _open_unix(spec: BindSpec, cfg: ServerConfig) -> Listener:
     return Listener(sock=sock, spec=spec, url=f"unix:{path}", unix_path=path, unix_inode=inode)
 
 
-def _adopt_fd(fd: int, spec: BindSpec, origin: str) -> Listener:
+def adopt_fd(fd: int, spec: BindSpec, origin: str, *, listening: bool = True) -> Listener:
+    """A Listener for descriptor ``fd``, which must be a stream socket (listening, unless
+    ``listening`` is false: a reserved ``reuse_port`` address)."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
         raise ListenerError(f"{origin}: file descriptor {fd} is not usable: {exc}") from None
     try:
-        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        accepting = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
     except OSError:
-        listening = 0
-    if sock.type != socket.SOCK_STREAM or not listening:
+        accepting = 0
+    if sock.type != socket.SOCK_STREAM or (listening and not accepting):
         sock.detach()
         raise ListenerError(f"{origin}: file descriptor {fd} is not a listening stream socket")
     sock.setblocking(False)
@@ -195,16 +198,25 @@ def _open_systemd(spec: BindSpec) -> list[Listener]:
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)
     return [
-        _adopt_fd(fd, spec, f"systemd fd {fd}")
+        adopt_fd(fd, spec, f"systemd fd {fd}")
         for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)
     ]
 
 
-def open_listeners(cfg: ServerConfig) -> list[Listener]:
-    """Make every listening socket of ``cfg.bind``; on failure close those already made."""
+def open_listeners(
+    cfg: ServerConfig, inherited: dict[str, list[Listener]] | None = None
+) -> list[Listener]:
+    """Make every listening socket of ``cfg.bind``; on failure close those already made.
+
+    ``inherited`` holds the sockets a supervisor being upgraded handed over, by bind
+    text: a bind found there takes them (and they leave the dict) instead of binding.
+    """
     listeners: list[Listener] = []
     try:
         for text in cfg.bind:
+            if inherited and text in inherited:
+                listeners.extend(inherited.pop(text))
+                continue
             try:
                 spec = parse_bind(text)
             except BindError as exc:
@@ -214,7 +226,7 @@ def open_listeners(cfg: ServerConfig) -> list[Listener]:
             elif spec.kind == "unix":
                 listeners.append(_open_unix(spec, cfg))
             elif spec.kind == "fd":
-                listeners.append(_adopt_fd(spec.fd, spec, f"fd://{spec.fd}"))
+                listeners.append(adopt_fd(spec.fd, spec, f"fd://{spec.fd}"))
             else:
                 listeners.extend(_open_systemd(spec))
     except BaseException:
@@ -225,11 +237,18 @@ def open_listeners(cfg: ServerConfig) -> list[Listener]:
     return listeners
 
 
-def open_redirect_listeners(binds: tuple[str, ...], cfg: ServerConfig) -> list[Listener]:
+def open_redirect_listeners(
+    binds: tuple[str, ...],
+    cfg: ServerConfig,
+    inherited: dict[str, list[Listener]] | None = None,
+) -> list[Listener]:
     """The plain-HTTP listeners of ``tls.redirect_bind`` (TCP only, checked before)."""
     listeners: list[Listener] = []
     try:
         for text in binds:
+            if inherited and "redirect " + text in inherited:
+                listeners.extend(inherited.pop("redirect " + text))
+                continue
             try:
                 spec = parse_bind(text)
             except BindError as exc:

@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 # SIGCHLD only wakes the loop so it reaps promptly.
-HANDLED = (
+ACTED_ON = (
     signal.SIGTERM,
     signal.SIGINT,
     signal.SIGQUIT,
@@ -23,7 +23,27 @@ HANDLED = (
     signal.SIGTTIN,
     signal.SIGTTOU,
     signal.SIGCHLD,
+    signal.SIGUSR1,  # reopen the log files
+    signal.SIGUSR2,  # re-execute bastion (upgrade in place)
 )
+
+
+def _optional(*names: str) -> tuple[int, ...]:
+    return tuple(int(getattr(signal, n)) for n in names if hasattr(signal, n))
+
+
+# Signals whose default action ends the process but that mean nothing to bastion: a
+# stray one (a timer of some tool, a power event, a resource limit) must not take the
+# site down. They are logged and otherwise ignored. (SIGPIPE is ignored by Python
+# itself; faults such as SIGSEGV must keep their default; SIGKILL and SIGSTOP cannot be
+# caught.)
+IGNORED: tuple[int, ...] = (
+    *_optional(
+        "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR", "SIGSTKFLT", "SIGXCPU", "SIGXFSZ"
+    ),
+    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
+)
+HANDLED: tuple[int, ...] = (*ACTED_ON, *IGNORED)
 
 
 def _enqueued(signum: int, frame: FrameType | None) -> None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 import gc
 import math
 import os
+import random
 import selectors
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +29,7 @@ from bastion import __version__
 from bastion.config.errors import ConfigError
 from bastion.config.schema import Config
 from bastion.observe.board import READY as BOARD_READY
-from bastion.observe.logging import error_stream, logger, setup_logging
+from bastion.observe.logging import error_stream, logger, reopen_error_log, setup_logging
 from bastion.process.admin import AdminSide
 from bastion.process.children import Child, State, describe_status
 from bastion.process.control import ControlReader, Message
@@ -40,8 +42,18 @@ from bastion.process.listeners import (
     open_listeners,
     open_redirect_listeners,
 )
-from bastion.process.signals import SignalQueue
+from bastion.process.managed import Managed
+from bastion.process.memory import MemoryWatch, mib, read_memory
+from bastion.process.signals import IGNORED, SignalQueue
+from bastion.process.systemd import (
+    Notifier,
+    PrivilegeError,
+    drop_privileges,
+    remove_pidfile,
+    write_pidfile,
+)
 from bastion.process.tls import ServerTLS, load_tls
+from bastion.process.upgrade import close_unused, hand_over, take_inherited, upgrading_from
 from bastion.process.worker import EXIT_STARTUP_FAILED, WorkerSpec, run_worker
 
 EXIT_OK = 0
@@ -56,6 +68,27 @@ QUIT_WAIT = 2.0  # after SIGQUIT, before SIGKILL
 TICK = 1.0  # longest wait in the main loop (heartbeat checks)
 
 ReloadConfig = Callable[[], Config]
+
+
+def _import_serving_modules() -> None:
+    """Import what every worker imports to serve (uvloop, the protocol, the gateways)
+    once, here, so that the workers share those pages instead of each loading its own
+    copy. This is bastion's code only: the app is imported here only with preload."""
+    import uvloop  # noqa: F401
+
+    import bastion.edge.assemble
+    import bastion.gateway.asgi
+    import bastion.gateway.wsgi
+    import bastion.observe.accesslog
+    import bastion.protocol.http1
+    import bastion.protocol.proxy  # noqa: F401
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
 
 
 def restart_delay(backoff: float, lived: float) -> tuple[float, float]:
@@ -114,6 +147,16 @@ class Supervisor:
         # the admin listener and the metrics board (docs/operations.md), if configured
         self.admin: AdminSide | None = AdminSide(config) if config.admin.bind else None
         self.drain_at = math.inf  # SIGTERM with workers.drain_delay: when to stop
+        # SIGUSR2: the new bastion started to replace this one, until it is ready
+        self.upgrade: subprocess.Popen[bytes] | None = None
+        self.upgrade_from = 0  # the supervisor this one replaces (it was started by one)
+        self.handed_over = False  # the new bastion is ready: it owns the sockets now
+        self.notify = Notifier()  # systemd Type=notify (nothing without NOTIFY_SOCKET)
+        self.pidfile = config.server.pidfile
+        self.took_over = False  # this bastion replaced another one (SIGUSR2)
+        # [[process]]: programs run beside the workers
+        self.managed = [Managed(cfg) for cfg in config.process]
+        self.watcher: subprocess.Popen[bytes] | None = None  # --reload
 
     # -- start-up ----------------------------------------------------------------------
     def run(self) -> int:
@@ -123,18 +166,38 @@ class Supervisor:
         except ConfigError as exc:
             self._report_fatal(str(exc))
             return EXIT_FAILED
+        inherited = take_inherited()
+        self.upgrade_from = upgrading_from()
         try:
-            self.listeners = open_listeners(self.config.server)
+            self.listeners = open_listeners(self.config.server, inherited)
             if self.tls is not None:
                 mark_tls(self.listeners)
                 self.listeners.extend(
-                    open_redirect_listeners(self.config.tls.redirect_bind, self.config.server)
+                    open_redirect_listeners(
+                        self.config.tls.redirect_bind, self.config.server, inherited
+                    )
                 )
             if self.admin is not None:
                 self.admin.open()
         except (ListenerError, ConfigError) as exc:
             close_listeners(self.listeners)
             self._report_fatal(str(exc))
+            return EXIT_FAILED
+        finally:
+            close_unused(inherited)  # binds the new configuration dropped
+        try:
+            if self.pidfile and not self.upgrade_from:  # (an upgrade writes it when ready)
+                write_pidfile(self.pidfile)
+            _import_serving_modules()  # (as the user bastion started as: it can read them)
+            server = self.config.server
+            if server.user or server.group:
+                who = drop_privileges(server.user, server.group)
+                logger.info("running as %s", who)
+        except (OSError, PrivilegeError) as exc:
+            close_listeners(self.listeners)
+            if self.pidfile:
+                remove_pidfile(self.pidfile)
+            self._report_fatal(str(exc) if isinstance(exc, PrivilegeError) else f"{exc}")
             return EXIT_FAILED
         try:
             if self.config.workers.preload and self._uses_default_app() and not self._preload():
@@ -143,6 +206,10 @@ class Supervisor:
             self.selector.register(self.signals.read_fd, selectors.EVENT_READ, None)
             self._start_admin()
             self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout
+            for managed in self.managed:
+                self._start_managed(managed)
+            if self.config.workers.reload:
+                self._start_watcher()
             self._reconcile()
             self._loop()
         finally:
@@ -193,7 +260,11 @@ class Supervisor:
 
     # -- the main loop -----------------------------------------------------------------
     def _loop(self) -> None:
-        while self.phase != "stopping" or self.children:
+        while (
+            self.phase != "stopping"
+            or self.children
+            or any(m.proc is not None for m in self.managed)
+        ):
             self._step(self._wait_time())
 
     def _step(self, timeout: float) -> None:
@@ -203,10 +274,15 @@ class Supervisor:
             if key.data is None:
                 for sig in self.signals.pending():
                     self._on_signal(sig)
+            elif isinstance(key.data, Managed):
+                if not key.data.read_output():
+                    self.selector.unregister(key.fd)
             else:
                 self._read_messages(key.data)
         self._reap()
         self._check_deadlines()
+        self._check_managed()
+        self._check_memory()
         self._reconcile()
         if self.admin is not None:
             self.admin.board.beat()
@@ -217,6 +293,7 @@ class Supervisor:
         now = time.monotonic()
         deadlines = [now + TICK, self.startup_deadline, self.stop_deadline, self.drain_at]
         deadlines.extend(c.kill_at for c in self.children.values())
+        deadlines.extend(min(m.start_at, m.kill_at) for m in self.managed)
         if self.respawn_at > now and self.phase == "running":
             deadlines.append(self.respawn_at)
         return max(0.0, min(deadlines) - now)
@@ -226,7 +303,17 @@ class Supervisor:
         if sig == signal.SIGCHLD:
             return
         if sig in (signal.SIGTERM, signal.SIGINT):
-            if self.phase != "stopping":
+            if self.phase != "stopping" and self.upgrade is not None and sig == signal.SIGTERM:
+                # (most likely from the new bastion, ready to serve)
+                logger.info(
+                    "SIGTERM received while the new bastion (pid %d) runs: handing over "
+                    "and stopping gracefully",
+                    self.upgrade.pid,
+                )
+                self.handed_over = True
+                self._disown_unix_files()  # the new bastion removes them when it stops
+                self._stop(immediate=False, retire=True)
+            elif self.phase != "stopping":
                 name = signal.Signals(sig).name
                 if sig == signal.SIGTERM and self._drain_first():
                     return
@@ -247,6 +334,82 @@ class Supervisor:
             if self.target > 1:
                 self.target -= 1
             logger.info("SIGTTOU received: %d worker%s", self.target, "s"[: self.target - 1])
+        elif sig == signal.SIGUSR1:
+            self._reopen_logs()
+        elif sig == signal.SIGUSR2:
+            self._start_upgrade()
+        elif sig in IGNORED:
+            logger.warning("%s received: ignored", _signal_name(sig))
+
+    # -- log files and upgrades --------------------------------------------------------
+    def _reopen_logs(self) -> None:
+        """SIGUSR1 (logrotate): open the log files again by name, here and in every
+        worker (which the supervisor tells with SIGHUP)."""
+        try:
+            reopened = reopen_error_log()
+        except OSError as exc:
+            logger.error("SIGUSR1: cannot reopen log.error_file: %s", exc)
+            reopened = False
+        logger.info("SIGUSR1 received: %s", "log files reopened" if reopened else "logs reopened")
+        for child in self.children.values():
+            if child.state is State.READY:
+                child.signal(signal.SIGHUP)
+
+    def _start_upgrade(self) -> None:
+        """SIGUSR2: start a new bastion (the code now on disk) on the same sockets; it
+        stops this one once its workers are ready."""
+        if self.phase != "running" or self.upgrade is not None or self.handed_over:
+            logger.info("SIGUSR2 received while %s: ignored", self._busy_with())
+            return
+        try:
+            self.upgrade = hand_over(self.listeners)
+        except OSError as exc:
+            logger.error("SIGUSR2: cannot start a new bastion: %s", exc)
+            return
+        logger.info(
+            "SIGUSR2 received: started a new bastion (pid %d) on the same sockets; this "
+            "one serves until it is ready",
+            self.upgrade.pid,
+        )
+
+    def _busy_with(self) -> str:
+        if self.upgrade is not None:
+            return f"upgrading (new bastion pid {self.upgrade.pid})"
+        return self.phase
+
+    def _upgrade_exited(self, status: int) -> None:
+        assert self.upgrade is not None
+        self.upgrade.returncode = os.waitstatus_to_exitcode(status)
+        pid = self.upgrade.pid
+        self.upgrade = None
+        if self.handed_over:
+            return
+        logger.error(
+            "upgrade failed: the new bastion (pid %d) %s; this one goes on serving",
+            pid,
+            describe_status(status),
+        )
+
+    def _disown_unix_files(self) -> None:
+        for lst in self.listeners:
+            lst.unix_path = ""
+
+    def _take_over(self) -> None:
+        """Every worker of this (upgraded) bastion is ready: stop the old one."""
+        for lst in self.listeners:
+            if lst.inherited_unix_path:  # this bastion removes the file at exit now
+                lst.unix_path = lst.inherited_unix_path
+                try:
+                    lst.unix_inode = os.stat(lst.unix_path).st_ino
+                except OSError:
+                    lst.unix_path = ""
+        old, self.upgrade_from = self.upgrade_from, 0
+        self.took_over = bool(old)
+        if old and self.pidfile:
+            write_pidfile(self.pidfile)
+        if old and old == os.getppid():
+            logger.info("upgrade complete: stopping the previous bastion (pid %d)", old)
+            os.kill(old, signal.SIGTERM)
 
     # -- the admin listener and draining (docs/operations.md) --------------------------
     def _start_admin(self) -> None:
@@ -320,6 +483,7 @@ class Supervisor:
         """Fork a worker that beats in heartbeat ``slot`` and reports on ``write_fd``;
         return its pid. ``read_fd`` is the supervisor's end, which the worker closes."""
         close_fds = [*self.signals.fds, self.selector.fileno(), read_fd]
+        close_fds.extend(m.fd for m in self.managed if m.fd >= 0)
         close_fds.extend(c.control.fd for c in self.children.values())
         if self.admin is not None:
             close_fds.extend(self.admin.fds)
@@ -336,8 +500,9 @@ class Supervisor:
         )
         for stream in (sys.stdout, sys.stderr, error_stream()):
             stream.flush()
-        if self.loaded is not None:
-            gc.freeze()  # keep the preloaded objects' pages shared with the workers
+        # keep the pages of bastion's modules (and of a preloaded app) shared with the
+        # workers: the collector of a worker would otherwise write to every object
+        gc.freeze()
         self.signals.block()
         try:
             pid = os.fork()
@@ -426,6 +591,9 @@ class Supervisor:
         child.interface = interface
         if self.admin is not None:
             self.admin.board.set_state(child.slot, BOARD_READY)
+        interval = self.config.workers.memory_check_interval
+        # a random first reading, so that the workers' readings (and recycling) spread
+        child.memory = MemoryWatch(time.monotonic() + interval * random.uniform(0.2, 1.0))
         logger.debug("worker %d serving", child.pid)
         old = child.predecessor
         if old is not None:
@@ -440,6 +608,12 @@ class Supervisor:
             if self.admin is not None:
                 self.admin.board.set_ready(True)
             self._banner(interface)
+            self._take_over()
+            count = len(self._serving())
+            self.notify.ready(
+                f"serving with {count} worker{'s'[: count - 1]}",
+                mainpid=os.getpid() if self.took_over else 0,  # systemd: the new main pid
+            )
         if child.for_reload:
             self._advance_reload()
 
@@ -456,6 +630,16 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is not None:
                 self._on_exit(child, status)
+            elif self.upgrade is not None and pid == self.upgrade.pid:
+                self._upgrade_exited(status)
+            elif self.watcher is not None and pid == self.watcher.pid:
+                self.watcher.returncode = os.waitstatus_to_exitcode(status)
+                self.watcher = None
+                logger.error("--reload: the file watcher %s", describe_status(status))
+            else:
+                for managed in self.managed:
+                    if managed.proc is not None and managed.proc.pid == pid:
+                        self._managed_exited(managed, status)
 
     def _on_exit(self, child: Child, status: int) -> None:
         if child.control.fd >= 0:
@@ -463,6 +647,7 @@ class Supervisor:
             if child.control.fd >= 0:
                 self.selector.unregister(child.control.fd)
                 child.control.close()
+        lost = self._lost_requests(child, status)
         self.heartbeat.release(child.slot)
         if self.admin is not None:
             self.admin.board.exited(child.slot)
@@ -485,17 +670,42 @@ class Supervisor:
             logger.error("worker %d could not start: %s", child.pid, child.failure or how)
             self._count_restart(child, "startup")
         else:
-            logger.error("worker %d %s unexpectedly", child.pid, how)
+            logger.error("worker %d %s unexpectedly%s", child.pid, how, lost)
             self._count_restart(child, "crash")
         if child.for_reload and self.reloading:
             self.reloading = False
             logger.error("reload failed: keeping the running workers")
+            self.notify.ready("reload failed: serving with the running workers")
         if replaced is not None:
             return  # the worker it was meant to replace keeps serving
         now = time.monotonic()
         delay, self.backoff = restart_delay(self.backoff, now - child.started)
         self.respawn_at = now + delay
         logger.info("starting a new worker in %.1fs", delay)
+
+    def _lost_requests(self, child: Child, status: int) -> str:
+        """For a worker that died (crashed, or killed for a blocked loop): what it held
+        at its last heartbeat, which its clients lost; '' for a clean exit."""
+        if child.state is State.STARTING or (os.WIFEXITED(status) and not os.WEXITSTATUS(status)):
+            return ""
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        if child.state is State.RETIRING and child.reason != "timeout" and not killed:
+            return ""  # a retiring worker that stopped by itself finished or closed them
+        last = self.heartbeat.last_beat(child.slot)
+        if not last:
+            return ""
+        conns, busy = self.heartbeat.last_load(child.slot)
+        if child.reason == "timeout":
+            busy = max(busy, 1)  # at least the request that blocked the loop
+            conns = max(conns, busy)
+        message = (
+            f": it held {conns} connection{'s'[: conns != 1]}, {busy} with a request in "
+            f"progress (at its last heartbeat, {time.monotonic() - last:.1f}s before); "
+            "those requests failed"
+        )
+        if child.reason:  # (a worker retiring, or blocked: logged here, not below)
+            logger.error("worker %d %s%s", child.pid, describe_status(status), message)
+        return message
 
     # -- deadlines and heartbeats ------------------------------------------------------
     def _check_deadlines(self) -> None:
@@ -533,6 +743,101 @@ class Supervisor:
             if last and now - last > timeout:
                 logger.error("worker %d timed out (event loop blocked > %gs)", child.pid, timeout)
                 self._retire_blocked(child, now)
+
+    def _check_memory(self) -> None:
+        """Read the memory of each worker whose turn it is; report one that keeps
+        growing, and replace one over ``workers.max_memory`` (one at a time)."""
+        if self.phase != "running":
+            return
+        now = time.monotonic()
+        workers = self.config.workers
+        limit = workers.max_memory
+        for child in list(self.children.values()):
+            watch = child.memory
+            if watch is None or child.state is not State.READY or now < watch.next_check:
+                continue
+            watch.next_check = now + workers.memory_check_interval * random.uniform(0.8, 1.2)
+            size = read_memory(child.pid, workers.memory_metric)
+            if not size:
+                continue
+            growing = watch.record(size)
+            if growing:
+                logger.warning(
+                    "worker %d: memory (%s) %s%s",
+                    child.pid,
+                    workers.memory_metric.upper(),
+                    growing,
+                    "" if limit else "; workers.max_memory would recycle it",
+                )
+            if not limit or size <= limit or child.successor is not None:
+                continue
+            if any(c.predecessor is not None for c in self.children.values()):
+                continue  # a replacement is starting: one at a time
+            logger.warning(
+                "worker %d uses %s (%s), over workers.max_memory (%s): replacing it",
+                child.pid,
+                mib(size),
+                workers.memory_metric.upper(),
+                mib(limit),
+            )
+            self._try_spawn(child, for_reload=False)
+
+    # -- --reload -----------------------------------------------------------------------
+    def _start_watcher(self) -> None:
+        workers = self.config.workers
+        dirs = list(workers.reload_dirs) or [self.config.app.app_dir or "."]
+        argv = [sys.executable, "-m", "bastion.process.watch", str(os.getpid()), *dirs]
+        try:
+            self.watcher = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            logger.error("--reload: cannot start the file watcher: %s", exc)
+
+    def _stop_watcher(self) -> None:
+        watcher, self.watcher = self.watcher, None
+        if watcher is None:
+            return
+        try:
+            watcher.kill()
+            watcher.wait(5)
+        except (OSError, subprocess.TimeoutExpired, ChildProcessError):
+            pass
+        watcher.returncode = watcher.returncode or 0
+
+    # -- managed processes ([[process]]) ----------------------------------------------
+    def _start_managed(self, managed: Managed) -> None:
+        managed.start()
+        if managed.fd >= 0:
+            self.selector.register(managed.fd, selectors.EVENT_READ, managed)
+
+    def _managed_exited(self, managed: Managed, status: int) -> None:
+        fd = managed.fd
+        if fd >= 0:
+            try:
+                self.selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        managed.exited(status, stopping=self.phase == "stopping")
+        if self.phase == "stopping":
+            self._stop_next_managed()
+
+    def _check_managed(self) -> None:
+        now = time.monotonic()
+        for managed in self.managed:
+            if now >= managed.kill_at:
+                managed.kill()
+            elif managed.proc is None and now >= managed.start_at and self.phase != "stopping":
+                self._start_managed(managed)
+
+    def _stop_next_managed(self) -> None:
+        """On shutdown: stop the last declared process still running, once the ones
+        after it have ended (they may depend on those declared before them)."""
+        now = time.monotonic()
+        for managed in reversed(self.managed):
+            managed.start_at = math.inf
+            if managed.proc is not None:
+                if managed.kill_at == math.inf:
+                    managed.stop(now)
+                return
 
     def _retire_blocked(self, child: Child, now: float) -> None:
         child.unlink()
@@ -582,6 +887,7 @@ class Supervisor:
                 self.tls = tls
         self.generation += 1
         self.reloading = True
+        self.notify.reloading()
         old = sum(1 for c in self.children.values() if c.state is State.READY)
         logger.info("SIGHUP received: reloading %d worker%s one by one", old, "s"[: old - 1])
         self._advance_reload()
@@ -593,6 +899,7 @@ class Supervisor:
             ("server.reuse_port", old.server.reuse_port != config.server.reuse_port),
             ("workers.preload", old.workers.preload != config.workers.preload),
             ("tls.redirect_bind", old.tls.redirect_bind != config.tls.redirect_bind),
+            ("[[process]]", old.process != config.process),
         ):
             if needs:
                 logger.warning("SIGHUP: a change of %s takes effect only after a restart", name)
@@ -615,10 +922,12 @@ class Supervisor:
                 if self._try_spawn(child, for_reload=True) is None:
                     self.reloading = False
                     logger.error("reload failed: keeping the running workers")
+                    self.notify.ready("reload failed: serving with the running workers")
                 return
         self.reloading = False
         count = len(self._serving())
         logger.info("reload complete: %d worker%s serving", count, "s"[: count - 1])
+        self.notify.ready(f"serving with {count} worker{'s'[: count - 1]}")
 
     # -- stopping ----------------------------------------------------------------------
     def _fatal(self, message: str) -> None:
@@ -628,13 +937,29 @@ class Supervisor:
         self.exit_code = EXIT_FAILED
         self._stop(immediate=False)
 
-    def _stop(self, immediate: bool) -> None:
+    def _stop(self, immediate: bool, retire: bool = False) -> None:
+        """Stop every worker: at once, gracefully, or (``retire``: another bastion
+        takes over) gracefully with WebSockets let go on until graceful_timeout."""
         now = time.monotonic()
+        if self.upgrade is not None and not self.handed_over:
+            # stopped while a new bastion was starting: it must not take over
+            logger.info("stopping the new bastion (pid %d) too", self.upgrade.pid)
+            self.upgrade.send_signal(signal.SIGTERM)
+        if self.phase != "stopping" and not self.handed_over:
+            self.notify.stopping()
         self.phase = "stopping"
         self.drain_at = math.inf
         if self.admin is not None:
             self.admin.board.set_draining()
         self.reloading = False
+        for managed in self.managed:
+            managed.start_at = math.inf  # no more restarts
+        if immediate:
+            for managed in self.managed:
+                managed.stop(now)
+                managed.kill_at = min(managed.kill_at, now + QUIT_WAIT)
+        else:
+            self._stop_next_managed()
         self.startup_deadline = math.inf
         close_listeners(self.listeners)  # the kernel stops queueing new connections
         for child in self.children.values():
@@ -643,6 +968,8 @@ class Supervisor:
                 # a worker still starting has no handlers yet (SIGQUIT would dump core)
                 child.signal(signal.SIGKILL if child.state is State.STARTING else signal.SIGQUIT)
                 child.kill_at = min(child.kill_at, now + QUIT_WAIT)
+            elif child.state is not State.RETIRING and retire:
+                self._retire(child, "handed over")
             elif child.state is not State.RETIRING:
                 child.state = State.RETIRING
                 child.reason = "stop"
@@ -653,6 +980,12 @@ class Supervisor:
                 child.signal(signal.SIGTERM)
 
     def _cleanup(self) -> None:
+        self._stop_watcher()
+        for managed in self.managed:
+            if managed.proc is not None:
+                managed.kill()
+                managed.proc.wait()
+                managed.close_output()
         for child in self.children.values():
             child.signal(signal.SIGKILL)
         for pid in list(self.children):
@@ -667,4 +1000,6 @@ class Supervisor:
         self.signals.restore()
         self.selector.close()
         self.heartbeat.close()
+        if self.pidfile:
+            remove_pidfile(self.pidfile)
         logger.info("bastion stopped")

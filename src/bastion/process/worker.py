@@ -30,10 +30,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from bastion.config.schema import Config
 from bastion.observe.accesslog import AccessLog, make_access_log
-from bastion.observe.logging import error_stream, flush_logging, logger, setup_worker_logging
+from bastion.observe.logging import (
+    error_stream,
+    flush_logging,
+    logger,
+    reopen_error_log,
+    setup_worker_logging,
+)
 from bastion.process.control import ControlWriter, Message
 from bastion.process.heartbeat import HeartbeatTable
 from bastion.process.listeners import Listener, https_port, worker_sockets
+from bastion.process.signals import IGNORED
 from bastion.process.tls import ServerTLS
 from bastion.tasks import WorkerTasks
 
@@ -62,8 +69,11 @@ _INHERITED = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
-# Signals meant for the supervisor only (a whole process group may receive them).
-_IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+# Signals meant for the supervisor only (a whole process group may receive them), and
+# those that mean nothing to bastion but would end the process by default. SIGHUP is
+# ignored until the worker serves; from then on it reopens the log files (the supervisor
+# sends it on SIGUSR1, for logrotate).
+_IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, *IGNORED)
 
 
 @dataclass
@@ -131,7 +141,7 @@ class _Worker:
         self.limit = 0
         self.tracker: Any = None
         self.tasks = WorkerTasks()  # every request task of this worker
-        self.access_log: AccessLog | None = None
+        self.access_log: AccessLog | Any = None  # (or a SlowLog in front of it)
         self.parent = os.getppid()
         # at least three beats per timeout, so a busy but healthy loop is never mistaken
         # for a blocked one
@@ -143,8 +153,8 @@ class _Worker:
         signal.set_wakeup_fd(-1)
         for sig in _INHERITED:
             signal.signal(sig, signal.SIG_DFL)
-        for sig in _IGNORED:
-            signal.signal(sig, signal.SIG_IGN)
+        for ignored in _IGNORED:
+            signal.signal(ignored, signal.SIG_IGN)
         # the supervisor blocked these around the fork
         signal.pthread_sigmask(signal.SIG_UNBLOCK, (*_INHERITED, *_IGNORED))
         for fd in self.spec.close_fds:
@@ -204,7 +214,11 @@ class _Worker:
         from bastion.protocol.proxy import expects_proxy, proxied
         from bastion.protocol.state import ConnectionTracker
 
-        access_log = make_access_log(self.config.log)
+        access_log: Any = make_access_log(self.config.log)
+        if self.config.log.slow_request_ms:
+            from bastion.observe.slowlog import SlowLog
+
+            access_log = SlowLog(self.config.log.slow_request_ms, access_log)
         recorder = None
         if self.spec.board is not None:
             from bastion.observe.recorder import Recorder, router_index
@@ -272,7 +286,14 @@ class _Worker:
 
     # -- heartbeat ---------------------------------------------------------------------
     def _beat(self) -> None:
-        self.spec.heartbeat.beat(self.spec.slot)
+        tracker = self.tracker
+        if tracker is None:
+            self.spec.heartbeat.beat(self.spec.slot)
+        else:
+            # what the supervisor reports as lost if this worker dies before the next
+            conns = tracker.connections
+            busy = sum(1 for c in conns if not c.is_idle)
+            self.spec.heartbeat.beat(self.spec.slot, len(conns), busy)
         assert self.loop is not None and self.stopping is not None
         if os.getppid() != self.parent and not self.stopping.is_set():
             # the supervisor died (SIGKILL, OOM killer): nobody would ever stop us
@@ -287,6 +308,18 @@ class _Worker:
         self.loop.add_signal_handler(signal.SIGINT, self._on_stop, signal.SIGINT)
         self.loop.add_signal_handler(signal.SIGQUIT, self._on_quit)
         self.loop.add_signal_handler(signal.SIGUSR2, self._on_retire)
+        self.loop.add_signal_handler(signal.SIGHUP, self._reopen_logs)
+
+    def _reopen_logs(self) -> None:
+        """The supervisor got SIGUSR1 (logrotate): open the log files again by name."""
+        try:
+            if reopen_error_log():
+                # the stack dumps go to the new file too
+                faulthandler.register(signal.SIGUSR1, file=error_stream(), all_threads=True)
+        except OSError as exc:
+            logger.error("worker %d: cannot reopen log.error_file: %s", os.getpid(), exc)
+        if self.access_log is not None:
+            self.access_log.reopen()
 
     def _on_retire(self) -> None:
         assert self.stopping is not None

@@ -47,6 +47,10 @@ log = logging.getLogger("bastion.error")
 _READ_ALL = PIPELINE | BODY | RESPONSES
 # pipelined requests answered in one go before the connection lets the others run
 PIPELINE_TURN = 16
+# at a graceful stop, how long an idle connection stays open for a request its client
+# may have sent already (more than a round trip and a client's turn-around); it is
+# closed after that if nothing came
+DRAIN_IDLE_GRACE = 1.0
 
 
 class HTTP1Protocol(H1Reader):
@@ -665,10 +669,13 @@ class HTTP1Protocol(H1Reader):
                 self._session.shutdown()
             return
         if self._active is None and not self._pipeline and not self._in_head:
-            if self._requests == 0 and phase == IDLE:
-                # Accepted but nothing read yet: a request may be in flight. Give it
-                # a short while; its response will carry Connection: close.
-                self._enter(IDLE, min(self.settings.keepalive_timeout, 1.0))
+            if phase == IDLE:
+                # Nothing in progress, but the client may have sent its next request
+                # already (just accepted, or a keep-alive client that got its last
+                # answer a moment ago): closing now would lose it. Give it a short
+                # while; an answer given meanwhile carries Connection: close, and a
+                # connection still silent then is closed.
+                self._enter(IDLE, min(self.settings.keepalive_timeout, DRAIN_IDLE_GRACE))
                 return
             self._close()
             return

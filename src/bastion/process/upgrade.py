@@ -1,0 +1,104 @@
+"""Upgrading bastion in place (SIGUSR2 to the supervisor): a new supervisor, the same
+sockets.
+
+The running supervisor starts the command it was started with again (``sys.orig_argv``:
+the same interpreter, flags and arguments, so the code now on disk), handing it its
+listening sockets as inherited descriptors, described in the environment variable
+``_BASTION_INHERITED`` (JSON: descriptor, the bind it came from, and how it was made).
+The new supervisor takes those sockets instead of binding again (a port picked with
+``:0`` stays the same; nothing is ever refused), reads the configuration afresh, starts
+its workers, and once every one of them is ready tells the old supervisor
+(``_BASTION_UPGRADE_FROM``) to stop gracefully. Until then the old workers serve, and if
+the new bastion cannot start, it exits and the old one simply goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from bastion.config.binds import BindError, parse_bind
+from bastion.process.listeners import Listener, ListenerError, adopt_fd
+
+INHERITED_ENV = "_BASTION_INHERITED"  # (not BASTION_*: those are settings)
+UPGRADE_FROM_ENV = "_BASTION_UPGRADE_FROM"
+
+
+def hand_over(listeners: list[Listener]) -> subprocess.Popen[bytes]:
+    """Start the new bastion with ``listeners`` inherited; return its process."""
+    entries: list[dict[str, object]] = []
+    fds: list[int] = []
+    for lst in listeners:
+        fd = lst.sock.fileno()
+        fds.append(fd)
+        entries.append(
+            {
+                "fd": fd,
+                "bind": lst.spec.text,
+                "origin": lst.origin,
+                "url": lst.url,
+                "redirect": lst.redirect,
+                "reuse_port": lst.reuse_port,
+                "unix_path": lst.unix_path,
+            }
+        )
+    env = dict(os.environ)
+    env[INHERITED_ENV] = json.dumps(entries)
+    env[UPGRADE_FROM_ENV] = str(os.getpid())
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    return subprocess.Popen(argv, env=env, pass_fds=fds)
+
+
+def take_inherited() -> dict[str, list[Listener]]:
+    """The sockets an upgrading supervisor handed over, by the bind text they were made
+    for; empty when bastion was not started by an upgrade. Clears the variable so the
+    workers and managed processes do not see it."""
+    text = os.environ.pop(INHERITED_ENV, "")
+    if not text:
+        return {}
+    found: dict[str, list[Listener]] = {}
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        return {}
+    for entry in entries:
+        fd = int(entry["fd"])
+        bind = str(entry["bind"])
+        try:
+            spec = parse_bind(bind)
+        except BindError:
+            os.close(fd)
+            continue
+        try:
+            lst = adopt_fd(fd, spec, str(entry["origin"]), listening=not entry["reuse_port"])
+        except ListenerError:
+            continue
+        lst.redirect = bool(entry["redirect"])
+        lst.reuse_port = bool(entry["reuse_port"])
+        lst.url = str(entry["url"])
+        # the file is this bastion's to remove only once it has taken over
+        lst.inherited_unix_path = str(entry["unix_path"])
+        found.setdefault(("redirect " if lst.redirect else "") + bind, []).append(lst)
+    return found
+
+
+def upgrading_from() -> int:
+    """The pid of the supervisor that started this one to replace itself, or 0."""
+    text = os.environ.pop(UPGRADE_FROM_ENV, "")
+    return int(text) if text.isdigit() else 0
+
+
+def close_unused(inherited: dict[str, list[Listener]]) -> None:
+    """Close inherited sockets the new configuration no longer binds."""
+    for listeners in inherited.values():
+        for lst in listeners:
+            try:
+                lst.sock.close()
+            except OSError:
+                pass
+    inherited.clear()
+
+
+__all__ = ["close_unused", "hand_over", "take_inherited", "upgrading_from"]

@@ -1,0 +1,58 @@
+"""``--reload``: a small process that watches the code and asks for a reload.
+
+The supervisor starts it (``python -m bastion.process.watch PID DIR...``) when
+``workers.reload`` is on. It waits for changes to Python files (and ``.toml`` files:
+the configuration) under the directories with ``watchfiles``, and sends ``SIGHUP`` to
+the supervisor, whose rolling reload starts workers on the new code: a change that does
+not import is reported and the running workers go on serving. It runs apart from the
+supervisor because the supervisor forks and must have no threads; it ends when the
+supervisor does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from bastion.observe.logging import DATE_FORMAT, FORMAT
+
+
+def main(argv: list[str]) -> int:
+    try:
+        import watchfiles
+    except ImportError:
+        print("bastion: --reload needs watchfiles: pip install 'bastion[reload]'", file=sys.stderr)
+        return 1
+    supervisor = int(argv[0])
+    dirs = argv[1:] or ["."]
+    logging.basicConfig(format=FORMAT, datefmt=DATE_FORMAT, level=logging.INFO)
+    log = logging.getLogger("bastion.watch")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us
+    watch_filter = watchfiles.PythonFilter(extra_extensions=(".toml",))
+    log.info("watching %s for changes (--reload)", ", ".join(dirs))
+    for changes in watchfiles.watch(
+        *dirs,
+        watch_filter=watch_filter,
+        debounce=200,
+        rust_timeout=1000,
+        yield_on_timeout=True,
+    ):
+        if os.getppid() != supervisor:
+            return 0  # the supervisor is gone
+        if not changes:
+            continue
+        names = sorted({Path(path).name for _, path in changes})
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        log.info("%s changed: reloading", shown)
+        try:
+            os.kill(supervisor, signal.SIGHUP)
+        except ProcessLookupError:
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,136 @@
+"""[[process]]: programs bastion runs beside its workers, restarts when they die, stops
+in order, and whose output goes to its log."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from proc_tools import get, wait_until
+from server import APPS, BastionProcess
+
+CRASHER = """
+import os, sys, time
+print("crasher up in pid", os.getpid(), "with", os.environ.get("ROLE"), flush=True)
+time.sleep(0.3)
+print("crasher going down", file=sys.stderr, flush=True)
+sys.exit(3)
+"""
+
+STEADY = """
+import os, signal, sys, time
+name = sys.argv[1]
+def bye(signum, frame):
+    print(name, "stopping on", signal.Signals(signum).name, flush=True)
+    time.sleep(0.2)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+signal.signal(signal.SIGINT, bye)
+print(name, "up in", os.getcwd(), flush=True)
+while True:
+    time.sleep(1)
+"""
+
+STUBBORN = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("stubborn up", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def _config(tmp_path: Path, processes: str) -> Path:
+    (tmp_path / "crasher.py").write_text(CRASHER)
+    (tmp_path / "steady.py").write_text(STEADY)
+    (tmp_path / "stubborn.py").write_text(STUBBORN)
+    config = tmp_path / "bastion.toml"
+    config.write_text(
+        f'[app]\ntarget = "proc_app:app"\napp_dir = "{APPS}"\n'
+        '[server]\nbind = ["127.0.0.1:0"]\n[workers]\ncount = 1\n' + processes
+    )
+    return config
+
+
+def test_a_crashing_process_is_restarted_with_backoff_and_its_output_logged(
+    tmp_path: Path,
+) -> None:
+    py = sys.executable
+    config = _config(
+        tmp_path,
+        f"""
+[[process]]
+name = "crasher"
+command = ["{py}", "crasher.py"]
+cwd = "{tmp_path}"
+env = {{ ROLE = "beat" }}
+backoff_min = 0.2
+backoff_max = 5
+""",
+    )
+    with BastionProcess(["serve", "-c", str(config)]) as srv:
+        assert get(srv.url)[0] == 200
+        srv.wait_for_log(r"process crasher \(pid \d+\) exited with status 3", 10)
+        wait_until(lambda: srv.log.count("process crasher: restarting in") >= 3, 15, "restarts")
+        assert "[crasher] crasher up in pid" in srv.log and "with beat" in srv.log
+        assert "[crasher] crasher going down" in srv.log  # stderr too
+        delays = [
+            float(d) for d in re.findall(r"process crasher: restarting in ([\d.]+)s", srv.log)
+        ]
+        assert delays[:3] == [0.2, 0.4, 0.8]  # doubling
+        assert get(srv.url)[0] == 200  # the workers are not affected
+        assert srv.stop() == 0
+
+
+def test_processes_stop_in_reverse_order_and_a_stubborn_one_is_killed(tmp_path: Path) -> None:
+    py = sys.executable
+    config = _config(
+        tmp_path,
+        f"""
+[[process]]
+name = "first"
+command = "{py} steady.py first"
+cwd = "{tmp_path}"
+
+[[process]]
+name = "second"
+command = "{py} steady.py second"
+cwd = "{tmp_path}"
+stop_signal = "SIGINT"
+
+[[process]]
+name = "stubborn"
+command = ["{py}", "stubborn.py"]
+cwd = "{tmp_path}"
+stop_timeout = 0.5
+""",
+    )
+    with BastionProcess(["serve", "-c", str(config)]) as srv:
+        srv.wait_for_log(r"\[first\] first up in", 10)
+        srv.wait_for_log(r"\[second\] second up in", 10)
+        srv.wait_for_log(r"\[stubborn\] stubborn up", 10)
+        assert srv.stop() == 0
+    log = srv.log
+    order = [
+        log.index("stopping process stubborn"),
+        log.index("process stubborn did not stop in time: killing it"),
+        log.index("stopping process second"),
+        log.index("[second] second stopping on SIGINT"),
+        log.index("stopping process first"),
+        log.index("[first] first stopping on SIGTERM"),
+        log.index("bastion stopped"),
+    ]
+    assert order == sorted(order), log
+
+
+def test_an_invalid_process_table_is_a_configuration_error(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        '[[process]]\nname = "x"\ncommand = []\nstop_signal = "TERMINATE"\n',
+    )
+    srv = BastionProcess(["serve", "-c", str(config)], wait_ready=False)
+    with srv:
+        assert srv.wait(15) == 2
+        wait_until(lambda: "command is empty" in srv.log, 5)
+        assert "'TERMINATE' is not a signal name" in srv.log

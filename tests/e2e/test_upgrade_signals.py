@@ -1,0 +1,160 @@
+"""SIGUSR1 (reopen the log files), SIGUSR2 (upgrade bastion in place) and the signals
+bastion must survive, sent to the real supervisor."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from proc_tools import KeepAliveLoad, Load, assert_no_failures, child_pids, get, wait_until
+from server import APPS, BastionProcess, serve
+
+LOGGING_APP = """
+import logging, os
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/log":
+        logging.getLogger("myapp").warning("app line from worker %d", os.getpid())
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok %d" % os.getpid()})
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop_pid(pid: int) -> None:
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        try:
+            wait_until(lambda: not _alive(pid), 20, f"pid {pid} to stop")
+        except AssertionError:
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigusr1_reopens_the_log_files_of_the_supervisor_and_workers(tmp_path: Path) -> None:
+    (tmp_path / "logging_app.py").write_text(LOGGING_APP)
+    error_log = tmp_path / "error.log"
+    access_log = tmp_path / "access.log"
+    args = ["serve", "logging_app:app", "--workers", "2", "--bind", "127.0.0.1:0"]
+    args += ["--error-log-file", str(error_log), "--access-log", "json"]
+    args += ["--access-log-file", str(access_log)]
+    with BastionProcess(args, cwd=tmp_path, wait_ready=False) as srv:
+        wait_until(lambda: error_log.exists() and " ready: " in error_log.read_text(), 20)
+        url = re.findall(r"listening on (http://\S+)", error_log.read_text())[0]
+        assert get(url, "/log")[0] == 200
+        wait_until(lambda: access_log.exists() and access_log.read_text().count("\n") == 1, 10)
+        # logrotate: rename, then SIGUSR1
+        error_log.rename(tmp_path / "error.log.1")
+        access_log.rename(tmp_path / "access.log.1")
+        srv.signal(signal.SIGUSR1)
+        wait_until(error_log.exists, 10, "a new error log")
+        assert "SIGUSR1 received" in error_log.read_text()
+        time.sleep(0.5)  # the workers get their SIGHUP
+        for _ in range(6):  # both workers answer some of these
+            assert get(url, "/log")[0] == 200
+        wait_until(lambda: access_log.exists() and access_log.read_text().count("\n") == 6, 10)
+        wait_until(lambda: error_log.read_text().count("app line from worker") == 6, 10)
+        assert (tmp_path / "access.log.1").read_text().count("\n") == 1
+        old = (tmp_path / "error.log.1").read_text()
+        assert old.count("app line from worker") == 1
+        assert srv.proc is not None and srv.proc.poll() is None
+        assert srv.stop() == 0
+        assert "bastion stopped" in error_log.read_text()
+
+
+def test_signals_a_process_manager_may_send_do_not_stop_bastion() -> None:
+    stray = [signal.SIGALRM, signal.SIGPROF, signal.SIGVTALRM, signal.SIGIO, signal.SIGPWR]
+    stray += [signal.SIGXCPU, signal.SIGRTMIN + 2, signal.SIGUSR1]
+    with serve("proc_app:app", "--workers", "2") as srv:
+        workers = child_pids(srv.pid)
+        for sig in stray:
+            srv.signal(sig)
+            for pid in workers:  # a signal to the whole process group reaches them too
+                if sig != signal.SIGUSR1:  # (a worker dumps its stacks on SIGUSR1)
+                    os.kill(pid, sig)
+            os.kill(next(iter(workers)), signal.SIGHUP)
+        srv.wait_for_log(r"SIGXCPU received: ignored", 10)
+        srv.wait_for_log(r"SIGUSR1 received", 10)
+        time.sleep(0.5)
+        assert srv.proc is not None and srv.proc.poll() is None
+        assert child_pids(srv.pid) == workers
+        assert get(srv.url)[0] == 200
+        assert srv.stop() == 0
+
+
+def test_sigusr2_upgrades_bastion_in_place_without_failing_a_request(tmp_path: Path) -> None:
+    app = tmp_path / "proc_upgraded.py"
+    shutil.copy(APPS / "proc_app.py", app)
+    app.write_text(app.read_text().replace('body = f"ok {', 'body = f"v1 ok {'))
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    new_pid = 0
+    pidfile = tmp_path / "bastion.pid"
+    args = ("proc_upgraded:app", "--workers", "2", "--pidfile", str(pidfile))
+    with serve(*args, cwd=tmp_path, env=env) as srv:
+        assert pidfile.read_text() == f"{srv.pid}\n"
+        try:
+            old_workers = child_pids(srv.pid)
+            with KeepAliveLoad(srv.url, threads=6) as kept, Load(srv.url, threads=2) as fresh:
+                wait_until(lambda: kept.count() > 200 and fresh.count() > 20, 10, "load")
+                app.write_text(app.read_text().replace('"v1 ok {', '"v2 ok {'))
+                mark = len(srv.log)
+                srv.signal(signal.SIGUSR2)
+                found = srv.wait_for_log(r"started a new bastion \(pid (\d+)\)", 10, start=mark)
+                new_pid = int(found.group(1))
+                srv.wait_for_log(r"upgrade complete", 30, start=mark)
+                # the old supervisor drains its workers and leaves with status 0; the
+                # pid file names the new one
+                assert srv.wait(20) == 0
+                assert pidfile.read_text() == f"{new_pid}\n"
+                wait_until(lambda: not any(_alive(p) for p in old_workers), 10, "old workers")
+                seen = kept.count()
+                wait_until(lambda: kept.count() > seen + 200, 10, "load on the new bastion")
+            assert_no_failures(kept)
+            assert_no_failures(fresh)
+            assert any(b.startswith("v1 ") for b in kept.bodies)
+            assert any(b.startswith("v2 ") for b in kept.bodies)
+            # same address, new code, new supervisor
+            assert get(srv.url)[1].startswith("v2 ok ")
+            assert len(child_pids(new_pid)) == 2
+            assert f"ready: serving proc_upgraded:app (ASGI) with 2 workers, pid {new_pid}" in (
+                srv.log
+            )
+        finally:
+            if new_pid:
+                _stop_pid(new_pid)
+    assert "bastion stopped" in srv.log
+    assert not pidfile.exists()
+
+
+def test_sigusr2_with_an_app_that_fails_keeps_the_old_bastion(tmp_path: Path) -> None:
+    app = tmp_path / "proc_upbreak.py"
+    shutil.copy(APPS / "proc_app.py", app)
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    with serve("proc_upbreak:app", "--workers", "1", cwd=tmp_path, env=env) as srv:
+        workers = child_pids(srv.pid)
+        app.write_text(app.read_text() + "\nraise ImportError('proc_upbreak: half-deployed')\n")
+        with Load(srv.url, threads=2) as load:
+            mark = len(srv.log)
+            srv.signal(signal.SIGUSR2)
+            srv.wait_for_log(r"proc_upbreak: half-deployed", 20, start=mark)
+            srv.wait_for_log(r"upgrade failed: the new bastion \(pid \d+\) exited with", 10)
+            seen = load.count()
+            wait_until(lambda: load.count() > seen + 20, 10, "load after the failed upgrade")
+        assert_no_failures(load)
+        assert child_pids(srv.pid) == workers
+        assert srv.proc is not None and srv.proc.poll() is None
+        # a second attempt is possible once the code is fixed
+        app.write_text(app.read_text().replace("raise ImportError", "# raise ImportError"))
+        assert srv.stop() == 0
