@@ -136,6 +136,12 @@ class Recorder(AccessLog):
         if self._inner is not None:
             self._inner.session(exchange, session, duration)
 
+    def reopen(self) -> None:
+        """Reopen the access log's file (SIGUSR1 on the supervisor: log rotation)."""
+        inner = self._inner
+        if inner is not None and hasattr(inner, "reopen"):
+            inner.reopen()
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
