@@ -158,3 +158,27 @@ def test_sigusr2_with_an_app_that_fails_keeps_the_old_bastion(tmp_path: Path) ->
         # a second attempt is possible once the code is fixed
         app.write_text(app.read_text().replace("raise ImportError", "# raise ImportError"))
         assert srv.stop() == 0
+
+
+def test_sigusr2_with_an_admin_listener_on_a_fixed_port(tmp_path: Path) -> None:
+    """The new bastion binds the same admin address while the old one still holds it."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    new_pid = 0
+    with serve("proc_app:app", "--workers", "1", "--admin", f"127.0.0.1:{port}") as srv:
+        try:
+            mark = len(srv.log)
+            srv.signal(signal.SIGUSR2)
+            found = srv.wait_for_log(r"started a new bastion \(pid (\d+)\)", 10, start=mark)
+            new_pid = int(found.group(1))
+            srv.wait_for_log(r"upgrade complete", 30, start=mark)
+            assert srv.wait(20) == 0
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=5) as r:
+                assert r.status == 200
+        finally:
+            if new_pid:
+                _stop_pid(new_pid)

@@ -90,6 +90,9 @@ def open_admin_socket(bind: str) -> socket.socket:
         family, _, _, _, address = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            # a new bastion (SIGUSR2) binds it while the old one still answers on it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(64)
     except OSError as exc:
