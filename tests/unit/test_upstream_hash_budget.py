@@ -152,3 +152,22 @@ def test_names_resolve_and_follow_changes() -> None:
         assert [st["server"] for st in up.stats()] == ["127.0.0.3:8080", "127.0.0.9:80"]
 
     asyncio.run(main())
+
+
+def test_stats_report_each_servers_counters_and_state() -> None:
+    async def main() -> None:
+        cfg = UpstreamConfig(servers=("10.0.0.1:80", "10.0.0.2:80"), max_fails=1)
+        up = Upstream("g", cfg)
+        a, b = up.servers
+        a.requests, b.requests = 3, 1
+        now = up.now()
+        up.record_failure(a, now)
+        a.observe_latency(0.25, now)
+        b.healthy = False
+        first, second = up.stats()
+        assert first["server"] == "10.0.0.1:80" and first["state"] == "ejected"
+        assert (first["requests"], first["failures"], first["ejections"]) == (3, 1, 1)
+        assert 0.2 < float(str(first["latency_ewma"])) <= 0.25
+        assert second["state"] == "unhealthy" and second["failures"] == 0
+
+    asyncio.run(main())
