@@ -53,8 +53,28 @@ def test_short_and_long_forms_and_no_app_needed(tmp_path: Path) -> None:
         ),
         ("[upstreams.api]\nretries = 2\n", "bastion.toml:1: upstreams.api: missing key servers"),
         (
-            '[upstreams.api]\nservers = ["h:1"]\ntimeout = 3\n',
-            "bastion.toml:3: unknown key upstreams.api.timeout (did you mean",
+            '[upstreams.api]\nservers = ["h:1"]\nhash_on = "ip"\n',
+            'bastion.toml:3: upstreams.api.hash_on: expected "client", "path", "header:NAME"',
+        ),
+        (
+            '[upstreams.api]\nservers = ["h:1"]\nhash_on = "header:"\n',
+            "bastion.toml:3: upstreams.api.hash_on: expected",
+        ),
+        (
+            '[upstreams.api]\nservers = ["h:1"]\nsticky_cookie = "a b"\n',
+            "bastion.toml:3: upstreams.api.sticky_cookie: expected a cookie name",
+        ),
+        (
+            '[upstreams.api]\nservers = ["h:1"]\nhealth_path = "health"\n',
+            'bastion.toml:3: upstreams.api.health_path: expected a path such as "/health"',
+        ),
+        (
+            '[upstreams.api]\nservers = ["h:1"]\nhealth_jitter = 2\n',
+            "bastion.toml:3: upstreams.api.health_jitter",
+        ),
+        (
+            '[upstreams.api]\nservers = ["h:1"]\nconect_timeout = 3\n',
+            "bastion.toml:3: unknown key upstreams.api.conect_timeout (did you mean",
         ),
         (
             '[upstreams.api]\nservers = ["h:1 backup"]\n',

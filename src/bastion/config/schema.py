@@ -318,7 +318,7 @@ class HeadersConfig(_Section, frozen=True):
     remove: tuple[str, ...] = ()  # header names removed from responses
 
 
-Balance = Literal["peak_ewma", "round_robin", "least_requests"]
+Balance = Literal["peak_ewma", "round_robin", "least_requests", "hash"]
 
 
 class UpstreamConfig(_Section, frozen=True):
@@ -353,6 +353,33 @@ class UpstreamConfig(_Section, frozen=True):
     # further tries, on another server, of an idempotent request that got no answer;
     # nginx proxy_next_upstream_tries 0 (unbounded), Envoy num_retries 1
     retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
+    # what balance = "hash" hashes: "client" (the address), "path", "header:NAME" or
+    # "cookie:NAME"; a request without it goes to any server
+    hash_on: str = "client"
+    # sticky sessions: the cookie naming a client's server ("" = off; nginx sticky cookie)
+    sticky_cookie: str = ""
+    # the key of the cookie's keyed hash ("" = the upstream's name); set it so the
+    # cookie cannot be matched to a server address by guessing
+    sticky_secret: str = ""
+    # active health checks: GET this path on every server ("" = off)
+    health_path: str = ""
+    health_interval: PositiveFloat = 5.0  # nginx plus interval 5 s
+    health_timeout: PositiveFloat = 2.0  # connect and answer, per check
+    # the statuses that pass; () = any 2xx or 3xx (nginx plus's default match)
+    health_status: tuple[Annotated[int, msgspec.Meta(ge=100, le=599)], ...] = ()
+    health_rise: PositiveInt = 2  # passes in a row that bring a server back; nginx plus 1
+    health_fall: PositiveInt = 3  # failures in a row that take it out; nginx plus 1
+    # each wait is the interval plus or minus this share of it, so workers spread out
+    health_jitter: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.1
+    # retries allowed on top of recent traffic: this share of the requests of the last
+    # 10 s, plus retry_min_per_second; Linkerd retry budget 0.2 and 10/s
+    retry_budget: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = 0.2
+    retry_min_per_second: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
+    # seconds from the request to the response head across every try (0 = no limit);
+    # Envoy's route timeout (15 s) counts the whole response
+    timeout: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    # seconds between resolutions of server names (0 = resolve at each connection only)
+    resolve_interval: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
 
 
 class ProxyConfig(_Section, frozen=True):

@@ -36,6 +36,35 @@ def check_upstreams(config: Config, src: Src) -> Iterator[str]:
             primaries += not spec.backup
         if primaries == 0 and not bad:
             yield problem(src(label), label, "expected at least one server that is not a backup")
+        hash_on = upstream.hash_on
+        kind, sep, what = hash_on.partition(":")
+        if not (
+            hash_on in ("client", "path") or (sep and kind in ("header", "cookie") and _token(what))
+        ):
+            key = f"upstreams.{name}.hash_on"
+            yield problem(
+                src(key),
+                key,
+                'expected "client", "path", "header:NAME" or "cookie:NAME", '
+                f"got {toml_value(hash_on)}",
+            )
+        if upstream.sticky_cookie and not _token(upstream.sticky_cookie):
+            key = f"upstreams.{name}.sticky_cookie"
+            yield problem(
+                src(key), key, f"expected a cookie name, got {toml_value(upstream.sticky_cookie)}"
+            )
+        path = upstream.health_path
+        if path and (not path.startswith("/") or not _token(path.replace("/", "a"), "?=&%.~")):
+            key = f"upstreams.{name}.health_path"
+            yield problem(
+                src(key), key, f'expected a path such as "/health", got {toml_value(path)}'
+            )
+
+
+def _token(text: str, extra: str = "") -> bool:
+    """Letters, digits and !#$%&'*+-.^_`|~ (an RFC 9110 token), plus ``extra``."""
+    allowed = "!#$%&'*+-.^_`|~" + extra
+    return bool(text) and all(c.isascii() and (c.isalnum() or c in allowed) for c in text)
 
 
 def check_proxy_route(config: Config, index: int, src: Src) -> Iterator[str]:

@@ -37,7 +37,7 @@ from bastion.observe.logging import logger
 from bastion.protocol.types import ClientDisconnected, Exchange
 from bastion.tasks import WorkerTasks
 from bastion.upstream.connection import UpstreamConnection, UpstreamError
-from bastion.upstream.group import NoServer, Upstream
+from bastion.upstream.group import NoServer, Upstream, cookie_value
 from bastion.upstream.server import Server
 
 __all__ = ["ProxyHandler"]
@@ -68,6 +68,8 @@ _SET_BY_PROXY: Final = frozenset(
 )
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _VIA: Final = b"1.1 bastion"
+#: the sticky cookie lasts the browser session and is not for scripts
+STICKY_ATTRS: Final = b"; Path=/; HttpOnly; SameSite=Lax"
 _NOTHING: Final[frozenset[bytes]] = frozenset()
 
 
@@ -139,7 +141,7 @@ class ProxyHandler:
         self.request_count = 0
 
     async def startup(self) -> None:
-        self.upstream.start()
+        self.upstream.start(self.tasks)
 
     async def shutdown(self) -> None:
         self.upstream.stop()
@@ -252,6 +254,7 @@ class _Forward:
         "status",
         "tried",
         "tries_left",
+        "until",
         "upstream",
     )
 
@@ -277,14 +280,25 @@ class _Forward:
         )
         self.retryable = not self.has_body and head.method in IDEMPOTENT
         self.tries_left = handler.ucfg.retries + 1
+        #: the end of the total ``timeout`` across tries (0: none)
+        self.until = 0.0
 
     # -- tries -----------------------------------------------------------------------
     def next_try(self) -> None:
         upstream = self.upstream
         self.tries_left -= 1
         now = upstream.now()
+        if self.tried is None:  # the first try
+            upstream.budget.request(now)
+            if self.handler.ucfg.timeout:
+                self.until = now + self.handler.ucfg.timeout
         try:
-            server = upstream.choose(now, self.tried)
+            server = None
+            if upstream.sticky_cookie:
+                server = upstream.sticky_server(self.exchange.head, now, self.tried)
+            if server is None:
+                key = upstream.key(self.exchange.head) if upstream.keyed else b""
+                server = upstream.choose(now, self.tried, key)
         except NoServer:
             self.finished = True
             if self.last is not None:  # the other servers are out: the last error stands
@@ -321,6 +335,8 @@ class _Forward:
         self.sent_at = now = upstream.now()
         if not self.started and not self.finished:
             self.deadline = now + self.handler.ucfg.first_byte_timeout
+            if self.until and self.until < self.deadline:
+                self.deadline = self.until
         upstream.active.add(self)
 
     async def connect_and_send(self, server: Server, conn: UpstreamConnection | None) -> None:
@@ -416,7 +432,13 @@ class _Forward:
             logger.warning("upstream %s: %s (response cut)", server.spec.label, exc)
             exchange.fail()
             return
-        if self.tries_left > 0 and (self.retryable or not reached) and not exchange.disconnected:
+        if (
+            self.tries_left > 0
+            and (self.retryable or not reached)
+            and not exchange.disconnected
+            and not (self.until and upstream.now() >= self.until)
+            and upstream.budget.try_retry(upstream.now())
+        ):
             self.last = exc
             if self.tried is None:
                 self.tried = [server]
@@ -433,6 +455,8 @@ class _Forward:
         timeout = self.handler.ucfg
         if self.started:
             exc = _Timeout(f"timed out reading the response ({timeout.read_timeout:g} s)")
+        elif self.until and self.upstream.now() >= self.until:
+            exc = _Timeout(f"no response within the upstream's timeout ({timeout.timeout:g} s)")
         else:
             exc = _Timeout(f"timed out waiting for the response ({timeout.first_byte_timeout:g} s)")
         self.try_failed(exc, reached=True)
@@ -464,7 +488,13 @@ class _Forward:
         assert server is not None
         server.observe_latency(now - self.sent_at, now)
         self.deadline = now + self.handler.ucfg.read_timeout
-        exchange.start_response(status, self.handler.response_headers(headers))
+        out = self.handler.response_headers(headers)
+        upstream = self.upstream
+        if upstream.sticky_cookie and server.token != cookie_value(
+            exchange.head, upstream.sticky_cookie
+        ):
+            out.append((b"set-cookie", upstream.sticky_cookie + b"=" + server.token + STICKY_ATTRS))
+        exchange.start_response(status, out)
 
     def response_body(self, data: bytes) -> None:
         exchange = self.exchange

@@ -6,19 +6,33 @@ A server is ejected after ``max_fails`` consecutive failures (connect errors, ti
 (at most 10x); a success resets both counts. Never more than ``max_ejected_percent`` of
 the primary servers are out at once. Backup servers take requests only while no primary
 server can.
+
+Also here: the balancing key (``hash_on``) and sticky cookie read from a request, the
+active health checker (:mod:`.health`), the retry budget (:mod:`.budget`), names
+re-resolved every ``resolve_interval`` seconds, and :meth:`Upstream.stats`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
-from typing import Protocol
+from collections.abc import Awaitable, Sequence
+from hashlib import blake2b
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bastion.config.schema import UpstreamConfig
-from bastion.upstream.address import parse_server
-from bastion.upstream.balancers import Balancer, make_balancer
+from bastion.observe.logging import logger
+from bastion.upstream.address import ServerSpec, parse_server
+from bastion.upstream.balancers import Balancer, ConsistentHash, make_balancer
+from bastion.upstream.budget import RetryBudget
 from bastion.upstream.connection import UpstreamConnection, UpstreamError
+from bastion.upstream.health import HealthChecker
 from bastion.upstream.server import Server
+
+if TYPE_CHECKING:
+    from bastion.protocol.head import RequestHead
+    from bastion.tasks import WorkerTasks
 
 __all__ = ["NoServer", "Upstream"]
 
@@ -29,6 +43,14 @@ class InFlight(Protocol):
     deadline: float  # loop time; 0 = none now
 
     def timed_out(self) -> None: ...
+
+
+class Resolve(Protocol):
+    """``loop.getaddrinfo``'s shape, as far as :meth:`Upstream.resolve` uses it."""
+
+    def __call__(
+        self, host: str, port: int, *, type: int
+    ) -> Awaitable[Sequence[tuple[Any, Any, Any, Any, tuple[Any, ...]]]]: ...
 
 
 class NoServer(Exception):
@@ -42,10 +64,32 @@ class Upstream:
         self.name = name
         self.cfg = cfg
         specs = [parse_server(s) for s in cfg.servers]
-        self.primary = [Server(s) for s in specs if not s.backup]
-        self.backup = [Server(s) for s in specs if s.backup]
-        self.servers = [*self.primary, *self.backup]
+        #: each server line and the servers it stands for now (one, or one per address
+        #: its name resolved to)
+        self.lines: list[tuple[ServerSpec, list[Server]]] = [(s, [Server(s)]) for s in specs]
+        self.primary: list[Server] = []
+        self.backup: list[Server] = []
+        self.servers: list[Server] = []
+        self._sticky_key = (cfg.sticky_secret or name).encode()[:64]
+        self.sticky_cookie = cfg.sticky_cookie.encode("latin-1")
+        self.hash_header = b""
+        self.hash_cookie = b""
+        hash_on = cfg.hash_on
+        if hash_on.startswith("header:"):
+            self.hash_header = hash_on[7:].strip().lower().encode("latin-1")
+        elif hash_on.startswith("cookie:"):
+            self.hash_cookie = hash_on[7:].strip().encode("latin-1")
+        self.hash_path = hash_on == "path"
+        #: whether :meth:`key` is needed (the balancer hashes)
+        self.keyed = cfg.balance == "hash"
         self.balancer = balancer if balancer is not None else make_balancer(cfg.balance)
+        self._arrange()
+        self.budget = RetryBudget(cfg.retry_budget, cfg.retry_min_per_second)
+        self.checker: HealthChecker | None = None
+        self._resolver: asyncio.TimerHandle | None = None
+        #: the name lookup (the loop's getaddrinfo, which runs in a thread; tests swap it)
+        self.getaddrinfo: Resolve | None = None
+        self._tasks: WorkerTasks | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         #: requests sent and not yet answered in full, for their deadlines
@@ -59,12 +103,43 @@ class Upstream:
         loop = self._loop
         return loop.time() if loop is not None else asyncio.get_running_loop().time()
 
+    def _arrange(self) -> None:
+        """Rebuild the server lists (and the hash ring) from ``lines``."""
+        servers = [server for _, group in self.lines for server in group]
+        self.primary = [s for s in servers if not s.spec.backup]
+        self.backup = [s for s in servers if s.spec.backup]
+        self.servers = [*self.primary, *self.backup]
+        for server in self.servers:
+            if not server.token:
+                server.token = self.sticky_token(server)
+        if isinstance(self.balancer, ConsistentHash):
+            self.balancer.rebuild(self.servers)
+
+    def sticky_token(self, server: Server) -> bytes:
+        """The sticky cookie's value for ``server``: a keyed hash of its address, the
+        same in every worker, telling a client nothing about the address."""
+        digest = blake2b(server.spec.label.encode(), key=self._sticky_key, digest_size=12)
+        return digest.hexdigest().encode("ascii")
+
     # -- lifecycle -------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, tasks: WorkerTasks | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._schedule_sweep()
+        self._tasks = tasks
+        if tasks is None:
+            return
+        if self.cfg.health_path:
+            self.checker = HealthChecker(self.name, self.cfg, lambda: self.servers, tasks)
+            self.checker.start()
+        if self.cfg.resolve_interval > 0 and any(_is_name(s.host) for s, _ in self.lines):
+            tasks.spawn(self.resolve())
 
     def stop(self) -> None:
+        if self.checker is not None:
+            self.checker.stop()
+        if self._resolver is not None:
+            self._resolver.cancel()
+            self._resolver = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -75,7 +150,10 @@ class Upstream:
 
     def _schedule_sweep(self) -> None:
         assert self._loop is not None
-        self._sweeper = self._loop.call_later(min(self.cfg.keepalive_timeout, 5.0) / 2, self._sweep)
+        delay = min(self.cfg.keepalive_timeout, 5.0) / 2
+        if self.cfg.timeout:  # the total timeout is enforced to within a quarter of it
+            delay = min(delay, max(self.cfg.timeout / 4, 0.05))
+        self._sweeper = self._loop.call_later(delay, self._sweep)
 
     def _sweep(self) -> None:
         """Close idle connections older than ``keepalive_timeout``."""
@@ -97,6 +175,46 @@ class Upstream:
             server.peak_in_flight = server.in_flight
         self._schedule_sweep()
 
+    # -- names -----------------------------------------------------------------------
+    async def resolve(self) -> None:
+        """Resolve every server name now (without blocking: ``loop.getaddrinfo``), then
+        again in ``resolve_interval`` seconds."""
+        loop = asyncio.get_running_loop()
+        lookup = self.getaddrinfo or loop.getaddrinfo
+        changed = False
+        for index, (spec, current) in enumerate(self.lines):
+            if not _is_name(spec.host):
+                continue
+            try:
+                infos = await lookup(spec.host, spec.port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                logger.warning(
+                    "upstream %s: cannot resolve %s (%s); keeping %d address(es)",
+                    self.name,
+                    spec.host,
+                    exc.strerror or exc,
+                    len(current),
+                )
+                continue
+            addresses = sorted({str(info[4][0]) for info in infos})
+            if not addresses or addresses == sorted(s.spec.host for s in current):
+                continue
+            kept = {s.spec.host: s for s in current if s.spec.host in addresses}
+            fresh = [kept.get(a) or Server(spec._replace(host=a)) for a in addresses]
+            for server in current:
+                if server.spec.host not in addresses:
+                    server.draining = True  # requests in flight finish; no new ones
+                    server.close_idle()
+            self.lines[index] = (spec, fresh)
+            changed = True
+        if changed:
+            self._arrange()
+        if self._loop is not None and self._tasks is not None and self._sweeper is not None:
+            tasks = self._tasks
+            self._resolver = self._loop.call_later(
+                self.cfg.resolve_interval, lambda: tasks.spawn(self.resolve())
+            )
+
     # -- choosing --------------------------------------------------------------------
     def choose(self, now: float, tried: list[Server] | None, key: bytes = b"") -> Server:
         """A server for the next try, not one of ``tried``; raise :class:`NoServer`."""
@@ -107,6 +225,42 @@ class Upstream:
             if candidates:
                 return self.balancer.choose(candidates, now, key)
         raise NoServer(self.name)
+
+    def key(self, head: RequestHead) -> bytes:
+        """What ``balance = "hash"`` hashes for this request (``hash_on``)."""
+        if self.hash_header:
+            return head.header(self.hash_header) or b""
+        if self.hash_cookie:
+            return cookie_value(head, self.hash_cookie)
+        if self.hash_path:
+            return head.raw_path
+        client = head.client
+        return client[0].encode("latin-1") if client is not None else b""
+
+    def sticky_server(
+        self, head: RequestHead, now: float, tried: list[Server] | None
+    ) -> Server | None:
+        """The server the request's sticky cookie names, if it can take the request."""
+        token = cookie_value(head, self.sticky_cookie)
+        if not token:
+            return None
+        for server in self.servers:
+            if server.token == token:
+                if (
+                    server.available(now)
+                    and not server.draining
+                    and (tried is None or server not in tried)
+                ):
+                    return server
+                return None
+        return None
+
+    def stats(self) -> list[dict[str, object]]:
+        """Per server: requests, failures, in flight, latency (peak EWMA, seconds),
+        ejections and state ("up", "ejected", "unhealthy", "draining"), for the
+        operations side. Servers draining after a name change are not listed."""
+        now = self.now()
+        return [server.stats(now) for server in self.servers]
 
     # -- connections -----------------------------------------------------------------
     @staticmethod
@@ -147,7 +301,7 @@ class Upstream:
     def release(self, conn: UpstreamConnection, now: float) -> None:
         """Put a connection whose response ended back in the pool, or close it."""
         server = conn.server
-        if conn.closed or not conn.reusable or conn.sink is not None:
+        if conn.closed or not conn.reusable or conn.sink is not None or server.draining:
             conn.close()
             return
         conn.resume_reading()
@@ -175,3 +329,26 @@ class Upstream:
 
     def record_success(self, server: Server) -> None:
         server.succeeded()
+
+
+def _is_name(host: str) -> bool:
+    """A host name (to resolve), not an address literal nor a Unix socket."""
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False
+
+
+def cookie_value(head: RequestHead, name: bytes) -> bytes:
+    """The value of cookie ``name`` in the request's ``Cookie`` headers, or b""."""
+    for header, value in head.headers:
+        if header != b"cookie":
+            continue
+        for part in value.split(b";"):
+            key, sep, found = part.strip().partition(b"=")
+            if sep and key == name:
+                return found.strip().strip(b'"')
+    return b""

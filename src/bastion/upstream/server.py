@@ -29,11 +29,16 @@ class Server:
     """A member of an upstream group."""
 
     __slots__ = (
+        "check_fails",
+        "check_passes",
         "consecutive_failures",
         "current_weight",
+        "draining",
         "ejected_until",
         "ejections",
+        "ejections_total",
         "failures",
+        "healthy",
         "idle",
         "in_flight",
         "latency",
@@ -42,6 +47,7 @@ class Server:
         "peak_in_flight",
         "requests",
         "spec",
+        "token",
     )
 
     def __init__(self, spec: ServerSpec) -> None:
@@ -56,6 +62,16 @@ class Server:
         self.consecutive_failures = 0
         self.ejections = 0  # ejections in a row (reset by a success)
         self.ejected_until = 0.0
+        self.ejections_total = 0  # every ejection since the worker started
+        #: the active health checks' verdict (True until checks say otherwise) and the
+        #: passes or failures in a row that lead to the next change
+        self.healthy = True
+        self.check_passes = 0
+        self.check_fails = 0
+        #: its address left the name's resolution: no new requests, idle ones closed
+        self.draining = False
+        #: what the sticky cookie holds for it (set by the group)
+        self.token = b""
         #: peak-EWMA latency in seconds and when it was last updated
         self.latency = INITIAL_LATENCY
         self.latency_at = 0.0
@@ -67,8 +83,8 @@ class Server:
         return self.spec.weight
 
     def available(self, now: float) -> bool:
-        """Not ejected and below its connection cap."""
-        if self.ejected_until > now:
+        """Healthy, not ejected and below its connection cap."""
+        if self.ejected_until > now or not self.healthy:
             return False
         cap = self.spec.max_conns
         return cap == 0 or self.in_flight < cap
@@ -107,8 +123,30 @@ class Server:
     def eject(self, now: float, base: float) -> None:
         """Take it out of rotation for a time that grows with each ejection in a row."""
         self.ejections += 1
+        self.ejections_total += 1
         self.ejected_until = now + base * min(self.ejections, MAX_EJECTION_FACTOR)
         self.consecutive_failures = 0
+
+    def stats(self, now: float) -> dict[str, object]:
+        """The counters the operations side reads (see ``Upstream.stats``)."""
+        if not self.healthy:
+            state = "unhealthy"
+        elif self.ejected_until > now:
+            state = "ejected"
+        elif self.draining:
+            state = "draining"
+        else:
+            state = "up"
+        return {
+            "server": self.spec.label,
+            "state": state,
+            "requests": self.requests,
+            "failures": self.failures,
+            "in_flight": self.in_flight,
+            "latency_ewma": self.decayed_latency(now),
+            "ejections": self.ejections_total,
+            "idle_connections": len(self.idle),
+        }
 
     def close_idle(self) -> None:
         while self.idle:
