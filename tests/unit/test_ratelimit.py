@@ -125,9 +125,9 @@ def test_config_errors_name_file_key_and_expected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(file=str(path), env={}, cli={})
     text = "\n".join(err.value.problems)
-    assert f"{path}:12: routes[0].rate_limit[0].rate: expected \"COUNT/PERIOD\"" in text
-    assert f"{path}:13: routes[0].rate_limit[1].header: key = \"header\" needs" in text
-    assert f"{path}:18: routes[0].rate_limit[2].key: key = \"user\" needs authentication" in text
+    assert f'{path}:12: routes[0].rate_limit[0].rate: expected "COUNT/PERIOD"' in text
+    assert f'{path}:13: routes[0].rate_limit[1].header: key = "header" needs' in text
+    assert f'{path}:18: routes[0].rate_limit[2].key: key = "user" needs authentication' in text
     assert f'{path}:6: rate_limit.redis_url: expected a URL starting with "redis://"' in text
 
 
