@@ -140,6 +140,7 @@ class _Worker:
         self.recycle_sent = False
         self.limit = 0
         self.tracker: Any = None
+        self.recorder: Any = None
         self.tasks = WorkerTasks()  # every request task of this worker
         self.access_log: AccessLog | Any = None  # (or a SlowLog in front of it)
         self.parent = os.getppid()
@@ -221,16 +222,18 @@ class _Worker:
             access_log = SlowLog(self.config.log.slow_request_ms, access_log)
         recorder = None
         if self.spec.board is not None:
-            from bastion.observe.recorder import Recorder, router_index
+            from bastion.observe.recorder import Recorder, fixed_route
 
             board = self.spec.board
-            route_of = router_index(gateway, len(board.layout.routes) - 1)
-            recorder = Recorder(board, self.spec.slot, access_log, route_of)
-            access_log = recorder
+            fixed = fixed_route(gateway, len(board.layout.routes) - 1)
+            recorder = Recorder(board, self.spec.slot, fixed)
+        self.recorder = recorder
         self.access_log = access_log
         settings = ProtocolSettings.from_config(self.config, access_log=access_log)
         tracker = ConnectionTracker()
         self.tracker = tracker
+        if recorder is not None:
+            recorder.attach(tracker)  # counting from the first connection on
         workers = self.config.workers
         if workers.max_requests:
             self.limit = recycle_limit(workers.max_requests, workers.max_requests_jitter)
@@ -371,6 +374,8 @@ class _Worker:
             )
         tracker.abort_all()
         await self._shutdown_gateway(gateway)
+        if self.recorder is not None:
+            self.recorder.close()
         if self.access_log is not None:
             self.access_log.close()
         return EXIT_OK

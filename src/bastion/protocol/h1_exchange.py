@@ -179,7 +179,11 @@ class H1Exchange:
         self._no_body = head.method == "HEAD"
         self._close_after = False
         self._sent = 0
-        self.start_time = self._flow.loop.time() if link.settings.access_log is not None else 0.0
+        self.start_time = (
+            self._flow.loop.time()
+            if link.settings.access_log is not None or link.tracker.counting
+            else 0.0
+        )
 
     # -- what the connection tells the exchange ------------------------------------------
     @property

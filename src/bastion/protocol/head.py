@@ -85,6 +85,7 @@ class RequestHead:
         "path",
         "query_string",
         "raw_path",
+        "route",
         "scheme",
         "server",
         "tls",
@@ -149,6 +150,9 @@ class RequestHead:
         #: namespaced key (e.g. "bastion.auth"), or None: each key goes into a WSGI
         #: environ and into an ASGI scope's "extensions"
         self.context: Final = context
+        #: the index of the route that answers the request (the router sets it), or -1
+        #: when none did (no routes, no match, or a request refused before routing)
+        self.route = -1
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower case), or None."""
@@ -176,7 +180,7 @@ class RequestHead:
         normalized = None
         if raw_path is None and path is None:
             normalized = self.normalized_path
-        return RequestHead(
+        head = RequestHead(
             self.method,
             self.raw_path if raw_path is None else raw_path,
             self.query_string if query_string is None else query_string,
@@ -191,6 +195,8 @@ class RequestHead:
             self.user if user is None else user,
             self.context if context is None else context,
         )
+        head.route = self.route
+        return head
 
     def __repr__(self) -> str:
         target = self.raw_path + (b"?" + self.query_string if self.query_string else b"")
