@@ -14,6 +14,7 @@ from admin_tools import admin_url, metrics, sample, wait_until
 from server import serve
 
 ADMIN = ("--admin", "127.0.0.1:0")
+GET_2XX = {"route": "app", "method": "GET", "status": "2xx"}
 
 
 def test_metrics_count_the_requests_sent() -> None:
@@ -253,3 +254,30 @@ def test_requests_are_labelled_by_route(tmp_path: Path) -> None:
     assert requests("/api/", "2xx") == 2
     assert requests("unmatched", "4xx") == 1
     assert sample(found, "bastion_http_request_duration_seconds_count", route="/api/") == 2
+
+
+def test_tls_handshakes_are_counted(tmp_path: Path) -> None:
+    """Each TLS connection is counted once, where the protocol sees its handshake done."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "c.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    tls = ("--certfile", str(tmp_path / "c.crt"), "--keyfile", str(tmp_path / "c.key"))
+    with serve("admin_app:app", "--workers", "1", *ADMIN, *tls) as server:
+        admin = admin_url(server)
+        url = server.url.replace("http://", "https://")
+        for _ in range(3):  # three connections, two requests on each
+            with httpx.Client(base_url=url, verify=ctx, timeout=5) as client:
+                assert client.get("/").status_code == 200
+                assert client.get("/").status_code == 200
+        assert wait_until(lambda: sample(metrics(admin), "bastion_tls_handshakes_total") == 3)
+        time.sleep(1.2)  # and no more than that
+        found = metrics(admin)
+        assert sample(found, "bastion_tls_handshakes_total") == 3
+        assert sample(found, "bastion_http_requests_total", **GET_2XX) == 6
