@@ -281,3 +281,36 @@ def test_tls_handshakes_are_counted(tmp_path: Path) -> None:
         found = metrics(admin)
         assert sample(found, "bastion_tls_handshakes_total") == 3
         assert sample(found, "bastion_http_requests_total", **GET_2XX) == 6
+
+
+def test_stack_dumps_show_a_blocked_worker() -> None:
+    """/debug/stacks: every process's Python stacks, taken while a worker is stuck in
+    the app's blocked_here(); the supervisor's too; behind the token like the rest."""
+    with serve(
+        "admin_app:app",
+        "--workers",
+        "2",
+        "--timeout",
+        "5",
+        *ADMIN,
+        env={"BASTION_ADMIN__TOKEN": "s3cret"},
+    ) as server:
+        admin = admin_url(server)
+        auth = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(admin + "/debug/stacks", timeout=5).status_code == 401
+        host, port = server.host_port
+        with socket.create_connection((host, port), timeout=5) as stuck:
+            stuck.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)
+            r = httpx.get(admin + "/debug/stacks", headers=auth, timeout=10)
+            assert r.status_code == 200
+            text = r.text
+        sections = text.split("=== ")[1:]
+        assert len(sections) == 3, text  # the supervisor and two workers
+        assert sections[0].startswith("supervisor (pid ")
+        blocked = [s for s in sections if "in blocked_here" in s]
+        assert len(blocked) == 1, text
+        assert blocked[0].startswith("worker ")
+        assert 'admin_app.py", line' in blocked[0]
+        for section in sections:
+            assert "Current thread" in section or "Thread 0x" in section, text

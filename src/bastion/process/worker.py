@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bastion.config.schema import Config
+from bastion.observe import stacks
 from bastion.observe.accesslog import AccessLog, make_access_log
 from bastion.observe.logging import (
     error_stream,
@@ -166,6 +167,7 @@ class _Worker:
         random.seed()  # the parent's random state would be shared by every worker
         setup_worker_logging(self.config.log)
         faulthandler.register(signal.SIGUSR1, file=error_stream(), all_threads=True)
+        stacks.register_worker()  # the admin listener's /debug/stacks
 
     # -- main --------------------------------------------------------------------------
     def run(self) -> int:
