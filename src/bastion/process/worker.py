@@ -213,11 +213,13 @@ class _Worker:
         return await self._stop(gateway, servers)
 
     async def _serve(self, gateway: Gateway) -> list[asyncio.AbstractServer]:
+        from bastion.observe.board import route_labels
         from bastion.protocol.http1 import HTTP1Protocol, ProtocolSettings
         from bastion.protocol.proxy import expects_proxy, proxied
         from bastion.protocol.state import ConnectionTracker
 
-        access_log: Any = make_access_log(self.config.log)
+        labels = route_labels(self.config) if self.config.routes else []
+        access_log: Any = make_access_log(self.config.log, labels)
         if self.config.log.slow_request_ms:
             from bastion.observe.slowlog import SlowLog
 

@@ -85,10 +85,12 @@ class RequestHead:
         "path",
         "query_string",
         "raw_path",
+        "request_id",
         "route",
         "scheme",
         "server",
         "tls",
+        "upstream",
         "user",
     )
 
@@ -153,6 +155,11 @@ class RequestHead:
         #: the index of the route that answers the request (the router sets it), or -1
         #: when none did (no routes, no match, or a request refused before routing)
         self.route = -1
+        #: the request's id for the logs and upstreams (see observe/requestid.py), "" until
+        #: something asks for it
+        self.request_id = ""
+        #: the upstream server that answered ("host:port"), "" when not proxied
+        self.upstream = ""
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower case), or None."""
@@ -196,6 +203,8 @@ class RequestHead:
             self.context if context is None else context,
         )
         head.route = self.route
+        head.request_id = self.request_id
+        head.upstream = self.upstream
         return head
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from bastion.protocol.errors import error_response
 from bastion.protocol.flow import BODY, HANDOVER, PIPELINE, RESPONSES, Flow
@@ -415,7 +416,7 @@ class HTTP1Protocol(H1Reader):
         access_log = self.settings.access_log
         if access_log is None and not tracker.counting:
             return
-        duration = self.loop.time() - ex.start_time
+        duration = time.perf_counter() - ex.start_time
         if tracker.counting:
             head = ex.head
             tracker.count(
@@ -436,7 +437,7 @@ class HTTP1Protocol(H1Reader):
         access_log = self.settings.access_log
         if ex is not None and access_log is not None:
             try:
-                access_log.session(ex, session, self.loop.time() - ex.start_time)
+                access_log.session(ex, session, time.perf_counter() - ex.start_time)
             except Exception:
                 log.exception("access log failed")
 
