@@ -203,21 +203,19 @@ class FloorProtocol:
 async def measure(
     handler: Any, n: int, profile: bool, request: bytes = REQUEST, tail: bytes = BODY
 ) -> float:
-    access_log = None
+    settings = ProtocolSettings(max_keepalive_requests=0, forwarded=FORWARDED)
+    tracker = ConnectionTracker()
     if METRICS:  # what a worker does with the admin listener on: count into its slot
         from bastion.observe.board import Board
         from bastion.observe.recorder import Recorder
 
-        access_log = Recorder(Board(["app"], 4), 0, None)
-    settings = ProtocolSettings(
-        max_keepalive_requests=0, forwarded=FORWARDED, access_log=access_log
-    )
+        Recorder(Board(["app"], 4), 0).attach(tracker)
     if FORWARDED is not None:
         request = request.replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n", 1)
     if handler is None:
         proto: Any = FloorProtocol()
     else:
-        proto = HTTP1Protocol(settings, handler, ConnectionTracker())
+        proto = HTTP1Protocol(settings, handler, tracker)
     transport = Transport()
     proto.connection_made(transport)  # type: ignore[arg-type]
     sleep = asyncio.sleep

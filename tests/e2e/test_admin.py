@@ -14,6 +14,7 @@ from admin_tools import admin_url, metrics, sample, wait_until
 from server import serve
 
 ADMIN = ("--admin", "127.0.0.1:0")
+GET_2XX = {"route": "app", "method": "GET", "status": "2xx"}
 
 
 def test_metrics_count_the_requests_sent() -> None:
@@ -253,3 +254,63 @@ def test_requests_are_labelled_by_route(tmp_path: Path) -> None:
     assert requests("/api/", "2xx") == 2
     assert requests("unmatched", "4xx") == 1
     assert sample(found, "bastion_http_request_duration_seconds_count", route="/api/") == 2
+
+
+def test_tls_handshakes_are_counted(tmp_path: Path) -> None:
+    """Each TLS connection is counted once, where the protocol sees its handshake done."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "c.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    tls = ("--certfile", str(tmp_path / "c.crt"), "--keyfile", str(tmp_path / "c.key"))
+    with serve("admin_app:app", "--workers", "1", *ADMIN, *tls) as server:
+        admin = admin_url(server)
+        url = server.url.replace("http://", "https://")
+        for _ in range(3):  # three connections, two requests on each
+            with httpx.Client(base_url=url, verify=ctx, timeout=5) as client:
+                assert client.get("/").status_code == 200
+                assert client.get("/").status_code == 200
+        assert wait_until(lambda: sample(metrics(admin), "bastion_tls_handshakes_total") == 3)
+        time.sleep(1.2)  # and no more than that
+        found = metrics(admin)
+        assert sample(found, "bastion_tls_handshakes_total") == 3
+        assert sample(found, "bastion_http_requests_total", **GET_2XX) == 6
+
+
+def test_stack_dumps_show_a_blocked_worker() -> None:
+    """/debug/stacks: every process's Python stacks, taken while a worker is stuck in
+    the app's blocked_here(); the supervisor's too; behind the token like the rest."""
+    with serve(
+        "admin_app:app",
+        "--workers",
+        "2",
+        "--timeout",
+        "5",
+        *ADMIN,
+        env={"BASTION_ADMIN__TOKEN": "s3cret"},
+    ) as server:
+        admin = admin_url(server)
+        auth = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(admin + "/debug/stacks", timeout=5).status_code == 401
+        host, port = server.host_port
+        with socket.create_connection((host, port), timeout=5) as stuck:
+            stuck.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)
+            r = httpx.get(admin + "/debug/stacks", headers=auth, timeout=10)
+            assert r.status_code == 200
+            text = r.text
+        sections = text.split("=== ")[1:]
+        assert len(sections) == 3, text  # the supervisor and two workers
+        assert sections[0].startswith("supervisor (pid ")
+        blocked = [s for s in sections if "in blocked_here" in s]
+        assert len(blocked) == 1, text
+        assert blocked[0].startswith("worker ")
+        assert 'admin_app.py", line' in blocked[0]
+        for section in sections:
+            assert "Current thread" in section or "Thread 0x" in section, text

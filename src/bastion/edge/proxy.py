@@ -28,12 +28,12 @@ response has started, a cut connection.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Final
 
 from bastion.config.schema import ProxyConfig, UpstreamConfig
 from bastion.edge.types import RouteMatch
 from bastion.observe.logging import logger
+from bastion.observe.requestid import request_id as make_request_id
 from bastion.protocol.types import ClientDisconnected, Exchange
 from bastion.tasks import WorkerTasks
 from bastion.upstream.connection import UpstreamConnection, UpstreamError
@@ -135,10 +135,6 @@ class ProxyHandler:
         self.tasks = tasks
         self.prefix = prefix.rstrip("/").encode() if cfg.strip_prefix else b""
         self.host = cfg.host.encode("latin-1") if cfg.host else b""
-        # X-Request-ID when the client sent none: random per worker and route, then a
-        # counter (unique without a system call per request)
-        self.id_prefix = os.urandom(8).hex().encode("ascii")
-        self.request_count = 0
 
     async def startup(self) -> None:
         self.upstream.start(self.tasks)
@@ -204,9 +200,8 @@ class ProxyHandler:
         else:
             append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
         append(b"via: 1.1 bastion\r\n")
-        if not request_id:
-            self.request_count += 1
-            append(b"x-request-id: %s%x\r\n" % (self.id_prefix, self.request_count))
+        if not request_id:  # the id the access log shows too
+            append(b"x-request-id: " + make_request_id(head).encode("ascii") + b"\r\n")
         append(framing)
         append(b"\r\n")
         return b"".join(out)
@@ -309,6 +304,7 @@ class _Forward:
                 )
             return
         self.server = server
+        self.exchange.head.upstream = server.spec.label  # for the access log
         server.in_flight += 1
         if server.in_flight > server.peak_in_flight:
             server.peak_in_flight = server.in_flight

@@ -269,4 +269,5 @@ class Router:
             self.not_found(exchange, RouteMatch(-1, {}, path))
             return
         handler, match = found
+        head.route = match.route_index  # for the metrics and the access log
         handler(exchange, match)

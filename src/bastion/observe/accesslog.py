@@ -11,9 +11,13 @@ Formats:
 
       127.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET /a?b=1 HTTP/1.1" 200 5 "-" "curl/8.5"
 
-* ``json`` -- one JSON object per line with the fields ``time``, ``client``, ``method``,
-  ``path``, ``query``, ``http_version``, ``status``, ``bytes``, ``duration_ms``,
-  ``referer``, ``user_agent`` and ``pid``.
+* ``json`` -- one JSON object per line with the fields ``time``, ``request_id`` (the
+  client's ``X-Request-ID``, else one made here: the one a proxied request takes
+  upstream), ``client``, ``method``, ``path``, ``query``, ``http_version``, ``status``,
+  ``bytes``, ``duration_ms`` (from the request head to the response's last byte, to the
+  microsecond), ``route`` (the route's path, null without routes), ``upstream`` (the
+  server that answered a proxied request), ``tls`` (the TLS version, null on plain
+  HTTP), ``user`` (set by authentication), ``referer``, ``user_agent`` and ``pid``.
 
 A connection switched to another protocol (a WebSocket) is logged once, when its session
 ends, rather than at the ``101``: status 101, ``bytes`` what was sent to the client after
@@ -30,13 +34,14 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import BinaryIO
 
 import msgspec
 
 from bastion.config.schema import LogConfig
+from bastion.observe.requestid import request_id
 from bastion.protocol.types import Exchange
 
 AccessLogHook = Callable[[Exchange, int, int, float], None]
@@ -148,8 +153,9 @@ class _Writer:
 class AccessLog:
     """The hook the protocol calls; ``close()`` writes out what is queued."""
 
-    def __init__(self, fmt: str, writer: _Writer) -> None:
+    def __init__(self, fmt: str, writer: _Writer, routes: Sequence[str] = ()) -> None:
         self._writer = writer
+        self._routes = tuple(routes)
         self._put = writer.put
         self._pid = os.getpid()
         self._second = -1
@@ -218,10 +224,14 @@ class AccessLog:
         duration: float,
         extra: dict[str, object] | None = None,
     ) -> None:
-        referer, agent = _find_headers(ex.head.headers)
+        head = ex.head
+        referer, agent = _find_headers(head.headers)
+        route = head.route
+        tls = head.tls
         record: dict[str, object] = {
             "time": self._now(True),
-            "client": ex.head.client[0] if ex.head.client else None,
+            "request_id": request_id(head),
+            "client": head.client[0] if head.client else None,
             "method": ex.head.method,
             "path": ex.head.path,
             "query": ex.head.query_string.decode("latin-1"),
@@ -229,6 +239,10 @@ class AccessLog:
             "status": status,
             "bytes": body_bytes,
             "duration_ms": round(duration * 1000.0, 3),
+            "route": self._routes[route] if 0 <= route < len(self._routes) else None,
+            "upstream": head.upstream or None,
+            "tls": tls.version if tls is not None else None,
+            "user": head.user,
             "referer": referer.decode("latin-1") if referer else None,
             "user_agent": agent.decode("latin-1") if agent else None,
             "pid": self._pid,
@@ -252,8 +266,9 @@ def _encode(record: dict[str, object]) -> bytes:
     return _encoder.encode(record)
 
 
-def make_access_log(cfg: LogConfig) -> AccessLog | None:
+def make_access_log(cfg: LogConfig, routes: Sequence[str] = ()) -> AccessLog | None:
     """Build the access-log hook for this process, or ``None`` when it is off.
+    ``routes`` are the labels of the site's routes, by index (the ``route`` field).
 
     Call it in the process that serves requests (a worker, after the fork): it starts
     the writer thread.
@@ -264,4 +279,4 @@ def make_access_log(cfg: LogConfig) -> AccessLog | None:
         writer = _Writer(sys.stdout.buffer, owned=False)
     else:
         writer = _Writer(open(cfg.access_file, "ab"), owned=True)  # noqa: SIM115
-    return AccessLog(cfg.access, writer)
+    return AccessLog(cfg.access, writer, routes)

@@ -44,6 +44,7 @@ from bastion.observe.board import (
     STATE,
     STATE_NAMES,
     STATUS_CLASSES,
+    TLS_CONNECTIONS,
     WS_ENDED,
     WS_OPEN,
     Board,
@@ -247,6 +248,7 @@ def render_metrics(board: Board, reading: Reading | None = None) -> str:
         ),
         ("bastion_rate_limit_rejections_total", RATE_LIMITED, "Requests answered 429."),
         ("bastion_websocket_sessions_total", WS_ENDED, "Upgraded sessions (WebSockets) ended."),
+        ("bastion_tls_handshakes_total", TLS_CONNECTIONS, "TLS handshakes completed."),
     ):
         w.family(name, "counter", text)
         w.sample(name, t[cell])

@@ -1,11 +1,11 @@
 """A worker's side of the metrics: counting into its own slot of the board.
 
-:class:`Recorder` takes the access log's place in the protocol (the hook called once per
-finished response), counts the response into the worker's slot with a handful of
-in-memory increments, then hands the call to the real access log if there is one.
-:meth:`Recorder.start` adds what is sampled rather than counted: once a second it
-writes the open connections, the requests in progress, the tracker's evictions and
-the event loop's lag; and a ``gc.callbacks`` hook times every collection.
+:class:`Recorder` copies the counts that the compiled protocol keeps in the worker's
+connection tracker (by route, method, status class and latency bucket; bytes; TLS
+handshakes; sessions) into the worker's slot once a second. :meth:`Recorder.start`
+adds what is sampled rather than counted: once a second it writes the open
+connections, the requests in progress, the tracker's evictions and the event loop's lag;
+and a ``gc.callbacks`` hook times every collection.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ import asyncio
 import gc
 import time
 from array import array
-from bisect import bisect_left
-from collections.abc import Callable
 from typing import Any
 
-from bastion.observe.accesslog import AccessLog
 from bastion.observe.board import (
     AUTH_REJECTED,
     BUCKETS,
@@ -37,110 +34,65 @@ from bastion.observe.board import (
     REQUESTS,
     SAMPLED_AT,
     SHED,
-    STATUS_CLASSES,
+    TLS_CONNECTIONS,
     WS_ENDED,
     WS_OPEN,
     Board,
 )
-from bastion.protocol.types import Exchange
 
 SAMPLE_EVERY = 1.0  # seconds
-# status // 100 -> status class index (1xx..5xx; anything else counts as 5xx)
-_CLASS = (4, 0, 1, 2, 3, 4, 4, 4, 4, 4)
-
-RouteOf = Callable[[Exchange], int]
 
 
-class Recorder(AccessLog):
-    """The per-response hook: counts, then passes the call on to ``inner``.
+class Recorder:
+    """Copies the connection tracker's counts into the worker's slot of the board.
 
-    Per-response counts go into plain lists of this process (the cheapest increments
-    Python has) and are copied into the board's slot once a second and when the worker
-    stops; a worker that crashes loses at most its last second of counts.
+    The compiled protocol counts every finished response into plain fields and
+    fixed-size lists of the worker's :class:`~bastion.protocol.state.ConnectionTracker`
+    (see :meth:`~bastion.protocol.state.ConnectionTracker.count`): no Python call per
+    response. Once a second, and when the worker stops, the recorder copies them into
+    the board; a worker that crashes loses at most its last second of counts.
     """
 
-    def __init__(
-        self,
-        board: Board,
-        slot: int,
-        inner: AccessLog | None,
-        route_of: RouteOf | None = None,
-    ) -> None:
-        # (not AccessLog.__init__: there is no writer of our own)
-        self._inner = inner
-        self._route_of = route_of
+    def __init__(self, board: Board, slot: int, route_fixed: int = -1) -> None:
         self._ints = board.ints
         self._floats = board.floats
         lay = board.layout
         self._base = board.base(slot)
         self._lay = lay
-        self._nroutes = len(lay.routes)
-        self._nb = lay.nbuckets
-        self._per_route = len(METHODS) * len(STATUS_CLASSES)
-        # cells lay.requests .. lay.hist_sum of the slot: requests, then histograms
-        self._counts = [0] * (lay.hist_sum - lay.requests)
-        self._hist = lay.hist - lay.requests
-        self._sums = [0.0] * self._nroutes
-        self._out = 0
-        self._in = 0
-        self._auth = 0
-        self._limited = 0
+        self._route_fixed = route_fixed
         self._gc_start = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tracker: Any = None
         self._due = 0.0
         self._handle: asyncio.TimerHandle | None = None
 
-    def __call__(self, exchange: Exchange, status: int, body_bytes: int, duration: float) -> None:
-        counts = self._counts
-        head = exchange.head
-        cell = METHOD_INDEX.get(head.method, 7) * 5 + _CLASS[status // 100 % 10]
-        hist = self._hist
-        if self._route_of is None:
-            counts[cell] += 1
-            counts[hist + bisect_left(BUCKETS, duration)] += 1
-            self._sums[0] += duration
-        else:
-            route = self._route_of(exchange)
-            counts[route * self._per_route + cell] += 1
-            counts[hist + route * self._nb + bisect_left(BUCKETS, duration)] += 1
-            self._sums[route] += duration
-        self._out += body_bytes
-        received = exchange.received  # type: ignore[attr-defined]
-        if received:
-            self._in += received
-        if status >= 400:
-            if status == 401:
-                self._auth += 1
-            elif status == 429:
-                self._limited += 1
-        inner = self._inner
-        if inner is not None:
-            inner(exchange, status, body_bytes, duration)
+    def attach(self, tracker: Any) -> None:
+        """Have ``tracker`` count every response from now on, laid out as the board's
+        slot is."""
+        self._tracker = tracker
+        tracker.enable_counting(
+            len(self._lay.routes), METHOD_INDEX, len(METHODS), BUCKETS, self._route_fixed
+        )
 
     def flush(self) -> None:
-        """Copy this process's counts into its slot of the board."""
+        """Copy the tracker's counts into this worker's slot of the board."""
+        tracker = self._tracker
+        if tracker is None:
+            return
         ints, base, lay = self._ints, self._base, self._lay
-        counts = self._counts
+        counts = tracker.counts
         # the sums before the counts: a reader that sees a count sees its time too
-        self._floats[base + lay.hist_sum : base + lay.cells] = memoryview(array("d", self._sums))
+        self._floats[base + lay.hist_sum : base + lay.cells] = memoryview(
+            array("d", tracker.latency_sums)
+        )
         ints[base + lay.requests : base + lay.hist_sum] = memoryview(array("q", counts))
-        ints[base + REQUESTS] = sum(counts[: self._hist])
-        ints[base + BYTES_OUT] = self._out
-        ints[base + BYTES_IN] = self._in
-        ints[base + AUTH_REJECTED] = self._auth
-        ints[base + RATE_LIMITED] = self._limited
-
-    def session(self, exchange: Exchange, session: object, duration: float) -> None:
-        self._ints[self._base + WS_ENDED] += 1
-        if self._inner is not None:
-            self._inner.session(exchange, session, duration)
-
-    def reopen(self) -> None:
-        """Reopen the access log's file (SIGUSR1 on the supervisor: log rotation)."""
-        inner = self._inner
-        if inner is not None and hasattr(inner, "reopen"):
-            inner.reopen()
+        ints[base + REQUESTS] = sum(counts[: lay.hist - lay.requests])
+        ints[base + BYTES_OUT] = tracker.bytes_out
+        ints[base + BYTES_IN] = tracker.bytes_in
+        ints[base + AUTH_REJECTED] = tracker.auth_rejected
+        ints[base + RATE_LIMITED] = tracker.rate_limited
+        ints[base + WS_ENDED] = tracker.sessions_ended
+        ints[base + TLS_CONNECTIONS] = tracker.tls_handshakes
 
     def close(self) -> None:
         if self._handle is not None:
@@ -150,14 +102,14 @@ class Recorder(AccessLog):
             gc.callbacks.remove(self._on_gc)
         except ValueError:
             pass
-        if self._inner is not None:
-            self._inner.close()
 
     # -- sampled values ----------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop, tracker: Any) -> None:
-        """Time garbage collections and sample the worker once a second from now on."""
+        """Count with ``tracker``, time garbage collections and sample the worker once a
+        second from now on."""
         self._loop = loop
-        self._tracker = tracker
+        if self._tracker is not tracker:
+            self.attach(tracker)
         gc.callbacks.append(self._on_gc)
         self._due = loop.time()
         self._sample()
@@ -198,14 +150,14 @@ class Recorder(AccessLog):
         self._handle = loop.call_at(self._due, self._sample)
 
 
-def router_index(site: Any, last: int) -> RouteOf | None:
-    """A function giving the board's index of the route that answers an exchange, or
-    None for a site without routes. ``last`` is the board's last route label
-    ("unmatched"): the labels are fixed when bastion starts, so when a reload changed
-    the routes, requests are counted there (with a warning) until a restart."""
+def fixed_route(site: Any, last: int) -> int:
+    """-1 when the board's route labels fit the site's routes (the router gives each
+    request its route index), else ``last``, the board's last route label ("unmatched"):
+    the labels are fixed when bastion starts, so when a reload changed the routes,
+    requests are counted there (with a warning) until a restart."""
     router = getattr(site, "router", None)
     if router is None or last <= 0:
-        return None
+        return -1
     routes = len(getattr(site, "pipelines", ()))
     if routes != last:
         from bastion.observe.logging import logger
@@ -214,18 +166,5 @@ def router_index(site: Any, last: int) -> RouteOf | None:
             "the routes changed since bastion started: requests are counted as "
             'route="unmatched" in the metrics until a restart'
         )
-        return lambda exchange: last
-    from bastion.edge.router import routing_path
-
-    find = router.find
-    host_of = router.host_of
-
-    def route_of(exchange: Exchange) -> int:
-        head = exchange.head
-        path = head.normalized_path
-        if path.find("%2F") >= 0:
-            path = routing_path(path)
-        found = find(head.method, host_of(exchange), path, head.headers)
-        return last if found is None else found[1].route_index
-
-    return route_of
+        return last
+    return -1

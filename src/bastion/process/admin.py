@@ -32,7 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 from bastion.config.binds import parse_bind
 from bastion.config.errors import ConfigError
 from bastion.config.schema import AdminConfig, Config
-from bastion.observe.board import RETIRING, Board, route_labels
+from bastion.observe import stacks
+from bastion.observe.board import FREE, PID, RETIRING, STATE, STATE_NAMES, Board, route_labels
 from bastion.observe.exposition import (
     Snapshots,
     is_ready,
@@ -112,6 +113,7 @@ class AdminSide:
         self.pid = 0
         self.restart_at = 0.0
         self.stopping = False
+        self.stacks_dir = ""
 
     @property
     def fds(self) -> list[int]:
@@ -122,6 +124,7 @@ class AdminSide:
         """Bind the admin socket (raises ConfigError) and say where it is."""
         self.token = read_token(self.config.admin)
         self.sock = open_admin_socket(self.config.admin.bind)
+        self.stacks_dir = stacks.prepare()
         host, port = self.sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         logger.info("admin on http://%s:%d", shown, port)
@@ -130,6 +133,7 @@ class AdminSide:
         """Fork the admin process."""
         if self.sock is None or self.stopping:
             return
+        stacks.register_supervisor()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         pid = os.fork()
@@ -202,7 +206,7 @@ def _run_child(side: AdminSide, close_fds: list[int]) -> NoReturn:
                 pass
         setup_worker_logging(side.config.log)
         assert side.sock is not None
-        server = AdminServer(side.board, side.sock, side.token, os.getppid())
+        server = AdminServer(side.board, side.sock, side.token, os.getppid(), side.stacks_dir)
         import uvloop
 
         loop = uvloop.new_event_loop()
@@ -222,8 +226,11 @@ def _run_child(side: AdminSide, close_fds: list[int]) -> NoReturn:
 
 
 class AdminServer:
-    def __init__(self, board: Board, sock: socket.socket, token: str, parent: int) -> None:
+    def __init__(
+        self, board: Board, sock: socket.socket, token: str, parent: int, stacks_dir: str = ""
+    ) -> None:
         self.board = board
+        self.stacks_dir = stacks_dir
         self.sock = sock
         self.token = token.encode()
         self.parent = parent
@@ -329,12 +336,28 @@ class AdminServer:
         if path == "/snapshot":
             body = json.dumps(self.snapshots.current or self.snapshots.take()).encode()
             return await self._send(writer, 200, body, head_only, ctype=b"application/json")
+        if path == "/debug/stacks" and self.stacks_dir:
+            body = (await self._stacks()).encode()
+            return await self._send(writer, 200, body, head_only)
         found = _FILES.get(path)
         if found is not None:
             file_name, file_type = found
             data = resources.files("bastion.observe.dashboard").joinpath(file_name).read_bytes()
             return await self._send(writer, 200, data, head_only, ctype=file_type.encode())
         return await self._send(writer, 404, b"not found\n", head_only)
+
+    async def _stacks(self) -> str:
+        """Every process's Python stacks: the supervisor's, then each live worker's."""
+        board = self.board
+        ints = board.ints
+        processes = [(f"supervisor (pid {self.parent})", self.parent, stacks.SUPERVISOR)]
+        for slot in range(board.slots):
+            b = board.base(slot)
+            state, pid = ints[b + STATE], ints[b + PID]
+            if state != FREE and pid > 0:
+                title = f"worker {slot} (pid {pid}, {STATE_NAMES[state]})"
+                processes.append((title, pid, str(pid)))
+        return await stacks.collect(self.stacks_dir, processes)
 
     async def _send(
         self,

@@ -28,6 +28,7 @@ from typing import Any
 from bastion import __version__
 from bastion.config.errors import ConfigError
 from bastion.config.schema import Config
+from bastion.observe import stacks
 from bastion.observe.board import READY as BOARD_READY
 from bastion.observe.logging import error_stream, logger, reopen_error_log, setup_logging
 from bastion.process.admin import AdminSide
@@ -651,6 +652,7 @@ class Supervisor:
         self.heartbeat.release(child.slot)
         if self.admin is not None:
             self.admin.board.exited(child.slot)
+            stacks.forget(child.pid)
         replaced = child.predecessor
         child.unlink()
         how = describe_status(status)
@@ -997,6 +999,7 @@ class Supervisor:
         close_listeners(self.listeners)
         if self.admin is not None:
             self.admin.stop()
+            stacks.remove()
         self.signals.restore()
         self.selector.close()
         self.heartbeat.close()

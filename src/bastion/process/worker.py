@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bastion.config.schema import Config
+from bastion.observe import stacks
 from bastion.observe.accesslog import AccessLog, make_access_log
 from bastion.observe.logging import (
     error_stream,
@@ -140,6 +141,7 @@ class _Worker:
         self.recycle_sent = False
         self.limit = 0
         self.tracker: Any = None
+        self.recorder: Any = None
         self.tasks = WorkerTasks()  # every request task of this worker
         self.access_log: AccessLog | Any = None  # (or a SlowLog in front of it)
         self.parent = os.getppid()
@@ -165,6 +167,7 @@ class _Worker:
         random.seed()  # the parent's random state would be shared by every worker
         setup_worker_logging(self.config.log)
         faulthandler.register(signal.SIGUSR1, file=error_stream(), all_threads=True)
+        stacks.register_worker()  # the admin listener's /debug/stacks
 
     # -- main --------------------------------------------------------------------------
     def run(self) -> int:
@@ -210,27 +213,31 @@ class _Worker:
         return await self._stop(gateway, servers)
 
     async def _serve(self, gateway: Gateway) -> list[asyncio.AbstractServer]:
+        from bastion.observe.board import route_labels
         from bastion.protocol.http1 import HTTP1Protocol, ProtocolSettings
         from bastion.protocol.proxy import expects_proxy, proxied
         from bastion.protocol.state import ConnectionTracker
 
-        access_log: Any = make_access_log(self.config.log)
+        labels = route_labels(self.config) if self.config.routes else []
+        access_log: Any = make_access_log(self.config.log, labels)
         if self.config.log.slow_request_ms:
             from bastion.observe.slowlog import SlowLog
 
             access_log = SlowLog(self.config.log.slow_request_ms, access_log)
         recorder = None
         if self.spec.board is not None:
-            from bastion.observe.recorder import Recorder, router_index
+            from bastion.observe.recorder import Recorder, fixed_route
 
             board = self.spec.board
-            route_of = router_index(gateway, len(board.layout.routes) - 1)
-            recorder = Recorder(board, self.spec.slot, access_log, route_of)
-            access_log = recorder
+            fixed = fixed_route(gateway, len(board.layout.routes) - 1)
+            recorder = Recorder(board, self.spec.slot, fixed)
+        self.recorder = recorder
         self.access_log = access_log
         settings = ProtocolSettings.from_config(self.config, access_log=access_log)
         tracker = ConnectionTracker()
         self.tracker = tracker
+        if recorder is not None:
+            recorder.attach(tracker)  # counting from the first connection on
         workers = self.config.workers
         if workers.max_requests:
             self.limit = recycle_limit(workers.max_requests, workers.max_requests_jitter)
@@ -371,6 +378,8 @@ class _Worker:
             )
         tracker.abort_all()
         await self._shutdown_gateway(gateway)
+        if self.recorder is not None:
+            self.recorder.close()
         if self.access_log is not None:
             self.access_log.close()
         return EXIT_OK

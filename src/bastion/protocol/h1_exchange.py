@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -179,7 +180,12 @@ class H1Exchange:
         self._no_body = head.method == "HEAD"
         self._close_after = False
         self._sent = 0
-        self.start_time = self._flow.loop.time() if link.settings.access_log is not None else 0.0
+        # (perf_counter, not the loop's clock: uvloop's counts whole milliseconds)
+        self.start_time = (
+            time.perf_counter()
+            if link.settings.access_log is not None or link.tracker.counting
+            else 0.0
+        )
 
     # -- what the connection tells the exchange ------------------------------------------
     @property

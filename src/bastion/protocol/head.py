@@ -85,9 +85,12 @@ class RequestHead:
         "path",
         "query_string",
         "raw_path",
+        "request_id",
+        "route",
         "scheme",
         "server",
         "tls",
+        "upstream",
         "user",
     )
 
@@ -149,6 +152,14 @@ class RequestHead:
         #: namespaced key (e.g. "bastion.auth"), or None: each key goes into a WSGI
         #: environ and into an ASGI scope's "extensions"
         self.context: Final = context
+        #: the index of the route that answers the request (the router sets it), or -1
+        #: when none did (no routes, no match, or a request refused before routing)
+        self.route = -1
+        #: the request's id for the logs and upstreams (see observe/requestid.py), "" until
+        #: something asks for it
+        self.request_id = ""
+        #: the upstream server that answered ("host:port"), "" when not proxied
+        self.upstream = ""
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower case), or None."""
@@ -176,7 +187,7 @@ class RequestHead:
         normalized = None
         if raw_path is None and path is None:
             normalized = self.normalized_path
-        return RequestHead(
+        head = RequestHead(
             self.method,
             self.raw_path if raw_path is None else raw_path,
             self.query_string if query_string is None else query_string,
@@ -191,6 +202,10 @@ class RequestHead:
             self.user if user is None else user,
             self.context if context is None else context,
         )
+        head.route = self.route
+        head.request_id = self.request_id
+        head.upstream = self.upstream
+        return head
 
     def __repr__(self) -> str:
         target = self.raw_path + (b"?" + self.query_string if self.query_string else b"")

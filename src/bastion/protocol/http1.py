@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from bastion.protocol.errors import error_response
 from bastion.protocol.flow import BODY, HANDOVER, PIPELINE, RESPONSES, Flow
@@ -157,6 +158,7 @@ class HTTP1Protocol(H1Reader):
         if ssl_object is not None:
             self.scheme = "https"
             self.tls = TLSInfo(ssl_object)
+            self.tracker.tls_handshakes += 1
         tracker = self.tracker
         sock = transport.get_extra_info("sockname")
         # one (host, port) object per listening address, not one per connection
@@ -409,11 +411,20 @@ class HTTP1Protocol(H1Reader):
 
     def _account(self, ex: H1Exchange) -> None:
         """Count a finished exchange and write its access-log line."""
-        self.tracker.request_done()
+        tracker = self.tracker
+        tracker.request_done()
         access_log = self.settings.access_log
+        if access_log is None and not tracker.counting:
+            return
+        duration = time.perf_counter() - ex.start_time
+        if tracker.counting:
+            head = ex.head
+            tracker.count(
+                head.method, head.route, ex.status, ex.response_body_sent, ex.received, duration
+            )
         if access_log is not None:
             try:
-                access_log(ex, ex.status, ex.response_body_sent, self.loop.time() - ex.start_time)
+                access_log(ex, ex.status, ex.response_body_sent, duration)
             except Exception:
                 log.exception("access log failed")
 
@@ -422,10 +433,11 @@ class HTTP1Protocol(H1Reader):
         duration and bytes)."""
         ex = self._last
         self._last = None
+        self.tracker.sessions_ended += 1
         access_log = self.settings.access_log
         if ex is not None and access_log is not None:
             try:
-                access_log.session(ex, session, self.loop.time() - ex.start_time)
+                access_log.session(ex, session, time.perf_counter() - ex.start_time)
             except Exception:
                 log.exception("access log failed")
 

@@ -71,23 +71,37 @@ class ConnectionTracker:
     """Connections of one worker, their timeouts, and the cached Date header."""
 
     __slots__ = (
+        "_buckets",
         "_closed_waiter",
         "_loop",
+        "_method_index",
         "_no_room_at",
+        "_per_route",
+        "_route_fixed",
+        "_routes",
         "_slow_writers",
         "_tick_handle",
+        "auth_rejected",
+        "bytes_in",
+        "bytes_out",
         "connections",
+        "counting",
+        "counts",
         "date_header",
         "draining",
         "evicted",
+        "latency_sums",
         "max_pending_output",
         "now",
         "on_request",
         "pending_output",
         "per_client",
+        "rate_limited",
         "requests_served",
         "servers",
+        "sessions_ended",
         "shed",
+        "tls_handshakes",
     )
 
     def __init__(self) -> None:
@@ -113,6 +127,22 @@ class ConnectionTracker:
         self.shed = 0
         #: open connections by client address (for limits.max_connections_per_client)
         self.per_client: dict[str, int] = {}
+        # -- metrics (see enable_counting): plain fields and fixed-size lists that the
+        # compiled protocol increments; the worker's recorder copies them once a second
+        self.counting = False
+        self.counts: list[int] = []
+        self.latency_sums: list[float] = []
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.auth_rejected = 0
+        self.rate_limited = 0
+        self.sessions_ended = 0
+        self.tls_handshakes = 0
+        self._routes = 1
+        self._route_fixed = -1
+        self._per_route = 0
+        self._method_index: dict[str, int] = {}
+        self._buckets: tuple[float, ...] = ()
 
     # -- connections -----------------------------------------------------------------
     def add(self, conn: TrackedConnection) -> None:
@@ -131,6 +161,67 @@ class ConnectionTracker:
         self.requests_served += 1
         if self.on_request is not None:
             self.on_request()
+
+    # -- metrics -----------------------------------------------------------------------
+    def enable_counting(
+        self,
+        routes: int,
+        method_index: dict[str, int],
+        methods: int,
+        buckets: tuple[float, ...],
+        route_fixed: int = -1,
+    ) -> None:
+        """Count every finished response from now on, by route, method and status class,
+        and its duration into a histogram of ``buckets`` (upper bounds, seconds; one more
+        bucket for +Inf).
+
+        :attr:`counts` is laid out as ``[route][method][status class 1xx..5xx]`` then
+        ``[route][bucket]``; :attr:`latency_sums` has one sum per route. A method not in
+        ``method_index`` counts as ``methods - 1``; a route index outside ``routes``
+        (no route matched) as the last one; ``route_fixed`` >= 0 counts every request
+        there (the routes changed since the layout was made).
+        """
+        self._routes = routes
+        self._route_fixed = route_fixed
+        self._method_index = method_index
+        self._buckets = buckets
+        self._per_route = methods * 5
+        nb = len(buckets) + 1
+        self.counts = [0] * (routes * (methods * 5 + nb))
+        self.latency_sums = [0.0] * routes
+        self.counting = True
+
+    def count(
+        self, method: str, route: int, status: int, sent: int, received: int, duration: float
+    ) -> None:
+        """Count one finished response (called by the connection; compiled)."""
+        routes = self._routes
+        if self._route_fixed >= 0:
+            route = self._route_fixed
+        elif route < 0 or route >= routes:
+            route = routes - 1
+        cls = status // 100 - 1
+        if cls < 0 or cls > 4:
+            cls = 4
+        per_route = self._per_route
+        m = self._method_index.get(method, -1)
+        if m < 0:
+            m = per_route // 5 - 1
+        counts = self.counts
+        counts[route * per_route + m * 5 + cls] += 1
+        buckets = self._buckets
+        nb = len(buckets)
+        b = 0
+        while b < nb and duration > buckets[b]:
+            b += 1
+        counts[routes * per_route + route * (nb + 1) + b] += 1
+        self.latency_sums[route] += duration
+        self.bytes_out += sent
+        self.bytes_in += received
+        if status == 401:
+            self.auth_rejected += 1
+        elif status == 429:
+            self.rate_limited += 1
 
     def reclaim(self) -> bool:
         """Make room for a new connection by evicting those that kept bastion waiting the

@@ -5,7 +5,8 @@ saying "not ready" first.
 
 GET /          -> "ok <pid>"
 GET /status/N  -> an empty answer with status N
-GET /block     -> blocks the event loop in time.sleep (a stuck worker)
+GET /block     -> blocks the event loop in time.sleep, inside blocked_here() (a stuck
+                  worker, whose stack dump shows that function)
 GET /gc        -> makes 100 reference cycles (200 objects), then runs gc.collect()
 """
 
@@ -13,6 +14,10 @@ import asyncio
 import gc
 import os
 import time
+
+
+def blocked_here():
+    time.sleep(60)
 
 
 async def app(scope, receive, send):
@@ -34,7 +39,7 @@ async def app(scope, receive, send):
     status = 200
     body = f"ok {os.getpid()}".encode()
     if path == "/block":
-        time.sleep(60)
+        blocked_here()
     elif path == "/gc":
         for _ in range(100):
             a, b = [], []
