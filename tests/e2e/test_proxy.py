@@ -271,7 +271,7 @@ def test_first_byte_timeout_gives_504_and_retries_get(tmp_path: Path) -> None:
     import asyncio
 
     async def slow(req: Request) -> bytes:
-        await asyncio.sleep(3)
+        await asyncio.sleep(6)
         return response(200, b"late")
 
     with (
@@ -281,7 +281,8 @@ def test_first_byte_timeout_gives_504_and_retries_get(tmp_path: Path) -> None:
         t0 = time.monotonic()
         r = httpx.post(p.url + "/", content=b"x", timeout=10)
         assert r.status_code == 504
-        assert time.monotonic() - t0 < 2.5
+        # long before the upstream's answer (6 s); loose, for busy machines
+        assert time.monotonic() - t0 < 4.5
 
 
 # -- malformed upstreams ----------------------------------------------------------------

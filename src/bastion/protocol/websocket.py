@@ -18,6 +18,7 @@ and 1011 when the peer stops answering pings or the application fails.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -42,10 +43,12 @@ __all__ = ["FAST_UNMASK", "SessionClosed", "WebSocketSession", "valid_close_code
 # large messages); the ``websockets`` library ships the same operation in C (~1.3 us).
 # When it is installed (the ``bastion[websocket]`` extra), wsproto's masker is replaced
 # by one that calls it: same results, chunk by chunk, the key rotated the same way.
+# (Imported by name, not statically: the compiled build is type-checked where the
+# optional package is absent.)
 _apply_mask: Callable[[bytes | bytearray, bytes], bytes] | None
 try:
-    from websockets.speedups import apply_mask as _apply_mask
-except ImportError:  # no C speed-up: wsproto's own masker
+    _apply_mask = importlib.import_module("websockets.speedups").apply_mask
+except (ImportError, AttributeError):  # no C speed-up: wsproto's own masker
     _apply_mask = None
 
 

@@ -41,12 +41,19 @@ async def app(scope, receive, send):
     if path == "/block":
         blocked_here()
     elif path == "/gc":
-        for _ in range(100):
-            a, b = [], []
-            a.append(b)
-            b.append(a)
-        del a, b
-        gc.collect()
+        # no automatic collection in between: the full one below finds all 200
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for _ in range(100):
+                a, b = [], []
+                a.append(b)
+                b.append(a)
+            del a, b
+            gc.collect()
+        finally:
+            if was_enabled:
+                gc.enable()
     elif path.startswith("/status/"):
         status = int(path.rsplit("/", 1)[1])
         body = b""
