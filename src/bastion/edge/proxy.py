@@ -23,6 +23,11 @@ byte is tried once more on another server (``retries``) when it is idempotent an
 no body, or when the connection was never made; anything else gets 502 (504 for a
 timeout, 503 when no server can take it) with a short plain-text body, or, once the
 response has started, a cut connection.
+
+A request that asks to switch protocols (``Upgrade: websocket``) is forwarded with its
+``Connection: upgrade`` and ``Upgrade`` headers; when the upstream answers ``101`` the
+client's connection is taken over and joined to the upstream connection byte for byte
+(:class:`~bastion.upstream.tunnel.Tunnel`).
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from typing import Final
 from bastion.config.schema import ProxyConfig, UpstreamConfig
 from bastion.edge.types import RouteMatch
 from bastion.observe.logging import logger
-from bastion.protocol.types import ClientDisconnected, Exchange
+from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
 from bastion.tasks import WorkerTasks
 from bastion.upstream.connection import UpstreamConnection, UpstreamError
 from bastion.upstream.group import NoServer, Upstream
 from bastion.upstream.server import Server
+from bastion.upstream.tunnel import Tunnel
 
 __all__ = ["ProxyHandler"]
 
@@ -148,7 +154,7 @@ class ProxyHandler:
         _Forward(self, exchange).next_try()
 
     # -- the request head sent upstream ------------------------------------------------
-    def request_head(self, exchange: Exchange, framing: bytes) -> bytes:
+    def request_head(self, exchange: Exchange, framing: bytes, upgrade: bytes = b"") -> bytes:
         head = exchange.head
         path = head.raw_path
         if self.prefix and path.startswith(self.prefix):
@@ -202,6 +208,8 @@ class ProxyHandler:
         else:
             append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
         append(b"via: 1.1 bastion\r\n")
+        if upgrade:
+            append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")
         if not request_id:
             self.request_count += 1
             append(b"x-request-id: %s%x\r\n" % (self.id_prefix, self.request_count))
@@ -252,6 +260,7 @@ class _Forward:
         "status",
         "tried",
         "tries_left",
+        "upgrade",
         "upstream",
     )
 
@@ -276,6 +285,10 @@ class _Forward:
             head.header(b"transfer-encoding") is not None
         )
         self.retryable = not self.has_body and head.method in IDEMPOTENT
+        #: the protocol the client asks to switch to (b"": none, or it cannot switch)
+        self.upgrade = b""
+        if exchange.can_upgrade:
+            self.upgrade = head.header(b"upgrade") or b""
         self.tries_left = handler.ucfg.retries + 1
 
     # -- tries -----------------------------------------------------------------------
@@ -311,10 +324,10 @@ class _Forward:
         exchange = self.exchange
         method = exchange.head.method
         self.conn = conn
-        conn.start(self, method == "HEAD")
+        conn.start(self, method == "HEAD", bool(self.upgrade))
         if not framing and (method == "POST" or method == "PUT" or method == "PATCH"):
             framing = b"content-length: 0\r\n"
-        conn.write(self.handler.request_head(exchange, framing))
+        conn.write(self.handler.request_head(exchange, framing, self.upgrade))
 
     def request_sent(self) -> None:
         upstream = self.upstream
@@ -451,6 +464,9 @@ class _Forward:
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.started = True
         exchange = self.exchange
+        if status == 101:
+            self.switch(headers)
+            return
         if status < 200:
             if status != 100:  # the client had its 100 Continue from bastion
                 try:
@@ -465,6 +481,33 @@ class _Forward:
         server.observe_latency(now - self.sent_at, now)
         self.deadline = now + self.handler.ucfg.read_timeout
         exchange.start_response(status, self.handler.response_headers(headers))
+
+    def switch(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """The upstream switched protocols: join the two connections."""
+        upstream = self.upstream
+        conn = self.conn
+        self.conn = None
+        now = upstream.now()
+        server = self.done_with_server()
+        server.observe_latency(now - self.sent_at, now)
+        upstream.record_success(server)
+        assert conn is not None
+        protocol = b""
+        for name, value in headers:
+            if name == b"upgrade":
+                protocol = value
+        out = self.handler.response_headers(headers)
+        out.append((b"connection", b"upgrade"))
+        out.append((b"upgrade", protocol or self.upgrade))
+        tunnel = Tunnel(conn, self.handler.tasks)
+        try:
+            flow = self.exchange.take_over(101, out, tunnel)
+        except InvalidResponse as exc:
+            conn.abort()
+            self.exchange.fail(exc)
+            return
+        conn.tunnel = tunnel
+        tunnel.start(flow)
 
     def response_body(self, data: bytes) -> None:
         exchange = self.exchange
