@@ -324,7 +324,8 @@ Balance = Literal["peak_ewma", "round_robin", "least_requests"]
 class UpstreamConfig(_Section, frozen=True):
     """A named group of servers a ``proxy`` route forwards to (``[upstreams.NAME]``).
 
-    Each server is ``HOST:PORT``, ``[V6]:PORT``, ``unix:/path`` or ``http://HOST[:PORT]``,
+    Each server is ``HOST:PORT``, ``[V6]:PORT``, ``unix:/path``, ``http://HOST[:PORT]`` or
+    ``https://HOST[:PORT]``,
     optionally followed by ``weight=N``, ``max_conns=N`` and ``backup``, separated by
     spaces (nginx's ``server`` line): ``"10.0.0.5:8000 weight=2 max_conns=100"``.
     """
@@ -353,6 +354,14 @@ class UpstreamConfig(_Section, frozen=True):
     # further tries, on another server, of an idempotent request that got no answer;
     # nginx proxy_next_upstream_tries 0 (unbounded), Envoy num_retries 1
     retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
+    # https:// servers: verify the certificate against the system's CAs or tls_ca_file
+    # (nginx proxy_ssl_verify is off by default; Envoy, Caddy and Go verify)
+    tls_verify: bool = True
+    tls_ca_file: str = ""  # PEM CA certificates to trust instead of the system's
+    # the name sent as SNI and checked in the certificate; "" = the server's host
+    tls_server_name: str = ""
+    tls_certfile: str = ""  # a client certificate (PEM) for upstreams that ask for one
+    tls_keyfile: str = ""  # its key, when not in tls_certfile
 
 
 class ProxyConfig(_Section, frozen=True):

@@ -21,17 +21,26 @@ byte after the head goes to the tunnel unparsed.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import typing
 from typing import Protocol
 
 import httptools
 
+from bastion.config.schema import UpstreamConfig
+from bastion.observe.logging import logger
 from bastion.upstream.server import Server
 
 if typing.TYPE_CHECKING:
     from bastion.upstream.tunnel import Tunnel
 
-__all__ = ["ResponseSink", "UpstreamConnection", "UpstreamError", "UpstreamProtocolError"]
+__all__ = [
+    "ResponseSink",
+    "UpstreamConnection",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "client_tls_context",
+]
 
 #: the largest response head accepted (status line and headers); nginx's
 #: proxy_buffer_size is one page (4-8 KiB), Envoy's max_request_headers_kb 60 KiB
@@ -45,6 +54,32 @@ class UpstreamError(Exception):
 
 class UpstreamProtocolError(UpstreamError):
     """The upstream's response is not valid HTTP/1.1 (or not one bastion passes on)."""
+
+
+def client_tls_context(name: str, cfg: UpstreamConfig) -> ssl.SSLContext:
+    """The TLS settings for the ``https://`` servers of upstream ``name``.
+
+    Verification is on unless ``tls_verify = false``: the certificate must chain to the
+    system's CAs (or ``tls_ca_file``'s) and name the server (``tls_server_name``, or the
+    host of its URL). TLS 1.2 at least; ALPN offers only ``http/1.1``. Raises
+    :class:`OSError` or :class:`ssl.SSLError` for files that cannot be loaded.
+    """
+    if cfg.tls_verify:
+        ctx = ssl.create_default_context(cafile=cfg.tls_ca_file or None)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        logger.warning(
+            "upstream %s: tls_verify = false: the servers' certificates are NOT checked, "
+            "anyone on the path can read and change this traffic",
+            name,
+        )
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    if cfg.tls_certfile:
+        ctx.load_cert_chain(cfg.tls_certfile, cfg.tls_keyfile or None)
+    return ctx
 
 
 class ResponseSink(Protocol):

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from typing import Protocol
 
 from bastion.config.schema import UpstreamConfig
 from bastion.upstream.address import parse_server
 from bastion.upstream.balancers import Balancer, make_balancer
-from bastion.upstream.connection import UpstreamConnection, UpstreamError
+from bastion.upstream.connection import UpstreamConnection, UpstreamError, client_tls_context
 from bastion.upstream.server import Server
 
 __all__ = ["NoServer", "Upstream"]
@@ -45,6 +46,8 @@ class Upstream:
         self.primary = [Server(s) for s in specs if not s.backup]
         self.backup = [Server(s) for s in specs if s.backup]
         self.servers = [*self.primary, *self.backup]
+        #: for https:// servers (None when there are none)
+        self.tls = client_tls_context(name, cfg) if any(s.tls for s in specs) else None
         self.balancer = balancer if balancer is not None else make_balancer(cfg.balance)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -129,12 +132,23 @@ class Upstream:
                     _, conn = await loop.create_unix_connection(
                         lambda: UpstreamConnection(server), spec.unix_path
                     )
+                elif spec.tls:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(server),
+                        spec.host,
+                        spec.port,
+                        ssl=self.tls,
+                        server_hostname=self.cfg.tls_server_name or spec.host,
+                        ssl_handshake_timeout=self.cfg.connect_timeout,
+                    )
                 else:
                     _, conn = await loop.create_connection(
                         lambda: UpstreamConnection(server), spec.host, spec.port
                     )
         except TimeoutError:
             raise UpstreamError(f"connecting to {spec.label} timed out") from None
+        except ssl.SSLError as exc:
+            raise UpstreamError(f"TLS with {spec.label} failed: {exc.reason or exc}") from None
         except OSError as exc:
             raise UpstreamError(f"cannot connect to {spec.label}: {exc.strerror or exc}") from None
         transport = conn.transport
