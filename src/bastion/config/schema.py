@@ -374,6 +374,10 @@ class ProxyConfig(_Section, frozen=True):
     # "" passes the client's Host on (nginx proxy_set_header Host $host); anything else
     # is sent instead
     host: str = ""
+    # read a request body whole before choosing a server: up to this many bytes in
+    # memory, the rest in a temporary file (0: stream it as it comes); nginx
+    # proxy_request_buffering on, client_body_buffer_size 8k/16k
+    buffer_request: NonNegativeInt = 0
 
 
 class RouteConfig(_Section, frozen=True):

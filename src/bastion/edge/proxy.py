@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Final
+import tempfile
+from typing import IO, Final
 
 from bastion.config.schema import ProxyConfig, UpstreamConfig
 from bastion.edge.types import RouteMatch
@@ -151,7 +152,11 @@ class ProxyHandler:
         self.upstream.stop()
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
-        _Forward(self, exchange).next_try()
+        forward = _Forward(self, exchange)
+        if forward.has_body and self.cfg.buffer_request:
+            self.tasks.spawn(forward.buffer_then_forward())
+        else:
+            forward.next_try()
 
     # -- the request head sent upstream ------------------------------------------------
     def request_head(self, exchange: Exchange, framing: bytes, upgrade: bytes = b"") -> bytes:
@@ -245,6 +250,9 @@ class _Forward:
     """
 
     __slots__ = (
+        "body",
+        "body_file",
+        "body_size",
         "conn",
         "deadline",
         "exchange",
@@ -285,11 +293,85 @@ class _Forward:
             head.header(b"transfer-encoding") is not None
         )
         self.retryable = not self.has_body and head.method in IDEMPOTENT
+        #: the request body read whole first (``buffer_request``): its first bytes in
+        #: memory, the rest in a temporary file; ``body_size`` < 0: not buffered
+        self.body = b""
+        self.body_file: IO[bytes] | None = None
+        self.body_size = -1
         #: the protocol the client asks to switch to (b"": none, or it cannot switch)
         self.upgrade = b""
         if exchange.can_upgrade:
             self.upgrade = head.header(b"upgrade") or b""
         self.tries_left = handler.ucfg.retries + 1
+
+    # -- request buffering -------------------------------------------------------------
+    async def buffer_then_forward(self) -> None:
+        """Read the whole request body (a slow client never holds an upstream
+        connection while it uploads), then forward the request."""
+        exchange = self.exchange
+        limit = self.handler.cfg.buffer_request
+        memory = bytearray()
+        size = 0
+        try:
+            while True:
+                data, more = await exchange.receive_body()
+                if data:
+                    size += len(data)
+                    spill = self.body_file
+                    if spill is not None:
+                        spill.write(data)
+                    elif len(memory) + len(data) > limit:
+                        spill = tempfile.TemporaryFile(prefix="bastion-body-")  # noqa: SIM115
+                        self.body_file = spill
+                        spill.write(data)
+                    else:
+                        memory += data
+                if not more:
+                    break
+        except (ClientDisconnected, asyncio.CancelledError):
+            self.drop_body()
+            exchange.fail()
+            raise
+        if self.body_file is not None:
+            self.body_file.flush()
+        self.body = bytes(memory)
+        self.body_size = size
+        # a body that can be sent again: idempotent methods may be retried
+        self.retryable = exchange.head.method in IDEMPOTENT
+        self.next_try()
+
+    def drop_body(self) -> None:
+        self.body = b""
+        spill = self.body_file
+        if spill is not None:
+            self.body_file = None
+            spill.close()
+
+    async def send_buffered_body(self, conn: UpstreamConnection) -> None:
+        self.send_head(conn, b"content-length: %d\r\n" % self.body_size)
+        self.sending = True
+        if self.body:
+            conn.write(self.body)
+            await self.upstream_drain(conn)
+        spill = self.body_file
+        if spill is None:
+            return
+        spill.seek(0)
+        while not self.finished:
+            chunk = spill.read(256 * 1024)
+            if not chunk:
+                break
+            conn.write(chunk)
+            await self.upstream_drain(conn)
+
+    async def upstream_drain(self, conn: UpstreamConnection) -> None:
+        if conn.writing_paused:
+            timeout = self.handler.ucfg.write_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    await conn.drain()
+            except TimeoutError:
+                raise _Timeout(f"timed out sending the request body ({timeout:g} s)") from None
 
     # -- tries -----------------------------------------------------------------------
     def next_try(self) -> None:
@@ -300,6 +382,7 @@ class _Forward:
             server = upstream.choose(now, self.tried)
         except NoServer:
             self.finished = True
+            self.drop_body()
             if self.last is not None:  # the other servers are out: the last error stands
                 _error(self.exchange, 502, f"upstream {upstream.name}: {self.last}")
             else:
@@ -351,7 +434,10 @@ class _Forward:
             self.request_sent()
             return
         try:
-            await self.send_body(conn)
+            if self.body_size >= 0:
+                await self.send_buffered_body(conn)
+            else:
+                await self.send_body(conn)
         except UpstreamError as exc:
             if not self.finished:
                 self.try_failed(exc, reached=True)
@@ -412,6 +498,7 @@ class _Forward:
     def give_up(self, conn: UpstreamConnection | None) -> None:
         """The client went away: drop the upstream connection, answer nothing."""
         self.done_with_server()
+        self.drop_body()
         if conn is not None:
             conn.abort()
         self.exchange.fail()
@@ -426,6 +513,7 @@ class _Forward:
         upstream.record_failure(server, upstream.now())
         exchange = self.exchange
         if self.started or exchange.response_started:
+            self.drop_body()
             logger.warning("upstream %s: %s (response cut)", server.spec.label, exc)
             exchange.fail()
             return
@@ -438,6 +526,7 @@ class _Forward:
             self.finished = False
             self.next_try()
             return
+        self.drop_body()
         logger.warning("upstream %s: %s", server.spec.label, exc)
         status = 504 if isinstance(exc, _Timeout) else 502
         _error(exchange, status, f"upstream {upstream.name}: {exc}")
@@ -528,6 +617,7 @@ class _Forward:
             return
         upstream = self.upstream
         server = self.done_with_server()
+        self.drop_body()
         conn = self.conn
         self.conn = None
         if self.status >= 500:
