@@ -245,8 +245,8 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=argparse.SUPPRESS,
         help="forward requests below the path PREFIX to these servers (http://HOST:PORT, "
-        "HOST:PORT, unix:/path), balanced; repeat for several (config: [upstreams.NAME] "
-        "and a [[routes]] table with proxy)",
+        "https://HOST:PORT, HOST:PORT, unix:/path), balanced; repeat for several "
+        "(config: [upstreams.NAME] and a [[routes]] table with proxy)",
     )
     for i, opt in enumerate(OPTIONS):
         help_text = f"{opt.help} (config: {opt.key})"

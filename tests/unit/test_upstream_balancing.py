@@ -29,6 +29,7 @@ def servers(*weights: int) -> list[Server]:
         ("unix:/run/app.sock backup", "", 0, "/run/app.sock", 1, 0, True),
         ("http://api.internal", "api.internal", 80, "", 1, 0, False),
         ("http://127.0.0.1:9000/ max_conns=10", "127.0.0.1", 9000, "", 1, 10, False),
+        ("https://api.internal", "api.internal", 443, "", 1, 0, False),
     ],
 )
 def test_server_lines(
@@ -37,6 +38,7 @@ def test_server_lines(
     spec = parse_server(text)
     assert (spec.host, spec.port, spec.unix_path) == (host, port, unix)
     assert (spec.weight, spec.max_conns, spec.backup) == (weight, max_conns, backup)
+    assert spec.tls == text.startswith("https://")
 
 
 @pytest.mark.parametrize(
@@ -49,7 +51,7 @@ def test_server_lines(
         "10.0.0.5:0",
         "h:1 weight=0",
         "h:1 heavy",
-        "https://h:443",
+        "ftp://h:21",
         "http://h/path",
         "unix:",
         "bad_host!:80",

@@ -38,6 +38,7 @@ SIZE_KEYS = frozenset(
         "limits.max_header_size",
         "limits.max_pending_output",
         "limits.max_request_line",
+        "routes.proxy.buffer_request",
         "websocket.max_message_size",
         "workers.max_memory",
     }

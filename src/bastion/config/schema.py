@@ -324,7 +324,8 @@ Balance = Literal["peak_ewma", "round_robin", "least_requests", "hash"]
 class UpstreamConfig(_Section, frozen=True):
     """A named group of servers a ``proxy`` route forwards to (``[upstreams.NAME]``).
 
-    Each server is ``HOST:PORT``, ``[V6]:PORT``, ``unix:/path`` or ``http://HOST[:PORT]``,
+    Each server is ``HOST:PORT``, ``[V6]:PORT``, ``unix:/path``, ``http://HOST[:PORT]`` or
+    ``https://HOST[:PORT]``,
     optionally followed by ``weight=N``, ``max_conns=N`` and ``backup``, separated by
     spaces (nginx's ``server`` line): ``"10.0.0.5:8000 weight=2 max_conns=100"``.
     """
@@ -380,6 +381,14 @@ class UpstreamConfig(_Section, frozen=True):
     timeout: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
     # seconds between resolutions of server names (0 = resolve at each connection only)
     resolve_interval: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    # https:// servers: verify the certificate against the system's CAs or tls_ca_file
+    # (nginx proxy_ssl_verify is off by default; Envoy, Caddy and Go verify)
+    tls_verify: bool = True
+    tls_ca_file: str = ""  # PEM CA certificates to trust instead of the system's
+    # the name sent as SNI and checked in the certificate; "" = the server's host
+    tls_server_name: str = ""
+    tls_certfile: str = ""  # a client certificate (PEM) for upstreams that ask for one
+    tls_keyfile: str = ""  # its key, when not in tls_certfile
 
 
 class ProxyConfig(_Section, frozen=True):
@@ -392,6 +401,10 @@ class ProxyConfig(_Section, frozen=True):
     # "" passes the client's Host on (nginx proxy_set_header Host $host); anything else
     # is sent instead
     host: str = ""
+    # read a request body whole before choosing a server: up to this many bytes in
+    # memory, the rest in a temporary file (0: stream it as it comes); nginx
+    # proxy_request_buffering on, client_body_buffer_size 8k/16k
+    buffer_request: NonNegativeInt = 0
 
 
 class RouteConfig(_Section, frozen=True):

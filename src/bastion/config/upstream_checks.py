@@ -7,10 +7,11 @@ Like :mod:`.checks`, each function yields messages and raises nothing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 from bastion.config.errors import Source, problem
-from bastion.config.schema import Config
+from bastion.config.schema import Config, UpstreamConfig
 from bastion.config.tables import route_label
 from bastion.config.toml_write import toml_value
 from bastion.protocol.fields import valid_header_value
@@ -59,12 +60,24 @@ def check_upstreams(config: Config, src: Src) -> Iterator[str]:
             yield problem(
                 src(key), key, f'expected a path such as "/health", got {toml_value(path)}'
             )
+        yield from _check_tls_files(name, upstream, src)
 
 
 def _token(text: str, extra: str = "") -> bool:
     """Letters, digits and !#$%&'*+-.^_`|~ (an RFC 9110 token), plus ``extra``."""
     allowed = "!#$%&'*+-.^_`|~" + extra
     return bool(text) and all(c.isascii() and (c.isalnum() or c in allowed) for c in text)
+
+
+def _check_tls_files(name: str, upstream: UpstreamConfig, src: Src) -> Iterator[str]:
+    for key in ("tls_ca_file", "tls_certfile", "tls_keyfile"):
+        path = getattr(upstream, key)
+        if path and not os.path.isfile(path):
+            label = f"upstreams.{name}.{key}"
+            yield problem(src(label), label, f"no such file: {path}")
+    if upstream.tls_keyfile and not upstream.tls_certfile:
+        label = f"upstreams.{name}.tls_keyfile"
+        yield problem(src(label), label, "a key needs its certificate: set tls_certfile too")
 
 
 def check_proxy_route(config: Config, index: int, src: Src) -> Iterator[str]:

@@ -23,22 +23,29 @@ byte is tried once more on another server (``retries``) when it is idempotent an
 no body, or when the connection was never made; anything else gets 502 (504 for a
 timeout, 503 when no server can take it) with a short plain-text body, or, once the
 response has started, a cut connection.
+
+A request that asks to switch protocols (``Upgrade: websocket``) is forwarded with its
+``Connection: upgrade`` and ``Upgrade`` headers; when the upstream answers ``101`` the
+client's connection is taken over and joined to the upstream connection byte for byte
+(:class:`~bastion.upstream.tunnel.Tunnel`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+import tempfile
+from typing import IO, Final
 
 from bastion.config.schema import ProxyConfig, UpstreamConfig
 from bastion.edge.types import RouteMatch
 from bastion.observe.logging import logger
 from bastion.observe.requestid import request_id as make_request_id
-from bastion.protocol.types import ClientDisconnected, Exchange
+from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
 from bastion.tasks import WorkerTasks
 from bastion.upstream.connection import UpstreamConnection, UpstreamError
 from bastion.upstream.group import NoServer, Upstream, cookie_value
 from bastion.upstream.server import Server
+from bastion.upstream.tunnel import Tunnel
 
 __all__ = ["ProxyHandler"]
 
@@ -143,10 +150,14 @@ class ProxyHandler:
         self.upstream.stop()
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
-        _Forward(self, exchange).next_try()
+        forward = _Forward(self, exchange)
+        if forward.has_body and self.cfg.buffer_request:
+            self.tasks.spawn(forward.buffer_then_forward())
+        else:
+            forward.next_try()
 
     # -- the request head sent upstream ------------------------------------------------
-    def request_head(self, exchange: Exchange, framing: bytes) -> bytes:
+    def request_head(self, exchange: Exchange, framing: bytes, upgrade: bytes = b"") -> bytes:
         head = exchange.head
         path = head.raw_path
         if self.prefix and path.startswith(self.prefix):
@@ -200,6 +211,8 @@ class ProxyHandler:
         else:
             append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
         append(b"via: 1.1 bastion\r\n")
+        if upgrade:
+            append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")
         if not request_id:  # the id the access log shows too
             append(b"x-request-id: " + make_request_id(head).encode("ascii") + b"\r\n")
         append(framing)
@@ -234,6 +247,9 @@ class _Forward:
     """
 
     __slots__ = (
+        "body",
+        "body_file",
+        "body_size",
         "conn",
         "deadline",
         "exchange",
@@ -250,6 +266,7 @@ class _Forward:
         "tried",
         "tries_left",
         "until",
+        "upgrade",
         "upstream",
     )
 
@@ -274,9 +291,87 @@ class _Forward:
             head.header(b"transfer-encoding") is not None
         )
         self.retryable = not self.has_body and head.method in IDEMPOTENT
+        #: the request body read whole first (``buffer_request``): its first bytes in
+        #: memory, the rest in a temporary file; ``body_size`` < 0: not buffered
+        self.body = b""
+        self.body_file: IO[bytes] | None = None
+        self.body_size = -1
+        #: the protocol the client asks to switch to (b"": none, or it cannot switch)
+        self.upgrade = b""
+        if exchange.can_upgrade:
+            self.upgrade = head.header(b"upgrade") or b""
         self.tries_left = handler.ucfg.retries + 1
         #: the end of the total ``timeout`` across tries (0: none)
         self.until = 0.0
+
+    # -- request buffering -------------------------------------------------------------
+    async def buffer_then_forward(self) -> None:
+        """Read the whole request body (a slow client never holds an upstream
+        connection while it uploads), then forward the request."""
+        exchange = self.exchange
+        limit = self.handler.cfg.buffer_request
+        memory = bytearray()
+        size = 0
+        try:
+            while True:
+                data, more = await exchange.receive_body()
+                if data:
+                    size += len(data)
+                    spill = self.body_file
+                    if spill is not None:
+                        spill.write(data)
+                    elif len(memory) + len(data) > limit:
+                        spill = tempfile.TemporaryFile(prefix="bastion-body-")  # noqa: SIM115
+                        self.body_file = spill
+                        spill.write(data)
+                    else:
+                        memory += data
+                if not more:
+                    break
+        except (ClientDisconnected, asyncio.CancelledError):
+            self.drop_body()
+            exchange.fail()
+            raise
+        if self.body_file is not None:
+            self.body_file.flush()
+        self.body = bytes(memory)
+        self.body_size = size
+        # a body that can be sent again: idempotent methods may be retried
+        self.retryable = exchange.head.method in IDEMPOTENT
+        self.next_try()
+
+    def drop_body(self) -> None:
+        self.body = b""
+        spill = self.body_file
+        if spill is not None:
+            self.body_file = None
+            spill.close()
+
+    async def send_buffered_body(self, conn: UpstreamConnection) -> None:
+        self.send_head(conn, b"content-length: %d\r\n" % self.body_size)
+        self.sending = True
+        if self.body:
+            conn.write(self.body)
+            await self.upstream_drain(conn)
+        spill = self.body_file
+        if spill is None:
+            return
+        spill.seek(0)
+        while not self.finished:
+            chunk = spill.read(256 * 1024)
+            if not chunk:
+                break
+            conn.write(chunk)
+            await self.upstream_drain(conn)
+
+    async def upstream_drain(self, conn: UpstreamConnection) -> None:
+        if conn.writing_paused:
+            timeout = self.handler.ucfg.write_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    await conn.drain()
+            except TimeoutError:
+                raise _Timeout(f"timed out sending the request body ({timeout:g} s)") from None
 
     # -- tries -----------------------------------------------------------------------
     def next_try(self) -> None:
@@ -296,6 +391,7 @@ class _Forward:
                 server = upstream.choose(now, self.tried, key)
         except NoServer:
             self.finished = True
+            self.drop_body()
             if self.last is not None:  # the other servers are out: the last error stands
                 _error(self.exchange, 502, f"upstream {upstream.name}: {self.last}")
             else:
@@ -321,10 +417,10 @@ class _Forward:
         exchange = self.exchange
         method = exchange.head.method
         self.conn = conn
-        conn.start(self, method == "HEAD")
+        conn.start(self, method == "HEAD", bool(self.upgrade))
         if not framing and (method == "POST" or method == "PUT" or method == "PATCH"):
             framing = b"content-length: 0\r\n"
-        conn.write(self.handler.request_head(exchange, framing))
+        conn.write(self.handler.request_head(exchange, framing, self.upgrade))
 
     def request_sent(self) -> None:
         upstream = self.upstream
@@ -350,7 +446,10 @@ class _Forward:
             self.request_sent()
             return
         try:
-            await self.send_body(conn)
+            if self.body_size >= 0:
+                await self.send_buffered_body(conn)
+            else:
+                await self.send_body(conn)
         except UpstreamError as exc:
             if not self.finished:
                 self.try_failed(exc, reached=True)
@@ -411,6 +510,7 @@ class _Forward:
     def give_up(self, conn: UpstreamConnection | None) -> None:
         """The client went away: drop the upstream connection, answer nothing."""
         self.done_with_server()
+        self.drop_body()
         if conn is not None:
             conn.abort()
         self.exchange.fail()
@@ -425,6 +525,7 @@ class _Forward:
         upstream.record_failure(server, upstream.now())
         exchange = self.exchange
         if self.started or exchange.response_started:
+            self.drop_body()
             logger.warning("upstream %s: %s (response cut)", server.spec.label, exc)
             exchange.fail()
             return
@@ -443,6 +544,7 @@ class _Forward:
             self.finished = False
             self.next_try()
             return
+        self.drop_body()
         logger.warning("upstream %s: %s", server.spec.label, exc)
         status = 504 if isinstance(exc, _Timeout) else 502
         _error(exchange, status, f"upstream {upstream.name}: {exc}")
@@ -471,6 +573,9 @@ class _Forward:
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.started = True
         exchange = self.exchange
+        if status == 101:
+            self.switch(headers)
+            return
         if status < 200:
             if status != 100:  # the client had its 100 Continue from bastion
                 try:
@@ -492,6 +597,33 @@ class _Forward:
             out.append((b"set-cookie", upstream.sticky_cookie + b"=" + server.token + STICKY_ATTRS))
         exchange.start_response(status, out)
 
+    def switch(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """The upstream switched protocols: join the two connections."""
+        upstream = self.upstream
+        conn = self.conn
+        self.conn = None
+        now = upstream.now()
+        server = self.done_with_server()
+        server.observe_latency(now - self.sent_at, now)
+        upstream.record_success(server)
+        assert conn is not None
+        protocol = b""
+        for name, value in headers:
+            if name == b"upgrade":
+                protocol = value
+        out = self.handler.response_headers(headers)
+        out.append((b"connection", b"upgrade"))
+        out.append((b"upgrade", protocol or self.upgrade))
+        tunnel = Tunnel(conn, self.handler.tasks)
+        try:
+            flow = self.exchange.take_over(101, out, tunnel)
+        except InvalidResponse as exc:
+            conn.abort()
+            self.exchange.fail(exc)
+            return
+        conn.tunnel = tunnel
+        tunnel.start(flow)
+
     def response_body(self, data: bytes) -> None:
         exchange = self.exchange
         if exchange.disconnected:
@@ -511,6 +643,7 @@ class _Forward:
             return
         upstream = self.upstream
         server = self.done_with_server()
+        self.drop_body()
         conn = self.conn
         self.conn = None
         if self.status >= 500:

@@ -1,8 +1,8 @@
 """One server line of ``[upstreams.NAME] servers``, parsed.
 
-``HOST:PORT``, ``[V6]:PORT``, ``unix:/path`` or ``http://HOST[:PORT]`` (port 80 when a
-URL has none), then optional ``weight=N``, ``max_conns=N`` and ``backup``, separated by
-spaces, as in nginx's ``server`` directive.
+``HOST:PORT``, ``[V6]:PORT``, ``unix:/path``, ``http://HOST[:PORT]`` (port 80 when a
+URL has none) or ``https://HOST[:PORT]`` (TLS, port 443), then optional ``weight=N``,
+``max_conns=N`` and ``backup``, separated by spaces, as in nginx's ``server`` directive.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class ServerSpec(NamedTuple):
     weight: int
     max_conns: int  # 0 = no limit
     backup: bool
+    tls: bool = False  # an https:// server
 
     @property
     def label(self) -> str:
@@ -46,7 +47,8 @@ class ServerSpec(NamedTuple):
 
 
 EXPECTED = (
-    'expected "HOST:PORT", "[IPV6]:PORT", "unix:/path" or "http://HOST[:PORT]", '
+    'expected "HOST:PORT", "[IPV6]:PORT", "unix:/path", "http://HOST[:PORT]" or '
+    '"https://HOST[:PORT]", '
     "then optionally weight=N, max_conns=N, backup"
 )
 
@@ -78,17 +80,22 @@ def parse_server(text: str) -> ServerSpec:
             raise ServerAddressError(f"{EXPECTED}, got {text!r} (no socket path)")
         return ServerSpec("", 0, path, weight, max_conns, backup)
     default_port = 0
-    if address.startswith("http://"):
-        address = address[7:].rstrip("/")
-        default_port = 80
+    tls = False
+    scheme, sep, rest = address.partition("://")
+    if sep:
+        if scheme == "http":
+            default_port = 80
+        elif scheme == "https":
+            default_port, tls = 443, True
+        else:
+            raise ServerAddressError(
+                f"{EXPECTED}, got {text!r} (a server URL is http:// or https://)"
+            )
+        address = rest.rstrip("/")
         if "/" in address:
             raise ServerAddressError(f"{EXPECTED}, got {text!r} (a server URL has no path)")
-    elif "://" in address:
-        raise ServerAddressError(
-            f"{EXPECTED}, got {text!r} (only http:// upstreams are supported so far)"
-        )
     host, port = _split_host_port(address, default_port, text)
-    return ServerSpec(host, port, "", weight, max_conns, backup)
+    return ServerSpec(host, port, "", weight, max_conns, backup, tls)
 
 
 def _split_host_port(address: str, default_port: int, text: str) -> tuple[str, int]:

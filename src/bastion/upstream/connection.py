@@ -11,19 +11,36 @@ response with :class:`UpstreamProtocolError` and closes the connection: a bad st
 line, Content-Length with Transfer-Encoding, several different Content-Lengths, a head
 larger than the limit, bytes arriving when no request is waiting (a response nobody
 asked for would be spliced onto the next one).
+
+A request that asks to switch protocols (``start(..., upgrade=True)``) may be answered
+``101``: the sink gets that head, joins this connection to its client's through a
+:class:`~bastion.upstream.tunnel.Tunnel` (:attr:`UpstreamConnection.tunnel`), and every
+byte after the head goes to the tunnel unparsed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import typing
 from typing import Protocol
 
 import httptools
 
+from bastion.config.schema import UpstreamConfig
+from bastion.observe.logging import logger
 from bastion.upstream.server import Server
 
-__all__ = ["ResponseSink", "UpstreamConnection", "UpstreamError", "UpstreamProtocolError"]
+if typing.TYPE_CHECKING:
+    from bastion.upstream.tunnel import Tunnel
+
+__all__ = [
+    "ResponseSink",
+    "UpstreamConnection",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "client_tls_context",
+]
 
 #: the largest response head accepted (status line and headers); nginx's
 #: proxy_buffer_size is one page (4-8 KiB), Envoy's max_request_headers_kb 60 KiB
@@ -37,6 +54,32 @@ class UpstreamError(Exception):
 
 class UpstreamProtocolError(UpstreamError):
     """The upstream's response is not valid HTTP/1.1 (or not one bastion passes on)."""
+
+
+def client_tls_context(name: str, cfg: UpstreamConfig) -> ssl.SSLContext:
+    """The TLS settings for the ``https://`` servers of upstream ``name``.
+
+    Verification is on unless ``tls_verify = false``: the certificate must chain to the
+    system's CAs (or ``tls_ca_file``'s) and name the server (``tls_server_name``, or the
+    host of its URL). TLS 1.2 at least; ALPN offers only ``http/1.1``. Raises
+    :class:`OSError` or :class:`ssl.SSLError` for files that cannot be loaded.
+    """
+    if cfg.tls_verify:
+        ctx = ssl.create_default_context(cafile=cfg.tls_ca_file or None)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        logger.warning(
+            "upstream %s: tls_verify = false: the servers' certificates are NOT checked, "
+            "anyone on the path can read and change this traffic",
+            name,
+        )
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    if cfg.tls_certfile:
+        ctx.load_cert_chain(cfg.tls_certfile, cfg.tls_keyfile or None)
+    return ctx
 
 
 class ResponseSink(Protocol):
@@ -65,6 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_paused",
         "_te",
         "_until_close",
+        "_upgrade",
         "_write_waiter",
         "closed",
         "idle_since",
@@ -73,6 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
         "server",
         "sink",
         "transport",
+        "tunnel",
     )
 
     def __init__(self, server: Server) -> None:
@@ -92,13 +137,18 @@ class UpstreamConnection(asyncio.Protocol):
         self._connection_tokens: bytes = b""
         self._paused = False
         self._write_waiter: asyncio.Future[None] | None = None
+        self._upgrade = False  # the request in progress asked to switch protocols
+        #: set once a 101 joined this connection to its client's
+        self.tunnel: Tunnel | None = None
 
     # -- a request on this connection --------------------------------------------------
-    def start(self, sink: ResponseSink, head_request: bool) -> None:
-        """The next response goes to ``sink``; ``head_request``: it answers a HEAD."""
+    def start(self, sink: ResponseSink, head_request: bool, upgrade: bool = False) -> None:
+        """The next response goes to ``sink``; ``head_request``: it answers a HEAD;
+        ``upgrade``: the request asks to switch protocols (a 101 may come)."""
         self.sink = sink
         self.reusable = False
         self._no_body = head_request
+        self._upgrade = upgrade
         self._headers = []
         self._head_bytes = 0
         self._cl = None
@@ -151,6 +201,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.server.open_connections += 1
 
     def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.from_upstream(data)
+            return
         if self.sink is None:
             # nothing was asked: a late or unsolicited response must not meet the next
             # request
@@ -159,12 +213,24 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # the 101's head ended at this offset: the rest is the new protocol's
+            tunnel = self.tunnel
+            if tunnel is None:
+                self._fail(UpstreamProtocolError("an upgrade nobody asked for"))
+                return
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            if offset < len(data):
+                tunnel.from_upstream(data[offset:])
         except httptools.HttpParserError as exc:
             self._fail(UpstreamProtocolError(f"malformed response: {exc}"))
         except UpstreamProtocolError as exc:
             self._fail(exc)
 
     def eof_received(self) -> bool | None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            return tunnel.upstream_eof_received()
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -177,6 +243,10 @@ class UpstreamConnection(asyncio.Protocol):
             self._write_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.upstream_lost()
+            return
         sink = self.sink
         if sink is None:
             self._drop_from_pool()
@@ -224,13 +294,19 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if self._cl is not None and self._te:
             raise UpstreamProtocolError("both Content-Length and Transfer-Encoding")
-        if status == 101 or self.parser.should_upgrade():
-            raise UpstreamProtocolError("an upgrade nobody asked for")
         headers = self._headers
         self._headers = []
         self._head_bytes = 0
         sink = self.sink
         assert sink is not None
+        if status == 101 or self.parser.should_upgrade():
+            if status != 101 or not self._upgrade:
+                raise UpstreamProtocolError("an upgrade nobody asked for")
+            # the sink takes the client's connection over and sets self.tunnel (or
+            # closes this connection when it cannot)
+            self.sink = None
+            sink.response_head(status, headers)
+            return
         if status < 200:
             self._cl = None
             self._te = False
@@ -256,7 +332,7 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         sink = self.sink
         if sink is None:
-            return
+            return  # also the 101 of an upgrade: the tunnel has the connection
         if self.parser.get_status_code() < 200:
             return  # an informational answer: the final one follows
         keep = (

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Sequence
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,7 +27,7 @@ from bastion.observe.logging import logger
 from bastion.upstream.address import ServerSpec, parse_server
 from bastion.upstream.balancers import Balancer, ConsistentHash, make_balancer
 from bastion.upstream.budget import RetryBudget
-from bastion.upstream.connection import UpstreamConnection, UpstreamError
+from bastion.upstream.connection import UpstreamConnection, UpstreamError, client_tls_context
 from bastion.upstream.health import HealthChecker
 from bastion.upstream.server import Server
 
@@ -82,6 +83,8 @@ class Upstream:
         self.hash_path = hash_on == "path"
         #: whether :meth:`key` is needed (the balancer hashes)
         self.keyed = cfg.balance == "hash"
+        #: for https:// servers (None when there are none)
+        self.tls = client_tls_context(name, cfg) if any(s.tls for s in specs) else None
         self.balancer = balancer if balancer is not None else make_balancer(cfg.balance)
         self._arrange()
         self.budget = RetryBudget(cfg.retry_budget, cfg.retry_min_per_second)
@@ -283,12 +286,23 @@ class Upstream:
                     _, conn = await loop.create_unix_connection(
                         lambda: UpstreamConnection(server), spec.unix_path
                     )
+                elif spec.tls:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(server),
+                        spec.host,
+                        spec.port,
+                        ssl=self.tls,
+                        server_hostname=self.cfg.tls_server_name or spec.host,
+                        ssl_handshake_timeout=self.cfg.connect_timeout,
+                    )
                 else:
                     _, conn = await loop.create_connection(
                         lambda: UpstreamConnection(server), spec.host, spec.port
                     )
         except TimeoutError:
             raise UpstreamError(f"connecting to {spec.label} timed out") from None
+        except ssl.SSLError as exc:
+            raise UpstreamError(f"TLS with {spec.label} failed: {exc.reason or exc}") from None
         except OSError as exc:
             raise UpstreamError(f"cannot connect to {spec.label}: {exc.strerror or exc}") from None
         transport = conn.transport

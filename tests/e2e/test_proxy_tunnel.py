@@ -1,0 +1,177 @@
+"""WebSocket through the reverse proxy: the ``websockets`` client, an edge bastion with
+a ``proxy`` route, a backend bastion serving FastAPI and Starlette WebSocket routes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from server import BastionProcess
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+BACKEND = """
+[app]
+target = "ws_frameworks:fastapi_app"
+
+[workers]
+count = 1
+
+[apps.starlette]
+target = "ws_frameworks:starlette_app"
+
+[[routes]]
+path = "/star/"
+app = "starlette"
+
+[[routes]]
+path = "/"
+app = "default"
+"""
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def wait_for(text: str, proc: BastionProcess, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in proc.log and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert text in proc.log
+
+
+@pytest.fixture(scope="module")
+def sites(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[BastionProcess, BastionProcess]]:
+    tmp = tmp_path_factory.mktemp("tunnel")
+    backend_cfg = tmp / "backend.toml"
+    backend_cfg.write_text(BACKEND)
+    with BastionProcess(["serve", "-c", str(backend_cfg), "--bind", "127.0.0.1:0"]) as back:
+        host, port = back.host_port
+        edge_cfg = tmp / "edge.toml"
+        edge_cfg.write_text(
+            f'[upstreams.back]\nservers = ["{host}:{port}"]\n\n'
+            '[[routes]]\npath = "/"\nproxy = "back"\n'
+        )
+        with BastionProcess(
+            ["serve", "-c", str(edge_cfg), "--bind", "127.0.0.1:0", "--workers", "1"]
+        ) as edge:
+            yield edge, back
+
+
+@pytest.fixture(scope="module")
+def edge(sites: tuple[BastionProcess, BastionProcess]) -> BastionProcess:
+    return sites[0]
+
+
+@pytest.fixture(scope="module")
+def backend(sites: tuple[BastionProcess, BastionProcess]) -> BastionProcess:
+    return sites[1]
+
+
+def ws_url(proc: BastionProcess, path: str) -> str:
+    host, port = proc.host_port
+    return f"ws://{host}:{port}{path}"
+
+
+def test_messages_both_ways_and_the_servers_close_code(edge: BastionProcess) -> None:
+    async def main() -> float:
+        async with connect(
+            ws_url(edge, "/ws/lobby?name=ann"),
+            subprotocols=["chat"],  # type: ignore[list-item]
+            close_timeout=8,
+        ) as ws:
+            assert ws.subprotocol == "chat"
+            assert ws.response.headers["via"] == "1.1 bastion"
+            assert await ws.recv() == '{"room":"lobby","name":"ann"}'
+            for i in range(20):
+                await ws.send(f"hello {i}")
+                assert await ws.recv() == f"lobby: hello {i}"
+            await ws.send("bye")
+            began = time.monotonic()
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "see you")
+            await ws.wait_closed()
+        return time.monotonic() - began
+
+    # the backend closing its connection closes the client's at once (the client waits
+    # for the server to close the TCP connection, up to its close_timeout, 8 s)
+    assert run(main()) < 4.0
+
+
+def test_the_clients_close_code_reaches_the_backend(
+    edge: BastionProcess, backend: BastionProcess
+) -> None:
+    async def main() -> None:
+        async with connect(ws_url(edge, "/ws/close")) as ws:
+            await ws.recv()
+            await ws.close(4321, "done")
+            assert ws.close_code == 4321
+
+    run(main())
+    wait_for("fastapi: disconnect 4321", backend)
+
+
+def test_large_binary_messages_both_ways_with_backpressure(edge: BastionProcess) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    async def main() -> None:
+        async with connect(ws_url(edge, "/star/ws"), max_size=None) as ws:
+            for _ in range(4):  # sent before anything is read back: both ways fill up
+                await ws.send(payload)
+            for _ in range(4):
+                assert await ws.recv() == b"starlette:" + payload
+
+    run(main())
+
+
+def test_the_bytes_after_the_request_head_reach_the_backend(edge: BastionProcess) -> None:
+    # the first frame in the same packet as the handshake: a masked text frame "early"
+    key = b"dGhlIHNhbXBsZSBub25jZQ=="
+    mask = b"\x01\x02\x03\x04"
+    text = b"early"
+    frame = b"\x81" + bytes([0x80 | len(text)]) + mask
+    frame += bytes(c ^ mask[i % 4] for i, c in enumerate(text))
+    host, port = edge.host_port
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(
+            b"GET /ws/raw HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n" + frame
+        )
+        got = b""
+        deadline = time.monotonic() + 5
+        while b"raw: early" not in got and time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 101 ")
+    assert b"\r\nupgrade: websocket\r\n" in got.lower()
+    assert b"raw: early" in got
+
+
+def test_a_backend_that_refuses_the_upgrade_answers_as_plain_http(edge: BastionProcess) -> None:
+    host, port = edge.host_port
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(
+            b"GET /plain HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    # the ASGI gateway refuses a WebSocket to an HTTP route with 403: passed on as
+    # HTTP, and the connection (which asked to switch) closes after it
+    assert got.startswith(b"HTTP/1.1 403 ")
+    assert b"\r\nvia: 1.1 bastion\r\n" in got
+    assert b"upgrade:" not in got.lower()
