@@ -21,6 +21,9 @@ target = "addr_app:wsgi_app"
 [server]
 forwarded_allow_ips = ["::1"]
 
+[websocket]
+close_timeout = 1.0  # the raw client below never answers the close
+
 [[routes]]
 path = "/admin"
 app = "default"

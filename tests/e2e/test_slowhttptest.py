@@ -39,7 +39,7 @@ def test_a_normal_client_is_answered_during_the_attack(mode: str) -> None:
         attack = subprocess.Popen(
             [
                 *("slowhttptest", *MODES[mode], "-c", "1000", "-r", "1000"),
-                *("-l", "12", "-p", "3", "-u", target),
+                *("-l", "16", "-p", "3", "-u", target),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -48,7 +48,9 @@ def test_a_normal_client_is_answered_during_the_attack(mode: str) -> None:
             time.sleep(3.0)  # every attacking connection is open by now
             assert attack.poll() is None, "slowhttptest ended early"
             ok = refused = failed = 0
-            end = time.monotonic() + 4.0
+            # long enough to outlast the attack's first burst: a slow read of 1,000
+            # responses of 1 MiB made at once keeps the worker busy for a few seconds
+            end = time.monotonic() + (8.0 if mode == "slowread" else 4.0)
             while time.monotonic() < end:
                 # a new connection for each request: the worker must find it a slot
                 transport = httpx.HTTPTransport(local_address="127.0.0.2")
