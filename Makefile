@@ -51,7 +51,7 @@ lint: $(STAMP)
 # the whole suite on the compiled install, then the fast tests on the pure one (where
 # tests/unit/test_build.py checks that every module is really interpreted)
 test: $(STAMP) $(PURE_STAMP) system-deps lint
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 	BASTION_COMPILE=0 $(PURE_PY) -m pytest -q $(PURE_TESTS)
 
 bench: $(STAMP) system-deps
