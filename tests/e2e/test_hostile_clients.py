@@ -283,3 +283,36 @@ def test_one_address_cannot_take_more_than_its_share_of_connections(trusted: boo
         time.sleep(0.3)
         with sockets([connect_from(proc, "127.0.0.1")]) as (again,):
             assert answer_status(again) == 200
+
+
+def test_a_fast_upload_is_not_evicted_for_a_newcomer() -> None:
+    """Every slot taken by slow heads and one long upload moving data fast: a newcomer
+    evicts slow heads, never the upload, although it has been going on the longest."""
+    with serve(APP, *ONE_WORKER, "--max-connections", "10") as proc:
+        upload = connect(proc)
+        chunk = b"x" * 65536
+        total = 40 * len(chunk)
+        upload.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % total)
+        sent = 0
+        slow: list[socket.socket] = []
+        with sockets([upload]), sockets(slow):
+            for i in range(40):  # about 650 KB/s for 4 s
+                if i == 8:  # the upload is under way: slow heads take the other slots
+                    for _ in range(9):
+                        sock = connect(proc)
+                        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: a\r\n")
+                        slow.append(sock)
+                if i == 32:  # the slow heads have waited over a second; the upload longer
+                    assert status_of_new_client(proc) == 200
+                upload.sendall(chunk)
+                sent += len(chunk)
+                time.sleep(0.1)
+            upload.settimeout(5)
+            answer = b""
+            while b"}" not in answer:
+                data = upload.recv(65536)
+                assert data, f"the upload was cut: {answer!r}"
+                answer += data
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["body_size"] == sent
+            assert any(peer_closed(s) for s in slow)

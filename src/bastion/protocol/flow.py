@@ -262,6 +262,13 @@ class Flow:
                 self._fd = -1  # not a TCP socket (a pipe in tests): count what it took
         return out
 
+    def progress(self) -> int:
+        """Bytes the client has received since bastion began to wait on it (0 when it
+        does not wait)."""
+        if self.slow_since == 0.0:
+            return 0
+        return self.delivered() - self._rate_base
+
     def too_slow(self, now: float) -> bool:
         """Whether the client, which bastion has been waiting on since
         :attr:`slow_since`, has read less than ``min_rate`` bytes a second on average

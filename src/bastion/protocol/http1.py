@@ -37,7 +37,12 @@ from bastion.protocol.h1_phase import (
 from bastion.protocol.h1_reader import H1Reader
 from bastion.protocol.head import RequestHead
 from bastion.protocol.settings import ProtocolSettings
-from bastion.protocol.state import EVICT_FRESH_WAIT, EVICT_MIN_WAIT, ConnectionTracker
+from bastion.protocol.state import (
+    EVICT_CREDIT_RATE,
+    EVICT_FRESH_WAIT,
+    EVICT_MIN_WAIT,
+    ConnectionTracker,
+)
 from bastion.protocol.tls import TLSInfo
 from bastion.protocol.types import Handler, Session
 
@@ -654,11 +659,16 @@ class HTTP1Protocol(H1Reader):
         elif phase == LINGERING:
             return now - self._since + 3600.0  # closing anyway: first to go
         elif phase in (BUSY, REFUSING):
-            slow_since = self.flow.slow_since
-            if slow_since:
-                waited = now - slow_since  # the client does not read its response
-            elif self._parsing is not None and self._rate_since:
-                waited = now - self._rate_since  # the client sends its body
+            # Time spent on a transfer, less a credit for what went through it: a client
+            # that moves data fast (a large download or upload) is not the one to go.
+            flow = self.flow
+            slow_since = flow.slow_since
+            ex = self._parsing
+            if slow_since:  # the client does not read its response fast enough
+                waited = now - slow_since - flow.progress() / EVICT_CREDIT_RATE
+            elif ex is not None and self._rate_since:  # the client sends its body
+                moved = ex.received - self._rate_base
+                waited = now - self._rate_since - moved / EVICT_CREDIT_RATE
             else:
                 return -1.0  # bastion (the app) is working: not the client's fault
         else:

@@ -24,6 +24,9 @@ EVICT_MIN_WAIT = 1.0
 #: ... except one that has sent nothing since it was accepted: its request would have
 #: come by now (a request follows the handshake within a round trip)
 EVICT_FRESH_WAIT = 0.25
+#: bytes a second: a transfer in progress is credited a second of waiting for each of
+#: these it moved, so that a fast download or upload is never taken for a stalled one
+EVICT_CREDIT_RATE = 64 * 1024
 #: when connections run out, up to this share of them is evicted at once, so that a burst
 #: of new clients does not scan every connection for each one
 EVICT_BATCH_SHARE = 16
