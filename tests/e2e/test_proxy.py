@@ -285,6 +285,39 @@ def test_first_byte_timeout_gives_504_and_retries_get(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 4.5
 
 
+def test_a_get_timed_out_on_one_server_is_retried_on_a_pooled_connection_to_another(
+    tmp_path: Path,
+) -> None:
+    # the timed-out try's connection is aborted; its end must not fail the retry, which
+    # runs on a kept-alive connection to the other server
+    import asyncio
+
+    stuck = {"on": False}
+
+    async def maybe_stuck(req: Request) -> bytes:
+        if stuck["on"]:
+            await asyncio.sleep(6)
+        return response(200, b"slow-one")
+
+    with (
+        RawServer(maybe_stuck) as slow,
+        RawServer(echo) as good,
+        proxy(
+            tmp_path,
+            [slow.address, good.address],
+            upstream='balance = "round_robin"\nfirst_byte_timeout = 0.5\nretries = 1',
+        ) as p,
+        httpx.Client(timeout=10) as c,
+    ):
+        for _ in range(4):  # both servers answer; each has a kept-alive connection
+            assert c.get(p.url + "/warm").status_code == 200
+        stuck["on"] = True
+        codes = [c.get(p.url + f"/{i}").status_code for i in range(4)]
+        assert codes == [200] * 4
+        # every request reached the good server over its one pooled connection
+        assert {r.conn for r in good.requests} == {good.requests[0].conn}
+
+
 # -- malformed upstreams ----------------------------------------------------------------
 
 BAD = {

@@ -182,6 +182,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
+        # whoever closes it is done with the response in progress: the connection's end,
+        # reported later by the transport, must not reach a sink that moved on (a retry
+        # on another connection)
+        self.sink = None
         if not self.closed:
             self.closed = True
             self.server.open_connections -= 1
@@ -189,6 +193,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
 
     def abort(self) -> None:
+        self.sink = None  # as in close()
         if not self.closed:
             self.closed = True
             self.server.open_connections -= 1
