@@ -39,6 +39,13 @@ def _edge(tmp_path: Path, servers: list[str]) -> BastionProcess:
     )
 
 
+def _workers(found: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> set[str]:
+    """The pids of the workers /metrics lists."""
+    return {
+        dict(labels)["worker"] for name, labels in found if name == "bastion_worker_age_seconds"
+    }
+
+
 def _address(proc: BastionProcess) -> str:
     host, port = proc.host_port
     return f"{host}:{port}"
@@ -61,9 +68,11 @@ def test_upstream_metrics_count_each_server_and_show_a_dead_one_down(tmp_path: P
 
             def counted() -> bool:
                 m = metrics(admin)
-                return sample(m, UP, upstream="back", server=sa) + sample(
-                    m, UP, upstream="back", server=sb
-                ) == 40
+                return (
+                    sample(m, UP, upstream="back", server=sa)
+                    + sample(m, UP, upstream="back", server=sb)
+                    == 40
+                )
 
             assert wait_until(counted, 5)
             m = metrics(admin)
@@ -117,8 +126,16 @@ def test_upstream_metrics_count_each_server_and_show_a_dead_one_down(tmp_path: P
 
             # a SIGHUP replaces both workers: their counts move to the retired ones and
             # no server's counter goes backwards
+            old = _workers(metrics(admin))
+            assert len(old) == 2
             edge.signal(signal.SIGHUP)
             edge.wait_for_log(r"reload complete", 30)
+
+            def replaced() -> bool:
+                now = _workers(metrics(admin))
+                return len(now) == 2 and not now & old
+
+            assert wait_until(replaced, 20)
             after = metrics(admin)
             assert sample(after, UP, upstream="back", server=sa) == ra + 10
             assert sample(after, UP, upstream="back", server=sb) == rb

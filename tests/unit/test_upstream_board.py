@@ -97,7 +97,9 @@ def test_servers_beyond_the_cap_add_up_under_other() -> None:
         UpstreamSampler(board, 0).sample()
         r = read_board(board, with_proc=False)
         assert len(r.upstreams) == UPSTREAM_SERVERS
-        assert r.upstreams["other", "other"].requests == 11  # 74 servers: 63 entries of their own, 11 beyond
+        assert (
+            r.upstreams["other", "other"].requests == 11
+        )  # 74 servers: 63 entries of their own, 11 beyond
         assert sum(v.requests for v in r.upstreams.values()) == len(servers)
         assert _requests(board, "other", "other") == 11
     finally:
