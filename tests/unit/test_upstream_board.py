@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bastion.config.schema import UpstreamConfig
 from bastion.observe.board import UPSTREAM_SERVERS, Board
 from bastion.observe.exposition import read_board, render_metrics
 from bastion.observe.recorder import UpstreamSampler
 from bastion.upstream.group import RUNNING, Upstream
-from prometheus_client.parser import text_string_to_metric_families
 
 
 def _samples(board: Board) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
