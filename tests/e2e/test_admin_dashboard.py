@@ -1,6 +1,8 @@
 """The admin dashboard in a real browser: headless Chromium opens it while a bounded
 load runs, and its numbers (requests per second, status totals, per-worker requests)
-change from one second to the next. The screenshot is kept in the test's tmp dir."""
+change from one second to the next; with a proxy route, the upstream panel lists the
+backend with its state and counts, and the TLS and WebSocket panels are drawn. The
+screenshots are kept in the test's tmp dir."""
 
 from __future__ import annotations
 
@@ -13,11 +15,20 @@ from pathlib import Path
 import httpx
 import pytest
 from admin_tools import admin_url
-from server import serve
+from server import BastionProcess, serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LOAD_SECONDS = 20.0  # at most; the test stops the load as soon as it is done
 LOAD_REQUESTS = 20_000
+
+
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 
 def _load(url: str, stop: threading.Event) -> None:
@@ -41,16 +52,7 @@ def test_dashboard_shows_live_numbers(tmp_path: Path) -> None:
         load.start()
         try:
             with sync_api.sync_playwright() as p:
-                browser = p.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[
-                        "--headless",
-                        "--no-sandbox",
-                        "--disable-gpu",
-                        "--disable-background-networking",
-                        "--disable-component-update",
-                    ],
-                )
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
                 try:
                     page = browser.new_page(viewport={"width": 1200, "height": 900})
                     page.goto(admin + "/", wait_until="load")
@@ -88,3 +90,56 @@ def test_dashboard_shows_live_numbers(tmp_path: Path) -> None:
     assert state == "ready"
     assert latency is not None and latency.endswith(" ms") and latency[0].isdigit()
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+
+
+def test_dashboard_shows_the_upstream_tls_and_websocket_panels(tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed (scripts/system-deps.sh installs it)")
+    with serve("admin_app:app", "--workers", "1") as backend:
+        host, port = backend.host_port
+        config = tmp_path / "edge.toml"
+        config.write_text(
+            f'[upstreams.app]\nservers = ["{host}:{port}"]\n\n'
+            '[[routes]]\npath = "/"\nproxy = { upstream = "app" }\n'
+        )
+        argv = ["serve", "-c", str(config), "--bind", "127.0.0.1:0", "--workers", "1"]
+        with BastionProcess([*argv, "--admin", "127.0.0.1:0"]) as edge:
+            admin = admin_url(edge)
+            stop = threading.Event()
+            load = threading.Thread(target=_load, args=(edge.url, stop), daemon=True)
+            load.start()
+            try:
+                with sync_api.sync_playwright() as p:
+                    browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+                    try:
+                        page = browser.new_page(viewport={"width": 1200, "height": 1100})
+                        page.goto(admin + "/", wait_until="load")
+                        page.wait_for_function(
+                            "(() => { const r = document.querySelector('#upstreams tr');"
+                            " return r && parseFloat(r.cells[4].textContent.replace(/,/g, ''))"
+                            " > 0 && parseFloat(r.cells[3].textContent) > 0; })()",
+                            timeout=15_000,
+                        )
+                        rows = page.eval_on_selector_all(
+                            "#upstreams tr",
+                            "rows => rows.map(r => [...r.cells].map(c => c.textContent))",
+                        )
+                        hidden = page.eval_on_selector("#upstream-panel", "e => e.hidden")
+                        tls = page.text_content("#tls")
+                        ws = page.text_content("#ws")
+                        page.screenshot(path=str(tmp_path / "upstreams.png"), full_page=True)
+                    finally:
+                        browser.close()
+            finally:
+                stop.set()
+                load.join(10)
+    assert not hidden
+    assert len(rows) == 1, rows
+    upstream, server, state, rps, requests, failures, in_flight, latency = rows[0]
+    assert (upstream, server, state) == ("app", f"{host}:{port}", "up")
+    assert float(rps.replace(",", "")) > 0 and int(requests.replace(",", "")) > 0
+    assert failures == "0" and in_flight.isdigit()
+    assert latency.endswith(" ms") and float(latency[:-3]) > 0
+    assert tls is not None and "handshakes" in tls and tls.endswith("· 0")
+    assert ws is not None and "open" in ws and "ended" in ws

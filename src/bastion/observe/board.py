@@ -10,6 +10,15 @@ the admin process see the same pages. It holds:
   its state, pid and start time; the worker alone writes every counter in it, with
   plain stores into its own memory (no lock, no system call, no message per request).
 
+Each slot (and the retired counters) ends with a table of :data:`UPSTREAM_SERVERS`
+upstream-server entries, each named by its ``upstream`` and ``server`` labels (the
+name's bytes are in the entry, since servers are only known once the worker has
+resolved them). A worker fills its table in the order it meets servers; when all but
+the last entry are taken, further servers are summed into the last one, labelled
+``upstream="other", server="other"``. When a worker exits, the supervisor adds its
+entries' counters to the retired entry of the same name (allocated the same way), so a
+server's counters never go backwards across reloads and worker restarts.
+
 Every cell is 8 bytes, aligned: an int64 counter or a float64. A reader may see a slot
 mid-update (one counter bumped, the next not yet); the admin therefore derives each
 histogram's count from its buckets, so a histogram is always consistent with itself.
@@ -74,6 +83,24 @@ GC_PAUSE = 23  # 3 float cells: seconds
 SAMPLED_AT = 26  # float: monotonic time of the worker's last sample
 SCALARS = 32
 
+# -- upstream-server entries (cells from the start of an entry) --------------------------
+UPSTREAM_SERVERS = 64  # entries per worker: the last one sums the overflow ("other")
+U_NAME_LEN = 0  # bytes of the name; 0 = a free entry
+U_REQUESTS = 1
+U_FAILURES = 2
+U_EJECTIONS = 3
+U_IN_FLIGHT = 4  # sampled
+U_IDLE = 5  # sampled: idle keep-alive connections
+U_STATE = 6  # sampled: an index into UPSTREAM_STATES
+U_LATENCY = 7  # float: peak-EWMA latency, seconds
+U_NAME = 8  # the name: upstream, NUL, server (UTF-8), in U_NAME_CELLS cells
+U_NAME_CELLS = 14
+U_CELLS = U_NAME + U_NAME_CELLS
+U_ADDITIVE = (U_REQUESTS, U_FAILURES, U_EJECTIONS)
+NAME_BYTES = U_NAME_CELLS * 8
+UPSTREAM_STATES = ("gone", "up", "ejected", "unhealthy", "draining")
+OTHER = b"other\x00other"
+
 # header cells
 H_BEAT = 0  # float: the supervisor's last loop turn (monotonic)
 H_READY = 1
@@ -117,10 +144,25 @@ class Layout:
         self.hist = self.requests + n * len(METHODS) * len(STATUS_CLASSES)
         self.nbuckets = len(BUCKETS) + 1  # the last one is +Inf
         self.hist_sum = self.hist + n * self.nbuckets  # float per route
-        self.cells = self.hist_sum + n
+        self.upstream = self.hist_sum + n  # UPSTREAM_SERVERS entries of U_CELLS
+        self.cells = self.upstream + UPSTREAM_SERVERS * U_CELLS
 
     def request_cell(self, route: int, method: int, status_class: int) -> int:
         return self.requests + (route * len(METHODS) + method) * len(STATUS_CLASSES) + status_class
+
+    def entry(self, index: int) -> int:
+        """The first cell of upstream-server entry ``index`` within a slot."""
+        return self.upstream + index * U_CELLS
+
+
+def server_key(upstream: str, server: str) -> bytes:
+    """An entry's name: the two labels, NUL-separated."""
+    return f"{upstream}\x00{server}".encode()
+
+
+def split_key(key: bytes) -> tuple[str, str]:
+    upstream, _, server = key.decode(errors="replace").partition("\x00")
+    return upstream, server
 
 
 class Board:
@@ -182,11 +224,54 @@ class Board:
                 floats[r + GC_PAUSE + g] += floats[b + GC_PAUSE + g]
             for cell in range(lay.requests, lay.hist_sum):
                 ints[r + cell] += ints[b + cell]
-            for cell in range(lay.hist_sum, lay.cells):
+            for cell in range(lay.hist_sum, lay.upstream):
                 floats[r + cell] += floats[b + cell]
+            for index in range(UPSTREAM_SERVERS):
+                e = b + lay.entry(index)
+                if not ints[e + U_NAME_LEN]:
+                    continue
+                into = r + lay.entry(self.claim(r, self.name(e)))
+                for cell in U_ADDITIVE:
+                    ints[into + cell] += ints[e + cell]
             ints[b + STATE] = FREE
         finally:
             ints[H_SEQ] += 1
+
+    # -- upstream-server entries -------------------------------------------------------
+    def name(self, entry: int) -> bytes:
+        """The name of the entry at cell ``entry`` (b"" for a free one)."""
+        size = self.ints[entry + U_NAME_LEN]
+        if not 0 < size <= NAME_BYTES:
+            return b""
+        start = (entry + U_NAME) * 8
+        return bytes(self._map[start : start + size])
+
+    def claim(self, base: int, key: bytes) -> int:
+        """The index of the entry named ``key`` in the table of the slot at cell ``base``:
+        the one already named so, else the first free one but the last, else the last
+        (the overflow, named "other"). Scans the table: called once per server and
+        worker, or when a worker exits; not per request."""
+        lay = self.layout
+        ints = self.ints
+        if len(key) > NAME_BYTES:
+            key = OTHER
+        for index in range(UPSTREAM_SERVERS - 1):
+            e = base + lay.entry(index)
+            if not ints[e + U_NAME_LEN]:
+                self._set_name(e, key)
+                return index
+            if self.name(e) == key:
+                return index
+        index = UPSTREAM_SERVERS - 1
+        e = base + lay.entry(index)
+        if not ints[e + U_NAME_LEN]:
+            self._set_name(e, OTHER)
+        return index
+
+    def _set_name(self, entry: int, key: bytes) -> None:
+        start = (entry + U_NAME) * 8
+        self._map[start : start + len(key)] = key
+        self.ints[entry + U_NAME_LEN] = len(key)  # after the bytes: a reader sees it whole
 
     def close(self) -> None:
         self.ints.release()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,9 +46,22 @@ from bastion.observe.board import (
     STATE_NAMES,
     STATUS_CLASSES,
     TLS_CONNECTIONS,
+    U_EJECTIONS,
+    U_FAILURES,
+    U_IDLE,
+    U_IN_FLIGHT,
+    U_LATENCY,
+    U_NAME,
+    U_NAME_CELLS,
+    U_NAME_LEN,
+    U_REQUESTS,
+    U_STATE,
+    UPSTREAM_SERVERS,
+    UPSTREAM_STATES,
     WS_ENDED,
     WS_OPEN,
     Board,
+    split_key,
 )
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -69,6 +83,39 @@ class WorkerView:
 
 
 @dataclass
+class ServerView:
+    """One upstream server over every worker: counters summed with the retired ones;
+    gauges from the live workers only."""
+
+    upstream: str
+    server: str
+    requests: int = 0
+    failures: int = 0
+    ejections: int = 0
+    in_flight: int = 0
+    idle: int = 0
+    latency: float = 0.0  # the highest peak-EWMA latency among the workers, seconds
+    #: how many live workers see it in each of UPSTREAM_STATES[1:] (up, ejected, ...)
+    states: list[int] = field(default_factory=lambda: [0] * (len(UPSTREAM_STATES) - 1))
+
+    @property
+    def up(self) -> bool:
+        """Some worker can send it requests."""
+        return self.states[0] > 0
+
+    @property
+    def state(self) -> str:
+        """ "up" when some worker sees it up, else the state most workers see, "gone" when
+        no worker has it any more."""
+        if self.states[0]:
+            return "up"
+        if not any(self.states):
+            return "gone"
+        best = max(range(len(self.states)), key=lambda i: self.states[i])
+        return UPSTREAM_STATES[best + 1]
+
+
+@dataclass
 class Reading:
     """One consistent look at the board."""
 
@@ -77,6 +124,52 @@ class Reading:
     totals: list[int]  # every additive cell and request/histogram cell, summed
     total_floats: list[float]
     workers: list[WorkerView] = field(default_factory=list)
+    upstreams: dict[tuple[str, str], ServerView] = field(default_factory=dict)
+
+
+def _entries(board: Board, cells: list[int]) -> list[tuple[tuple[str, str], int]]:
+    """The named upstream-server entries of one slot's cells: (labels, first cell)."""
+    lay = board.layout
+    found = []
+    for index in range(UPSTREAM_SERVERS):
+        e = lay.entry(index)
+        size = cells[e + U_NAME_LEN]
+        if not 0 < size <= U_NAME_CELLS * 8:
+            continue
+        name = array("q", cells[e + U_NAME : e + U_NAME + U_NAME_CELLS]).tobytes()[:size]
+        found.append((split_key(name), e))
+    return found
+
+
+def _servers(
+    board: Board, totals: list[int], workers: list[WorkerView]
+) -> dict[tuple[str, str], ServerView]:
+    out: dict[tuple[str, str], ServerView] = {}
+
+    def view(labels: tuple[str, str]) -> ServerView:
+        v = out.get(labels)
+        if v is None:
+            v = out[labels] = ServerView(*labels)
+        return v
+
+    for labels, e in _entries(board, totals):
+        v = view(labels)
+        v.requests += totals[e + U_REQUESTS]
+        v.failures += totals[e + U_FAILURES]
+        v.ejections += totals[e + U_EJECTIONS]
+    for w in workers:
+        for labels, e in _entries(board, w.cells):
+            v = view(labels)
+            v.requests += w.cells[e + U_REQUESTS]
+            v.failures += w.cells[e + U_FAILURES]
+            v.ejections += w.cells[e + U_EJECTIONS]
+            state = w.cells[e + U_STATE]
+            if 0 < state < len(UPSTREAM_STATES):
+                v.states[state - 1] += 1
+                v.in_flight += w.cells[e + U_IN_FLIGHT]
+                v.idle += w.cells[e + U_IDLE]
+                v.latency = max(v.latency, w.floats[e + U_LATENCY])
+    return out
 
 
 def proc_stats(pid: int) -> tuple[float, int, int]:
@@ -138,7 +231,7 @@ def read_board(board: Board, with_proc: bool = True) -> Reading:
         break
     lay = board.layout
     summed = [*ADDITIVE, *range(lay.requests, lay.hist_sum)]
-    float_cells = [*range(GC_PAUSE, GC_PAUSE + GENERATIONS), *range(lay.hist_sum, lay.cells)]
+    float_cells = [*range(GC_PAUSE, GC_PAUSE + GENERATIONS), *range(lay.hist_sum, lay.upstream)]
     for w in workers:
         for cell in summed:
             totals[cell] += w.cells[cell]
@@ -152,6 +245,7 @@ def read_board(board: Board, with_proc: bool = True) -> Reading:
         totals=totals,
         total_floats=tfloats,
         workers=workers,
+        upstreams=_servers(board, totals, workers),
     )
 
 
@@ -263,6 +357,8 @@ def render_metrics(board: Board, reading: Reading | None = None) -> str:
     w.sample("bastion_connections_dropped_total", t[EVICTED], reason="evicted")
     w.sample("bastion_connections_dropped_total", t[SHED], reason="shed")
 
+    _upstream_metrics(w, r)
+
     w.family("bastion_gc_collections_total", "counter", "Garbage collections, by generation.")
     for g in range(GENERATIONS):
         w.sample("bastion_gc_collections_total", t[GC_COLLECTIONS + g], generation=g)
@@ -327,6 +423,66 @@ def render_metrics(board: Board, reading: Reading | None = None) -> str:
     w.family("bastion_start_time_seconds", "gauge", "When the supervisor started (Unix time).")
     w.sample("bastion_start_time_seconds", r.header_floats[H_STARTED])
     return w.text()
+
+
+def _upstream_metrics(w: _Writer, r: Reading) -> None:
+    """Per upstream server (labels ``upstream`` and ``server``)."""
+    servers = sorted(r.upstreams.values(), key=lambda v: (v.upstream, v.server))
+    live = [v for v in servers if any(v.states)]
+    counters: tuple[tuple[str, str, Callable[[ServerView], float]], ...] = (
+        (
+            "bastion_upstream_requests_total",
+            "Tries sent to each upstream server (retries count again), all workers.",
+            lambda v: v.requests,
+        ),
+        (
+            "bastion_upstream_failures_total",
+            "Failed tries: connect errors, timeouts, 5xx and malformed responses.",
+            lambda v: v.failures,
+        ),
+        (
+            "bastion_upstream_ejections_total",
+            "Times a worker took the server out of rotation after failures in a row.",
+            lambda v: v.ejections,
+        ),
+    )
+    for name, text, get in counters:
+        w.family(name, "counter", text)
+        for v in servers:
+            w.sample(name, get(v), upstream=v.upstream, server=v.server)
+    gauges: tuple[tuple[str, str, Callable[[ServerView], float]], ...] = (
+        (
+            "bastion_upstream_in_flight",
+            "Requests waiting on each upstream server now, all workers.",
+            lambda v: v.in_flight,
+        ),
+        (
+            "bastion_upstream_idle_connections",
+            "Idle keep-alive connections to each upstream server, all workers.",
+            lambda v: v.idle,
+        ),
+        (
+            "bastion_upstream_latency_seconds",
+            "Peak-EWMA response-head latency of each upstream server: the highest "
+            "among the workers.",
+            lambda v: v.latency,
+        ),
+        (
+            "bastion_upstream_server_up",
+            "1 when at least one worker sends requests to the server (not ejected, "
+            "not failing health checks, not draining).",
+            lambda v: int(v.up),
+        ),
+    )
+    for name, text, get in gauges:
+        w.family(name, "gauge", text)
+        for v in live:
+            w.sample(name, get(v), upstream=v.upstream, server=v.server)
+    name = "bastion_upstream_server_workers"
+    w.family(name, "gauge", "Workers seeing each upstream server in each state.")
+    for v in live:
+        for i, state in enumerate(UPSTREAM_STATES[1:]):
+            w.sample(name, v.states[i], upstream=v.upstream, server=v.server, state=state)
 
 
 def is_ready(r: Reading) -> bool:
@@ -418,6 +574,21 @@ class Snapshots:
                 }
             )
         self._last_cpu = cpu_now
+        upstreams = []
+        for v in sorted(r.upstreams.values(), key=lambda v: (v.upstream, v.server)):
+            before = prev.upstreams.get((v.upstream, v.server)) if prev is not None else None
+            upstreams.append(
+                {
+                    "upstream": v.upstream,
+                    "server": v.server,
+                    "state": v.state,
+                    "rps": round((v.requests - before.requests) / elapsed, 1) if before else 0.0,
+                    "requests": v.requests,
+                    "failures": v.failures,
+                    "in_flight": v.in_flight,
+                    "latency_ms": round(v.latency * 1000.0, 3),
+                }
+            )
 
         def ms(value: float | None) -> float | None:
             return None if value is None else round(value * 1000.0, 3)
@@ -439,8 +610,16 @@ class Snapshots:
             "gc_pause_total_ms": round(gc_pause * 1000.0, 3),
             "restarts": {cause: r.header[H_RESTARTS + i] for i, cause in enumerate(RESTART_CAUSES)},
             "workers": workers,
-            # the reverse proxy's upstreams will appear here when it reports them
-            "upstreams": [],
+            "upstreams": upstreams,
+            "tls": {
+                "handshakes": r.totals[TLS_CONNECTIONS],
+                "per_second": round(delta(TLS_CONNECTIONS) / elapsed, 1),
+            },
+            "websockets": {
+                "open": sum(x.cells[WS_OPEN] for x in r.workers),
+                "ended": r.totals[WS_ENDED],
+                "ended_per_second": round(delta(WS_ENDED) / elapsed, 1),
+            },
         }
         self._last = r
         self._last_at = now

@@ -4,14 +4,17 @@
 connection tracker (by route, method, status class and latency bucket; bytes; TLS
 handshakes; sessions) into the worker's slot once a second. :meth:`Recorder.start`
 adds what is sampled rather than counted: once a second it writes the open
-connections, the requests in progress, the tracker's evictions and the event loop's lag;
-and a ``gc.callbacks`` hook times every collection.
+connections, the requests in progress, the tracker's evictions and the event loop's lag,
+and the counters of every upstream server (:class:`UpstreamSampler`, reading what the
+reverse proxy's groups keep in worker memory); and a ``gc.callbacks`` hook times every
+collection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import time
 from array import array
 from typing import Any
@@ -35,9 +38,18 @@ from bastion.observe.board import (
     SAMPLED_AT,
     SHED,
     TLS_CONNECTIONS,
+    U_EJECTIONS,
+    U_FAILURES,
+    U_IDLE,
+    U_IN_FLIGHT,
+    U_LATENCY,
+    U_REQUESTS,
+    U_STATE,
+    UPSTREAM_STATES,
     WS_ENDED,
     WS_OPEN,
     Board,
+    server_key,
 )
 
 SAMPLE_EVERY = 1.0  # seconds
@@ -65,6 +77,7 @@ class Recorder:
         self._tracker: Any = None
         self._due = 0.0
         self._handle: asyncio.TimerHandle | None = None
+        self.upstreams = UpstreamSampler(board, slot)
 
     def attach(self, tracker: Any) -> None:
         """Have ``tracker`` count every response from now on, laid out as the board's
@@ -82,7 +95,7 @@ class Recorder:
         ints, base, lay = self._ints, self._base, self._lay
         counts = tracker.counts
         # the sums before the counts: a reader that sees a count sees its time too
-        self._floats[base + lay.hist_sum : base + lay.cells] = memoryview(
+        self._floats[base + lay.hist_sum : base + lay.upstream] = memoryview(
             array("d", tracker.latency_sums)
         )
         ints[base + lay.requests : base + lay.hist_sum] = memoryview(array("q", counts))
@@ -97,6 +110,7 @@ class Recorder:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
+        self.upstreams.sample()
         self.flush()
         try:
             gc.callbacks.remove(self._on_gc)
@@ -144,10 +158,87 @@ class Recorder:
         ints[base + WS_OPEN] = upgraded
         ints[base + EVICTED] = tracker.evicted
         ints[base + SHED] = tracker.shed
+        self.upstreams.sample()
         self._floats[base + SAMPLED_AT] = time.monotonic()
         self.flush()
         self._due = now + SAMPLE_EVERY
         self._handle = loop.call_at(self._due, self._sample)
+
+
+_STATE_CODE = {name: i for i, name in enumerate(UPSTREAM_STATES)}
+
+
+class UpstreamSampler:
+    """Copies the reverse proxy's per-server counters into the worker's entries.
+
+    The upstream groups count in their own :class:`~bastion.upstream.server.Server`
+    objects on the request path; this reads them once a second (nothing is added to a
+    request). A server that leaves its group (a name re-resolved to other addresses, a
+    group stopped) keeps its last counts in its entry, so nothing goes backwards; two
+    groups of the same name (two routes to one upstream) add up in one entry.
+    """
+
+    def __init__(self, board: Board, slot: int) -> None:
+        self._board = board
+        self._base = board.base(slot)
+        self._entries: dict[bytes, int] = {}
+        #: each server seen at the last sample: its entry and its counters then
+        self._last: dict[object, tuple[int, int, int, int]] = {}
+        #: per entry: requests, failures and ejections of servers that have left
+        self._gone: dict[int, list[int]] = {}
+
+    def _entry(self, key: bytes) -> int:
+        index = self._entries.get(key)
+        if index is None:
+            index = self._board.claim(self._base, key)
+            self._entries[key] = index
+        return index
+
+    def sample(self) -> None:
+        group_module = sys.modules.get("bastion.upstream.group")
+        if group_module is None and not self._last:
+            return  # no reverse proxy in this worker
+        groups: list[Any] = list(group_module.RUNNING) if group_module is not None else []
+        current: dict[object, tuple[int, int, int, int]] = {}
+        sums: dict[int, list[int]] = {}  # requests, failures, ejections, in flight, idle
+        states: dict[int, int] = {}
+        latency: dict[int, float] = {}
+        for group in groups:
+            now = group.now()
+            for server in group.servers:
+                stats = server.stats(now)
+                index = self._entry(server_key(group.name, stats["server"]))
+                requests, failures = server.requests, server.failures
+                ejections = server.ejections_total
+                current[server] = (index, requests, failures, ejections)
+                row = sums.setdefault(index, [0, 0, 0, 0, 0])
+                row[0] += requests
+                row[1] += failures
+                row[2] += ejections
+                row[3] += server.in_flight
+                row[4] += len(server.idle)
+                if states.get(index) != 1:  # up wins: some group here can send to it
+                    states[index] = _STATE_CODE.get(stats["state"], 0)
+                latency[index] = max(latency.get(index, 0.0), stats["latency_ewma"])
+        for server, (index, requests, failures, ejections) in self._last.items():
+            if server not in current:
+                gone = self._gone.setdefault(index, [0, 0, 0])
+                gone[0] += requests
+                gone[1] += failures
+                gone[2] += ejections
+        self._last = current
+        ints, floats, lay = self._board.ints, self._board.floats, self._board.layout
+        for index in set(self._entries.values()):
+            e = self._base + lay.entry(index)
+            row = sums.get(index, [0, 0, 0, 0, 0])
+            gone = self._gone.get(index, [0, 0, 0])
+            ints[e + U_REQUESTS] = row[0] + gone[0]
+            ints[e + U_FAILURES] = row[1] + gone[1]
+            ints[e + U_EJECTIONS] = row[2] + gone[2]
+            ints[e + U_IN_FLIGHT] = row[3]
+            ints[e + U_IDLE] = row[4]
+            floats[e + U_LATENCY] = latency.get(index, 0.0)
+            ints[e + U_STATE] = states.get(index, 0)
 
 
 def fixed_route(site: Any, last: int) -> int:

@@ -58,6 +58,11 @@ class NoServer(Exception):
     """Every server of the group is ejected, full or already tried."""
 
 
+#: the groups started in this worker and not stopped (the metrics recorder reads their
+#: servers' counters once a second; nothing here is read on the request path)
+RUNNING: dict[Upstream, None] = {}
+
+
 class Upstream:
     """The servers of one ``[upstreams.NAME]`` table, for one worker."""
 
@@ -128,6 +133,7 @@ class Upstream:
     def start(self, tasks: WorkerTasks | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._schedule_sweep()
+        RUNNING[self] = None
         self._tasks = tasks
         if tasks is None:
             return
@@ -138,6 +144,7 @@ class Upstream:
             tasks.spawn(self.resolve())
 
     def stop(self) -> None:
+        RUNNING.pop(self, None)
         if self.checker is not None:
             self.checker.stop()
         if self._resolver is not None:

@@ -33,6 +33,15 @@ function draw(id, lines) {
   }
 }
 function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
+function tiles(id, items) {
+  const box = $(id); box.replaceChildren();
+  for (const [label, value] of items) {
+    const d = document.createElement("div"); d.className = "status";
+    d.innerHTML = "<span class=muted></span><b></b>";
+    d.firstChild.textContent = label; d.lastChild.textContent = value;
+    box.append(d);
+  }
+}
 
 function show(s) {
   const state = $("state");
@@ -66,10 +75,15 @@ function show(s) {
   $("upstream-panel").hidden = !s.upstreams.length;
   const ub = $("upstreams"); ub.replaceChildren();
   for (const u of s.upstreams) {
-    const tr = document.createElement("tr");
-    tr.append(cell(u.name), cell(u.healthy ? "healthy" : "down"), cell(fmt(u.p99_ms, 2) + " ms"));
+    const tr = document.createElement("tr"), st = cell(u.state);
+    st.className = "state " + u.state;
+    tr.append(cell(u.upstream), cell(u.server), st, cell(fmt(u.rps, 1)), cell(fmt(u.requests)),
+      cell(fmt(u.failures)), cell(fmt(u.in_flight)), cell(fmt(u.latency_ms, 2) + " ms"));
     ub.append(tr);
   }
+  tiles("tls", [["handshakes", fmt(s.tls.per_second, 1) + " · " + fmt(s.tls.handshakes)]]);
+  tiles("ws", [["open", fmt(s.websockets.open)],
+    ["ended", fmt(s.websockets.ended_per_second, 1) + " · " + fmt(s.websockets.ended)]]);
   const rs = $("restarts"); rs.replaceChildren();
   for (const [cause, n] of Object.entries(s.restarts)) {
     const d = document.createElement("div"); d.className = "status";
