@@ -25,10 +25,10 @@ BASTION_ARGS = ["--workers", "4", "--preload", "--bind", "127.0.0.1:18741"]
 GUNICORN_ARGS = ["--preload", "-w", "4", "-b", "127.0.0.1:18742"]
 
 
-def pss_kib(pid: int) -> int:
+def pss_kib(pid: int, field: str = "Pss:") -> int:
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
-            if line.startswith("Pss:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     return 0
 
@@ -73,9 +73,16 @@ def measure(name: str, argv: list[str], env: dict[str, str], port: int) -> int:
         workers = children(proc.pid)
         sizes = [pss_kib(w) / 1024 for w in workers]
         total = pss_kib(proc.pid) + sum(pss_kib(w) for w in workers)
+        # the anonymous part alone (heap, Python's objects): the file-backed part (code
+        # of libpython and the extension modules) is shared with any other process of
+        # the machine mapping the same files, so it moves with what else runs
+        anon = sum(pss_kib(p, "Pss_Anon:") for p in [proc.pid, *workers])
+        private = [pss_kib(w, "Private_Dirty:") / 1024 for w in workers]
         print(
             f"{name}: supervisor {pss_kib(proc.pid) / 1024:.1f} MiB, workers "
-            f"{', '.join(f'{s:.1f}' for s in sizes)} MiB, total {total / 1024:.1f} MiB"
+            f"{', '.join(f'{s:.1f}' for s in sizes)} MiB, total {total / 1024:.1f} MiB "
+            f"(anonymous {anon / 1024:.1f} MiB; private dirty per worker "
+            f"{', '.join(f'{s:.1f}' for s in private)} MiB)"
         )
         return total
     finally:

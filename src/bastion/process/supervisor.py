@@ -71,18 +71,34 @@ TICK = 1.0  # longest wait in the main loop (heartbeat checks)
 ReloadConfig = Callable[[], Config]
 
 
-def _import_serving_modules() -> None:
-    """Import what every worker imports to serve (uvloop, the protocol, the gateways)
-    once, here, so that the workers share those pages instead of each loading its own
-    copy. This is bastion's code only: the app is imported here only with preload."""
+def _import_serving_modules(config: Config) -> None:
+    """Import what every worker imports to serve (uvloop, the protocol, the gateways,
+    the response filters) once, here, so that the workers share those pages instead of
+    each loading its own copy. This is bastion's code only: the app is imported here
+    only with preload.
+
+    A module a worker imports after the fork costs that worker far more than the
+    module's size: the import allocates into the free blocks of memory pages it shares
+    with the supervisor, and each page it writes to becomes a private copy (measured in
+    docs/process.md: the response filters' four modules cost each worker 1 MiB).
+    """
     import uvloop  # noqa: F401
 
     import bastion.edge.assemble
+    import bastion.edge.compress  # (built by every worker, compression on or off)
+    import bastion.edge.headers
     import bastion.gateway.asgi
     import bastion.gateway.wsgi
     import bastion.observe.accesslog
     import bastion.protocol.http1
     import bastion.protocol.proxy  # noqa: F401
+    from bastion.edge.encoders import codec_available
+
+    # the compression packages the configuration uses (brotli, zstandard: extension
+    # modules), when installed; a missing one is reported by the worker that needs it
+    sections = [config.compress, *(r.compress for r in config.routes if r.compress)]
+    for name in {a for c in sections if c.enabled for a in c.algorithms}:
+        codec_available(name)
 
 
 def _signal_name(sig: int) -> str:
@@ -189,7 +205,8 @@ class Supervisor:
         try:
             if self.pidfile and not self.upgrade_from:  # (an upgrade writes it when ready)
                 write_pidfile(self.pidfile)
-            _import_serving_modules()  # (as the user bastion started as: it can read them)
+            # (as the user bastion started as: it can read them)
+            _import_serving_modules(self.config)
             server = self.config.server
             if server.user or server.group:
                 who = drop_privileges(server.user, server.group)
