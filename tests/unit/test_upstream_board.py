@@ -44,7 +44,7 @@ def _with_groups(*groups: Upstream) -> None:
 def test_counts_reach_metrics_and_survive_a_server_leaving_and_the_worker_exiting() -> None:
     board = Board(["app"], 2)
     _started(board, 0)
-    group = Upstream("back", UpstreamConfig(servers=["127.0.0.1:1", "127.0.0.1:2"]))
+    group = Upstream("back", UpstreamConfig(servers=("127.0.0.1:1", "127.0.0.1:2")))
     _with_groups(group)
     try:
         sampler = UpstreamSampler(board, 0)
@@ -90,7 +90,7 @@ def test_servers_beyond_the_cap_add_up_under_other() -> None:
     board = Board(["app"], 1)
     _started(board, 0)
     servers = [f"127.0.0.1:{port}" for port in range(1, UPSTREAM_SERVERS + 11)]
-    group = Upstream("big", UpstreamConfig(servers=servers))
+    group = Upstream("big", UpstreamConfig(servers=tuple(servers)))
     _with_groups(group)
     try:
         for server in group.servers:
