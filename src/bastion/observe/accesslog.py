@@ -9,7 +9,7 @@ Formats:
 
 * ``combined`` -- the NCSA combined format that nginx and Apache write by default::
 
-      127.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET /a?b=1 HTTP/1.1" 200 5 "-" "curl/8.5" "5f0c9a3e1b2d4c6a1f"
+      127.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET /a HTTP/1.1" 200 5 "-" "curl/8" "5f0c9a3e1b2"
 
   with the request id (as below) as a last quoted field, like nginx's ``$request_id``
   added at the end of its ``combined`` format: parsers of the combined format read the
