@@ -3,11 +3,13 @@ in order, and whose output goes to its log."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 
-from proc_tools import get, wait_until
+from proc_tools import child_pids, get, wait_until
 from server import APPS, BastionProcess
 
 CRASHER = """
@@ -134,3 +136,46 @@ def test_an_invalid_process_table_is_a_configuration_error(tmp_path: Path) -> No
         assert srv.wait(15) == 2
         wait_until(lambda: "command is empty" in srv.log, 5)
         assert "'TERMINATE' is not a signal name" in srv.log
+
+
+def _live(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for init to reap it does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_a_supervisor_killed_with_sigkill_takes_its_processes_workers_and_admin_along(
+    tmp_path: Path,
+) -> None:
+    py = sys.executable
+    config = _config(
+        tmp_path,
+        f"""
+[admin]
+bind = "127.0.0.1:0"
+
+[[process]]
+name = "steady"
+command = ["{py}", "steady.py", "steady"]
+cwd = "{tmp_path}"
+""",
+    )
+    config.write_text(config.read_text().replace("count = 1", "count = 2"))
+    with BastionProcess(["serve", "-c", str(config)]) as srv:
+        srv.wait_for_log(r"\[steady\] steady up in", 10)
+        found = srv.wait_for_log(r"process steady started \(pid (\d+)\)", 10)
+        managed = int(found.group(1))
+        children = child_pids(srv.pid)
+        # two workers, the admin process and the managed one
+        assert len(children) == 4 and managed in children, srv.log
+        srv.signal(signal.SIGKILL)
+        srv.wait(10)
+        try:
+            wait_until(lambda: not any(_live(p) for p in children), 10, f"{children} to exit")
+        finally:
+            for pid in children:
+                if _live(pid):  # (the test failed: leave nothing behind)
+                    os.kill(pid, signal.SIGKILL)

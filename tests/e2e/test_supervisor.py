@@ -142,7 +142,7 @@ def test_access_log_combined() -> None:
         _get_with_headers(srv.url, "/slow?s=0.01")
         m = srv.wait_for_log(
             r'127\.0\.0\.1 - - \[[^\]]+\] "GET /slow\?s=0\.01 HTTP/1\.1" 200 \d+ '
-            r'"http://example\.test/from" "proc-test/1\.0"\n',
+            r'"http://example\.test/from" "proc-test/1\.0" "[0-9a-f]{17,}"\n',
             10,
         )
         assert m
@@ -150,7 +150,10 @@ def test_access_log_combined() -> None:
         assert stamp
         # a quote in a header cannot end the quoted field early
         _get_with_headers(srv.url, "/", agent='evil" 200 0 "x')
-        srv.wait_for_log(r'"GET / HTTP/1\.1" 200 \d+ "[^"]*" "evil\\x22 200 0 \\x22x"\n', 10)
+        srv.wait_for_log(r'"GET / HTTP/1\.1" 200 \d+ "[^"]*" "evil\\x22 200 0 \\x22x" "\w+"\n', 10)
+        # the request id is the last quoted field: the client's X-Request-ID, escaped
+        _get_with_headers(srv.url, "/?id", request_id='req-7 "x"')
+        srv.wait_for_log(r'"GET /\?id HTTP/1\.1" 200 \d+ "[^"]*" "[^"]*" "req-7 \\x22x\\x22"\n', 10)
 
 
 def test_access_log_json() -> None:
@@ -179,7 +182,9 @@ def test_access_log_off_writes_nothing() -> None:
         assert "proc-test/1.0" not in srv.log
 
 
-def _get_with_headers(url: str, path: str, agent: str = "proc-test/1.0") -> None:
+def _get_with_headers(
+    url: str, path: str, agent: str = "proc-test/1.0", request_id: str = ""
+) -> None:
     import http.client
     from urllib.parse import urlsplit
 
@@ -189,7 +194,11 @@ def _get_with_headers(url: str, path: str, agent: str = "proc-test/1.0") -> None
         conn.request(
             "GET",
             path,
-            headers={"User-Agent": agent, "Referer": "http://example.test/from"},
+            headers={
+                "User-Agent": agent,
+                "Referer": "http://example.test/from",
+                **({"X-Request-ID": request_id} if request_id else {}),
+            },
         )
         resp = conn.getresponse()
         assert resp.status == 200

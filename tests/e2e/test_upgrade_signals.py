@@ -160,25 +160,68 @@ def test_sigusr2_with_an_app_that_fails_keeps_the_old_bastion(tmp_path: Path) ->
         assert srv.stop() == 0
 
 
-def test_sigusr2_with_an_admin_listener_on_a_fixed_port(tmp_path: Path) -> None:
-    """The new bastion binds the same admin address while the old one still holds it."""
+def _free_port() -> int:
     import socket
-    import urllib.request
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return int(probe.getsockname()[1])
+
+
+def test_sigusr2_with_an_admin_listener_on_a_fixed_port(tmp_path: Path) -> None:
+    """The new bastion inherits the admin socket: the admin answers all along."""
+    import threading
+    import urllib.request
+
+    port = _free_port()
     new_pid = 0
+    answers: list[int] = []
+    failures: list[str] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=5) as r:
+                    answers.append(r.status)
+            except Exception as exc:  # counted, not raised
+                failures.append(repr(exc))
+            time.sleep(0.02)
+
     with serve("proc_app:app", "--workers", "1", "--admin", f"127.0.0.1:{port}") as srv:
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
         try:
+            wait_until(lambda: len(answers) > 5, 10, "the admin to answer")
             mark = len(srv.log)
             srv.signal(signal.SIGUSR2)
             found = srv.wait_for_log(r"started a new bastion \(pid (\d+)\)", 10, start=mark)
             new_pid = int(found.group(1))
             srv.wait_for_log(r"upgrade complete", 30, start=mark)
             assert srv.wait(20) == 0
+            seen = len(answers)
+            wait_until(lambda: len(answers) > seen + 5, 10, "the new admin to answer")
+            done.set()
+            prober.join(10)
+            assert not failures, failures[:3]
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=5) as r:
                 assert r.status == 200
         finally:
+            done.set()
             if new_pid:
                 _stop_pid(new_pid)
+
+
+def test_a_second_bastion_on_a_taken_admin_port_fails_at_start() -> None:
+    port = _free_port()
+    with serve("proc_app:app", "--workers", "1", "--admin", f"127.0.0.1:{port}") as first:
+        args = ["serve", "proc_app:app", "--bind", "127.0.0.1:0", "--workers", "1"]
+        second = BastionProcess([*args, "--admin", f"127.0.0.1:{port}"], wait_ready=False)
+        second.start()
+        try:
+            assert second.wait(20) != 0
+        finally:
+            second.stop()
+        assert f"admin.bind: cannot listen on 127.0.0.1:{port}" in second.log, second.log
+        assert "in use" in second.log
+        assert get(first.url)[0] == 200

@@ -49,6 +49,7 @@ calls) but is not compiled with mypyc.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
 
@@ -61,6 +62,7 @@ from bastion.edge.types import (
 )
 from bastion.edge.wrap import ExchangeWrapper
 from bastion.observe.logging import logger
+from bastion.protocol.h1_exchange import STAGE_FILTERED, H1Exchange
 from bastion.protocol.types import ClientDisconnected, Exchange, Handler
 from bastion.tasks import WorkerTasks
 
@@ -261,6 +263,7 @@ def _through_filters(
                 return
             else:
                 exchange = result
+        _note_filtered(exchange)
         handler(exchange, match)
 
     async def awaiting(
@@ -298,6 +301,18 @@ def _through_filters(
             result.fail(exc)
 
     return proceed
+
+
+def _note_filtered(exchange: Exchange) -> None:
+    """The request filters let ``exchange`` through: note when, for the slow-request
+    log (only when it is on: the connection's exchange then keeps ``stages``)."""
+    inner = exchange
+    while isinstance(inner, ExchangeWrapper):
+        inner = inner.inner
+    if isinstance(inner, H1Exchange):
+        stages = inner.stages
+        if stages is not None:
+            stages[STAGE_FILTERED] = time.perf_counter()
 
 
 async def _cancel_when_gone(exchange: Exchange, task: asyncio.Task[Any]) -> None:

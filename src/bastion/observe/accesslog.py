@@ -9,7 +9,11 @@ Formats:
 
 * ``combined`` -- the NCSA combined format that nginx and Apache write by default::
 
-      127.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET /a?b=1 HTTP/1.1" 200 5 "-" "curl/8.5"
+      127.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET /a HTTP/1.1" 200 5 "-" "curl/8" "5f0c9a3e1b2"
+
+  with the request id (as below) as a last quoted field, like nginx's ``$request_id``
+  added at the end of its ``combined`` format: parsers of the combined format read the
+  nine standard fields and ignore what follows.
 
 * ``json`` -- one JSON object per line with the fields ``time``, ``request_id`` (the
   client's ``X-Request-ID``, else one made here: the one a proxied request takes
@@ -212,7 +216,8 @@ class AccessLog:
             f"{client} - - [{self._now(False)}] "
             f'"{ex.head.method} {_escape(target)} HTTP/{ex.head.http_version}" '
             f'{status} {body_bytes} "{_escape(referer) if referer else "-"}" '
-            f'"{_escape(agent) if agent else "-"}"\n'
+            f'"{_escape(agent) if agent else "-"}" '
+            f'"{_escape(request_id(ex.head).encode("latin-1", "replace"))}"\n'
         )
         self._put(line.encode("utf-8", "replace"))
 

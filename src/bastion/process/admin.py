@@ -16,6 +16,7 @@ The supervisor restarts it if it dies, and stops it last, after the workers, so 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import ipaddress
 import json
@@ -90,14 +91,20 @@ def open_admin_socket(bind: str) -> socket.socket:
         infos = socket.getaddrinfo(host, spec.port, type=socket.SOCK_STREAM)
         family, _, _, _, address = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
+        # (no SO_REUSEPORT: a second bastion given the same admin port must fail, not
+        # share it; an upgrading bastion inherits the socket instead of binding again)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            # a new bastion (SIGUSR2) binds it while the old one still answers on it
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(64)
+        try:
+            sock.bind(address)
+            sock.listen(64)
+        except OSError:
+            sock.close()
+            raise
     except OSError as exc:
-        raise ConfigError(f"admin.bind: cannot listen on {bind}: {exc}") from None
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            why += " (another program, or another bastion, is listening there)"
+        raise ConfigError(f"admin.bind: cannot listen on {bind}: {why}") from None
     sock.set_inheritable(False)
     return sock
 
@@ -120,10 +127,14 @@ class AdminSide:
         """Descriptors a worker must close."""
         return [self.sock.fileno()] if self.sock is not None else []
 
-    def open(self) -> None:
-        """Bind the admin socket (raises ConfigError) and say where it is."""
+    def open(self, inherited: socket.socket | None = None) -> None:
+        """Bind the admin socket (raises ConfigError), or take the ``inherited`` one (an
+        upgrade), and say where it is."""
         self.token = read_token(self.config.admin)
-        self.sock = open_admin_socket(self.config.admin.bind)
+        if inherited is not None:
+            self.sock = inherited
+        else:
+            self.sock = open_admin_socket(self.config.admin.bind)
         self.stacks_dir = stacks.prepare()
         host, port = self.sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
@@ -134,6 +145,10 @@ class AdminSide:
         if self.sock is None or self.stopping:
             return
         stacks.register_supervisor()
+        # the supervisor is alive: /livez says so from the first request (an upgraded
+        # bastion's admin answers at once, on the inherited socket, before the
+        # supervisor's loop first turns)
+        self.board.beat()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         pid = os.fork()

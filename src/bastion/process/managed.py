@@ -4,7 +4,8 @@ The supervisor starts each one (``subprocess.Popen``, its own session so a Ctrl-
 terminal reaches it only through bastion), reads its output through a pipe in the main
 loop and logs each line as ``[name] line``, restarts it with a growing delay when it
 ends, and on shutdown stops them one after the other, last declared first: the stop
-signal, then ``SIGKILL`` after ``stop_timeout``.
+signal, then ``SIGKILL`` after ``stop_timeout``. If the supervisor itself dies (even by
+SIGKILL), each gets its stop signal from the kernel (see :mod:`bastion.process.pdeath`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bastion.config.processes import command_of
 from bastion.config.schema import ProcessConfig
 from bastion.observe.logging import logger
 from bastion.process.children import describe_status
+from bastion.process.pdeath import die_with_parent
 
 MAX_LINE = 8192  # a longer line is logged in pieces
 
@@ -41,6 +43,10 @@ class Managed:
         return self.cfg.name
 
     @property
+    def stop_signal(self) -> int:
+        return int(getattr(signal, self.cfg.stop_signal.upper()))
+
+    @property
     def fd(self) -> int:
         """The read end of its output pipe, or -1."""
         if self.proc is None or self.proc.stdout is None or self.proc.stdout.closed:
@@ -60,6 +66,8 @@ class Managed:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # its stop signal when the supervisor dies, even by SIGKILL
+                preexec_fn=die_with_parent(self.stop_signal, os.getpid()),
             )
         except OSError as exc:
             logger.error("process %s: cannot start %s: %s", cfg.name, command_of(cfg)[0], exc)
@@ -144,7 +152,7 @@ class Managed:
         self.start_at = math.inf
         if self.proc is None:
             return
-        sig = getattr(signal, self.cfg.stop_signal.upper())
+        sig = self.stop_signal
         logger.info("stopping process %s (pid %d)", self.name, self.proc.pid)
         self._signal(sig)
         self.kill_at = now + self.cfg.stop_timeout

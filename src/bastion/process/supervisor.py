@@ -54,7 +54,13 @@ from bastion.process.systemd import (
     write_pidfile,
 )
 from bastion.process.tls import ServerTLS, load_tls
-from bastion.process.upgrade import close_unused, hand_over, take_inherited, upgrading_from
+from bastion.process.upgrade import (
+    close_unused,
+    hand_over,
+    take_inherited,
+    take_inherited_admin,
+    upgrading_from,
+)
 from bastion.process.worker import EXIT_STARTUP_FAILED, WorkerSpec, run_worker
 
 EXIT_OK = 0
@@ -184,6 +190,7 @@ class Supervisor:
             self._report_fatal(str(exc))
             return EXIT_FAILED
         inherited = take_inherited()
+        inherited_admin = take_inherited_admin(self.config.admin.bind)  # (None if unbound)
         self.upgrade_from = upgrading_from()
         try:
             self.listeners = open_listeners(self.config.server, inherited)
@@ -195,7 +202,7 @@ class Supervisor:
                     )
                 )
             if self.admin is not None:
-                self.admin.open()
+                self.admin.open(inherited_admin)
         except (ListenerError, ConfigError) as exc:
             close_listeners(self.listeners)
             self._report_fatal(str(exc))
@@ -380,7 +387,8 @@ class Supervisor:
             logger.info("SIGUSR2 received while %s: ignored", self._busy_with())
             return
         try:
-            self.upgrade = hand_over(self.listeners)
+            admin = self.admin.sock if self.admin is not None else None
+            self.upgrade = hand_over(self.listeners, admin, self.config.admin.bind)
         except OSError as exc:
             logger.error("SIGUSR2: cannot start a new bastion: %s", exc)
             return

@@ -4,7 +4,9 @@ sockets.
 The running supervisor starts the command it was started with again (``sys.orig_argv``:
 the same interpreter, flags and arguments, so the code now on disk), handing it its
 listening sockets as inherited descriptors, described in the environment variable
-``_BASTION_INHERITED`` (JSON: descriptor, the bind it came from, and how it was made).
+``_BASTION_INHERITED`` (JSON: descriptor, the bind it came from, and how it was made),
+and its admin socket the same way in ``_BASTION_INHERITED_ADMIN`` (the admin socket is
+never shared by SO_REUSEPORT: a second bastion on the same admin port fails to start).
 The new supervisor takes those sockets instead of binding again (a port picked with
 ``:0`` stays the same; nothing is ever refused), reads the configuration afresh, starts
 its workers, and once every one of them is ready tells the old supervisor
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -23,11 +26,15 @@ from bastion.config.binds import BindError, parse_bind
 from bastion.process.listeners import Listener, ListenerError, adopt_fd
 
 INHERITED_ENV = "_BASTION_INHERITED"  # (not BASTION_*: those are settings)
+ADMIN_ENV = "_BASTION_INHERITED_ADMIN"  # the admin socket: {"fd": ..., "bind": ...}
 UPGRADE_FROM_ENV = "_BASTION_UPGRADE_FROM"
 
 
-def hand_over(listeners: list[Listener]) -> subprocess.Popen[bytes]:
-    """Start the new bastion with ``listeners`` inherited; return its process."""
+def hand_over(
+    listeners: list[Listener], admin: socket.socket | None = None, admin_bind: str = ""
+) -> subprocess.Popen[bytes]:
+    """Start the new bastion with ``listeners`` (and the ``admin`` socket, bound for
+    ``admin_bind``) inherited; return its process."""
     entries: list[dict[str, object]] = []
     fds: list[int] = []
     for lst in listeners:
@@ -47,6 +54,10 @@ def hand_over(listeners: list[Listener]) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env[INHERITED_ENV] = json.dumps(entries)
     env[UPGRADE_FROM_ENV] = str(os.getpid())
+    env.pop(ADMIN_ENV, None)
+    if admin is not None:
+        fds.append(admin.fileno())
+        env[ADMIN_ENV] = json.dumps({"fd": admin.fileno(), "bind": admin_bind})
     argv = [sys.executable, *sys.orig_argv[1:]]
     return subprocess.Popen(argv, env=env, pass_fds=fds)
 
@@ -84,6 +95,30 @@ def take_inherited() -> dict[str, list[Listener]]:
     return found
 
 
+def take_inherited_admin(bind: str) -> socket.socket | None:
+    """The admin socket an upgrading supervisor handed over, if it was bound for
+    ``bind`` (else it is closed and None returned: the new configuration binds
+    elsewhere). Clears the variable, as :func:`take_inherited` does."""
+    text = os.environ.pop(ADMIN_ENV, "")
+    if not text:
+        return None
+    try:
+        entry = json.loads(text)
+        fd = int(entry["fd"])
+        given = str(entry["bind"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    if given != bind:
+        sock.close()
+        return None
+    sock.set_inheritable(False)
+    return sock
+
+
 def upgrading_from() -> int:
     """The pid of the supervisor that started this one to replace itself, or 0."""
     text = os.environ.pop(UPGRADE_FROM_ENV, "")
@@ -101,4 +136,4 @@ def close_unused(inherited: dict[str, list[Listener]]) -> None:
     inherited.clear()
 
 
-__all__ = ["close_unused", "hand_over", "take_inherited", "upgrading_from"]
+__all__ = ["close_unused", "hand_over", "take_inherited", "take_inherited_admin", "upgrading_from"]

@@ -223,7 +223,7 @@ class _Worker:
         if self.config.log.slow_request_ms:
             from bastion.observe.slowlog import SlowLog
 
-            access_log = SlowLog(self.config.log.slow_request_ms, access_log)
+            access_log = SlowLog(self.config.log.slow_request_ms, access_log, labels)
         recorder = None
         if self.spec.board is not None:
             from bastion.observe.recorder import Recorder, fixed_route

@@ -45,6 +45,15 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # bodies larger than this are written after their head instead of joined to it (a copy)
 _JOIN_MAX = 64 * 1024
 
+# the moments ``H1Exchange.stages`` holds (perf_counter; 0.0 for one that never came),
+# kept only when the slow-request log is on (``settings.stage_times``)
+STAGE_HEAD = 0  # the request head arrived (the exchange began)
+STAGE_DISPATCH = 1  # handed to the site's handler
+STAGE_FILTERED = 2  # the route's request filters let it through to the handler
+STAGE_BODY = 3  # the whole request body arrived (stays 0.0 without a body)
+STAGE_RESPONSE = 4  # the response head was made
+STAGES = 5
+
 _HAS_DATE = 1
 _HAS_SERVER = 2
 _SPECIAL = {
@@ -139,6 +148,7 @@ class H1Exchange:
         "head",
         "keep_alive",
         "received",
+        "stages",
         "start_time",
         "status",
     )
@@ -186,6 +196,11 @@ class H1Exchange:
             if link.settings.access_log is not None or link.tracker.counting
             else 0.0
         )
+        #: when each stage began (see STAGE_*), for the slow-request log; None when it
+        #: is off, so that nothing is timed
+        self.stages: list[float] | None = None
+        if link.settings.stage_times:
+            self.stages = [self.start_time, 0.0, 0.0, 0.0, 0.0]
 
     # -- what the connection tells the exchange ------------------------------------------
     @property
@@ -230,6 +245,9 @@ class H1Exchange:
     def complete(self) -> None:
         """The whole request body has arrived."""
         self._body_done = True
+        stages = self.stages
+        if stages is not None:
+            stages[STAGE_BODY] = time.perf_counter()
         waiter = self._body_waiter
         if waiter is not None:
             self._body_waiter = None
@@ -394,6 +412,9 @@ class H1Exchange:
                 head.append(server)
         self._started = True
         self.status = status
+        stages = self.stages
+        if stages is not None:
+            stages[STAGE_RESPONSE] = time.perf_counter()
         if status in _NO_BODY_STATUS:
             self._no_body = True
             if status == 204:
@@ -566,6 +587,9 @@ class H1Exchange:
             self._started = True
             self._wrote = True
             self.status = 500
+            stages = self.stages
+            if stages is not None:
+                stages[STAGE_RESPONSE] = time.perf_counter()
             self._flow.write(error_response(500, self._link.tracker.date_header))
         self._link.exchange_done(self)
 
@@ -609,6 +633,9 @@ class H1Exchange:
         lines.append(b"\r\n")
         self._started = self._wrote = self._finished = True
         self.status = 101
+        stages = self.stages
+        if stages is not None:
+            stages[STAGE_RESPONSE] = time.perf_counter()
         self._flow.write(b"".join(lines))
         self._link.switch(self, session)
         return self._flow

@@ -20,7 +20,7 @@ import time
 
 from bastion.protocol.errors import error_response
 from bastion.protocol.flow import BODY, HANDOVER, PIPELINE, RESPONSES, Flow
-from bastion.protocol.h1_exchange import H1Exchange
+from bastion.protocol.h1_exchange import STAGE_DISPATCH, H1Exchange
 from bastion.protocol.h1_framing import Reject
 from bastion.protocol.h1_phase import (
     BUSY,
@@ -403,6 +403,9 @@ class HTTP1Protocol(H1Reader):
                     flow.pause_reading(BODY)
                 if not self._pipeline:
                     flow.resume_reading(PIPELINE)
+                stages = ex.stages
+                if stages is not None:
+                    stages[STAGE_DISPATCH] = time.perf_counter()
                 try:
                     self._handler(ex)
                 except BaseException as exc:  # the handler must not raise; contain it

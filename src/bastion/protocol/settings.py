@@ -49,6 +49,7 @@ class ProtocolSettings:
         "rate_grace",
         "send_timeout",
         "server_header",
+        "stage_times",
     )
 
     def __init__(
@@ -73,6 +74,7 @@ class ProtocolSettings:
         debug: bool = False,
         access_log: AccessLog | None = None,
         forwarded: TrustedProxies | None = None,
+        stage_times: bool = False,
     ) -> None:
         self.max_request_line = max_request_line
         self.max_header_size = max_header_size
@@ -96,6 +98,9 @@ class ProtocolSettings:
         )
         self.debug = debug
         self.access_log = access_log
+        #: time each request's stages (reading, filters, app, sending) for the
+        #: slow-request log; off, the exchange takes no timestamps of its own
+        self.stage_times = stage_times
         #: trusted proxies whose forwarding headers give the client (None: trust none)
         self.forwarded = forwarded if forwarded is not None and forwarded.enabled else None
 
@@ -122,4 +127,5 @@ class ProtocolSettings:
             debug=config.server.debug,
             access_log=access_log,
             forwarded=TrustedProxies(srv.forwarded_allow_ips, srv.forwarded_header),
+            stage_times=config.log.slow_request_ms > 0,
         )
