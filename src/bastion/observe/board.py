@@ -81,6 +81,7 @@ GC_COLLECTIONS = 17  # 3 cells: per generation
 GC_COLLECTED = 20  # 3 cells
 GC_PAUSE = 23  # 3 float cells: seconds
 SAMPLED_AT = 26  # float: monotonic time of the worker's last sample
+CPU_SECONDS = 27  # float: the worker's CPU time (user + system, all threads) at its last sample
 SCALARS = 32
 
 # -- upstream-server entries (cells from the start of an entry) --------------------------

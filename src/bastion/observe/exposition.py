@@ -20,6 +20,7 @@ from bastion.observe.board import (
     BYTES_IN,
     BYTES_OUT,
     CONNECTIONS,
+    CPU_SECONDS,
     EVICTED,
     FREE,
     GC_COLLECTED,
@@ -239,6 +240,8 @@ def read_board(board: Board, with_proc: bool = True) -> Reading:
             tfloats[cell] += w.floats[cell]
         if with_proc and w.pid:
             w.cpu, w.rss, w.pss = proc_stats(w.pid)
+            # the worker's own sample is finer than /proc's ticks but up to a second old
+            w.cpu = max(w.cpu, w.floats[CPU_SECONDS])
     return Reading(
         header=list(ints[0:32]),
         header_floats=list(floats[0:32]),
