@@ -256,6 +256,57 @@ def test_requests_are_labelled_by_route(tmp_path: Path) -> None:
     assert sample(found, "bastion_http_request_duration_seconds_count", route="/api/") == 2
 
 
+def test_routes_added_by_a_reload_get_labels_of_their_own(tmp_path: Path) -> None:
+    import signal
+
+    config = tmp_path / "bastion.toml"
+    first = (
+        '[app]\ntarget = "admin_app:app"\n\n'
+        '[[routes]]\npath = "/health"\nmatch = "exact"\nreturn = { body = "fine" }\n\n'
+    )
+    config.write_text(first)
+    with serve("-c", str(config), "--workers", "2", "--bind", "127.0.0.1:0", *ADMIN) as server:
+        admin = admin_url(server)
+        with httpx.Client(base_url=server.url, timeout=5) as client:
+            for _ in range(3):
+                assert client.get("/health").status_code == 200
+        # a route in front of the old one, so the route indices all move
+        config.write_text(
+            '[app]\ntarget = "admin_app:app"\n\n'
+            '[[routes]]\npath = "/new/"\nreturn = { body = "new" }\n\n'
+            '[[routes]]\npath = "/health"\nmatch = "exact"\nreturn = { body = "fine" }\n\n'
+        )
+        mark = len(server.log)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload complete" in server.log[mark:], 20), server.log
+        with httpx.Client(base_url=server.url, timeout=5) as client:
+            for _ in range(4):
+                assert client.get("/new/x").status_code == 200
+            for _ in range(2):
+                assert client.get("/health").status_code == 200
+            assert client.get("/elsewhere").status_code == 404
+
+        def counted() -> bool:
+            found = metrics(admin)
+            return sum(v for (n, _), v in found.items() if n == "bastion_http_requests_total") == 10
+
+        assert wait_until(counted, 20), metrics(admin)
+        found = metrics(admin)
+
+    def requests(route: str, status: str) -> float:
+        return sample(
+            found, "bastion_http_requests_total", route=route, method="GET", status=status
+        )
+
+    assert requests("/new/", "2xx") == 4
+    assert requests("/health", "2xx") == 3 + 2  # before and after the reload, one line
+    assert requests("unmatched", "4xx") == 1
+    assert sample(found, "bastion_http_request_duration_seconds_count", route="/new/") == 4
+    routes = {dict(labels).get("route") for (_, labels) in found}
+    assert "other" not in routes and "" not in routes
+
+
 def test_tls_handshakes_are_counted(tmp_path: Path) -> None:
     """Each TLS connection is counted once, where the protocol sees its handshake done."""
     import ssl

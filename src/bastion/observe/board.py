@@ -19,6 +19,13 @@ the last entry are taken, further servers are summed into the last one, labelled
 entries' counters to the retired entry of the same name (allocated the same way), so a
 server's counters never go backwards across reloads and worker restarts.
 
+The ``route`` labels live in a table after the header, with room for
+:data:`ROUTE_SPARE` more than the routes bastion started with: a reload that adds
+routes has the supervisor name them in free entries before it forks the new workers,
+so their requests get labels of their own; a route that stays keeps its entry (and its
+counts). Beyond the room, new routes count under ``route="other"``. Each worker maps
+its own route indices to the table's when it copies its counts.
+
 Every cell is 8 bytes, aligned: an int64 counter or a float64. A reader may see a slot
 mid-update (one counter bumped, the next not yet); the admin therefore derives each
 histogram's count from its buckets, so a histogram is always consistent with itself.
@@ -126,6 +133,12 @@ ADDITIVE = (
 )
 
 
+ROUTE_SPARE = 32  # route entries beyond the routes at start, for reloads that add some
+ROUTE_NAME_CELLS = 16  # per route entry: the name's length, then its UTF-8 bytes
+ROUTE_NAME_BYTES = (ROUTE_NAME_CELLS - 1) * 8
+OTHER_ROUTE = "other"
+
+
 def route_labels(config: Config) -> list[str]:
     """The ``route`` label of each route, in order, then the one for requests that
     matched none. Without routes there is one: the app."""
@@ -138,9 +151,11 @@ def route_labels(config: Config) -> list[str]:
 class Layout:
     """Where each counter of a slot lives."""
 
-    def __init__(self, routes: Sequence[str]) -> None:
+    def __init__(self, routes: Sequence[str], spare: int = 0) -> None:
+        #: the labels the board was made with (its entries can name more later)
         self.routes = tuple(routes)
-        n = len(self.routes)
+        #: route entries in each slot: the routes, the spare ones, and "other"
+        self.capacity = n = len(self.routes) + (spare + 1 if spare else 0)
         self.requests = SCALARS  # [route][method][status class]
         self.hist = self.requests + n * len(METHODS) * len(STATUS_CLASSES)
         self.nbuckets = len(BUCKETS) + 1  # the last one is +Inf
@@ -169,20 +184,67 @@ def split_key(key: bytes) -> tuple[str, str]:
 class Board:
     """The shared map. ``ints`` and ``floats`` are views of the same bytes."""
 
-    def __init__(self, routes: Sequence[str], slots: int) -> None:
-        self.layout = Layout(routes)
+    def __init__(self, routes: Sequence[str], slots: int, spare: int = ROUTE_SPARE) -> None:
+        self.layout = Layout(routes, spare)
         self.slots = slots
         self.slot_cells = self.layout.cells
-        cells = HEADER + self.slot_cells * (slots + 1)  # + the retired counters
+        self._slots_at = HEADER + self.layout.capacity * ROUTE_NAME_CELLS
+        cells = self._slots_at + self.slot_cells * (slots + 1)  # + the retired counters
         self._map = mmap.mmap(-1, cells * 8, flags=mmap.MAP_SHARED)
         view = memoryview(self._map)
         self.ints = view.cast("q")
         self.floats = view.cast("d")
         self.floats[H_STARTED] = time.time()
+        if spare:
+            self._set_route_name(self.layout.capacity - 1, OTHER_ROUTE)
+        self.name_routes(routes)
 
     def base(self, slot: int) -> int:
         """The first cell of worker ``slot`` (-1: the retired counters)."""
-        return HEADER + self.slot_cells * (slot + 1)
+        return self._slots_at + self.slot_cells * (slot + 1)
+
+    # -- route labels ------------------------------------------------------------------
+    def route_names(self) -> list[str]:
+        """The label of each route entry ("" for a free one)."""
+        names = []
+        for index in range(self.layout.capacity):
+            cell = HEADER + index * ROUTE_NAME_CELLS
+            size = self.ints[cell]
+            if not 0 < size <= ROUTE_NAME_BYTES:
+                names.append("")
+                continue
+            start = (cell + 1) * 8
+            names.append(bytes(self._map[start : start + size]).decode(errors="replace"))
+        return names
+
+    def name_routes(self, labels: Sequence[str]) -> None:
+        """Give each of ``labels`` an entry (the supervisor, before it forks workers
+        with these routes): the one named so already, else a free one."""
+        names = self.route_names()
+        free = [i for i, name in enumerate(names) if not name]
+        for label in labels:
+            label = _route_key(label)
+            if label in names or not free:
+                continue
+            index = free.pop(0)
+            self._set_route_name(index, label)
+            names[index] = label
+
+    def route_index(self, label: str) -> int:
+        """The entry of route ``label``: its own, else "other" (the table was full when
+        it was added). Read-only: a worker calls it when it starts."""
+        names = self.route_names()
+        label = _route_key(label)
+        if label in names:
+            return names.index(label)
+        return self.layout.capacity - 1
+
+    def _set_route_name(self, index: int, label: str) -> None:
+        data = _route_key(label).encode()
+        cell = HEADER + index * ROUTE_NAME_CELLS
+        start = (cell + 1) * 8
+        self._map[start : start + len(data)] = data
+        self.ints[cell] = len(data)  # after the bytes: a reader sees it whole
 
     # -- supervisor side ---------------------------------------------------------------
     def beat(self) -> None:
@@ -278,3 +340,11 @@ class Board:
         self.ints.release()
         self.floats.release()
         self._map.close()
+
+
+def _route_key(label: str) -> str:
+    """``label`` cut to what an entry holds (whole characters)."""
+    data = label.encode()
+    if len(data) <= ROUTE_NAME_BYTES:
+        return label
+    return data[:ROUTE_NAME_BYTES].decode(errors="ignore")

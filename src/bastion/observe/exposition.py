@@ -37,6 +37,7 @@ from bastion.observe.board import (
     IN_FLIGHT,
     LOOP_LAG,
     METHODS,
+    OTHER_ROUTE,
     PID,
     RATE_LIMITED,
     REQUESTS,
@@ -290,12 +291,13 @@ def render_metrics(board: Board, reading: Reading | None = None) -> str:
     lay = board.layout
     t, tf = r.totals, r.total_floats
     w = _Writer()
+    route_names = board.route_names()
 
     # requests by route, method and status class; merging routes that share a label
     w.family("bastion_http_requests_total", "counter", "Finished HTTP responses.")
     per_route = len(METHODS) * len(STATUS_CLASSES)
     merged: dict[tuple[str, str, str], int] = {}
-    for ri, route in enumerate(lay.routes):
+    for ri, route in enumerate(route_names):
         for mi, method in enumerate(METHODS):
             for ci, klass in enumerate(STATUS_CLASSES):
                 value = t[lay.requests + ri * per_route + mi * 5 + ci]
@@ -311,9 +313,11 @@ def render_metrics(board: Board, reading: Reading | None = None) -> str:
         "Time from the request head to the end of the response, by route.",
     )
     hists: dict[str, tuple[list[int], float]] = {}
-    for ri, route in enumerate(lay.routes):
+    for ri, route in enumerate(route_names):
         counts = t[lay.hist + ri * lay.nbuckets : lay.hist + (ri + 1) * lay.nbuckets]
         total = tf[lay.hist_sum + ri]
+        if not route or (route == OTHER_ROUTE and not any(counts)):
+            continue  # a free entry, or no route beyond the table
         if route in hists:
             old, old_sum = hists[route]
             counts = [a + b for a, b in zip(old, counts, strict=True)]
@@ -540,14 +544,14 @@ class Snapshots:
         per_route = len(METHODS) * len(STATUS_CLASSES)
         statuses = {k: 0 for k in STATUS_CLASSES}
         status_totals = {k: 0 for k in STATUS_CLASSES}
-        for ri in range(len(lay.routes)):
+        for ri in range(lay.capacity):
             for mi in range(len(METHODS)):
                 for ci, klass in enumerate(STATUS_CLASSES):
                     cell = lay.requests + ri * per_route + mi * 5 + ci
                     statuses[klass] += delta(cell)
                     status_totals[klass] += r.totals[cell]
         buckets = [0] * lay.nbuckets
-        for ri in range(len(lay.routes)):
+        for ri in range(lay.capacity):
             for b in range(lay.nbuckets):
                 buckets[b] += delta(lay.hist + ri * lay.nbuckets + b)
         gc_pause = sum(r.total_floats[GC_PAUSE + g] for g in range(GENERATIONS))

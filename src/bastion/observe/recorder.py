@@ -18,6 +18,7 @@ import resource
 import sys
 import time
 from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from bastion.observe.board import (
@@ -39,6 +40,7 @@ from bastion.observe.board import (
     REQUESTS,
     SAMPLED_AT,
     SHED,
+    STATUS_CLASSES,
     TLS_CONNECTIONS,
     U_EJECTIONS,
     U_FAILURES,
@@ -67,13 +69,15 @@ class Recorder:
     the board; a worker that crashes loses at most its last second of counts.
     """
 
-    def __init__(self, board: Board, slot: int, route_fixed: int = -1) -> None:
+    def __init__(self, board: Board, slot: int, routes: Sequence[str] = ("app",)) -> None:
         self._ints = board.ints
         self._floats = board.floats
         lay = board.layout
         self._base = board.base(slot)
         self._lay = lay
-        self._route_fixed = route_fixed
+        #: the board's route entry of each of this worker's routes (by label: the board's
+        #: entries outlive a reload that changes the routes)
+        self._entries = [board.route_index(label) for label in routes]
         self._gc_start = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tracker: Any = None
@@ -85,9 +89,7 @@ class Recorder:
         """Have ``tracker`` count every response from now on, laid out as the board's
         slot is."""
         self._tracker = tracker
-        tracker.enable_counting(
-            len(self._lay.routes), METHOD_INDEX, len(METHODS), BUCKETS, self._route_fixed
-        )
+        tracker.enable_counting(len(self._entries), METHOD_INDEX, len(METHODS), BUCKETS)
 
     def flush(self) -> None:
         """Copy the tracker's counts into this worker's slot of the board."""
@@ -96,12 +98,25 @@ class Recorder:
             return
         ints, base, lay = self._ints, self._base, self._lay
         counts = tracker.counts
+        # laid out as the board's slot: this worker's routes moved to their entries
+        per_route = len(METHODS) * len(STATUS_CLASSES)
+        nb = lay.nbuckets
+        mine = len(self._entries)
+        requests = array("q", bytes(8 * (lay.hist_sum - lay.requests)))
+        sums = array("d", bytes(8 * lay.capacity))
+        hist = lay.hist - lay.requests
+        for route, entry in enumerate(self._entries):
+            to, at = entry * per_route, route * per_route
+            for k in range(per_route):
+                requests[to + k] += counts[at + k]
+            to, at = hist + entry * nb, mine * per_route + route * nb
+            for k in range(nb):
+                requests[to + k] += counts[at + k]
+            sums[entry] += tracker.latency_sums[route]
         # the sums before the counts: a reader that sees a count sees its time too
-        self._floats[base + lay.hist_sum : base + lay.upstream] = memoryview(
-            array("d", tracker.latency_sums)
-        )
-        ints[base + lay.requests : base + lay.hist_sum] = memoryview(array("q", counts))
-        ints[base + REQUESTS] = sum(counts[: lay.hist - lay.requests])
+        self._floats[base + lay.hist_sum : base + lay.upstream] = memoryview(sums)
+        ints[base + lay.requests : base + lay.hist_sum] = memoryview(requests)
+        ints[base + REQUESTS] = sum(counts[: mine * per_route])
         ints[base + BYTES_OUT] = tracker.bytes_out
         ints[base + BYTES_IN] = tracker.bytes_in
         ints[base + AUTH_REJECTED] = tracker.auth_rejected
@@ -245,23 +260,3 @@ class UpstreamSampler:
             ints[e + U_IDLE] = row[4]
             floats[e + U_LATENCY] = latency.get(index, 0.0)
             ints[e + U_STATE] = states.get(index, 0)
-
-
-def fixed_route(site: Any, last: int) -> int:
-    """-1 when the board's route labels fit the site's routes (the router gives each
-    request its route index), else ``last``, the board's last route label ("unmatched"):
-    the labels are fixed when bastion starts, so when a reload changed the routes,
-    requests are counted there (with a warning) until a restart."""
-    router = getattr(site, "router", None)
-    if router is None or last <= 0:
-        return -1
-    routes = len(getattr(site, "pipelines", ()))
-    if routes != last:
-        from bastion.observe.logging import logger
-
-        logger.warning(
-            "the routes changed since bastion started: requests are counted as "
-            'route="unmatched" in the metrics until a restart'
-        )
-        return last
-    return -1

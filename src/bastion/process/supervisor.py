@@ -30,6 +30,7 @@ from bastion.config.errors import ConfigError
 from bastion.config.schema import Config
 from bastion.observe import stacks
 from bastion.observe.board import READY as BOARD_READY
+from bastion.observe.board import route_labels
 from bastion.observe.logging import error_stream, logger, reopen_error_log, setup_logging
 from bastion.process.admin import AdminSide
 from bastion.process.children import Child, State, describe_status
@@ -932,6 +933,8 @@ class Supervisor:
                 logger.warning("SIGHUP: a change of %s takes effect only after a restart", name)
         self.config = config
         self.target = worker_count(config)
+        if self.admin is not None:  # the new routes' metric labels, before any fork
+            self.admin.board.name_routes(route_labels(config))
         if config.log != old.log:
             setup_logging(config.log)
 

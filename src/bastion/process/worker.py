@@ -226,11 +226,9 @@ class _Worker:
             access_log = SlowLog(self.config.log.slow_request_ms, access_log, labels)
         recorder = None
         if self.spec.board is not None:
-            from bastion.observe.recorder import Recorder, fixed_route
+            from bastion.observe.recorder import Recorder
 
-            board = self.spec.board
-            fixed = fixed_route(gateway, len(board.layout.routes) - 1)
-            recorder = Recorder(board, self.spec.slot, fixed)
+            recorder = Recorder(self.spec.board, self.spec.slot, route_labels(self.config))
         self.recorder = recorder
         self.access_log = access_log
         settings = ProtocolSettings.from_config(self.config, access_log=access_log)
