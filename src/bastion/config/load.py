@@ -268,73 +268,62 @@ class _Builder:
             self.processes.append(table)
 
     def _add_apps(self, body: object, at: _At) -> None:
-        if not isinstance(body, dict):
-            detail = f"expected tables [apps.NAME] with the keys of [app], got {toml_value(body)}"
-            self.problems.append(problem(at("apps"), "apps", detail))
-            return
-        for name, table in body.items():
-            label = f"apps.{name}"
-            if not isinstance(table, dict):
-                detail = (
-                    f"expected a table [{label}] with the keys of [app], got {toml_value(table)}"
-                )
-                self.problems.append(problem(at("apps", name), label, detail))
-                continue
+        for name, table in self._named_tables("apps", body, at, "with the keys of [app]"):
             if name == DEFAULT_APP:
                 detail = (
                     f'the app named "{DEFAULT_APP}" is the top-level [app]; '
                     "give this one another name"
                 )
-                self.problems.append(problem(at("apps", name), label, detail))
+                self.problems.append(problem(at("apps", name), f"apps.{name}", detail))
                 continue
-            values: dict[str, object] = {}
-            self.sources[label] = at("apps", name)
-            for key_name, value in table.items():
-                key = APP_KEYS.get(key_name)
-                if key is None:
-                    hint = _unknown_in(key_name, APP_KEYS, label)
-                    self.problems.append(
-                        problem(
-                            at("apps", name, key_name), "", f"unknown key {label}.{key_name}{hint}"
-                        )
-                    )
-                    continue
-                self.put(key, value, at("apps", name, key_name), f"{label}.{key_name}", values)
-            self.apps[name] = values
+            self.apps[name] = self._named_table_keys("apps", name, table, APP_KEYS, at)
 
     def _add_upstreams(self, body: object, at: _At) -> None:
-        what = "tables [upstreams.NAME] with servers = [...]"
-        if not isinstance(body, dict):
-            detail = f"expected {what}, got {toml_value(body)}"
-            self.problems.append(problem(at("upstreams"), "upstreams", detail))
-            return
-        for name, table in body.items():
-            label = f"upstreams.{name}"
-            if not isinstance(table, dict):
-                detail = f"expected a table [{label}] with servers = [...], got {toml_value(table)}"
-                self.problems.append(problem(at("upstreams", name), label, detail))
-                continue
-            values: dict[str, object] = {}
-            self.sources[label] = at("upstreams", name)
-            for key_name, value in table.items():
-                key = UPSTREAM_KEYS.get(key_name)
-                if key is None:
-                    hint = _unknown_in(key_name, UPSTREAM_KEYS, label)
-                    self.problems.append(
-                        problem(
-                            at("upstreams", name, key_name),
-                            "",
-                            f"unknown key {label}.{key_name}{hint}",
-                        )
-                    )
-                    continue
-                self.put(key, value, at("upstreams", name, key_name), f"{label}.{key_name}", values)
+        for name, table in self._named_tables("upstreams", body, at, "with servers = [...]"):
+            values = self._named_table_keys("upstreams", name, table, UPSTREAM_KEYS, at)
             if "servers" not in values:
                 if "servers" not in table:
                     detail = 'missing key servers (a list of "HOST:PORT", "unix:/path" or URLs)'
-                    self.problems.append(problem(at("upstreams", name), label, detail))
+                    where = f"upstreams.{name}"
+                    self.problems.append(problem(at("upstreams", name), where, detail))
                 continue  # a bad or missing server list: the upstream is left out
             self.upstreams[name] = values
+
+    def _named_tables(
+        self, section: str, body: object, at: _At, holding: str
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The ``[SECTION.NAME]`` tables of ``body``, each a table (anything else is a
+        problem, named by its place)."""
+        if not isinstance(body, dict):
+            detail = f"expected tables [{section}.NAME] {holding}, got {toml_value(body)}"
+            self.problems.append(problem(at(section), section, detail))
+            return []
+        tables = []
+        for name, table in body.items():
+            if not isinstance(table, dict):
+                label = f"{section}.{name}"
+                detail = f"expected a table [{label}] {holding}, got {toml_value(table)}"
+                self.problems.append(problem(at(section, name), label, detail))
+                continue
+            tables.append((name, table))
+        return tables
+
+    def _named_table_keys(
+        self, section: str, name: str, table: dict[str, Any], keys: Mapping[str, Key], at: _At
+    ) -> dict[str, object]:
+        """The checked values of table ``[SECTION.NAME]``, whose keys are ``keys``."""
+        label = f"{section}.{name}"
+        values: dict[str, object] = {}
+        self.sources[label] = at(section, name)
+        for key_name, value in table.items():
+            key = keys.get(key_name)
+            if key is None:
+                hint = _unknown_in(key_name, keys, label)
+                detail = f"unknown key {label}.{key_name}{hint}"
+                self.problems.append(problem(at(section, name, key_name), "", detail))
+                continue
+            self.put(key, value, at(section, name, key_name), f"{label}.{key_name}", values)
+        return values
 
     def _add_routes(self, body: object, at: _At) -> None:
         if isinstance(body, dict):
