@@ -326,3 +326,59 @@ def test_pooled_connections_and_script_reloaded_after_flush(
     codes = [get(site, "/burst").status_code for site in (a, b)]
     assert codes == [429, 429]  # decided by the script, loaded again (NOSCRIPT)
     assert redis_server.command("SCRIPT", "EXISTS", SCRIPT_SHA).startswith(b"*1\r\n:1")
+
+
+BATCHED = """
+[app]
+target = "addr_app:app"
+
+[rate_limit]
+backend = "redis"
+redis_url = "{url}"
+key_prefix = "batch-test:"
+
+[[routes]]
+path = "/"
+app = "default"
+[[routes.rate_limit]]
+rate = "1/m"
+burst = 10
+key = "header"
+header = "x-who"
+"""
+
+
+def evalsha_calls(redis: RedisServer) -> int:
+    info = redis.command("INFO", "commandstats").decode()
+    m = re.search(r"^cmdstat_evalsha:calls=(\d+)", info, re.MULTILINE)
+    return int(m.group(1)) if m else 0
+
+
+def test_requests_arriving_together_are_decided_in_one_batch_exactly(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """30 requests sent at once to one worker, for two clients with a burst of 10 each:
+    fewer script calls than requests, and still exactly 10 allowed per client."""
+    import socket
+
+    with serve(tmp_path, BATCHED.format(url=redis_server.url)) as site:
+        assert get(site, "/", headers={"x-who": "warm-up"}).status_code == 200
+        host, port = site.url.removeprefix("http://").rsplit(":", 1)
+        socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(30)]
+        before = evalsha_calls(redis_server)
+        for i, s in enumerate(socks):
+            who = "alice" if i % 2 else "bob"
+            s.sendall(f"GET / HTTP/1.1\r\nHost: x\r\nx-who: {who}\r\n\r\n".encode())
+        statuses: dict[str, list[int]] = {"alice": [], "bob": []}
+        for i, s in enumerate(socks):
+            head = b""
+            while b"\r\n" not in head:
+                chunk = s.recv(4096)
+                assert chunk, "connection closed without an answer"
+                head += chunk
+            s.close()
+            statuses["alice" if i % 2 else "bob"].append(int(head.split(b" ", 2)[1]))
+        calls = evalsha_calls(redis_server) - before
+    for who, got in statuses.items():
+        assert sorted(got) == [200] * 10 + [429] * 5, who
+    assert 1 <= calls < 30, calls
