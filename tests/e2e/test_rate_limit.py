@@ -382,3 +382,41 @@ def test_requests_arriving_together_are_decided_in_one_batch_exactly(
     for who, got in statuses.items():
         assert sorted(got) == [200] * 10 + [429] * 5, who
     assert 1 <= calls < 30, calls
+
+
+def test_a_batch_larger_than_lua_can_unpack_is_sent_as_several_calls(
+    redis_server: RedisServer,
+) -> None:
+    """More counters asked in one turn of the loop than one script call can take: every
+    decision is still answered, by as many calls as needed."""
+    import asyncio
+
+    from bastion.clients.redis_gcra import MAX_BATCH_KEYS, RedisGcra, RedisUnavailable
+
+    async def main() -> tuple[list[list[int] | RedisUnavailable], int]:
+        client = RedisGcra(redis_server.url, timeout=5.0, max_connections=4)
+        await client.start()
+        try:
+            answers: list[list[int] | RedisUnavailable] = []
+            total = 4 * MAX_BATCH_KEYS + 1000  # beyond the 8,000 Lua can unpack
+            done = asyncio.get_running_loop().create_future()
+
+            def answered(answer: list[int] | RedisUnavailable) -> None:
+                answers.append(answer)
+                if len(answers) == total:
+                    done.set_result(None)
+
+            for i in range(total):  # one key each, the same key twice in a row
+                client.submit([b"split-test:%d" % (i // 2)], (1_000_000, 1), answered)
+            await asyncio.wait_for(done, 10)
+            return answers, client.batches
+        finally:
+            await client.close()
+
+    answers, batches = asyncio.run(main())
+    assert all(isinstance(a, list) for a in answers), next(
+        a for a in answers if not isinstance(a, list)
+    )
+    # the pairs stayed in order: the first of each key allowed, the second refused
+    assert [a[0] for a in answers if isinstance(a, list)] == [1, 0] * (len(answers) // 2)
+    assert batches == 5

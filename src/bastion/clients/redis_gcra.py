@@ -40,69 +40,89 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bastion.observe.logging import logger
 
-__all__ = ["RETRY_AFTER_FAILURE", "SCRIPT", "RedisGcra", "RedisUnavailable", "redacted"]
+__all__ = [
+    "MAX_BATCH_KEYS",
+    "RETRY_AFTER_FAILURE",
+    "SCRIPT",
+    "RedisGcra",
+    "RedisUnavailable",
+    "redacted",
+]
 
 #: seconds during which a client that just failed does not try Redis again
 RETRY_AFTER_FAILURE = 1.0
+
+#: at most this many counters in one script call (MGET passes them all through Lua's
+#: stack, which holds 8,000 values); a larger batch is sent as several calls
+MAX_BATCH_KEYS = 2000
 
 #: GCRA over several limits at once, for a batch of decisions. ARGV[1] is the number of
 #: decisions; then, for each, its number of limits n and, for each limit, its emission
 #: interval and its burst (the interval in microseconds); KEYS holds one counter per
 #: limit, decision after decision. A decision passes only if every one of its limits
 #: allows it, and only then are its counters advanced, so a request refused by one limit
-#: costs nothing against the others. Decisions are taken in order, so two in one batch
-#: for the same counter see each other. Each counter holds the "theoretical arrival time"
-#: (microseconds, Redis clock) and expires when it would no longer matter. Returns, for
-#: each decision: allowed (1/0), retry_after_us, then remaining and reset_us per limit.
+#: costs nothing against the others. Every counter of the batch is read with one MGET;
+#: decisions are taken in order, and two in one batch for the same counter see each
+#: other (``seen``). Each counter holds the "theoretical arrival time" (microseconds,
+#: Redis clock) and expires when it would no longer matter. Returns, for each decision:
+#: allowed (1/0), retry_after_us, then remaining and reset_us per limit.
 SCRIPT = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local stored = redis.call('MGET', unpack(KEYS))
+local seen = {}
 local out = {}
+local o = 0
 local k = 0
 local a = 2
+local intervals = {}
+local bursts = {}
+local tats = {}
 for r = 1, tonumber(ARGV[1]) do
   local n = tonumber(ARGV[a])
   a = a + 1
-  local tats = {}
-  local news = {}
   local ok = 1
   local retry = 0
   for i = 1, n do
-    local interval = tonumber(ARGV[a + 2 * i - 2])
-    local burst = tonumber(ARGV[a + 2 * i - 1])
-    local stored = redis.call('GET', KEYS[k + i])
-    local tat = now
-    if stored then
-      tat = tonumber(stored)
-      if tat < now then tat = now end
+    local key = KEYS[k + i]
+    local interval = tonumber(ARGV[a])
+    local burst = tonumber(ARGV[a + 1])
+    a = a + 2
+    local tat = seen[key]
+    if tat == nil then
+      tat = stored[k + i]
+      if tat then tat = tonumber(tat) else tat = now end
     end
-    local new = tat + interval
-    local wait = new - burst * interval - now
+    if tat < now then tat = now end
+    local wait = tat + interval - burst * interval - now
     if wait > 0 then
       ok = 0
       if wait > retry then retry = wait end
     end
+    intervals[i] = interval
+    bursts[i] = burst
     tats[i] = tat
-    news[i] = new
   end
-  out[#out + 1] = ok
-  out[#out + 1] = retry
+  out[o + 1] = ok
+  out[o + 2] = retry
+  o = o + 2
   for i = 1, n do
-    local interval = tonumber(ARGV[a + 2 * i - 2])
-    local burst = tonumber(ARGV[a + 2 * i - 1])
+    local interval = intervals[i]
     local tat = tats[i]
     if ok == 1 then
-      tat = news[i]
-      redis.call('SET', KEYS[k + i], tat, 'PX', math.ceil((tat - now) / 1000) + 1)
+      tat = tat + interval
+      local key = KEYS[k + i]
+      seen[key] = tat
+      redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000) + 1)
     end
-    local remaining = math.floor((now + burst * interval - tat) / interval)
+    local remaining = math.floor((now + bursts[i] * interval - tat) / interval)
     if remaining < 0 then remaining = 0 end
-    out[#out + 1] = remaining
-    out[#out + 1] = tat - now
+    out[o + 1] = remaining
+    out[o + 2] = tat - now
+    o = o + 2
   end
   k = k + n
-  a = a + 2 * n
 end
 return out
 """
@@ -270,11 +290,20 @@ class RedisGcra:
 
     def _send_batch(self) -> None:
         batch, self._batch = self._batch, []
-        if not batch:
-            return
-        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        while batch:
+            part = batch
+            size = 0
+            for i, (keys, _, _) in enumerate(batch):
+                size += len(keys)
+                if size > MAX_BATCH_KEYS and i > 0:
+                    part, batch = batch[:i], batch[i:]
+                    break
+            else:
+                batch = []
+            task = loop.create_task(self._run_batch(part))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _args(self, args: tuple[int, ...]) -> tuple[int, bytes]:
         known = self._encoded_args.get(args)
