@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -276,8 +276,8 @@ class RedisGcra:
         batch = self._batch
         batch.append((keys, args, done))
         if len(batch) == 1:
-            # after the other requests of this turn of the loop
-            asyncio.get_running_loop().call_soon(self._send_batch)
+            # its first step runs after the other requests of this turn of the loop
+            self._spawn(self._send_batch())
 
     async def decide(self, keys: Sequence[str], args: Sequence[int]) -> list[int]:
         """:meth:`submit`, awaited: the answer, or :class:`RedisUnavailable`."""
@@ -288,22 +288,24 @@ class RedisGcra:
             raise answer
         return answer
 
-    def _send_batch(self) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_batch(self) -> None:
+        """Send the decisions gathered so far: one script call, or several for a batch
+        above :data:`MAX_BATCH_KEYS` (the others in tasks of their own)."""
         batch, self._batch = self._batch, []
-        loop = asyncio.get_running_loop()
-        while batch:
-            part = batch
-            size = 0
-            for i, (keys, _, _) in enumerate(batch):
-                size += len(keys)
-                if size > MAX_BATCH_KEYS and i > 0:
-                    part, batch = batch[:i], batch[i:]
-                    break
-            else:
-                batch = []
-            task = loop.create_task(self._run_batch(part))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        size = 0
+        for i, (keys, _, _) in enumerate(batch):
+            size += len(keys)
+            if size > MAX_BATCH_KEYS and i > 0:
+                # the rest (and what is asked meanwhile) goes in the next call
+                batch, self._batch = batch[:i], batch[i:]
+                self._spawn(self._send_batch())
+                break
+        await self._run_batch(batch)
 
     def _args(self, args: tuple[int, ...]) -> tuple[int, bytes]:
         known = self._encoded_args.get(args)
