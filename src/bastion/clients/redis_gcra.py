@@ -7,12 +7,16 @@ once per worker (``SCRIPT LOAD`` at start-up, and again when Redis answers
 ``TIME``, so every worker and host decides by one clock and the hosts' own clocks never
 matter; the writes it makes are replicated as effects (the default since Redis 5).
 
-Each worker keeps one pool of connections (``max_connections``). The decisions asked
-during one turn of the event loop go to Redis together, in one ``EVALSHA`` of the
-script, which takes them in order: one command, one round trip and one pool checkout
-for all of them instead of one each (under load, most decisions share a batch; alone, a
+Each worker keeps up to ``max_connections`` connections, made by redis-py (the URL,
+TLS, unix sockets, authentication, the handshake, reconnecting after a failure). The
+decisions asked during one turn of the event loop go to Redis together, in one
+``EVALSHA`` of the script, which takes them in order: one command, one round trip for
+all of them instead of one each (under load, most decisions share a batch; alone, a
 decision waits for nothing). Redis runs a script atomically, so a batch is as exact as
-single decisions. Every decision is bounded
+single decisions. A decision costs the caller no task and no coroutine: it is a
+callback in the next batch (:meth:`RedisGcra.submit`); the batch's command, a fixed
+shape, is written as RESP here (each route's arguments encoded once) and its reply read
+by redis-py's parser (hiredis). Every decision is bounded
 by ``timeout``, connecting and waiting for a connection included: past it, the caller
 gets :class:`RedisUnavailable` and applies its ``on_error`` policy. After a failure the
 client does not ask Redis again for :data:`RETRY_AFTER_FAILURE` seconds (requests meanwhile
