@@ -420,3 +420,41 @@ def test_a_batch_larger_than_lua_can_unpack_is_sent_as_several_calls(
     # the pairs stayed in order: the first of each key allowed, the second refused
     assert [a[0] for a in answers if isinstance(a, list)] == [1, 0] * (len(answers) // 2)
     assert batches == 5
+
+
+def test_batches_run_in_the_worker_tasks_and_always_answer(redis_server: RedisServer) -> None:
+    """A batch runs as one of the worker's tasks (a stopping worker waits for it), and
+    a batch that fails in an unforeseen way still answers every decision in it."""
+    import asyncio
+
+    from bastion.clients.redis_gcra import RedisGcra, RedisUnavailable
+    from bastion.tasks import WorkerTasks
+
+    async def main() -> tuple[int, list[object]]:
+        tasks = WorkerTasks()
+        client = RedisGcra(redis_server.url, timeout=5.0, max_connections=2, tasks=tasks)
+        await client.start()
+        try:
+            got: list[object] = []
+            client.submit([b"tasks-test:a"], (1_000_000, 5), got.append)
+            await asyncio.sleep(0)
+            running = len(tasks)
+            for _ in range(50):
+                if got:
+                    break
+                await asyncio.sleep(0.02)
+            # a key that is not bytes breaks the batch before it is sent
+            client.submit(["not bytes"], (1_000_000, 5), got.append)  # type: ignore[list-item]
+            for _ in range(50):
+                if len(got) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            return running, got
+        finally:
+            await client.close()
+
+    running, got = asyncio.run(main())
+    assert running == 1
+    assert len(got) == 2, got
+    assert isinstance(got[0], list) and got[0][0] == 1
+    assert isinstance(got[1], RedisUnavailable)

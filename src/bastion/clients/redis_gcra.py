@@ -43,6 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bastion.observe.logging import logger
+from bastion.tasks import WorkerTasks
 
 __all__ = [
     "MAX_BATCH_KEYS",
@@ -169,8 +170,18 @@ class RedisGcra:
     writes the one command it sends (``EVALSHA`` of a batch, a fixed shape) as bytes
     itself and reads the reply with redis-py's parser."""
 
-    def __init__(self, url: str, *, timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        max_connections: int,
+        tasks: WorkerTasks | None = None,
+    ) -> None:
         self.url = url
+        #: where the batches run: the worker's tasks, so that a worker that stops waits
+        #: for the decisions its requests are waiting for (else tasks of its own)
+        self.worker_tasks = tasks
         self.timeout = timeout
         self.max_connections = max(1, max_connections)
         self.down_until = 0.0
@@ -293,6 +304,9 @@ class RedisGcra:
         return answer
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self.worker_tasks is not None:
+            self.worker_tasks.spawn(coro)
+            return
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -352,7 +366,7 @@ class RedisGcra:
         except TimeoutError:
             self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
             answers = [RedisUnavailable(f"no answer within {self.timeout:g} s")] * len(batch)
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # RedisError, OSError; anything else too: never a hang
             self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
             answers = [RedisUnavailable(f"{type(exc).__name__}: {exc}")] * len(batch)
         except asyncio.CancelledError:

@@ -182,7 +182,7 @@ class LocalGcra:
 class _Backend:
     """What the routes of one worker share: the local counters or the Redis client."""
 
-    def __init__(self, cfg: RateLimitConfig) -> None:
+    def __init__(self, cfg: RateLimitConfig, tasks: WorkerTasks | None = None) -> None:
         self.cfg = cfg
         self.local = LocalGcra() if cfg.backend == "local" else None
         self.redis: RedisGcra | None = None
@@ -190,7 +190,10 @@ class _Backend:
             from bastion.clients.redis_gcra import RedisGcra
 
             self.redis = RedisGcra(
-                cfg.redis_url, timeout=cfg.timeout, max_connections=cfg.max_connections
+                cfg.redis_url,
+                timeout=cfg.timeout,
+                max_connections=cfg.max_connections,
+                tasks=tasks,
             )
         self.users = 0
         self.failing = False
@@ -245,7 +248,7 @@ _BACKENDS: dict[int, tuple[WorkerTasks, _Backend]] = {}
 def _backend(cfg: RateLimitConfig, tasks: WorkerTasks) -> _Backend:
     known = _BACKENDS.get(id(tasks))
     if known is None or known[0] is not tasks or known[1].cfg != cfg:
-        known = (tasks, _Backend(cfg))
+        known = (tasks, _Backend(cfg, tasks))
         _BACKENDS[id(tasks)] = known
     return known[1]
 
@@ -326,14 +329,18 @@ class RateLimitFilter:
         def done(answer: list[int] | RedisUnavailable) -> None:
             if fut.done():  # pragma: no cover - nothing else settles it
                 return
-            if exchange.disconnected:
-                fut.set_result(exchange)  # the pipeline ends it as a client that left
-            elif isinstance(answer, RedisUnavailable):
-                fut.set_result(self._unavailable(exchange, answer))
-            else:
-                if self.backend.failing:
-                    self.backend.recovered()
-                fut.set_result(self._apply(exchange, answer))
+            try:
+                if exchange.disconnected:
+                    fut.set_result(exchange)  # the pipeline ends it as a client that left
+                elif isinstance(answer, RedisUnavailable):
+                    fut.set_result(self._unavailable(exchange, answer))
+                else:
+                    if self.backend.failing:
+                        self.backend.recovered()
+                    fut.set_result(self._apply(exchange, answer))
+            except Exception as exc:  # the exchange fails (500): never left waiting
+                if not fut.done():
+                    fut.set_exception(exc)
 
         try:
             redis.submit(keys, self.args, done)
