@@ -5,7 +5,10 @@ over loopback; req/s kept and the added p99 latency.
 Starts its own redis-server (no persistence) on a free loopback port. Short by design:
 a few seconds per case. Writes bench/results/ratelimit-<UTC time>.json.
 
-    .venv/bin/python bench/ratelimit.py [--seconds 5] [--connections 32]
+    .venv/bin/python bench/ratelimit.py [--seconds 5] [--connections 32] [--label TEXT]
+
+The machine running it is usually shared: compare two builds by alternating runs of
+each in one session and quote the ratios (``--label`` says which build a file is).
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--label", default="", help="a note kept in the results (the build)")
     args = parser.parse_args()
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,6 +114,7 @@ def main() -> None:
         "wrk": {"threads": 2, "connections": args.connections, "seconds": args.seconds},
         "workers": 1,
         "build": "compiled" if _compiled() else "pure Python",
+        "label": args.label,
         "results": results,
         "summary": summary,
     }

@@ -73,8 +73,9 @@ def test_local_burst_then_429_with_headers_then_recovery(tmp_path: Path) -> None
         assert re.fullmatch(r'"per-client";r=0;t=[12]', refused.headers["ratelimit"])
         assert get(site, "/").status_code == 429
         time.sleep(0.6)  # one request every 0.5 s at 2/s
-        assert get(site, "/").status_code == 200
-        assert get(site, "/").status_code == 429
+        with httpx.Client(timeout=10) as client:  # the two back to back, on one connection
+            pair = [client.get(site.url + "/").status_code for _ in range(2)]
+        assert pair == [200, 429]
         time.sleep(1.6)  # the whole burst back
         assert [get(site, "/").status_code for _ in range(4)] == [200, 200, 200, 429]
 
@@ -326,3 +327,135 @@ def test_pooled_connections_and_script_reloaded_after_flush(
     codes = [get(site, "/burst").status_code for site in (a, b)]
     assert codes == [429, 429]  # decided by the script, loaded again (NOSCRIPT)
     assert redis_server.command("SCRIPT", "EXISTS", SCRIPT_SHA).startswith(b"*1\r\n:1")
+
+
+BATCHED = """
+[app]
+target = "addr_app:app"
+
+[rate_limit]
+backend = "redis"
+redis_url = "{url}"
+key_prefix = "batch-test:"
+
+[[routes]]
+path = "/"
+app = "default"
+[[routes.rate_limit]]
+rate = "1/m"
+burst = 10
+key = "header"
+header = "x-who"
+"""
+
+
+def evalsha_calls(redis: RedisServer) -> int:
+    info = redis.command("INFO", "commandstats").decode()
+    m = re.search(r"^cmdstat_evalsha:calls=(\d+)", info, re.MULTILINE)
+    return int(m.group(1)) if m else 0
+
+
+def test_requests_arriving_together_are_decided_in_one_batch_exactly(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """30 requests sent at once to one worker, for two clients with a burst of 10 each:
+    fewer script calls than requests, and still exactly 10 allowed per client."""
+    import socket
+
+    with serve(tmp_path, BATCHED.format(url=redis_server.url)) as site:
+        assert get(site, "/", headers={"x-who": "warm-up"}).status_code == 200
+        host, port = site.url.removeprefix("http://").rsplit(":", 1)
+        socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(30)]
+        before = evalsha_calls(redis_server)
+        for i, s in enumerate(socks):
+            who = "alice" if i % 2 else "bob"
+            s.sendall(f"GET / HTTP/1.1\r\nHost: x\r\nx-who: {who}\r\n\r\n".encode())
+        statuses: dict[str, list[int]] = {"alice": [], "bob": []}
+        for i, s in enumerate(socks):
+            head = b""
+            while b"\r\n" not in head:
+                chunk = s.recv(4096)
+                assert chunk, "connection closed without an answer"
+                head += chunk
+            s.close()
+            statuses["alice" if i % 2 else "bob"].append(int(head.split(b" ", 2)[1]))
+        calls = evalsha_calls(redis_server) - before
+    for who, got in statuses.items():
+        assert sorted(got) == [200] * 10 + [429] * 5, who
+    assert 1 <= calls < 30, calls
+
+
+def test_a_batch_larger_than_lua_can_unpack_is_sent_as_several_calls(
+    redis_server: RedisServer,
+) -> None:
+    """More counters asked in one turn of the loop than one script call can take: every
+    decision is still answered, by as many calls as needed."""
+    import asyncio
+
+    from bastion.clients.redis_gcra import MAX_BATCH_KEYS, RedisGcra, RedisUnavailable
+
+    async def main() -> tuple[list[list[int] | RedisUnavailable], int]:
+        client = RedisGcra(redis_server.url, timeout=5.0, max_connections=4)
+        await client.start()
+        try:
+            answers: list[list[int] | RedisUnavailable] = []
+            total = 4 * MAX_BATCH_KEYS + 1000  # beyond the 8,000 Lua can unpack
+            done = asyncio.get_running_loop().create_future()
+
+            def answered(answer: list[int] | RedisUnavailable) -> None:
+                answers.append(answer)
+                if len(answers) == total:
+                    done.set_result(None)
+
+            for i in range(total):  # one key each, the same key twice in a row
+                client.submit([b"split-test:%d" % (i // 2)], (1_000_000, 1), answered)
+            await asyncio.wait_for(done, 10)
+            return answers, client.batches
+        finally:
+            await client.close()
+
+    answers, batches = asyncio.run(main())
+    assert all(isinstance(a, list) for a in answers), next(
+        a for a in answers if not isinstance(a, list)
+    )
+    # the pairs stayed in order: the first of each key allowed, the second refused
+    assert [a[0] for a in answers if isinstance(a, list)] == [1, 0] * (len(answers) // 2)
+    assert batches == 5
+
+
+def test_batches_run_in_the_worker_tasks_and_always_answer(redis_server: RedisServer) -> None:
+    """A batch runs as one of the worker's tasks (a stopping worker waits for it), and
+    a batch that fails in an unforeseen way still answers every decision in it."""
+    import asyncio
+
+    from bastion.clients.redis_gcra import RedisGcra, RedisUnavailable
+    from bastion.tasks import WorkerTasks
+
+    async def main() -> tuple[int, list[object]]:
+        tasks = WorkerTasks()
+        client = RedisGcra(redis_server.url, timeout=5.0, max_connections=2, tasks=tasks)
+        await client.start()
+        try:
+            got: list[object] = []
+            client.submit([b"tasks-test:a"], (1_000_000, 5), got.append)
+            await asyncio.sleep(0)
+            running = len(tasks)
+            for _ in range(50):
+                if got:
+                    break
+                await asyncio.sleep(0.02)
+            # a key that is not bytes breaks the batch before it is sent
+            client.submit(["not bytes"], (1_000_000, 5), got.append)  # type: ignore[list-item]
+            for _ in range(50):
+                if len(got) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            return running, got
+        finally:
+            await client.close()
+
+    running, got = asyncio.run(main())
+    assert running == 1
+    assert len(got) == 2, got
+    assert isinstance(got[0], list) and got[0][0] == 1
+    assert isinstance(got[1], RedisUnavailable)

@@ -305,6 +305,58 @@ def test_a_filter_awaits_only_when_it_needs_to() -> None:
     run_async(main())
 
 
+@pytest.mark.parametrize("outcome", ["passes", "answers", "raises", "client leaves"])
+def test_a_filter_that_returns_a_future_resumes_without_a_task(outcome: str) -> None:
+    async def main() -> None:
+        log: list[str] = []
+        pending: list[tuple[Exchange, asyncio.Future[Exchange | None]]] = []
+
+        def batched(exchange: Exchange, match: RouteMatch) -> FilterResult:
+            fut: asyncio.Future[Exchange | None] = asyncio.get_running_loop().create_future()
+            pending.append((exchange, fut))
+            log.append("submitted")
+            return fut
+
+        tasks = WorkerTasks()
+        pipeline = Pipeline(
+            Recorder(log),
+            request_filters=[batched, passing("next", log)],
+            response_filters=[trail("a")],
+            tasks=tasks,
+        )
+        transport, proto = serve(pipeline)
+        proto.data_received(get())
+        await settle()
+        assert log == ["submitted"] and transport.data == b""
+        assert len(tasks) == 0  # no task waits for the decision
+        [(exchange, fut)] = pending
+        if outcome == "passes":
+            fut.set_result(ExchangeWithHead(exchange, exchange.head.replace(path="/moved")))
+        elif outcome == "answers":
+            exchange.start_response(429, [(b"content-length", b"0")])
+            exchange.finish()
+            fut.set_result(None)
+        elif outcome == "raises":
+            fut.set_exception(RuntimeError("the batch broke"))
+        else:
+            transport.close()
+            await settle()
+            fut.set_result(exchange)
+        await settle()
+        got = [(r[0], r[1].get("x-trail"), r[2]) for r in responses(transport)]
+        if outcome == "passes":
+            assert log == ["submitted", "next", "handler"]
+            assert got == [(200, "h,a", b"127.0.0.1 /moved")]
+        elif outcome == "answers":
+            assert log == ["submitted"] and got == [(429, "a", b"")]
+        elif outcome == "raises":
+            assert log == ["submitted"] and [g[0] for g in got] == [500]
+        else:
+            assert log == ["submitted"] and got == []
+
+    run_async(main())
+
+
 @pytest.mark.parametrize("when", ["while it waits", "before it starts"])
 def test_the_client_leaving_during_an_async_filter_ends_the_exchange(
     when: str, caplog: pytest.LogCaptureFixture

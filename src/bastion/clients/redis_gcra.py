@@ -7,12 +7,16 @@ once per worker (``SCRIPT LOAD`` at start-up, and again when Redis answers
 ``TIME``, so every worker and host decides by one clock and the hosts' own clocks never
 matter; the writes it makes are replicated as effects (the default since Redis 5).
 
-Each worker keeps one pool of connections (``max_connections``). The decisions asked
-during one turn of the event loop go to Redis together, in one ``EVALSHA`` of the
-script, which takes them in order: one command, one round trip and one pool checkout
-for all of them instead of one each (under load, most decisions share a batch; alone, a
+Each worker keeps up to ``max_connections`` connections, made by redis-py (the URL,
+TLS, unix sockets, authentication, the handshake, reconnecting after a failure). The
+decisions asked during one turn of the event loop go to Redis together, in one
+``EVALSHA`` of the script, which takes them in order: one command, one round trip for
+all of them instead of one each (under load, most decisions share a batch; alone, a
 decision waits for nothing). Redis runs a script atomically, so a batch is as exact as
-single decisions. Every decision is bounded
+single decisions. A decision costs the caller no task and no coroutine: it is a
+callback in the next batch (:meth:`RedisGcra.submit`); the batch's command, a fixed
+shape, is written as RESP here (each route's arguments encoded once) and its reply read
+by redis-py's parser (hiredis). Every decision is bounded
 by ``timeout``, connecting and waiting for a connection included: past it, the caller
 gets :class:`RedisUnavailable` and applies its ``on_error`` policy. After a failure the
 client does not ask Redis again for :data:`RETRY_AFTER_FAILURE` seconds (requests meanwhile
@@ -28,78 +32,102 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-__all__ = ["RETRY_AFTER_FAILURE", "SCRIPT", "RedisGcra", "RedisUnavailable", "redacted"]
+from bastion.observe.logging import logger
+from bastion.tasks import WorkerTasks
+
+__all__ = [
+    "MAX_BATCH_KEYS",
+    "RETRY_AFTER_FAILURE",
+    "SCRIPT",
+    "RedisGcra",
+    "RedisUnavailable",
+    "redacted",
+]
 
 #: seconds during which a client that just failed does not try Redis again
 RETRY_AFTER_FAILURE = 1.0
+
+#: at most this many counters in one script call (MGET passes them all through Lua's
+#: stack, which holds 8,000 values); a larger batch is sent as several calls
+MAX_BATCH_KEYS = 2000
 
 #: GCRA over several limits at once, for a batch of decisions. ARGV[1] is the number of
 #: decisions; then, for each, its number of limits n and, for each limit, its emission
 #: interval and its burst (the interval in microseconds); KEYS holds one counter per
 #: limit, decision after decision. A decision passes only if every one of its limits
 #: allows it, and only then are its counters advanced, so a request refused by one limit
-#: costs nothing against the others. Decisions are taken in order, so two in one batch
-#: for the same counter see each other. Each counter holds the "theoretical arrival time"
-#: (microseconds, Redis clock) and expires when it would no longer matter. Returns, for
-#: each decision: allowed (1/0), retry_after_us, then remaining and reset_us per limit.
+#: costs nothing against the others. Every counter of the batch is read with one MGET;
+#: decisions are taken in order, and two in one batch for the same counter see each
+#: other (``seen``). Each counter holds the "theoretical arrival time" (microseconds,
+#: Redis clock) and expires when it would no longer matter. Returns, for each decision:
+#: allowed (1/0), retry_after_us, then remaining and reset_us per limit.
 SCRIPT = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local stored = redis.call('MGET', unpack(KEYS))
+local seen = {}
 local out = {}
+local o = 0
 local k = 0
 local a = 2
+local intervals = {}
+local bursts = {}
+local tats = {}
 for r = 1, tonumber(ARGV[1]) do
   local n = tonumber(ARGV[a])
   a = a + 1
-  local tats = {}
-  local news = {}
   local ok = 1
   local retry = 0
   for i = 1, n do
-    local interval = tonumber(ARGV[a + 2 * i - 2])
-    local burst = tonumber(ARGV[a + 2 * i - 1])
-    local stored = redis.call('GET', KEYS[k + i])
-    local tat = now
-    if stored then
-      tat = tonumber(stored)
-      if tat < now then tat = now end
+    local key = KEYS[k + i]
+    local interval = tonumber(ARGV[a])
+    local burst = tonumber(ARGV[a + 1])
+    a = a + 2
+    local tat = seen[key]
+    if tat == nil then
+      tat = stored[k + i]
+      if tat then tat = tonumber(tat) else tat = now end
     end
-    local new = tat + interval
-    local wait = new - burst * interval - now
+    if tat < now then tat = now end
+    local wait = tat + interval - burst * interval - now
     if wait > 0 then
       ok = 0
       if wait > retry then retry = wait end
     end
+    intervals[i] = interval
+    bursts[i] = burst
     tats[i] = tat
-    news[i] = new
   end
-  out[#out + 1] = ok
-  out[#out + 1] = retry
+  out[o + 1] = ok
+  out[o + 2] = retry
+  o = o + 2
   for i = 1, n do
-    local interval = tonumber(ARGV[a + 2 * i - 2])
-    local burst = tonumber(ARGV[a + 2 * i - 1])
+    local interval = intervals[i]
     local tat = tats[i]
     if ok == 1 then
-      tat = news[i]
-      redis.call('SET', KEYS[k + i], tat, 'PX', math.ceil((tat - now) / 1000) + 1)
+      tat = tat + interval
+      local key = KEYS[k + i]
+      seen[key] = tat
+      redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000) + 1)
     end
-    local remaining = math.floor((now + burst * interval - tat) / interval)
+    local remaining = math.floor((now + bursts[i] * interval - tat) / interval)
     if remaining < 0 then remaining = 0 end
-    out[#out + 1] = remaining
-    out[#out + 1] = tat - now
+    out[o + 1] = remaining
+    out[o + 2] = tat - now
+    o = o + 2
   end
   k = k + n
-  a = a + 2 * n
 end
 return out
 """
@@ -121,38 +149,110 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-class RedisGcra:
-    """One worker's Redis client for rate-limit decisions (see the module)."""
+#: what a decision's callback gets: the script's answer for it, or why there is none
+Answer = list[int] | RedisUnavailable
+Done = Callable[[Answer], None]
+_Entry = tuple[Sequence[bytes], tuple[int, ...], Done]
 
-    def __init__(self, url: str, *, timeout: float, max_connections: int) -> None:
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+_EVALSHA = _bulk(b"EVALSHA") + _bulk(_SHA.encode("ascii"))
+
+
+class RedisGcra:
+    """One worker's Redis client for rate-limit decisions (see the module).
+
+    redis-py makes the connections (URL, TLS, unix sockets, authentication, the
+    handshake, reconnecting); this client keeps up to ``max_connections`` of them,
+    writes the one command it sends (``EVALSHA`` of a batch, a fixed shape) as bytes
+    itself and reads the reply with redis-py's parser."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        max_connections: int,
+        tasks: WorkerTasks | None = None,
+    ) -> None:
         self.url = url
+        #: where the batches run: the worker's tasks, so that a worker that stops waits
+        #: for the decisions its requests are waiting for (else tasks of its own)
+        self.worker_tasks = tasks
         self.timeout = timeout
-        self.max_connections = max_connections
-        self.client: Redis | None = None
+        self.max_connections = max(1, max_connections)
         self.down_until = 0.0
-        # decisions waiting for the next batch: (keys, args, future of the reply)
-        self._batch: list[tuple[Sequence[str], Sequence[int], asyncio.Future[Any]]] = []
+        self._factory: ConnectionPool | None = None
+        self._all: list[Connection] = []
+        self._idle: list[Connection] = []
+        self._waiting: deque[asyncio.Future[Connection]] = deque()
+        # decisions waiting for the next batch: (keys, args, callback)
+        self._batch: list[_Entry] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        #: decisions asked of Redis; script loads (for the tests and the bench)
+        self._encoded_args: dict[tuple[int, ...], tuple[int, bytes]] = {}
+        #: decisions asked of Redis; batches sent; script loads (for the tests and the bench)
         self.calls = 0
+        self.batches = 0
         self.loads = 0
 
-    def _connect(self) -> Redis:
-        pool = BlockingConnectionPool.from_url(
-            self.url,
-            max_connections=self.max_connections,
-            timeout=self.timeout,  # waiting for a free connection
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0),  # a failure is answered by on_error, not retried
-            health_check_interval=0,
-        )
-        return Redis(connection_pool=pool, auto_close_connection_pool=True)
+    def _pool(self) -> ConnectionPool:
+        if self._factory is None:
+            self._factory = ConnectionPool.from_url(
+                self.url,
+                # every exchange with Redis is bounded by one timer per batch (the
+                # ``timeout``), so the connections need none of their own per read
+                socket_timeout=None,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0),  # a failure is answered by on_error
+                health_check_interval=0,
+            )
+        return self._factory
+
+    async def _acquire(self) -> Connection:
+        if self._idle:
+            return self._idle.pop()
+        if len(self._all) < self.max_connections:
+            conn: Connection = self._pool().make_connection()  # type: ignore[no-untyped-call]
+            self._all.append(conn)
+            return conn
+        waiter: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release(waiter.result())  # handed over as the wait ended
+            raise
+
+    def _release(self, conn: Connection) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append(conn)
+
+    async def _command(self, packed: bytes) -> Any:
+        """Send one packed command on a free connection and read its reply; a
+        connection that failed or was interrupted is closed (and reconnects when next
+        used)."""
+        conn = await self._acquire()
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            return await conn.read_response()
+        except BaseException as exc:
+            if not isinstance(exc, ResponseError):  # an error reply leaves it usable
+                await conn.disconnect(nowait=True)
+            raise
+        finally:
+            self._release(conn)
 
     async def start(self) -> None:
-        """Open the pool and load the script; a Redis that is down is not an error here
+        """Connect and load the script; a Redis that is down is not an error here
         (the first decisions find out, and the policy for failures applies)."""
-        self.client = self._connect()
         try:
             async with asyncio.timeout(self.timeout):
                 await self._load()
@@ -160,95 +260,141 @@ class RedisGcra:
             pass
 
     async def close(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            await client.aclose()
+        conns, self._all, self._idle = self._all, [], []
+        for conn in conns:
+            try:
+                await conn.disconnect(nowait=True)
+            except (RedisError, OSError):  # pragma: no cover - closing anyway
+                pass
+        factory, self._factory = self._factory, None
+        if factory is not None:
+            await factory.aclose()
 
     async def _load(self) -> None:
-        assert self.client is not None
-        sha = await self.client.script_load(SCRIPT)
+        packed = b"*3\r\n" + _bulk(b"SCRIPT") + _bulk(b"LOAD") + _bulk(SCRIPT.encode())
+        sha = await self._command(packed)
         self.loads += 1
+        if isinstance(sha, bytes):
+            sha = sha.decode("ascii", "replace")
         if sha != _SHA:  # pragma: no cover - a Redis that hashes differently
             raise RedisUnavailable(f"SCRIPT LOAD returned {sha!r}, expected {_SHA}")
 
-    async def decide(self, keys: Sequence[str], args: Sequence[int]) -> list[int]:
-        """Run the script for ``keys`` and ``args`` (interval, burst per key), in the
-        next batch; raises :class:`RedisUnavailable` within ``timeout``."""
-        now = time.monotonic()
-        if now < self.down_until:
+    def submit(self, keys: Sequence[bytes], args: tuple[int, ...], done: Done) -> None:
+        """Ask for a decision on ``keys`` with ``args`` (interval and burst per key) in
+        the next batch: ``done`` is called on the event loop with the script's answer or
+        a :class:`RedisUnavailable`, within ``timeout``. Raises
+        :class:`RedisUnavailable` at once (and ``done`` is never called) while Redis
+        is known to be down."""
+        if self.down_until and time.monotonic() < self.down_until:
             raise RedisUnavailable("Redis failed less than a second ago")
         self.calls += 1
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
         batch = self._batch
-        batch.append((keys, args, fut))
+        batch.append((keys, args, done))
         if len(batch) == 1:
-            loop.call_soon(self._send_batch)  # after the other requests of this turn
-        reply: Any = await fut  # within the timeout: the batch's call is bounded
-        if isinstance(reply, TimeoutError):
-            self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
-            raise RedisUnavailable(f"no answer within {self.timeout:g} s")
-        if isinstance(reply, BaseException):
-            self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
-            raise RedisUnavailable(f"{type(reply).__name__}: {reply}") from reply
-        if not isinstance(reply, list) or len(reply) != 2 + 2 * len(keys):
-            raise RedisUnavailable(f"unexpected reply from the script: {reply!r}")
-        return [int(v) for v in reply]
+            # its first step runs after the other requests of this turn of the loop
+            self._spawn(self._send_batch())
 
-    def _send_batch(self) -> None:
-        batch, self._batch = self._batch, []
-        if not batch:
+    async def decide(self, keys: Sequence[str], args: Sequence[int]) -> list[int]:
+        """:meth:`submit`, awaited: the answer, or :class:`RedisUnavailable`."""
+        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self.submit([k.encode() for k in keys], tuple(args), fut.set_result)
+        answer = await fut
+        if isinstance(answer, RedisUnavailable):
+            raise answer
+        return answer
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self.worker_tasks is not None:
+            self.worker_tasks.spawn(coro)
             return
-        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_batch(
-        self, batch: list[tuple[Sequence[str], Sequence[int], asyncio.Future[Any]]]
-    ) -> None:
-        """One script call for the whole batch; each future gets its part of the reply,
-        or the error (the waiting decisions turn it into :class:`RedisUnavailable`)."""
-        if self.client is None:
-            self.client = self._connect()
-        keys: list[str] = []
-        args: list[int] = [len(batch)]
+    async def _send_batch(self) -> None:
+        """Send the decisions gathered so far: one script call, or several for a batch
+        above :data:`MAX_BATCH_KEYS` (the others in tasks of their own)."""
+        batch, self._batch = self._batch, []
+        size = 0
+        for i, (keys, _, _) in enumerate(batch):
+            size += len(keys)
+            if size > MAX_BATCH_KEYS and i > 0:
+                # the rest (and what is asked meanwhile) goes in the next call
+                batch, self._batch = batch[:i], batch[i:]
+                self._spawn(self._send_batch())
+                break
+        await self._run_batch(batch)
+
+    def _args(self, args: tuple[int, ...]) -> tuple[int, bytes]:
+        known = self._encoded_args.get(args)
+        if known is None:
+            count = len(args) // 2
+            known = (1 + len(args), _bulk(b"%d" % count) + b"".join(_bulk(b"%d" % a) for a in args))
+            if len(self._encoded_args) < 1024:
+                self._encoded_args[args] = known
+        return known
+
+    def _pack(self, batch: list[_Entry]) -> bytes:
+        """``EVALSHA`` of the script for the whole batch, as RESP."""
+        keys: list[bytes] = []
+        argv: list[bytes] = [_bulk(b"%d" % len(batch))]
+        nargs = 1
         for k, a, _ in batch:
-            keys.extend(k)
-            args.append(len(k))
-            args.extend(a)
-        replies: list[Any]
+            for key in k:
+                keys.append(_bulk(key))
+            n, packed = self._args(a)
+            nargs += n
+            argv.append(packed)
+        head = b"*%d\r\n" % (3 + len(keys) + nargs) + _EVALSHA + _bulk(b"%d" % len(keys))
+        return head + b"".join(keys) + b"".join(argv)
+
+    async def _run_batch(self, batch: list[_Entry]) -> None:
+        """One script call for the whole batch; each decision's callback gets its part
+        of the reply, or the error."""
+        self.batches += 1
+        answers: list[Answer]
         try:
+            packed = self._pack(batch)
             # one timer for the whole batch bounds every decision in it
             async with asyncio.timeout(self.timeout):
                 try:
-                    reply: Any = await self.client.evalsha(_SHA, len(keys), *keys, *args)
+                    reply: Any = await self._command(packed)
                 except NoScriptError:
                     await self._load()  # Redis restarted or was flushed: load, then again
-                    reply = await self.client.evalsha(_SHA, len(keys), *keys, *args)
-            replies = _split(reply, batch)
-        except (RedisError, OSError, TimeoutError) as exc:
-            replies = [exc] * len(batch)
+                    reply = await self._command(packed)
+            answers = _split(reply, batch)
+        except TimeoutError:
+            self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
+            answers = [RedisUnavailable(f"no answer within {self.timeout:g} s")] * len(batch)
+        except Exception as exc:  # RedisError, OSError; anything else too: never a hang
+            self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
+            answers = [RedisUnavailable(f"{type(exc).__name__}: {exc}")] * len(batch)
         except asyncio.CancelledError:
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.cancel()
+            gone = RedisUnavailable("the client was closed")
+            for _, _, done in batch:
+                _call(done, gone)
             raise
-        for (_, _, fut), part in zip(batch, replies, strict=True):
-            if not fut.done():  # (a decision that timed out has stopped waiting)
-                fut.set_result(part)
+        for (_, _, done), answer in zip(batch, answers, strict=True):
+            _call(done, answer)
 
 
-def _split(
-    reply: Any, batch: list[tuple[Sequence[str], Sequence[int], asyncio.Future[Any]]]
-) -> list[Any]:
-    """The script's flat reply cut into each decision's part (a wrong shape is left for
-    the decision to report)."""
-    if not isinstance(reply, list):
-        return [reply] * len(batch)
-    out: list[Any] = []
+def _call(done: Done, answer: Answer) -> None:
+    try:
+        done(answer)
+    except Exception:  # pragma: no cover - a callback's own bug stays its own
+        logger.exception("rate limit: error in a decision's callback")
+
+
+def _split(reply: Any, batch: list[_Entry]) -> list[Answer]:
+    """The script's flat reply cut into each decision's part."""
+    size = sum(2 + 2 * len(keys) for keys, _, _ in batch)
+    if not isinstance(reply, list) or len(reply) != size:
+        bad = RedisUnavailable(f"unexpected reply from the script: {reply!r:.200}")
+        return [bad] * len(batch)
+    out: list[Answer] = []
     pos = 0
     for keys, _, _ in batch:
-        size = 2 + 2 * len(keys)
-        out.append(reply[pos : pos + size])
-        pos += size
+        end = pos + 2 + 2 * len(keys)
+        out.append(reply[pos:end])
+        pos = end
     return out

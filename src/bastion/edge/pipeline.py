@@ -23,7 +23,11 @@ chain goes on in the same call, on the protocol's callback: no task, no coroutin
 filter that has to await returns a coroutine instead (write the filter as ``async def``,
 or return one from a plain ``def`` only when needed); the pipeline runs it as a task of
 the worker's :class:`~bastion.tasks.WorkerTasks` and, when it is done, runs the rest of
-the chain and the handler from that task. While it waits:
+the chain and the handler from that task. A filter that decides later without a
+coroutine of its own (requests batched into one call to another service) may return an
+``asyncio.Future`` instead: the chain goes on from the future's done callback, with no
+task; the filter must settle the future within a bounded time, and a client that left
+meanwhile is noticed when it is settled. While a coroutine waits:
 
 * if the coroutine raises, the exchange fails (``fail(exc)``: 500 if nothing was sent,
   logged with the request's method and path);
@@ -51,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from bastion.edge.types import (
@@ -258,6 +263,9 @@ def _through_filters(
                 return  # answered by the filter
             if isinstance(result, ExchangeWrapper):
                 exchange = result
+            elif isinstance(result, asyncio.Future):
+                result.add_done_callback(partial(settled, exchange, match, done))
+                return
             elif isinstance(result, Coroutine):
                 tasks.spawn(awaiting(result, exchange, match, done))
                 return
@@ -265,6 +273,28 @@ def _through_filters(
                 exchange = result
         _note_filtered(exchange)
         handler(exchange, match)
+
+    def settled(
+        exchange: Exchange, match: RouteMatch, start: int, decided: asyncio.Future[Any]
+    ) -> None:
+        """A filter's future is done: go on with the chain (or end the exchange)."""
+        if exchange.disconnected:
+            exchange.fail(ClientDisconnected())
+            return
+        if decided.cancelled():
+            exchange.fail()
+            return
+        error = decided.exception()
+        if error is not None:
+            exchange.fail(error)
+            return
+        result = decided.result()
+        if result is None:
+            return
+        try:
+            proceed(result, match, start)
+        except Exception as exc:
+            result.fail(exc)
 
     async def awaiting(
         pending: Coroutine[Any, Any, Exchange | None],

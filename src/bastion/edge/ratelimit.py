@@ -26,6 +26,7 @@ anonymous clients never share a count with a header value or a user.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
@@ -181,7 +182,7 @@ class LocalGcra:
 class _Backend:
     """What the routes of one worker share: the local counters or the Redis client."""
 
-    def __init__(self, cfg: RateLimitConfig) -> None:
+    def __init__(self, cfg: RateLimitConfig, tasks: WorkerTasks | None = None) -> None:
         self.cfg = cfg
         self.local = LocalGcra() if cfg.backend == "local" else None
         self.redis: RedisGcra | None = None
@@ -189,7 +190,10 @@ class _Backend:
             from bastion.clients.redis_gcra import RedisGcra
 
             self.redis = RedisGcra(
-                cfg.redis_url, timeout=cfg.timeout, max_connections=cfg.max_connections
+                cfg.redis_url,
+                timeout=cfg.timeout,
+                max_connections=cfg.max_connections,
+                tasks=tasks,
             )
         self.users = 0
         self.failing = False
@@ -244,7 +248,7 @@ _BACKENDS: dict[int, tuple[WorkerTasks, _Backend]] = {}
 def _backend(cfg: RateLimitConfig, tasks: WorkerTasks) -> _Backend:
     known = _BACKENDS.get(id(tasks))
     if known is None or known[0] is not tasks or known[1].cfg != cfg:
-        known = (tasks, _Backend(cfg))
+        known = (tasks, _Backend(cfg, tasks))
         _BACKENDS[id(tasks)] = known
     return known[1]
 
@@ -270,10 +274,19 @@ _PHRASES = {s.value: s.phrase for s in HTTPStatus}
 class RateLimitFilter:
     """A :data:`~bastion.edge.types.RequestFilter`: a route's limits (see the module).
 
-    With the local backend it decides synchronously; with Redis it returns a coroutine
-    (the pipeline runs it as a worker task)."""
+    With the local backend it decides synchronously; with Redis it returns a future that
+    the next batch of decisions settles (the pipeline resumes the route from it)."""
 
-    __slots__ = ("always", "backend", "deny_on_error", "error_status", "limits", "policy")
+    __slots__ = (
+        "always",
+        "args",
+        "backend",
+        "deny_on_error",
+        "error_status",
+        "limits",
+        "policy",
+        "prefix",
+    )
 
     def __init__(self, limits: Sequence[Limit], backend: _Backend) -> None:
         self.limits = tuple(limits)
@@ -283,6 +296,9 @@ class RateLimitFilter:
         self.deny_on_error = cfg.on_error == "deny"
         self.error_status = cfg.error_status
         self.policy = ", ".join(limit.policy for limit in self.limits).encode("latin-1")
+        self.prefix = cfg.key_prefix
+        #: the script's arguments for this route's decisions: interval and burst per limit
+        self.args = tuple(v for lim in self.limits for v in (lim.interval_us, lim.burst))
 
     async def startup(self) -> None:
         await self.backend.start()
@@ -292,33 +308,52 @@ class RateLimitFilter:
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> FilterResult:
         head = exchange.head
-        keys = [limit.key(head) for limit in self.limits]
         local = self.backend.local
         if local is not None:
+            keys = [limit.key(head) for limit in self.limits]
             return self._apply(exchange, local.decide(keys, self.limits))
-        return self._ask_redis(exchange, keys)
+        return self._ask_redis(exchange, head)
 
-    async def _ask_redis(self, exchange: Exchange, keys: list[str]) -> Exchange | None:
+    def _ask_redis(self, exchange: Exchange, head: RequestHead) -> FilterResult:
+        """Submit the decision to the next batch and return a future of the filter's
+        result, which the pipeline resumes from (no task, no coroutine); the batch
+        answers within the timeout, so the future is always done in time."""
         from bastion.clients.redis_gcra import RedisUnavailable
 
         redis = self.backend.redis
         assert redis is not None
-        args: list[int] = []
-        for limit in self.limits:
-            args.append(limit.interval_us)
-            args.append(limit.burst)
-        prefix = self.backend.cfg.key_prefix
+        prefix = self.prefix
+        keys = [(prefix + lim.key(head)).encode("utf-8", "replace") for lim in self.limits]
+        fut: asyncio.Future[Exchange | None] = asyncio.get_running_loop().create_future()
+
+        def done(answer: list[int] | RedisUnavailable) -> None:
+            if fut.done():  # pragma: no cover - nothing else settles it
+                return
+            try:
+                if exchange.disconnected:
+                    fut.set_result(exchange)  # the pipeline ends it as a client that left
+                elif isinstance(answer, RedisUnavailable):
+                    fut.set_result(self._unavailable(exchange, answer))
+                else:
+                    if self.backend.failing:
+                        self.backend.recovered()
+                    fut.set_result(self._apply(exchange, answer))
+            except Exception as exc:  # the exchange fails (500): never left waiting
+                if not fut.done():
+                    fut.set_exception(exc)
+
         try:
-            answer = await redis.decide([prefix + key for key in keys], args)
+            redis.submit(keys, self.args, done)
         except RedisUnavailable as exc:
-            self.backend.failed(str(exc))
-            if self.deny_on_error:
-                self._refuse(exchange, self.error_status, [], 1)
-                return None
-            return exchange
-        if self.backend.failing:
-            self.backend.recovered()
-        return self._apply(exchange, answer)
+            return self._unavailable(exchange, exc)
+        return fut
+
+    def _unavailable(self, exchange: Exchange, exc: Exception) -> Exchange | None:
+        self.backend.failed(str(exc))
+        if self.deny_on_error:
+            self._refuse(exchange, self.error_status, [], 1)
+            return None
+        return exchange
 
     def _fields(self, answer: list[int]) -> list[tuple[bytes, bytes]]:
         items = []

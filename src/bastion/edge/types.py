@@ -27,6 +27,7 @@ Redis client): such an object also implements :class:`Lifecycle`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, runtime_checkable
 
@@ -56,7 +57,9 @@ A route's response filters are listed outermost first: the handler writes to the
 which writes to the second, and so on; the last one writes to the connection's
 exchange, so it has the last word on the response."""
 
-FilterResult = Exchange | None | Coroutine[Any, Any, "Exchange | None"]
+FilterResult = (
+    Exchange | None | Coroutine[Any, Any, "Exchange | None"] | asyncio.Future["Exchange | None"]
+)
 """What a :data:`RequestFilter` returns:
 
 * the exchange it was given: the request goes on unchanged (the common case, and the
@@ -74,7 +77,12 @@ FilterResult = Exchange | None | Coroutine[Any, Any, "Exchange | None"]
   worker's :class:`~bastion.tasks.WorkerTasks` and treats what it returns as above
   (the exchange, another exchange or ``None``), then goes on with the next filter. If
   it raises, the exchange fails (500, logged with the request); if the client goes
-  away meanwhile, the task is cancelled and the exchange ends without an answer.
+  away meanwhile, the task is cancelled and the exchange ends without an answer;
+* an ``asyncio.Future`` of one of the above: the filter decides later without a task
+  (e.g. decisions batched into one call to Redis). The pipeline goes on from the
+  future's done callback; the filter must settle it within a bounded time (it is never
+  cancelled for it); an exception set on it fails the exchange, and a client gone by
+  then ends the exchange as a client that left.
 
 A filter may decide per request whether it needs to await (a cache in memory in front
 of a Redis call): a plain ``def`` that returns a coroutine only on a miss costs no task
