@@ -204,7 +204,11 @@ class FakeExchange:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._write(data)
 
-    def finish(self, data: bytes | bytearray | memoryview = b"") -> None:
+    def finish(
+        self,
+        data: bytes | bytearray | memoryview = b"",
+        trailers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         self._write(data)
         if self._disconnected:
             return

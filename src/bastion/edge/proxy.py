@@ -38,6 +38,7 @@ from typing import IO, Final
 
 from bastion.config.schema import ProxyConfig, UpstreamConfig
 from bastion.edge.types import RouteMatch
+from bastion.protocol.head import RequestHead
 from bastion.observe.logging import logger
 from bastion.observe.requestid import request_id as make_request_id
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
@@ -78,6 +79,39 @@ _VIA: Final = b"1.1 bastion"
 #: the sticky cookie lasts the browser session and is not for scripts
 STICKY_ATTRS: Final = b"; Path=/; HttpOnly; SameSite=Lax"
 _NOTHING: Final[frozenset[bytes]] = frozenset()
+#: fields never passed as trailers (RFC 9110 6.5.1: framing, routing, controls,
+#: authentication, content description), besides the hop-by-hop ones
+NOT_TRAILERS: Final = HOP_BY_HOP | frozenset(
+    {
+        b"content-length",
+        b"content-encoding",
+        b"content-type",
+        b"content-range",
+        b"host",
+        b"cache-control",
+        b"expect",
+        b"max-forwards",
+        b"pragma",
+        b"range",
+        b"authorization",
+        b"www-authenticate",
+        b"proxy-authenticate",
+        b"set-cookie",
+        b"cookie",
+        b"age",
+        b"expires",
+        b"date",
+        b"location",
+        b"retry-after",
+        b"vary",
+        b"warning",
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"if-range",
+    }
+)
 
 
 class _Timeout(UpstreamError):
@@ -115,6 +149,23 @@ def _forwarded_for(address: str) -> tuple[bytes, bytes]:
         _FORWARDED_FOR.clear()
     _FORWARDED_FOR[address] = found
     return found
+
+
+def wants_trailers(head: RequestHead) -> bool:
+    """Whether the client said it accepts trailer fields (``TE: trailers``)."""
+    for name, value in head.headers:
+        if name == b"te":
+            for token in value.split(b","):
+                if token.split(b";", 1)[0].strip().lower() == b"trailers":
+                    return True
+    return False
+
+
+def passable_trailers(
+    fields: list[tuple[bytes, bytes]], dropped: frozenset[bytes] = _NOTHING
+) -> list[tuple[bytes, bytes]]:
+    """``fields`` without those that must not be trailers."""
+    return [(n, v) for n, v in fields if n not in NOT_TRAILERS and n not in dropped]
 
 
 def _connection_names(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -173,6 +224,7 @@ class ProxyHandler:
         host = b""
         request_id = b""
         dropped: frozenset[bytes] | None = None
+        te = False
         append = out.append
         for name, value in head.headers:
             if name in _SPECIAL:
@@ -183,6 +235,8 @@ class ProxyHandler:
                     append(b"x-request-id: " + value + b"\r\n")
                 elif name == b"connection" and dropped is None:
                     dropped = _connection_names(head.headers)
+                elif name == b"te" and not te:
+                    te = wants_trailers(head)
                 continue
             if dropped is not None and name in dropped:
                 continue
@@ -211,6 +265,8 @@ class ProxyHandler:
         else:
             append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
         append(b"via: 1.1 bastion\r\n")
+        if te:  # the client takes trailers: the upstream may send them
+            append(b"te: trailers\r\n")
         if upgrade:
             append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")
         if not request_id:  # the id the access log shows too
@@ -650,12 +706,24 @@ class _Forward:
             upstream.record_failure(server, upstream.now())
         else:
             upstream.record_success(server)
-        self.exchange.finish()
+        if conn is not None and conn.trailers:
+            self.finish_with_trailers(conn.trailers)
+        else:
+            self.exchange.finish()
         if conn is not None:
             if self.sending:
                 conn.close()  # answered before the whole body went out: not reusable
             else:
                 upstream.release(conn, upstream.now())
+
+    def finish_with_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        exchange = self.exchange
+        trailers = passable_trailers(fields) if wants_trailers(exchange.head) else []
+        try:
+            exchange.finish(b"", trailers)
+        except InvalidResponse as exc:  # a field not fit to send: the body is whole
+            logger.warning("upstream %s: trailers dropped: %s", self.upstream.name, exc)
+            exchange.finish()
 
     def response_failed(self, exc: UpstreamError) -> None:
         if not self.finished:

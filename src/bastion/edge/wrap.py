@@ -70,8 +70,12 @@ class ExchangeWrapper:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._inner.write(data)
 
-    def finish(self, data: bytes | bytearray | memoryview = b"") -> None:
-        self._inner.finish(data)
+    def finish(
+        self,
+        data: bytes | bytearray | memoryview = b"",
+        trailers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self._inner.finish(data, trailers)
 
     @property
     def writing_paused(self) -> bool:

@@ -119,6 +119,17 @@ class H1Link(asyncio.Protocol):
         raise NotImplementedError
 
 
+def _trailer_section(trailers: list[tuple[bytes, bytes]]) -> bytes:
+    """The last chunk with ``trailers`` (checked like header fields)."""
+    out = [b"0\r\n"]
+    for name, value in trailers:
+        check_header_name(name)
+        check_header_value(name, value)
+        out += (name, b": ", value, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
 class H1Exchange:
     """One HTTP/1.x request and its response (implements ``protocol.types.Exchange``)."""
 
@@ -509,12 +520,16 @@ class H1Exchange:
             raise InvalidResponse(f"response body longer than its content-length {cl}")
         return data
 
-    def finish(self, data: object = b"") -> None:
+    def finish(self, data: object = b"", trailers: list[tuple[bytes, bytes]] | None = None) -> None:
         if self._finished:
             return
         body = as_bytes(data)
         flow = self._flow
         head = self._head
+        if trailers and head is not None and not self._wrote and not self._disconnected:
+            # trailers need the chunked framing: no Content-Length from the whole body
+            self.write(body)
+            body = b""
         if head is not None and not self._wrote and not self._disconnected:
             # the common case: the whole response at once, in one write
             self._wrote = True
@@ -555,7 +570,8 @@ class H1Exchange:
         elif self._no_body:
             out = b""
         elif self._chunked:
-            out = (self._frame(body) + b"0\r\n\r\n") if body else b"0\r\n\r\n"
+            last = _trailer_section(trailers) if trailers else b"0\r\n\r\n"
+            out = (self._frame(body) + last) if body else last
         else:
             out = self._frame(body) if body else b""
         if not self._no_body and self._content_length >= 0 and self._sent != self._content_length:

@@ -138,8 +138,18 @@ class Exchange(Protocol):
         """
         ...
 
-    def finish(self, data: bytes | bytearray | memoryview = b"") -> None:
-        """Send the last part of the body and end the response."""
+    def finish(
+        self,
+        data: bytes | bytearray | memoryview = b"",
+        trailers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Send the last part of the body and end the response.
+
+        ``trailers``: fields sent after the body, in the last chunk. They go out only
+        when the body is chunked (an HTTP/1.1 response with no ``Content-Length``);
+        otherwise they are dropped, which RFC 9110 6.5.1 allows. Names and values are
+        checked like headers'; the caller leaves out fields that must not be trailers.
+        """
         ...
 
     @property
