@@ -97,6 +97,10 @@ class FakeExchange:
     def disconnected(self) -> bool:
         return self._disconnected
 
+    @property
+    def forwarded_by(self) -> str | None:
+        return None
+
     async def receive_body(self) -> tuple[bytes, bool]:
         self.receive_calls += 1
         while True:

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Callable
 from typing import IO, Final
 
 from bastion.config.schema import ProxyConfig, UpstreamConfig
 from bastion.edge.types import RouteMatch
-from bastion.protocol.head import RequestHead
 from bastion.observe.logging import logger
 from bastion.observe.requestid import request_id as make_request_id
+from bastion.protocol.head import RequestHead
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
 from bastion.tasks import WorkerTasks
 from bastion.upstream.connection import UpstreamConnection, UpstreamError
@@ -257,13 +258,17 @@ class ProxyHandler:
         if forwarded is None:
             forwarded = _forwarded_for(address)
         scheme = b"https" if head.scheme == "https" else b"http"
-        append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
-        if host:
-            append(b"\r\nx-forwarded-host: " + host)
-            append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme)
-            append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
+        by = exchange.forwarded_by
+        if by is not None:  # a trusted proxy: its chain is kept and the peer appended
+            self.forwarded_chain(head, by, forwarded, scheme, host, append)
         else:
-            append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
+            append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
+            if host:
+                append(b"\r\nx-forwarded-host: " + host)
+                append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme)
+                append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
+            else:
+                append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
         append(b"via: 1.1 bastion\r\n")
         if te:  # the client takes trailers: the upstream may send them
             append(b"te: trailers\r\n")
@@ -274,6 +279,45 @@ class ProxyHandler:
         append(framing)
         append(b"\r\n")
         return b"".join(out)
+
+    @staticmethod
+    def forwarded_chain(
+        head: RequestHead,
+        by: str,
+        client: tuple[bytes, bytes],
+        scheme: bytes,
+        host: bytes,
+        append: Callable[[bytes], None],
+    ) -> None:
+        """The forwarding headers of a request from the trusted proxy ``by``: the
+        ``X-Forwarded-For`` and ``Forwarded`` it sent, with its own address appended
+        (nginx's ``$proxy_add_x_forwarded_for``); ``X-Forwarded-Proto`` and ``-Host``
+        are the client's, as bastion resolved them."""
+        fors: list[bytes] = []
+        elements: list[bytes] = []
+        for name, value in head.headers:
+            if name == b"x-forwarded-for":
+                fors.extend(v.strip() for v in value.split(b",") if v.strip())
+            elif name == b"forwarded":
+                elements.extend(v.strip() for v in value.split(b",") if v.strip())
+        peer = _FORWARDED_FOR.get(by)
+        if peer is None:
+            peer = _forwarded_for(by)
+        if not fors and client[0] != peer[0]:
+            fors.append(client[0])  # vouched for some other way (Forwarded)
+        fors.append(peer[0])
+        append(b"x-forwarded-for: " + b", ".join(fors) + b"\r\nx-forwarded-proto: " + scheme)
+        if host:
+            append(b"\r\nx-forwarded-host: " + host)
+        incoming = bool(elements)
+        if not incoming:  # the client's element, as for any request, then the proxy's
+            element = client[1] + b";proto=" + scheme
+            if host:
+                element += b';host="' + host.replace(b'"', b"") + b'"'
+            elements.append(element)
+        if incoming or client[0] != peer[0]:
+            elements.append(peer[1])
+        append(b"\r\nforwarded: " + b", ".join(elements) + b"\r\n")
 
     def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         dropped = _NOTHING

@@ -92,6 +92,10 @@ class ExchangeWrapper:
 
     # -- upgrade -----------------------------------------------------------------------
     @property
+    def forwarded_by(self) -> str | None:
+        return self._inner.forwarded_by
+
+    @property
     def can_upgrade(self) -> bool:
         return self._inner.can_upgrade
 

@@ -118,6 +118,11 @@ class H1Link(asyncio.Protocol):
         """A 101 went out: the connection's bytes belong to ``session`` from now on."""
         raise NotImplementedError
 
+    def peer(self) -> tuple[str, int] | None:
+        """The connection's peer (the PROXY header's source when there was one), or None
+        on a Unix socket."""
+        raise NotImplementedError
+
 
 def _trailer_section(trailers: list[tuple[bytes, bytes]]) -> bytes:
     """The last chunk with ``trailers`` (checked like header fields)."""
@@ -388,6 +393,17 @@ class H1Exchange:
         _header_lines(headers, lines)
         lines.append(b"\r\n")
         self._flow.write(b"".join(lines))
+
+    @property
+    def forwarded_by(self) -> str | None:
+        link = self._link
+        trusted = link.settings.forwarded
+        if trusted is None:
+            return None
+        peer = link.peer()
+        if peer is None:
+            return "unix" if trusted.trust_unix or trusted.trust_all else None
+        return peer[0] if trusted.trusts(peer[0]) else None
 
     def start_response(self, status: int, headers: Iterable[Any]) -> None:
         # ``headers`` is typed loosely on purpose: ASGI apps may send pairs as lists, and

@@ -152,6 +152,9 @@ class HTTP1Protocol(H1Reader):
         self._since = self.loop.time()  # (precise: eviction compares it within a second)
         self._read_deadline = self.tracker.now + seconds
 
+    def peer(self) -> tuple[str, int] | None:
+        return self.client
+
     # -- connection events -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.flow.attach(transport)

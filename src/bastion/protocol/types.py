@@ -176,6 +176,13 @@ class Exchange(Protocol):
         """
         ...
 
+    @property
+    def forwarded_by(self) -> str | None:
+        """The address of the connection's peer when it is one of the trusted proxies
+        (``server.forwarded_allow_ips``: its forwarding headers were believed), ``"unix"``
+        for a trusted Unix-socket peer; None when the peer is not trusted."""
+        ...
+
     # upgrade ----------------------------------------------------------------------------
     @property
     def can_upgrade(self) -> bool:
