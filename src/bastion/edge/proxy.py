@@ -33,8 +33,10 @@ client's connection is taken over and joined to the upstream connection byte for
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Final
 
 from bastion.config.schema import ProxyConfig, UpstreamConfig
@@ -80,6 +82,8 @@ _VIA: Final = b"1.1 bastion"
 #: the sticky cookie lasts the browser session and is not for scripts
 STICKY_ATTRS: Final = b"; Path=/; HttpOnly; SameSite=Lax"
 _NOTHING: Final[frozenset[bytes]] = frozenset()
+#: a buffered body goes to and comes from its temporary file in blocks of this size
+SPILL_BLOCK: Final = 256 * 1024
 #: fields never passed as trailers (RFC 9110 6.5.1: framing, routing, controls,
 #: authentication, content description), besides the hop-by-hop ones
 NOT_TRAILERS: Final = HOP_BY_HOP | frozenset(
@@ -177,6 +181,14 @@ def _connection_names(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(names)
 
 
+def _temporary_file() -> IO[bytes]:
+    return tempfile.TemporaryFile(prefix="bastion-body-")
+
+
+def _read_at(spill: IO[bytes], offset: int) -> bytes:
+    return os.pread(spill.fileno(), SPILL_BLOCK, offset)
+
+
 class ProxyHandler:
     """The handler of a route's ``proxy`` table (a :class:`~bastion.edge.types.Lifecycle`)."""
 
@@ -194,12 +206,25 @@ class ProxyHandler:
         self.tasks = tasks
         self.prefix = prefix.rstrip("/").encode() if cfg.strip_prefix else b""
         self.host = cfg.host.encode("latin-1") if cfg.host else b""
+        #: the thread that writes and reads buffered bodies' temporary files (made at
+        #: the first spill): one, so each file's operations run in the order given
+        self.disk: ThreadPoolExecutor | None = None
 
     async def startup(self) -> None:
         self.upstream.start(self.tasks)
 
     async def shutdown(self) -> None:
         self.upstream.stop()
+        disk = self.disk
+        if disk is not None:
+            self.disk = None
+            disk.shutdown(wait=False)
+
+    def disk_thread(self) -> ThreadPoolExecutor:
+        disk = self.disk
+        if disk is None:
+            disk = self.disk = ThreadPoolExecutor(1, thread_name_prefix="bastion-spill")
+        return disk
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
         forward = _Forward(self, exchange)
@@ -407,33 +432,49 @@ class _Forward:
     # -- request buffering -------------------------------------------------------------
     async def buffer_then_forward(self) -> None:
         """Read the whole request body (a slow client never holds an upstream
-        connection while it uploads), then forward the request."""
+        connection while it uploads), then forward the request.
+
+        Beyond ``buffer_request`` bytes the body goes to a temporary file, written in
+        blocks by the handler's disk thread (never on the event loop); the client is
+        not read while a block is being written, so memory stays within a block."""
         exchange = self.exchange
         limit = self.handler.cfg.buffer_request
         memory = bytearray()
+        pending = bytearray()  # what the file is still to get
         size = 0
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 data, more = await exchange.receive_body()
                 if data:
                     size += len(data)
-                    spill = self.body_file
-                    if spill is not None:
-                        spill.write(data)
+                    if self.body_file is not None:
+                        pending += data
                     elif len(memory) + len(data) > limit:
-                        spill = tempfile.TemporaryFile(prefix="bastion-body-")  # noqa: SIM115
-                        self.body_file = spill
-                        spill.write(data)
+                        self.body_file = await loop.run_in_executor(
+                            self.handler.disk_thread(), _temporary_file
+                        )
+                        pending += data
                     else:
                         memory += data
+                    spill = self.body_file
+                    if spill is not None and (len(pending) >= SPILL_BLOCK or not more):
+                        block = pending
+                        pending = bytearray()
+                        await loop.run_in_executor(self.handler.disk_thread(), spill.write, block)
                 if not more:
                     break
-        except (ClientDisconnected, asyncio.CancelledError):
+            spill = self.body_file
+            if spill is not None:
+                if pending:
+                    await loop.run_in_executor(self.handler.disk_thread(), spill.write, pending)
+                await loop.run_in_executor(self.handler.disk_thread(), spill.flush)
+        except (ClientDisconnected, asyncio.CancelledError, OSError) as exc:
             self.drop_body()
-            exchange.fail()
+            exchange.fail(None if isinstance(exc, asyncio.CancelledError) else exc)
+            if isinstance(exc, OSError):
+                return
             raise
-        if self.body_file is not None:
-            self.body_file.flush()
         self.body = bytes(memory)
         self.body_size = size
         # a body that can be sent again: idempotent methods may be retried
@@ -445,7 +486,15 @@ class _Forward:
         spill = self.body_file
         if spill is not None:
             self.body_file = None
-            spill.close()
+            # after whatever the disk thread still has to do with it
+            disk = self.handler.disk
+            if disk is None:
+                spill.close()
+            else:
+                try:
+                    disk.submit(spill.close)
+                except RuntimeError:  # the thread is shut down
+                    spill.close()
 
     async def send_buffered_body(self, conn: UpstreamConnection) -> None:
         self.send_head(conn, b"content-length: %d\r\n" % self.body_size)
@@ -456,11 +505,15 @@ class _Forward:
         spill = self.body_file
         if spill is None:
             return
-        spill.seek(0)
+        loop = asyncio.get_running_loop()
+        disk = self.handler.disk_thread()
+        offset = 0
         while not self.finished:
-            chunk = spill.read(256 * 1024)
+            # positioned reads: a retry reads the file again from its start
+            chunk = await loop.run_in_executor(disk, _read_at, spill, offset)
             if not chunk:
                 break
+            offset += len(chunk)
             conn.write(chunk)
             await self.upstream_drain(conn)
 
