@@ -767,7 +767,7 @@ class _Forward:
         out = self.handler.response_headers(headers)
         out.append((b"connection", b"upgrade"))
         out.append((b"upgrade", protocol or self.upgrade))
-        tunnel = Tunnel(conn, self.handler.tasks)
+        tunnel = Tunnel(conn, self.handler.tasks, self.handler.cfg.tunnel_idle_timeout)
         try:
             flow = self.exchange.take_over(101, out, tunnel)
         except InvalidResponse as exc:
