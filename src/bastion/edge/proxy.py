@@ -12,7 +12,9 @@ Rewriting, both ways: hop-by-hop headers (those of RFC 9110 7.6.1 and every name
 ``Connection`` header lists) are removed; ``X-Forwarded-For``, ``-Proto``, ``-Host`` and
 ``Forwarded`` are set from the request head, whose client, scheme and host were already
 resolved through the trusted proxies (:mod:`bastion.protocol.forwarded`), so incoming
-ones are never passed on as the client wrote them; ``Via`` is added; ``X-Request-ID`` is
+ones are never passed on as the client wrote them (from a trusted proxy its
+``X-Forwarded-For`` and ``Forwarded`` chains are kept, with its address appended);
+``Via`` is added; ``X-Request-ID`` is
 passed on or generated; ``Host`` is passed on or replaced; with ``strip_prefix`` the
 route's prefix leaves the path and is put back on a ``Location`` that starts with
 ``/``.
@@ -28,6 +30,11 @@ A request that asks to switch protocols (``Upgrade: websocket``) is forwarded wi
 ``Connection: upgrade`` and ``Upgrade`` headers; when the upstream answers ``101`` the
 client's connection is taken over and joined to the upstream connection byte for byte
 (:class:`~bastion.upstream.tunnel.Tunnel`).
+
+A chunked response's trailer fields go to a client that sent ``TE: trailers`` (minus
+those that must not be trailers), in the last chunk. With ``buffer_request``, the
+temporary file a large body spills to is written and read by the handler's disk
+thread, never on the event loop.
 """
 
 from __future__ import annotations
