@@ -7,8 +7,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from test_proxy import proxy
-from upstream_servers import RawServer, Request
+from test_proxy import proxy, raw
+from upstream_servers import RawServer, Request, response
 
 CHUNKED_WITH_TRAILERS = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
@@ -75,3 +75,23 @@ def test_trailers_are_dropped_for_a_client_that_did_not_ask(tmp_path: Path) -> N
         assert body == b"hello world"
         assert trailers == {}
         assert up.requests[0].all("te") == []
+
+
+def test_request_trailers_are_passed_upstream(tmp_path: Path) -> None:
+    def handler(req: Request) -> bytes:
+        return response(200, req.body)
+
+    with RawServer(handler) as up, proxy(tmp_path, [up.address]) as p:
+        out = raw(
+            p,
+            b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Trailer: x-checksum\r\nConnection: close\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nx-checksum: 1234\r\nHost: evil\r\nConnection: x\r\n\r\n",
+        )
+        assert out.startswith(b"HTTP/1.1 200 "), out
+        assert out.endswith(b"hello")
+        req = up.requests[0]
+        assert req.body == b"hello"
+        assert req.header("transfer-encoding") == "chunked"
+        # the field that may be a trailer passes, routing and hop-by-hop ones do not
+        assert req.trailers == [("x-checksum", "1234")]

@@ -98,6 +98,10 @@ class FakeExchange:
         return self._disconnected
 
     @property
+    def request_trailers(self) -> list[tuple[bytes, bytes]]:
+        return []
+
+    @property
     def forwarded_by(self) -> str | None:
         return None
 

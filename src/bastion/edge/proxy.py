@@ -180,6 +180,14 @@ def passable_trailers(
     return [(n, v) for n, v in fields if n not in NOT_TRAILERS and n not in dropped]
 
 
+def _last_chunk(trailers: list[tuple[bytes, bytes]]) -> bytes:
+    out = [b"0\r\n"]
+    for name, value in trailers:
+        out += (name, b": ", value, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
 def _connection_names(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     names: list[bytes] = []
     for name, value in headers:
@@ -654,7 +662,11 @@ class _Forward:
                         ) from None
             if not more:
                 if chunked:
-                    conn.write(b"0\r\n\r\n")
+                    trailers = exchange.request_trailers
+                    if trailers:
+                        conn.write(_last_chunk(passable_trailers(trailers)))
+                    else:
+                        conn.write(b"0\r\n\r\n")
                 break
 
     # -- endings ---------------------------------------------------------------------

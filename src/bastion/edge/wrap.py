@@ -92,6 +92,10 @@ class ExchangeWrapper:
 
     # -- upgrade -----------------------------------------------------------------------
     @property
+    def request_trailers(self) -> list[tuple[bytes, bytes]]:
+        return self._inner.request_trailers
+
+    @property
     def forwarded_by(self) -> str | None:
         return self._inner.forwarded_by
 

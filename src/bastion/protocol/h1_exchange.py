@@ -124,6 +124,10 @@ class H1Link(asyncio.Protocol):
         raise NotImplementedError
 
 
+#: the trailers of a request that had none (shared: only ever read)
+_NO_TRAILERS: list[tuple[bytes, bytes]] = []
+
+
 def _trailer_section(trailers: list[tuple[bytes, bytes]]) -> bytes:
     """The last chunk with ``trailers`` (checked like header fields)."""
     out = [b"0\r\n"]
@@ -164,6 +168,7 @@ class H1Exchange:
         "head",
         "keep_alive",
         "received",
+        "request_trailers",
         "stages",
         "start_time",
         "status",
@@ -189,6 +194,9 @@ class H1Exchange:
         self.status = 0
         self._body: list[bytes] | None = None  # made when body bytes arrive
         self._body_size = 0
+        #: the trailer fields of a chunked request body (lower-case names), set when
+        #: the body is complete; read only
+        self.request_trailers = _NO_TRAILERS
         self._body_done = not body_expected
         self._body_waiter: asyncio.Future[None] | None = None
         self._streaming = False

@@ -373,8 +373,13 @@ class HTTP1Protocol(H1Reader):
 
     def on_message_complete(self) -> None:
         ex = self._parsing
+        trailers = self._trailers
+        if trailers is not None:
+            self._trailers = None
         if ex is not None and not self.body_of_switch:
             self._parsing = None
+            if trailers is not None:
+                ex.request_trailers = trailers
             ex.complete()
 
     def body_received(self) -> int:

@@ -177,6 +177,13 @@ class Exchange(Protocol):
         ...
 
     @property
+    def request_trailers(self) -> list[tuple[bytes, bytes]]:
+        """The trailer fields of a chunked request body (lower-case names, values as
+        received), once the body is complete (:attr:`body_complete`); empty before,
+        and for a request that had none. Read only."""
+        ...
+
+    @property
     def forwarded_by(self) -> str | None:
         """The address of the connection's peer when it is one of the trusted proxies
         (``server.forwarded_allow_ips``: its forwarding headers were believed), ``"unix"``
