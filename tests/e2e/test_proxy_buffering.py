@@ -10,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+from proc_tools import child_pids
 from test_proxy import proxy
 from upstream_servers import RawServer, Request, response
 
@@ -98,11 +99,18 @@ def test_a_large_buffered_upload_arrives_intact(tmp_path: Path) -> None:
         proxy(tmp_path, [up.address], route=", buffer_request = 65536") as p,
     ):
         host, port = p.host_port
+        (worker,) = child_pids(p.pid)
         with socket.create_connection((host, port), timeout=60) as s:
+            # a body held in memory first: whatever threads a proxied request makes
+            s.sendall(b"PUT /small HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nsmall")
+            assert read_response(s).startswith(b"HTTP/1.1 200 ")
+            threads = set(os.listdir(f"/proc/{worker}/task"))
             s.sendall(b"PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
             for b in blocks:
                 s.sendall(b)
             got = read_response(s)
+        # the spill had a thread of its own (the disk thread), not the event loop's
+        assert set(os.listdir(f"/proc/{worker}/task")) - threads
     assert got.startswith(b"HTTP/1.1 200 "), got[:200]
     assert f"{total} {sha.hexdigest()}".encode() in got
     assert f"\r\nx-length: {total}\r\n".encode() in got.lower()
