@@ -127,10 +127,45 @@ def test_trusted_proxy_client_address_is_forwarded(tmp_path: Path) -> None:
             headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
         )
         req = up.requests[0]
-        assert req.all("x-forwarded-for") == ["203.0.113.7"]
+        # the trusted proxy's chain is kept and its own address appended
+        assert req.all("x-forwarded-for") == ["203.0.113.7, 127.0.0.1"]
         assert req.all("x-forwarded-proto") == ["https"]
         assert req.all("forwarded") == [
-            f'for=203.0.113.7;proto=https;host="{p.host_port[0]}:{p.host_port[1]}"'
+            f'for=203.0.113.7;proto=https;host="{p.host_port[0]}:{p.host_port[1]}", for=127.0.0.1'
+        ]
+        httpx.get(
+            p.url + "/",
+            headers={
+                "X-Forwarded-For": "198.51.100.1, 203.0.113.7",
+                "Forwarded": 'for=198.51.100.1, for="[2001:db8::1]"',
+            },
+        )
+        req = up.requests[1]
+        assert req.all("x-forwarded-for") == ["198.51.100.1, 203.0.113.7, 127.0.0.1"]
+        assert req.all("forwarded") == ['for=198.51.100.1, for="[2001:db8::1]", for=127.0.0.1']
+        httpx.get(p.url + "/")  # no chain: the trusted peer is the client
+        req = up.requests[2]
+        assert req.all("x-forwarded-for") == ["127.0.0.1"]
+        assert req.all("forwarded")[0].startswith("for=127.0.0.1;proto=http;host=")
+
+
+def test_untrusted_peer_forwarding_headers_are_replaced(tmp_path: Path) -> None:
+    with RawServer(echo) as up, proxy(tmp_path, [up.address]) as p:
+        httpx.get(
+            p.url + "/",
+            headers={
+                "X-Forwarded-For": "203.0.113.7",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "evil.example",
+                "Forwarded": "for=203.0.113.7;proto=https",
+            },
+        )
+        req = up.requests[0]
+        assert req.all("x-forwarded-for") == ["127.0.0.1"]
+        assert req.all("x-forwarded-proto") == ["http"]
+        assert req.all("x-forwarded-host") == [f"{p.host_port[0]}:{p.host_port[1]}"]
+        assert req.all("forwarded") == [
+            f'for=127.0.0.1;proto=http;host="{p.host_port[0]}:{p.host_port[1]}"'
         ]
 
 

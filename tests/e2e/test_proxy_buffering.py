@@ -10,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+from proc_tools import child_pids
 from test_proxy import proxy
 from upstream_servers import RawServer, Request, response
 
@@ -82,3 +83,34 @@ def test_a_small_buffered_body_is_sent_again_on_a_retry(tmp_path: Path) -> None:
             assert got.startswith(b"HTTP/1.1 200 "), got[:300]
             assert f"5 {hashlib.sha256(b'hello').hexdigest()}".encode() in got
         assert len(bad.requests) == 1
+
+
+def test_a_large_buffered_upload_arrives_intact(tmp_path: Path) -> None:
+    # 48 MiB through a 64 KiB memory buffer: the rest is written to the temporary file
+    # in blocks by the disk thread, then read back from it
+    block = os.urandom(1 << 20)
+    blocks = [bytes([i]) + block[1:] for i in range(48)]
+    sha = hashlib.sha256()
+    for b in blocks:
+        sha.update(b)
+    total = sum(len(b) for b in blocks)
+    with (
+        RawServer(digest) as up,
+        proxy(tmp_path, [up.address], route=", buffer_request = 65536") as p,
+    ):
+        host, port = p.host_port
+        (worker,) = child_pids(p.pid)
+        with socket.create_connection((host, port), timeout=60) as s:
+            # a body held in memory first: whatever threads a proxied request makes
+            s.sendall(b"PUT /small HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nsmall")
+            assert read_response(s).startswith(b"HTTP/1.1 200 ")
+            threads = set(os.listdir(f"/proc/{worker}/task"))
+            s.sendall(b"PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
+            for b in blocks:
+                s.sendall(b)
+            got = read_response(s)
+        # the spill had a thread of its own (the disk thread), not the event loop's
+        assert set(os.listdir(f"/proc/{worker}/task")) - threads
+    assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+    assert f"{total} {sha.hexdigest()}".encode() in got
+    assert f"\r\nx-length: {total}\r\n".encode() in got.lower()

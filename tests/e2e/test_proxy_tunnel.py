@@ -4,15 +4,18 @@ a ``proxy`` route, a backend bastion serving FastAPI and Starlette WebSocket rou
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from server import BastionProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from ws_raw import RawWebSocket
 
 BACKEND = """
 [app]
@@ -175,3 +178,69 @@ def test_a_backend_that_refuses_the_upgrade_answers_as_plain_http(edge: BastionP
     assert got.startswith(b"HTTP/1.1 403 ")
     assert b"\r\nvia: 1.1 bastion\r\n" in got
     assert b"upgrade:" not in got.lower()
+
+
+# -- bastion's own endings of a tunnel ---------------------------------------------------
+
+
+def edge_for(backend: BastionProcess, tmp: Path, route: str = "", top: str = "") -> BastionProcess:
+    host, port = backend.host_port
+    cfg = tmp / "edge.toml"
+    cfg.write_text(
+        f'{top}\n[upstreams.back]\nservers = ["{host}:{port}"]\n\n'
+        f'[[routes]]\npath = "/"\nproxy = {{ upstream = "back"{route} }}\n'
+    )
+    return BastionProcess(["serve", "-c", str(cfg), "--bind", "127.0.0.1:0", "--workers", "1"])
+
+
+def test_an_idle_tunnel_is_closed_a_busy_one_is_not(
+    backend: BastionProcess, tmp_path: Path
+) -> None:
+    async def idle(url: str) -> float:
+        async with connect(url, ping_interval=None, close_timeout=1) as ws:
+            await ws.recv()
+            began = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            return time.monotonic() - began
+
+    async def busy(url: str) -> None:
+        async with connect(url, ping_interval=None) as ws:
+            await ws.recv()
+            for i in range(12):  # 3 s, never 1 s without a byte
+                await ws.send(f"m{i}")
+                assert await ws.recv() == f"lobby: m{i}"
+                await asyncio.sleep(0.25)
+
+    with edge_for(backend, tmp_path, ", tunnel_idle_timeout = 1.0") as edge:
+        url = ws_url(edge, "/ws/lobby")
+        took = run(idle(url))
+        assert 0.8 <= took < 5.0
+        run(busy(url))
+        wait_for("tunnel idle for 1s: closed", edge)
+
+
+def test_worker_shutdown_ends_a_tunnel_with_a_fin_not_a_reset(
+    backend: BastionProcess, tmp_path: Path
+) -> None:
+    with edge_for(backend, tmp_path, top="[workers]\ngraceful_timeout = 8\n") as edge:
+        host, port = edge.host_port
+        ws = RawWebSocket(host, port, "/star/ws")
+        ws.send_frame(0x2, b"ping")
+        assert ws.recv_frame()[1] == b"starlette:ping"
+        began = time.monotonic()
+        edge.signal(signal.SIGTERM)
+        ws.sock.settimeout(15)
+        # what was in flight arrives, then an orderly end (recv returns b""); a tunnel
+        # left to the end of the grace would be reset with the worker's other leftovers
+        reset = False
+        try:
+            while ws.sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            reset = True
+        took = time.monotonic() - began
+        ws.close()
+        assert not reset, "the tunnel was reset, not closed with a FIN"
+        assert took < 5.0  # ended at the stop, not at the end of the 8 s grace
+        assert edge.wait(20) == 0

@@ -25,6 +25,7 @@ class Request:
     headers: list[tuple[str, str]]
     body: bytes
     conn: int
+    trailers: list[tuple[str, str]] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
         values = [v for n, v in self.headers if n == name]
@@ -116,9 +117,12 @@ class RawServer:
                     parts = []
                     while True:
                         size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-                        chunk = await reader.readexactly(size + 2)
                         if size == 0:
+                            while line := (await reader.readuntil(b"\r\n"))[:-2]:
+                                n, _, v = line.decode("latin-1").partition(":")
+                                req.trailers.append((n.strip().lower(), v.strip()))
                             break
+                        chunk = await reader.readexactly(size + 2)
                         parts.append(chunk[:-2])
                     req.body = b"".join(parts)
                 elif length:

@@ -97,6 +97,14 @@ class FakeExchange:
     def disconnected(self) -> bool:
         return self._disconnected
 
+    @property
+    def request_trailers(self) -> list[tuple[bytes, bytes]]:
+        return []
+
+    @property
+    def forwarded_by(self) -> str | None:
+        return None
+
     async def receive_body(self) -> tuple[bytes, bool]:
         self.receive_calls += 1
         while True:
@@ -204,7 +212,11 @@ class FakeExchange:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._write(data)
 
-    def finish(self, data: bytes | bytearray | memoryview = b"") -> None:
+    def finish(
+        self,
+        data: bytes | bytearray | memoryview = b"",
+        trailers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         self._write(data)
         if self._disconnected:
             return

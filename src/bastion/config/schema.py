@@ -405,6 +405,10 @@ class ProxyConfig(_Section, frozen=True):
     # memory, the rest in a temporary file (0: stream it as it comes); nginx
     # proxy_request_buffering on, client_body_buffer_size 8k/16k
     buffer_request: NonNegativeInt = 0
+    # an upgraded connection (WebSocket) with no byte either way for this long is
+    # closed (0: never); HAProxy's "timeout tunnel" (its documented example: 1h) --
+    # nginx's proxy_read_timeout of 60 s would cut WebSockets that ping less often
+    tunnel_idle_timeout: NonNegativeFloat = 3600.0
 
 
 class RouteConfig(_Section, frozen=True):

@@ -361,10 +361,16 @@ class CompressingExchange(ExchangeWrapper):
             if out:
                 self._inner.write(out)
 
-    def finish(self, chunk: bytes | bytearray | memoryview = b"") -> None:
+    def finish(
+        self,
+        chunk: bytes | bytearray | memoryview = b"",
+        trailers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        # trailers pass only on a body left as it was (one about the compressed body
+        # would describe bytes the client never gets)
         mode = self._mode
         if mode in (_PASS, _IDLE):
-            self._inner.finish(chunk)
+            self._inner.finish(chunk, trailers)
             return
         data = as_bytes(chunk)
         if mode == _HELD:

@@ -12,7 +12,9 @@ Rewriting, both ways: hop-by-hop headers (those of RFC 9110 7.6.1 and every name
 ``Connection`` header lists) are removed; ``X-Forwarded-For``, ``-Proto``, ``-Host`` and
 ``Forwarded`` are set from the request head, whose client, scheme and host were already
 resolved through the trusted proxies (:mod:`bastion.protocol.forwarded`), so incoming
-ones are never passed on as the client wrote them; ``Via`` is added; ``X-Request-ID`` is
+ones are never passed on as the client wrote them (from a trusted proxy its
+``X-Forwarded-For`` and ``Forwarded`` chains are kept, with its address appended);
+``Via`` is added; ``X-Request-ID`` is
 passed on or generated; ``Host`` is passed on or replaced; with ``strip_prefix`` the
 route's prefix leaves the path and is put back on a ``Location`` that starts with
 ``/``.
@@ -28,18 +30,27 @@ A request that asks to switch protocols (``Upgrade: websocket``) is forwarded wi
 ``Connection: upgrade`` and ``Upgrade`` headers; when the upstream answers ``101`` the
 client's connection is taken over and joined to the upstream connection byte for byte
 (:class:`~bastion.upstream.tunnel.Tunnel`).
+
+A chunked response's trailer fields go to a client that sent ``TE: trailers`` (minus
+those that must not be trailers), in the last chunk. With ``buffer_request``, the
+temporary file a large body spills to is written and read by the handler's disk
+thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Final
 
 from bastion.config.schema import ProxyConfig, UpstreamConfig
 from bastion.edge.types import RouteMatch
 from bastion.observe.logging import logger
 from bastion.observe.requestid import request_id as make_request_id
+from bastion.protocol.head import RequestHead
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
 from bastion.tasks import WorkerTasks
 from bastion.upstream.connection import UpstreamConnection, UpstreamError
@@ -78,6 +89,41 @@ _VIA: Final = b"1.1 bastion"
 #: the sticky cookie lasts the browser session and is not for scripts
 STICKY_ATTRS: Final = b"; Path=/; HttpOnly; SameSite=Lax"
 _NOTHING: Final[frozenset[bytes]] = frozenset()
+#: a buffered body goes to and comes from its temporary file in blocks of this size
+SPILL_BLOCK: Final = 256 * 1024
+#: fields never passed as trailers (RFC 9110 6.5.1: framing, routing, controls,
+#: authentication, content description), besides the hop-by-hop ones
+NOT_TRAILERS: Final = HOP_BY_HOP | frozenset(
+    {
+        b"content-length",
+        b"content-encoding",
+        b"content-type",
+        b"content-range",
+        b"host",
+        b"cache-control",
+        b"expect",
+        b"max-forwards",
+        b"pragma",
+        b"range",
+        b"authorization",
+        b"www-authenticate",
+        b"proxy-authenticate",
+        b"set-cookie",
+        b"cookie",
+        b"age",
+        b"expires",
+        b"date",
+        b"location",
+        b"retry-after",
+        b"vary",
+        b"warning",
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"if-range",
+    }
+)
 
 
 class _Timeout(UpstreamError):
@@ -117,12 +163,45 @@ def _forwarded_for(address: str) -> tuple[bytes, bytes]:
     return found
 
 
+def wants_trailers(head: RequestHead) -> bool:
+    """Whether the client said it accepts trailer fields (``TE: trailers``)."""
+    for name, value in head.headers:
+        if name == b"te":
+            for token in value.split(b","):
+                if token.split(b";", 1)[0].strip().lower() == b"trailers":
+                    return True
+    return False
+
+
+def passable_trailers(
+    fields: list[tuple[bytes, bytes]], dropped: frozenset[bytes] = _NOTHING
+) -> list[tuple[bytes, bytes]]:
+    """``fields`` without those that must not be trailers."""
+    return [(n, v) for n, v in fields if n not in NOT_TRAILERS and n not in dropped]
+
+
+def _last_chunk(trailers: list[tuple[bytes, bytes]]) -> bytes:
+    out = [b"0\r\n"]
+    for name, value in trailers:
+        out += (name, b": ", value, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
 def _connection_names(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     names: list[bytes] = []
     for name, value in headers:
         if name == b"connection":
             names.extend(t.strip().lower() for t in value.split(b","))
     return frozenset(names)
+
+
+def _temporary_file() -> IO[bytes]:
+    return tempfile.TemporaryFile(prefix="bastion-body-")
+
+
+def _read_at(spill: IO[bytes], offset: int) -> bytes:
+    return os.pread(spill.fileno(), SPILL_BLOCK, offset)
 
 
 class ProxyHandler:
@@ -142,12 +221,25 @@ class ProxyHandler:
         self.tasks = tasks
         self.prefix = prefix.rstrip("/").encode() if cfg.strip_prefix else b""
         self.host = cfg.host.encode("latin-1") if cfg.host else b""
+        #: the thread that writes and reads buffered bodies' temporary files (made at
+        #: the first spill): one, so each file's operations run in the order given
+        self.disk: ThreadPoolExecutor | None = None
 
     async def startup(self) -> None:
         self.upstream.start(self.tasks)
 
     async def shutdown(self) -> None:
         self.upstream.stop()
+        disk = self.disk
+        if disk is not None:
+            self.disk = None
+            disk.shutdown(wait=False)
+
+    def disk_thread(self) -> ThreadPoolExecutor:
+        disk = self.disk
+        if disk is None:
+            disk = self.disk = ThreadPoolExecutor(1, thread_name_prefix="bastion-spill")
+        return disk
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
         forward = _Forward(self, exchange)
@@ -173,6 +265,7 @@ class ProxyHandler:
         host = b""
         request_id = b""
         dropped: frozenset[bytes] | None = None
+        te = False
         append = out.append
         for name, value in head.headers:
             if name in _SPECIAL:
@@ -183,6 +276,8 @@ class ProxyHandler:
                     append(b"x-request-id: " + value + b"\r\n")
                 elif name == b"connection" and dropped is None:
                     dropped = _connection_names(head.headers)
+                elif name == b"te" and not te:
+                    te = wants_trailers(head)
                 continue
             if dropped is not None and name in dropped:
                 continue
@@ -203,14 +298,20 @@ class ProxyHandler:
         if forwarded is None:
             forwarded = _forwarded_for(address)
         scheme = b"https" if head.scheme == "https" else b"http"
-        append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
-        if host:
-            append(b"\r\nx-forwarded-host: " + host)
-            append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme)
-            append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
+        by = exchange.forwarded_by
+        if by is not None:  # a trusted proxy: its chain is kept and the peer appended
+            self.forwarded_chain(head, by, forwarded, scheme, host, append)
         else:
-            append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
+            append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
+            if host:
+                append(b"\r\nx-forwarded-host: " + host)
+                append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme)
+                append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
+            else:
+                append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
         append(b"via: 1.1 bastion\r\n")
+        if te:  # the client takes trailers: the upstream may send them
+            append(b"te: trailers\r\n")
         if upgrade:
             append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")
         if not request_id:  # the id the access log shows too
@@ -218,6 +319,45 @@ class ProxyHandler:
         append(framing)
         append(b"\r\n")
         return b"".join(out)
+
+    @staticmethod
+    def forwarded_chain(
+        head: RequestHead,
+        by: str,
+        client: tuple[bytes, bytes],
+        scheme: bytes,
+        host: bytes,
+        append: Callable[[bytes], None],
+    ) -> None:
+        """The forwarding headers of a request from the trusted proxy ``by``: the
+        ``X-Forwarded-For`` and ``Forwarded`` it sent, with its own address appended
+        (nginx's ``$proxy_add_x_forwarded_for``); ``X-Forwarded-Proto`` and ``-Host``
+        are the client's, as bastion resolved them."""
+        fors: list[bytes] = []
+        elements: list[bytes] = []
+        for name, value in head.headers:
+            if name == b"x-forwarded-for":
+                fors.extend(v.strip() for v in value.split(b",") if v.strip())
+            elif name == b"forwarded":
+                elements.extend(v.strip() for v in value.split(b",") if v.strip())
+        peer = _FORWARDED_FOR.get(by)
+        if peer is None:
+            peer = _forwarded_for(by)
+        if not fors and client[0] != peer[0]:
+            fors.append(client[0])  # vouched for some other way (Forwarded)
+        fors.append(peer[0])
+        append(b"x-forwarded-for: " + b", ".join(fors) + b"\r\nx-forwarded-proto: " + scheme)
+        if host:
+            append(b"\r\nx-forwarded-host: " + host)
+        incoming = bool(elements)
+        if not incoming:  # the client's element, as for any request, then the proxy's
+            element = client[1] + b";proto=" + scheme
+            if host:
+                element += b';host="' + host.replace(b'"', b"") + b'"'
+            elements.append(element)
+        if incoming or client[0] != peer[0]:
+            elements.append(peer[1])
+        append(b"\r\nforwarded: " + b", ".join(elements) + b"\r\n")
 
     def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         dropped = _NOTHING
@@ -307,33 +447,49 @@ class _Forward:
     # -- request buffering -------------------------------------------------------------
     async def buffer_then_forward(self) -> None:
         """Read the whole request body (a slow client never holds an upstream
-        connection while it uploads), then forward the request."""
+        connection while it uploads), then forward the request.
+
+        Beyond ``buffer_request`` bytes the body goes to a temporary file, written in
+        blocks by the handler's disk thread (never on the event loop); the client is
+        not read while a block is being written, so memory stays within a block."""
         exchange = self.exchange
         limit = self.handler.cfg.buffer_request
         memory = bytearray()
+        pending = bytearray()  # what the file is still to get
         size = 0
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 data, more = await exchange.receive_body()
                 if data:
                     size += len(data)
-                    spill = self.body_file
-                    if spill is not None:
-                        spill.write(data)
+                    if self.body_file is not None:
+                        pending += data
                     elif len(memory) + len(data) > limit:
-                        spill = tempfile.TemporaryFile(prefix="bastion-body-")  # noqa: SIM115
-                        self.body_file = spill
-                        spill.write(data)
+                        self.body_file = await loop.run_in_executor(
+                            self.handler.disk_thread(), _temporary_file
+                        )
+                        pending += data
                     else:
                         memory += data
+                    spill = self.body_file
+                    if spill is not None and (len(pending) >= SPILL_BLOCK or not more):
+                        block = pending
+                        pending = bytearray()
+                        await loop.run_in_executor(self.handler.disk_thread(), spill.write, block)
                 if not more:
                     break
-        except (ClientDisconnected, asyncio.CancelledError):
+            spill = self.body_file
+            if spill is not None:
+                if pending:
+                    await loop.run_in_executor(self.handler.disk_thread(), spill.write, pending)
+                await loop.run_in_executor(self.handler.disk_thread(), spill.flush)
+        except (ClientDisconnected, asyncio.CancelledError, OSError) as exc:
             self.drop_body()
-            exchange.fail()
+            exchange.fail(None if isinstance(exc, asyncio.CancelledError) else exc)
+            if isinstance(exc, OSError):
+                return
             raise
-        if self.body_file is not None:
-            self.body_file.flush()
         self.body = bytes(memory)
         self.body_size = size
         # a body that can be sent again: idempotent methods may be retried
@@ -345,7 +501,15 @@ class _Forward:
         spill = self.body_file
         if spill is not None:
             self.body_file = None
-            spill.close()
+            # after whatever the disk thread still has to do with it
+            disk = self.handler.disk
+            if disk is None:
+                spill.close()
+            else:
+                try:
+                    disk.submit(spill.close)
+                except RuntimeError:  # the thread is shut down
+                    spill.close()
 
     async def send_buffered_body(self, conn: UpstreamConnection) -> None:
         self.send_head(conn, b"content-length: %d\r\n" % self.body_size)
@@ -356,11 +520,15 @@ class _Forward:
         spill = self.body_file
         if spill is None:
             return
-        spill.seek(0)
+        loop = asyncio.get_running_loop()
+        disk = self.handler.disk_thread()
+        offset = 0
         while not self.finished:
-            chunk = spill.read(256 * 1024)
+            # positioned reads: a retry reads the file again from its start
+            chunk = await loop.run_in_executor(disk, _read_at, spill, offset)
             if not chunk:
                 break
+            offset += len(chunk)
             conn.write(chunk)
             await self.upstream_drain(conn)
 
@@ -494,7 +662,11 @@ class _Forward:
                         ) from None
             if not more:
                 if chunked:
-                    conn.write(b"0\r\n\r\n")
+                    trailers = exchange.request_trailers
+                    if trailers:
+                        conn.write(_last_chunk(passable_trailers(trailers)))
+                    else:
+                        conn.write(b"0\r\n\r\n")
                 break
 
     # -- endings ---------------------------------------------------------------------
@@ -614,7 +786,7 @@ class _Forward:
         out = self.handler.response_headers(headers)
         out.append((b"connection", b"upgrade"))
         out.append((b"upgrade", protocol or self.upgrade))
-        tunnel = Tunnel(conn, self.handler.tasks)
+        tunnel = Tunnel(conn, self.handler.tasks, self.handler.cfg.tunnel_idle_timeout)
         try:
             flow = self.exchange.take_over(101, out, tunnel)
         except InvalidResponse as exc:
@@ -650,12 +822,24 @@ class _Forward:
             upstream.record_failure(server, upstream.now())
         else:
             upstream.record_success(server)
-        self.exchange.finish()
+        if conn is not None and conn.trailers:
+            self.finish_with_trailers(conn.trailers)
+        else:
+            self.exchange.finish()
         if conn is not None:
             if self.sending:
                 conn.close()  # answered before the whole body went out: not reusable
             else:
                 upstream.release(conn, upstream.now())
+
+    def finish_with_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        exchange = self.exchange
+        trailers = passable_trailers(fields) if wants_trailers(exchange.head) else []
+        try:
+            exchange.finish(b"", trailers)
+        except InvalidResponse as exc:  # a field not fit to send: the body is whole
+            logger.warning("upstream %s: trailers dropped: %s", self.upstream.name, exc)
+            exchange.finish()
 
     def response_failed(self, exc: UpstreamError) -> None:
         if not self.finished:

@@ -70,8 +70,12 @@ class ExchangeWrapper:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._inner.write(data)
 
-    def finish(self, data: bytes | bytearray | memoryview = b"") -> None:
-        self._inner.finish(data)
+    def finish(
+        self,
+        data: bytes | bytearray | memoryview = b"",
+        trailers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self._inner.finish(data, trailers)
 
     @property
     def writing_paused(self) -> bool:
@@ -87,6 +91,14 @@ class ExchangeWrapper:
         await self._inner.sendfile(fd, offset, count)
 
     # -- upgrade -----------------------------------------------------------------------
+    @property
+    def request_trailers(self) -> list[tuple[bytes, bytes]]:
+        return self._inner.request_trailers
+
+    @property
+    def forwarded_by(self) -> str | None:
+        return self._inner.forwarded_by
+
     @property
     def can_upgrade(self) -> bool:
         return self._inner.can_upgrade

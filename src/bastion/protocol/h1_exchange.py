@@ -118,6 +118,26 @@ class H1Link(asyncio.Protocol):
         """A 101 went out: the connection's bytes belong to ``session`` from now on."""
         raise NotImplementedError
 
+    def peer(self) -> tuple[str, int] | None:
+        """The connection's peer (the PROXY header's source when there was one), or None
+        on a Unix socket."""
+        raise NotImplementedError
+
+
+#: the trailers of a request that had none (shared: only ever read)
+_NO_TRAILERS: list[tuple[bytes, bytes]] = []
+
+
+def _trailer_section(trailers: list[tuple[bytes, bytes]]) -> bytes:
+    """The last chunk with ``trailers`` (checked like header fields)."""
+    out = [b"0\r\n"]
+    for name, value in trailers:
+        check_header_name(name)
+        check_header_value(name, value)
+        out += (name, b": ", value, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
 
 class H1Exchange:
     """One HTTP/1.x request and its response (implements ``protocol.types.Exchange``)."""
@@ -148,6 +168,7 @@ class H1Exchange:
         "head",
         "keep_alive",
         "received",
+        "request_trailers",
         "stages",
         "start_time",
         "status",
@@ -173,6 +194,9 @@ class H1Exchange:
         self.status = 0
         self._body: list[bytes] | None = None  # made when body bytes arrive
         self._body_size = 0
+        #: the trailer fields of a chunked request body (lower-case names), set when
+        #: the body is complete; read only
+        self.request_trailers = _NO_TRAILERS
         self._body_done = not body_expected
         self._body_waiter: asyncio.Future[None] | None = None
         self._streaming = False
@@ -378,6 +402,17 @@ class H1Exchange:
         lines.append(b"\r\n")
         self._flow.write(b"".join(lines))
 
+    @property
+    def forwarded_by(self) -> str | None:
+        link = self._link
+        trusted = link.settings.forwarded
+        if trusted is None:
+            return None
+        peer = link.peer()
+        if peer is None:
+            return "unix" if trusted.trust_unix or trusted.trust_all else None
+        return peer[0] if trusted.trusts(peer[0]) else None
+
     def start_response(self, status: int, headers: Iterable[Any]) -> None:
         # ``headers`` is typed loosely on purpose: ASGI apps may send pairs as lists, and
         # each name and value is checked below whatever its type.
@@ -509,12 +544,16 @@ class H1Exchange:
             raise InvalidResponse(f"response body longer than its content-length {cl}")
         return data
 
-    def finish(self, data: object = b"") -> None:
+    def finish(self, data: object = b"", trailers: list[tuple[bytes, bytes]] | None = None) -> None:
         if self._finished:
             return
         body = as_bytes(data)
         flow = self._flow
         head = self._head
+        if trailers and head is not None and not self._wrote and not self._disconnected:
+            # trailers need the chunked framing: no Content-Length from the whole body
+            self.write(body)
+            body = b""
         if head is not None and not self._wrote and not self._disconnected:
             # the common case: the whole response at once, in one write
             self._wrote = True
@@ -555,7 +594,8 @@ class H1Exchange:
         elif self._no_body:
             out = b""
         elif self._chunked:
-            out = (self._frame(body) + b"0\r\n\r\n") if body else b"0\r\n\r\n"
+            last = _trailer_section(trailers) if trailers else b"0\r\n\r\n"
+            out = (self._frame(body) + last) if body else last
         else:
             out = self._frame(body) if body else b""
         if not self._no_body and self._content_length >= 0 and self._sent != self._content_length:

@@ -66,6 +66,7 @@ class H1Reader(H1Link):
         "_pending_reject",
         "_replay_head",
         "_replaying",
+        "_trailers",
         "_url",
     )
 
@@ -75,6 +76,8 @@ class H1Reader(H1Link):
         self._pending_reject: Reject | None = None
         self._url = b""
         self._headers = _NONE
+        #: the trailer fields of the chunked body being read (None: none yet)
+        self._trailers: list[tuple[bytes, bytes]] | None = None
         self._hsize = 0
         self._framing: FramingHeaders | None = None  # only once a framing header appears
         self._hosts = 0  # Host headers in the head being read
@@ -261,10 +264,17 @@ class H1Reader(H1Link):
         if self._replaying:
             return
         if not self._in_head:
-            # a trailer field of a chunked body: bounded with the head, then dropped
+            # a trailer field of a chunked body: bounded with the head, kept for the
+            # exchange (``request_trailers``)
             self._hsize += len(name) + len(value)
             if self._hsize > self._max_hsize:
                 raise self._remember(Reject(431, "trailer fields too large"))
+            trailers = self._trailers
+            if trailers is None:
+                trailers = self._trailers = []
+            elif len(trailers) >= self._max_hcount:
+                raise self._remember(Reject(431, "too many trailer fields"))
+            trailers.append((name.lower(), value))
             return
         lname = name.lower()
         headers = self._headers

@@ -152,6 +152,9 @@ class HTTP1Protocol(H1Reader):
         self._since = self.loop.time()  # (precise: eviction compares it within a second)
         self._read_deadline = self.tracker.now + seconds
 
+    def peer(self) -> tuple[str, int] | None:
+        return self.client
+
     # -- connection events -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.flow.attach(transport)
@@ -370,8 +373,13 @@ class HTTP1Protocol(H1Reader):
 
     def on_message_complete(self) -> None:
         ex = self._parsing
+        trailers = self._trailers
+        if trailers is not None:
+            self._trailers = None
         if ex is not None and not self.body_of_switch:
             self._parsing = None
+            if trailers is not None:
+                ex.request_trailers = trailers
             ex.complete()
 
     def body_received(self) -> int:

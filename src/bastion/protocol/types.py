@@ -138,8 +138,18 @@ class Exchange(Protocol):
         """
         ...
 
-    def finish(self, data: bytes | bytearray | memoryview = b"") -> None:
-        """Send the last part of the body and end the response."""
+    def finish(
+        self,
+        data: bytes | bytearray | memoryview = b"",
+        trailers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Send the last part of the body and end the response.
+
+        ``trailers``: fields sent after the body, in the last chunk. They go out only
+        when the body is chunked (an HTTP/1.1 response with no ``Content-Length``);
+        otherwise they are dropped, which RFC 9110 6.5.1 allows. Names and values are
+        checked like headers'; the caller leaves out fields that must not be trailers.
+        """
         ...
 
     @property
@@ -164,6 +174,20 @@ class Exchange(Protocol):
         Falls back to reading and writing when zero-copy is not possible (for example a
         chunked response, or TLS later). Respects flow control.
         """
+        ...
+
+    @property
+    def request_trailers(self) -> list[tuple[bytes, bytes]]:
+        """The trailer fields of a chunked request body (lower-case names, values as
+        received), once the body is complete (:attr:`body_complete`); empty before,
+        and for a request that had none. Read only."""
+        ...
+
+    @property
+    def forwarded_by(self) -> str | None:
+        """The address of the connection's peer when it is one of the trusted proxies
+        (``server.forwarded_allow_ips``: its forwarding headers were believed), ``"unix"``
+        for a trusted Unix-socket peer; None when the peer is not trusted."""
         ...
 
     # upgrade ----------------------------------------------------------------------------

@@ -116,6 +116,7 @@ class UpstreamConnection(asyncio.Protocol):
         "reusable",
         "server",
         "sink",
+        "trailers",
         "transport",
         "tunnel",
     )
@@ -140,6 +141,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._upgrade = False  # the request in progress asked to switch protocols
         #: set once a 101 joined this connection to its client's
         self.tunnel: Tunnel | None = None
+        #: the trailer fields of the response that just ended (a chunked body's)
+        self.trailers: list[tuple[bytes, bytes]] = []
 
     # -- a request on this connection --------------------------------------------------
     def start(self, sink: ResponseSink, head_request: bool, upgrade: bool = False) -> None:
@@ -154,6 +157,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._cl = None
         self._te = False
         self._until_close = False
+        if self.trailers:
+            self.trailers = []
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.transport is not None and not self.closed:
@@ -348,6 +353,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._connection_tokens = b""
         self.sink = None
         self.reusable = keep
+        if self._headers:  # after the head, on_header gets the trailer fields
+            self.trailers = self._headers
+            self._headers = []
         sink.response_end()
 
     # -- internals ---------------------------------------------------------------------
