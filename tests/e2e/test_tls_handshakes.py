@@ -46,7 +46,10 @@ def test_stalled_handshakes_take_at_most_max_handshakes_slots(certs: Certs) -> N
         "BASTION_TLS__HANDSHAKE_TIMEOUT": "2",
         "BASTION_TLS__HANDSHAKE_WAIT": "8",
     }
-    with serve("tls_apps:asgi_app", *tls_args(certs, "--workers", "1"), env=env) as srv, ExitStack() as stack:
+    with (
+        serve("tls_apps:asgi_app", *tls_args(certs, "--workers", "1"), env=env) as srv,
+        ExitStack() as stack,
+    ):
         port = port_of(srv.url)
         stalled = [stack.enter_context(stall(port)) for _ in range(2)]
         time.sleep(0.5)  # both hold a slot now
@@ -177,7 +180,6 @@ def test_proxy_header_then_tls(certs: Certs, tmp_path: Path) -> None:
         assert body["tls"]["tls_version"] == 0x0304
         # no header: refused, promptly, without an answer
         start = time.monotonic()
-        with pytest.raises((ssl.SSLError, OSError)):
-            with connect(port, ctx) as sock:
-                request(sock)
+        with pytest.raises((ssl.SSLError, OSError)), connect(port, ctx) as sock:
+            request(sock)
         assert time.monotonic() - start < 5
