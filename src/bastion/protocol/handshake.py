@@ -44,6 +44,9 @@ __all__ = [
 #: per worker; see docs/tls.md for why
 DEFAULT_MAX_HANDSHAKES: Final = 256
 DEFAULT_HANDSHAKE_WAIT: Final = 2.0
+#: at the cap, a handshake in progress this long (seconds) gives its slot to a newcomer:
+#: a real one takes a few round trips, well under a second
+EVICT_AFTER: Final = 1.0
 
 MakeHTTP = Callable[[], "HTTP1Protocol"]
 
@@ -69,6 +72,12 @@ class HandshakeGate:
         self.refused = 0
         self._waiting: collections.deque[TLSAcceptor] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
+        # the transports of the handshakes in progress, oldest first, with their start
+        self._running: dict[asyncio.Transport, float] = {}
+        self._evicting: set[asyncio.Transport] = set()  # cut, their slot not yet back
+        self._sweep: asyncio.TimerHandle | None = None
+        #: handshakes cut at the cap to make room for a newcomer (since start)
+        self.evicted = 0
         self._closed = False
 
     @property
@@ -86,12 +95,52 @@ class HandshakeGate:
         if not self.limit or self.active < self.limit:
             self._start(conn)
             return
-        if self.wait <= 0:
+        loop = asyncio.get_running_loop()
+        wait = self.wait
+        if len(self._waiting) >= len(self._evicting) and self._evict_oldest(loop.time()):
+            wait = max(wait, EVICT_AFTER)  # a slot comes back on the loop's next turn
+        elif wait <= 0:
             self._refuse(transport)
             return
-        loop = asyncio.get_running_loop()
-        conn.timer = loop.call_later(self.wait, self._expire, conn)
+        conn.timer = loop.call_later(wait, self._expire, conn)
         self._waiting.append(conn)
+        self._schedule_sweep(loop)
+
+    def _schedule_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """With connections waiting, cut the oldest handshake when it turns EVICT_AFTER."""
+        if self._sweep is not None or not self._running or not self._waiting:
+            return
+        oldest = next(iter(self._running.values()))
+        self._sweep = loop.call_at(oldest + EVICT_AFTER, self._on_sweep, loop)
+
+    def _on_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweep = None
+        want = len(self._waiting) - len(self._evicting)
+        now = loop.time()
+        while want > 0 and self._evict_oldest(now):
+            want -= 1
+        self._schedule_sweep(loop)
+
+    def _evict_oldest(self, now: float) -> bool:
+        """Cut the oldest handshake in progress if it has gone on for EVICT_AFTER: a
+        client that starts a handshake and stalls must not keep a newcomer out."""
+        for transport, started in self._running.items():
+            if now - started < EVICT_AFTER - 0.01:  # (timers may fire a little early)
+                return False
+            del self._running[transport]
+            self._evicting.add(transport)
+            self.evicted += 1
+            if self.evicted == 1 or self.evicted % 1000 == 0:
+                logger.warning(
+                    "%d TLS handshakes in progress (tls.max_handshakes): cut %d that had "
+                    "gone on for over %gs to let newer connections in",
+                    self.active,
+                    self.evicted,
+                    EVICT_AFTER,
+                )
+            transport.abort()  # its task ends, releasing the slot
+            return True
+        return False
 
     def _refuse(self, transport: asyncio.Transport) -> None:
         self.refused += 1
@@ -130,6 +179,8 @@ class HandshakeGate:
             if conn.transport is None or conn.transport.is_closing():
                 continue
             self._start(conn)
+        if self._waiting:
+            self._schedule_sweep(asyncio.get_running_loop())
 
     async def _handshake(self, conn: TLSAcceptor) -> None:
         loop = asyncio.get_running_loop()
@@ -141,6 +192,7 @@ class HandshakeGate:
         # from here on the TLS protocol gets the bytes: take those read so far
         rest = bytes(conn.buffer)
         conn.transport = None
+        self._running[transport] = loop.time()
         try:
             if rest:
                 # start_tls puts its own protocol on the transport, then schedules that
@@ -159,6 +211,8 @@ class HandshakeGate:
             transport.abort()
             return
         finally:
+            self._running.pop(transport, None)
+            self._evicting.discard(transport)
             self._release()
         if tls_transport is None or tls_transport.is_closing():
             transport.abort()
@@ -169,6 +223,9 @@ class HandshakeGate:
         """The worker stops: close the connections waiting for a slot and those still
         in their handshake (finished connections belong to the connection tracker)."""
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         while self._waiting:
             conn = self._waiting.popleft()
             if conn.timer is not None:
