@@ -9,9 +9,12 @@ the TLS transport exactly as a listener with ``ssl=`` would have made it.
 
 Over ``tls.max_handshakes``, a connection waits, not read (it costs a socket and a
 small record), first come first served, for at most ``tls.handshake_wait`` seconds;
-then it is closed without a byte sent. A flood of clients that start handshakes and
-stall, or that make expensive full handshakes, can thus take at most that many slots of
-a worker's CPU, and a slot comes back when a handshake ends, fails or times out.
+then it is closed without a byte sent. A slot comes back when a handshake ends, fails or
+times out, and, while connections wait, when a handshake that has gone on for
+:data:`EVICT_AFTER` is cut for them (a real one takes a few round trips; one that old is
+nearly always a client that started and stalled). A flood of clients that make
+expensive full handshakes thus gets at most that many in progress per worker, and a
+flood of clients that stall cannot keep newcomers out.
 
 On a listener that expects a PROXY header, :class:`~bastion.protocol.proxy.ProxyHeaderReader`
 reads it first and hands the connection, with the bytes that followed the header, to
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_HANDSHAKE_WAIT",
     "DEFAULT_MAX_HANDSHAKES",
+    "EVICT_AFTER",
     "HandshakeGate",
     "TLSAcceptor",
     "tls_after_proxy",
@@ -184,11 +188,11 @@ class HandshakeGate:
 
     async def _handshake(self, conn: TLSAcceptor) -> None:
         loop = asyncio.get_running_loop()
-        proto = conn.make()
         transport = conn.transport
         if transport is None or transport.is_closing():
             self._release()
             return
+        proto = conn.make()
         # from here on the TLS protocol gets the bytes: take those read so far
         rest = bytes(conn.buffer)
         conn.transport = None
@@ -208,6 +212,10 @@ class HandshakeGate:
                 ssl_handshake_timeout=self.timeout,
             )
         except OSError:  # (ssl.SSLError too) the handshake failed, timed out or was cut
+            transport.abort()
+            return
+        except Exception:
+            logger.exception("TLS handshake with %s", transport.get_extra_info("peername"))
             transport.abort()
             return
         finally:
