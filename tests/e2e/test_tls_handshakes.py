@@ -51,8 +51,9 @@ def test_stalled_handshakes_take_at_most_max_handshakes_slots(certs: Certs) -> N
         ExitStack() as stack,
     ):
         port = port_of(srv.url)
-        stalled = [stack.enter_context(stall(port)) for _ in range(2)]
-        time.sleep(0.2)  # both hold a slot now
+        # three clients stall: two hold the slots, the third waits for one
+        stalled = [stack.enter_context(stall(port)) for _ in range(3)]
+        time.sleep(0.2)
         start = time.monotonic()
         # a real client waits for a slot: until the oldest stalled handshake has gone on
         # for a second and is cut for it, long before the handshake timeout
@@ -60,7 +61,8 @@ def test_stalled_handshakes_take_at_most_max_handshakes_slots(certs: Certs) -> N
             waited = time.monotonic() - start
             assert request(sock)[0] == 200
         assert 0.5 < waited < 6, f"served after {waited:.2f}s"
-        # two at once: one takes the free slot, the other the last stalled one's
+        # two at once: one takes the free slot, the other the last stalled one's once it
+        # has gone on for a second
         begin = time.monotonic()
         with connect(port, certs.client_context()) as a, connect(port, certs.client_context()) as b:
             assert request(a)[0] == 200 and request(b)[0] == 200
