@@ -72,6 +72,20 @@ def test_certificates_table_is_read_and_printed_back(tmp_path: Path) -> None:
     assert "tls.certificates" in found[0] and "certfile" in found[0]
 
 
+def test_proxy_protocol_and_the_handshake_cap_on_tls_listeners(tmp_path: Path) -> None:
+    (tmp_path / "bastion.toml").write_text(
+        '[server]\nbind = ["0.0.0.0:443"]\nproxy_protocol = ["0.0.0.0:443"]\n'
+        '[tls]\ncertfile = "a.pem"\nmax_handshakes = 64\nhandshake_wait = 0\n'
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        config = load_config(file="bastion.toml", env={}, cli={})
+    assert config.server.proxy_protocol == ("0.0.0.0:443",)
+    assert (config.tls.max_handshakes, config.tls.handshake_wait) == (64, 0.0)
+    found = problems(tmp_path, '[tls]\ncertfile = "a.pem"\nmax_handshakes = -1\n')
+    assert "tls.max_handshakes" in found[0]
+
+
 def test_subject_names_follow_rfc_4514() -> None:
     subject = (
         (("countryName", "US"),),

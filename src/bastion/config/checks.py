@@ -148,15 +148,6 @@ def _check_proxies(config: Config, src: Callable[[str], Source]) -> Iterator[str
                 f'expected one of server.bind {toml_value(list(server.bind))} or "*", '
                 f"got {toml_value(entry)}",
             )
-    tls = config.tls
-    if server.proxy_protocol and (tls.certfile or tls.certificates):
-        yield problem(
-            src("server.proxy_protocol"),
-            "server.proxy_protocol",
-            "is not supported on TLS listeners yet (the PROXY header comes before the TLS "
-            "handshake): terminate TLS in front of bastion, or leave TLS to bastion "
-            "without the PROXY protocol",
-        )
 
 
 def _check_app(

@@ -233,6 +233,11 @@ class TLSConfig(_Section, frozen=True):
     # a client must finish the handshake in this time; nginx ssl_handshake_timeout 60s,
     # asyncio 60s; 10s like a header deadline, as a handshake is a few round trips
     handshake_timeout: PositiveFloat = 10.0
+    # TLS handshakes in progress per worker (0 = no cap), like HAProxy's maxsslconn;
+    # 256 never binds normal traffic yet bounds a flood's share of a worker's CPU
+    max_handshakes: NonNegativeInt = 256
+    # seconds a connection over the cap waits for a slot before it is closed (0 = at once)
+    handshake_wait: NonNegativeFloat = 2.0
     # plain-HTTP listeners that answer every request with a 308 to the https URL
     redirect_bind: tuple[str, ...] = ()
 

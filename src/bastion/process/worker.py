@@ -141,6 +141,7 @@ class _Worker:
         self.recycle_sent = False
         self.limit = 0
         self.tracker: Any = None
+        self.handshakes: Any = None  # the TLS handshake gate (TLS listeners only)
         self.recorder: Any = None
         self.tasks = WorkerTasks()  # every request task of this worker
         self.access_log: AccessLog | Any = None  # (or a SlowLog in front of it)
@@ -214,6 +215,7 @@ class _Worker:
 
     async def _serve(self, gateway: Gateway) -> list[asyncio.AbstractServer]:
         from bastion.observe.board import route_labels
+        from bastion.protocol.handshake import tls_factory
         from bastion.protocol.http1 import HTTP1Protocol, ProtocolSettings
         from bastion.protocol.proxy import expects_proxy, proxied
         from bastion.protocol.state import ConnectionTracker
@@ -247,6 +249,7 @@ class _Worker:
         listeners = self.spec.listeners
         socks: list[socket.socket] = worker_sockets(listeners, self.config.server.backlog)
         tls = self.spec.tls
+        gate = None
         redirect = None
         for lst, sock in zip(listeners, socks, strict=True):
             if lst.redirect:
@@ -260,13 +263,26 @@ class _Worker:
                     backlog=self.config.server.backlog,
                 )
             elif tls is not None:
-                # (PROXY protocol is refused with TLS by the config checks)
+                # plain TCP: the gate starts TLS on each connection (a cap on the
+                # handshakes in progress; a PROXY header read before the handshake)
+                if gate is None:
+                    from bastion.protocol.handshake import HandshakeGate
+
+                    gate = HandshakeGate(
+                        tls.context,
+                        tls.handshake_timeout,
+                        self.config.tls.max_handshakes,
+                        self.config.tls.handshake_wait,
+                    )
+                    self.handshakes = gate
                 server = await self.loop.create_server(
-                    lambda: HTTP1Protocol(settings, handler, tracker),
+                    tls_factory(
+                        gate,
+                        lambda: HTTP1Protocol(settings, handler, tracker),
+                        expects_proxy(self.config.server, lst.spec.text),
+                    ),
                     sock=sock,
                     backlog=self.config.server.backlog,
-                    ssl=tls.context,
-                    ssl_handshake_timeout=tls.handshake_timeout,
                 )
             else:
                 server = await self.loop.create_server(
@@ -375,6 +391,8 @@ class _Worker:
                 grace,
             )
         tracker.abort_all()
+        if self.handshakes is not None:
+            self.handshakes.close()
         await self._shutdown_gateway(gateway)
         if self.recorder is not None:
             self.recorder.close()

@@ -30,7 +30,9 @@ async def asgi_app(
 
         await asyncio.sleep(float(scope["query_string"] or b"1"))
     tls = scope["extensions"].get("tls")
-    body = json.dumps({"scheme": scope["scheme"], "tls": tls, "pid": os.getpid()}).encode()
+    body = json.dumps(
+        {"scheme": scope["scheme"], "tls": tls, "pid": os.getpid(), "client": scope["client"]}
+    ).encode()
     await send(
         {
             "type": "http.response.start",
