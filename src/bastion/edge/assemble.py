@@ -19,9 +19,11 @@ Where the parts come from: the handler from the route's handler table (``app``,
 :data:`REQUEST_FILTERS`, in that order. A new request filter adds its module and its
 factory to that tuple, where the order in which filters run is decided.
 
-Start-up starts the apps, then every part with a lifecycle
+Start-up starts the apps, then the upstream groups proxy routes share
+(:class:`~bastion.upstream.registry.Upstreams`: one per group, whatever the number of
+routes naming it), then every part with a lifecycle
 (:class:`~bastion.edge.types.Lifecycle`), route by route; shutdown lets the worker's
-request tasks end, stops those parts in reverse order, then the apps.
+request tasks end, stops those parts in reverse order (the groups last), then the apps.
 
 An app mounted by a prefix route gets that prefix as its ``root_path`` (ASGI
 ``root_path``, WSGI ``SCRIPT_NAME``) unless its own configuration sets one; when several
@@ -30,7 +32,7 @@ prefix routes mount the same app, the first one gives the prefix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
@@ -41,7 +43,6 @@ from bastion.config.schema import (
     Config,
     HeadersConfig,
     RouteConfig,
-    UpstreamConfig,
 )
 from bastion.config.tables import DEFAULT_APP
 from bastion.edge.access import access_filter
@@ -58,6 +59,7 @@ from bastion.tasks import WorkerTasks
 
 if TYPE_CHECKING:
     from bastion.gateway import Gateway, LoadedApp
+    from bastion.upstream.registry import Upstreams
 
 RequestFilterFactory = Callable[[Config, RouteConfig | None, WorkerTasks], RequestFilter | None]
 """Makes one kind of request filter for one route at start-up: called with the whole
@@ -160,12 +162,16 @@ class _Served:
         gateways: dict[str, Gateway],
         tasks: WorkerTasks,
         pipelines: Sequence[Pipeline],
+        shared: Sequence[object] = (),
     ) -> None:
         self.gateways = gateways
         self.tasks = tasks
         self.grace = min(config.workers.graceful_timeout, 2.0)
-        #: the filters and handlers with a lifecycle, in start order
-        self.parts = Lifecycles(part for pipeline in pipelines for part in pipeline.parts)
+        #: the parts several routes share (started first, stopped last), then the
+        #: filters and handlers with a lifecycle, in start order
+        self.parts = Lifecycles(
+            [*shared, *(part for pipeline in pipelines for part in pipeline.parts)]
+        )
         self.started: list[Gateway] = []
 
     @property
@@ -218,9 +224,15 @@ class Site(_Served):
         request_filters: Sequence[RequestFilterFactory] = (),
     ) -> None:
         filters = _Filters(config.compress, config.headers)
+        #: the upstream groups, one per group some proxy route names, shared by them
+        self.upstreams: Upstreams | None = None
+        if any(route.proxy is not None for route in config.routes):
+            from bastion.upstream.registry import Upstreams
+
+            self.upstreams = Upstreams(config.upstreams, tasks)
         pipelines = [
             Pipeline(
-                self._route_handler(route, gateways, tasks, config.upstreams),
+                self._route_handler(route, gateways, tasks, self.upstreams),
                 request_filters=_request_filters(request_filters, config, route, tasks),
                 response_filters=filters.for_route(route),
                 tasks=tasks,
@@ -228,7 +240,8 @@ class Site(_Served):
             for route in config.routes
         ]
         not_found = Pipeline(self._not_found, response_filters=filters.top, tasks=tasks)
-        super().__init__(config, gateways, tasks, [*pipelines, not_found])
+        shared = [self.upstreams] if self.upstreams is not None else []
+        super().__init__(config, gateways, tasks, [*pipelines, not_found], shared)
         self.pipelines = pipelines
         self.router = Router(
             config.routes, [p.route_handler for p in pipelines], not_found.route_handler
@@ -240,7 +253,7 @@ class Site(_Served):
         route: RouteConfig,
         gateways: dict[str, Gateway],
         tasks: WorkerTasks,
-        upstreams: Mapping[str, UpstreamConfig],
+        upstreams: Upstreams | None,
     ) -> RouteHandler:
         if route.app:
             return AppHandler(gateways[route.app].handler)
@@ -253,8 +266,10 @@ class Site(_Served):
         if route.proxy is not None:
             from bastion.edge.proxy import ProxyHandler
 
+            assert upstreams is not None
+            group = upstreams.get(route.proxy.upstream)
             prefix = route.path if route.match == "prefix" else ""
-            return ProxyHandler(route.proxy, upstreams[route.proxy.upstream], tasks, prefix)
+            return ProxyHandler(route.proxy, group.cfg, tasks, prefix, group)
         assert route.respond is not None  # the config checks allow nothing else
         return return_handler(route.respond)
 

@@ -216,6 +216,9 @@ class ProxyHandler:
         upstream: Upstream | None = None,
     ) -> None:
         self.cfg = cfg
+        #: whether this handler starts and stops its group (not when the site's
+        #: :class:`~bastion.upstream.registry.Upstreams` shares it between routes)
+        self.owns_upstream = upstream is None
         self.upstream = upstream if upstream is not None else Upstream(cfg.upstream, upstream_cfg)
         self.ucfg = upstream_cfg
         self.tasks = tasks
@@ -226,10 +229,12 @@ class ProxyHandler:
         self.disk: ThreadPoolExecutor | None = None
 
     async def startup(self) -> None:
-        self.upstream.start(self.tasks)
+        if self.owns_upstream:
+            self.upstream.start(self.tasks)
 
     async def shutdown(self) -> None:
-        self.upstream.stop()
+        if self.owns_upstream:
+            self.upstream.stop()
         disk = self.disk
         if disk is not None:
             self.disk = None
