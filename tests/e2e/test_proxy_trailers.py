@@ -95,3 +95,21 @@ def test_request_trailers_are_passed_upstream(tmp_path: Path) -> None:
         assert req.header("transfer-encoding") == "chunked"
         # the field that may be a trailer passes, routing and hop-by-hop ones do not
         assert req.trailers == [("x-checksum", "1234")]
+
+
+def test_trailer_fields_named_by_connection_are_removed(tmp_path: Path) -> None:
+    def handler(req: Request) -> bytes:
+        return (
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\n"
+            b"Transfer-Encoding: chunked\r\nTrailer: x-hop, x-digest, x-link\r\n\r\n"
+            b"2\r\nhi\r\n0\r\n"
+            b"x-hop: secret\r\nx-digest: abc\r\nconnection: x-link\r\nx-link: local\r\n\r\n"
+        )
+
+    with RawServer(handler) as up, proxy(tmp_path, [up.address]) as p:
+        out = exchange(p.host_port, b"GET /t HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
+        head, body, trailers = parse_chunked(out, p.log)
+        assert body == b"hi"
+        # named by the head's Connection, or by one in the trailer section: hop-by-hop
+        assert trailers == {b"x-digest": b"abc"}
+        assert len(up.requests) == 1

@@ -402,6 +402,7 @@ class _Forward:
         "handler",
         "has_body",
         "last",
+        "response_fields",
         "retryable",
         "sending",
         "sent_at",
@@ -427,6 +428,9 @@ class _Forward:
         self.finished = False
         self.sending = False  # a task is streaming the request body
         self.status = 0
+        #: the upstream response head's fields (what its Connection header names does
+        #: not pass as a trailer either)
+        self.response_fields: list[tuple[bytes, bytes]] = []
         self.sent_at = 0.0
         #: when the upstream must have sent something (0: no deadline now)
         self.deadline = 0.0
@@ -761,6 +765,7 @@ class _Forward:
                     pass
             return
         self.status = status
+        self.response_fields = headers
         now = self.upstream.now()
         server = self.server
         assert server is not None
@@ -839,7 +844,11 @@ class _Forward:
 
     def finish_with_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
         exchange = self.exchange
-        trailers = passable_trailers(fields) if wants_trailers(exchange.head) else []
+        trailers: list[tuple[bytes, bytes]] = []
+        if wants_trailers(exchange.head):
+            # hop-by-hop too: what the head's (or the trailer section's) Connection names
+            dropped = _connection_names(self.response_fields) | _connection_names(fields)
+            trailers = passable_trailers(fields, dropped)
         try:
             exchange.finish(b"", trailers)
         except InvalidResponse as exc:  # a field not fit to send: the body is whole
