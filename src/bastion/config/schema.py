@@ -414,6 +414,10 @@ class ProxyConfig(_Section, frozen=True):
     # closed (0: never); HAProxy's "timeout tunnel" (its documented example: 1h) --
     # nginx's proxy_read_timeout of 60 s would cut WebSockets that ping less often
     tunnel_idle_timeout: NonNegativeFloat = 3600.0
+    # send the request id (the one sent upstream and logged) back to the client as
+    # X-Request-ID, in place of any the upstream answered with; nginx add_header
+    # X-Request-ID $request_id
+    response_request_id: bool = False
 
 
 class RouteConfig(_Section, frozen=True):

@@ -14,8 +14,9 @@ Rewriting, both ways: hop-by-hop headers (those of RFC 9110 7.6.1 and every name
 resolved through the trusted proxies (:mod:`bastion.protocol.forwarded`), so incoming
 ones are never passed on as the client wrote them (from a trusted proxy its
 ``X-Forwarded-For`` and ``Forwarded`` chains are kept, with its address appended);
-``Via`` is added; ``X-Request-ID`` is
-passed on or generated; ``Host`` is passed on or replaced; with ``strip_prefix`` the
+``Via`` is added; ``X-Request-ID`` is the
+request id (:mod:`bastion.observe.requestid`: the client's when usable, else a new one;
+the access log's too), sent back to the client with ``response_request_id``; ``Host`` is passed on or replaced; with ``strip_prefix`` the
 route's prefix leaves the path and is put back on a ``Location`` that starts with
 ``/``.
 
@@ -130,19 +131,19 @@ class _Timeout(UpstreamError):
     pass
 
 
-def _error(exchange: Exchange, status: int, text: str) -> None:
+def _error(exchange: Exchange, status: int, text: str, request_id: bool = False) -> None:
     if exchange.response_started:
         exchange.fail()
         return
     body = text.encode() + b"\n"
-    exchange.start_response(
-        status,
-        [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-        ],
-    )
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if request_id:
+        headers.append((b"x-request-id", make_request_id(exchange.head).encode("ascii")))
+    exchange.start_response(status, headers)
     exchange.finish(body if exchange.head.method != "HEAD" else b"")
 
 
@@ -178,6 +179,15 @@ def passable_trailers(
 ) -> list[tuple[bytes, bytes]]:
     """``fields`` without those that must not be trailers."""
     return [(n, v) for n, v in fields if n not in NOT_TRAILERS and n not in dropped]
+
+
+def _with_request_id(
+    headers: list[tuple[bytes, bytes]], head: RequestHead
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` with the request's id as the one ``X-Request-ID``."""
+    out = [(n, v) for n, v in headers if n != b"x-request-id"]
+    out.append((b"x-request-id", make_request_id(head).encode("ascii")))
+    return out
 
 
 def _last_chunk(trailers: list[tuple[bytes, bytes]]) -> bytes:
@@ -224,6 +234,8 @@ class ProxyHandler:
         self.tasks = tasks
         self.prefix = prefix.rstrip("/").encode() if cfg.strip_prefix else b""
         self.host = cfg.host.encode("latin-1") if cfg.host else b""
+        #: the request id goes back to the client (``response_request_id``)
+        self.request_id_back = cfg.response_request_id
         #: the thread that writes and reads buffered bodies' temporary files (made at
         #: the first spill): one, so each file's operations run in the order given
         self.disk: ThreadPoolExecutor | None = None
@@ -268,7 +280,6 @@ class ProxyHandler:
         out.append(b" HTTP/1.1\r\n")
         first = len(out)  # where the header lines start
         host = b""
-        request_id = b""
         dropped: frozenset[bytes] | None = None
         te = False
         append = out.append
@@ -276,9 +287,6 @@ class ProxyHandler:
             if name in _SPECIAL:
                 if name == b"host":
                     host = value
-                elif name == b"x-request-id":
-                    request_id = value
-                    append(b"x-request-id: " + value + b"\r\n")
                 elif name == b"connection" and dropped is None:
                     dropped = _connection_names(head.headers)
                 elif name == b"te" and not te:
@@ -319,8 +327,8 @@ class ProxyHandler:
             append(b"te: trailers\r\n")
         if upgrade:
             append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")
-        if not request_id:  # the id the access log shows too
-            append(b"x-request-id: " + make_request_id(head).encode("ascii") + b"\r\n")
+        # the client's when usable, else a new one: the id the access log shows too
+        append(b"x-request-id: " + make_request_id(head).encode("ascii") + b"\r\n")
         append(framing)
         append(b"\r\n")
         return b"".join(out)
@@ -569,12 +577,12 @@ class _Forward:
         except NoServer:
             self.finished = True
             self.drop_body()
+            back = self.handler.request_id_back
             if self.last is not None:  # the other servers are out: the last error stands
-                _error(self.exchange, 502, f"upstream {upstream.name}: {self.last}")
+                _error(self.exchange, 502, f"upstream {upstream.name}: {self.last}", back)
             else:
-                _error(
-                    self.exchange, 503, f"no server of upstream {upstream.name} can take requests"
-                )
+                text = f"no server of upstream {upstream.name} can take requests"
+                _error(self.exchange, 503, text, back)
             return
         self.server = server
         self.exchange.head.upstream = server.spec.label  # for the access log
@@ -728,7 +736,8 @@ class _Forward:
         self.drop_body()
         logger.warning("upstream %s: %s", server.spec.label, exc)
         status = 504 if isinstance(exc, _Timeout) else 502
-        _error(exchange, status, f"upstream {upstream.name}: {exc}")
+        text = f"upstream {upstream.name}: {exc}"
+        _error(exchange, status, text, self.handler.request_id_back)
 
     def timed_out(self) -> None:
         timeout = self.handler.ucfg
@@ -772,6 +781,8 @@ class _Forward:
         server.observe_latency(now - self.sent_at, now)
         self.deadline = now + self.handler.ucfg.read_timeout
         out = self.handler.response_headers(headers)
+        if self.handler.request_id_back:
+            out = _with_request_id(out, exchange.head)
         upstream = self.upstream
         if upstream.sticky_cookie and server.token != cookie_value(
             exchange.head, upstream.sticky_cookie
