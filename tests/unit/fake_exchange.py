@@ -58,6 +58,8 @@ class FakeExchange:
         )
         self.keep_alive = keep_alive
         self.can_upgrade = False
+        #: the trailers given to finish()
+        self.sent_trailers: list[tuple[bytes, bytes]] | None = None
         self.informational: list[tuple[int, list[tuple[bytes, bytes]]]] = []
 
         chunks = [body] if isinstance(body, bytes) else list(body or [])
@@ -220,6 +222,7 @@ class FakeExchange:
         self._write(data)
         if self._disconnected:
             return
+        self.sent_trailers = trailers
         self.finished = True
         self._done.set()
 

@@ -437,14 +437,64 @@ def test_app_recovering_from_a_bad_head_can_still_answer() -> None:
     assert ex.status == 502 and bytes(ex.body) == b"sorry" and not ex.failed
 
 
-def test_trailers_message_is_accepted_and_ignored() -> None:
+def test_trailers_are_dropped_for_a_client_that_did_not_ask() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        assert scope["extensions"]["http.response.trailers"] == {}
+        await send({"type": "http.response.start", "status": 200, "trailers": True})
+        await send({"type": "http.response.body", "body": b"x"})
+        assert ex.finished  # at the end of the body
+        await send({"type": "http.response.trailers", "headers": [(b"a", b"b")]})
+
+    for ex in (FakeExchange(), FakeExchange(headers=[("TE", "trailers")], http_version="1.0")):
+        run_async(serve(gateway(app), ex))
+        assert ex.finished and not ex.failed and bytes(ex.body) == b"x"
+        assert ex.sent_trailers is None
+
+
+TE = [("TE", "trailers")]
+
+
+def test_trailers_end_the_response_for_a_client_that_asked() -> None:
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "trailers": True})
         await send({"type": "http.response.body", "body": b"x"})
-        await send({"type": "http.response.trailers", "headers": [(b"a", b"b")]})
+        assert not ex.finished
+        await send(
+            {"type": "http.response.trailers", "headers": [(b"A", b"1")], "more_trailers": True}
+        )
+        await send({"type": "http.response.trailers", "headers": [[b"b", b"2"], (b"vary", b"x")]})
 
-    ex = run_async(serve(gateway(app), FakeExchange()))
+    ex = FakeExchange(headers=TE)
+    run_async(serve(gateway(app), ex))
     assert ex.finished and not ex.failed and bytes(ex.body) == b"x"
+    assert ex.sent_trailers == [(b"a", b"1"), (b"b", b"2")]
+
+
+def test_trailers_out_of_order_or_malformed_raise() -> None:
+    errors: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "trailers": True})
+        for message in (
+            {"type": "http.response.trailers", "headers": []},  # before the body's end
+            {"type": "http.response.body", "body": b"x"},
+            {"type": "http.response.body", "body": b"y"},  # the body is over
+            {"type": "http.response.trailers", "headers": [("a", "b")]},  # str, not bytes
+            {"type": "http.response.trailers", "headers": [(b"a b", b"c")]},  # bad name
+        ):
+            try:
+                await send(message)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        # the app ends without the trailers it announced: the response ends without them
+
+    ex = FakeExchange(headers=TE)
+    run_async(serve(gateway(app), ex))
+    assert len(errors) == 4, errors
+    assert "before the last http.response.body" not in errors[0]
+    assert "trailers expected" in errors[1]
+    assert ex.finished and not ex.failed and bytes(ex.body) == b"x"
+    assert ex.sent_trailers == []
 
 
 def test_pathsend_sends_the_file(tmp_path: Path) -> None:

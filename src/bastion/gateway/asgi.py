@@ -14,6 +14,13 @@ task and translates messages both ways:
   at its next message instead of running on for nobody; an exception that escapes the
   app because of it is not logged as an error. ``http.response.pathsend`` sends a file
   by path, zero-copy.
+* The HTTP trailers extension: after ``http.response.start`` with ``trailers: True``
+  and the last ``http.response.body``, the app sends ``http.response.trailers``
+  messages (``headers``, ``more_trailers``); the last one ends the response, its fields
+  in the last chunk. They are written only where they can be: a chunked response (no
+  ``Content-Length``) to an HTTP/1.1 client that sent ``TE: trailers``. Otherwise the
+  response ends with its body and the trailers are dropped, as are fields that must not
+  be trailers (framing, routing, authentication, caching, ``Content-Type``...).
 * Messages that break the protocol (body before start, a second start, an unknown type,
   wrong value types, header bytes that must not reach the wire) raise ``RuntimeError``
   inside the app's ``send``; if the app then ends without a complete response the client
@@ -33,6 +40,7 @@ from bastion.gateway.asgi_websocket import WebSocketServer
 from bastion.gateway.errors import ClientGone
 from bastion.gateway.failure import ERROR_LOG, describe, fail_request, request_id
 from bastion.gateway.lifespan import ASGIApp, Lifespan, Message
+from bastion.protocol.fields import check_header_name, check_header_value
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
 from bastion.protocol.ws_handshake import is_websocket_request
 from bastion.tasks import WorkerTasks
@@ -43,10 +51,43 @@ __all__ = ["ASGIApp", "ASGIGateway"]
 _IDLE = 0
 _STARTED = 1
 _DONE = 2
+_TRAILERS = 3  # the body is over: waiting for the app's http.response.trailers
 
 _TASK_GRACE = 2.0  # default wait for app tasks at shutdown, after connections have drained
 
 _PATHSEND: dict[str, Any] = {}  # the (empty) settings of the pathsend extension
+_TRAILER_EXT: dict[str, Any] = {}  # and of the trailers extension
+
+#: fields never sent as trailers (RFC 9110 6.5.1): framing, routing, request modifiers,
+#: authentication, response control and those that describe the content
+_NOT_TRAILERS: Final = frozenset(
+    (
+        b"age",
+        b"authorization",
+        b"cache-control",
+        b"connection",
+        b"content-encoding",
+        b"content-length",
+        b"content-range",
+        b"content-type",
+        b"date",
+        b"expires",
+        b"host",
+        b"keep-alive",
+        b"location",
+        b"pragma",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"retry-after",
+        b"set-cookie",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"vary",
+        b"www-authenticate",
+    )
+)
 
 
 class ASGIGateway:
@@ -129,7 +170,10 @@ class ASGIGateway:
             "raw_path": raw_path,
             "query_string": head.query_string,
             "headers": head.headers,
-            "extensions": {"http.response.pathsend": _PATHSEND},
+            "extensions": {
+                "http.response.pathsend": _PATHSEND,
+                "http.response.trailers": _TRAILER_EXT,
+            },
         }
         if head.tls is not None:
             scope["extensions"]["tls"] = head.tls.asgi()
@@ -155,7 +199,7 @@ class ASGIGateway:
 class _Cycle:
     """One request's ``receive`` and ``send``, and the task that runs the app."""
 
-    __slots__ = ("body_done", "debug", "ex", "gone", "response", "waiters")
+    __slots__ = ("body_done", "debug", "ex", "gone", "response", "trailers", "waiters")
 
     def __init__(self, exchange: Exchange, debug: bool) -> None:
         self.ex = exchange
@@ -164,6 +208,9 @@ class _Cycle:
         self.body_done = False
         self.gone = False  # send() has told the app that the client is gone
         self.waiters: list[asyncio.Future[None]] | None = None
+        #: the trailer fields so far, while the app sends them and they can be written
+        #: (None: no trailers expected, or dropped)
+        self.trailers: list[tuple[bytes, bytes]] | None = None
 
     async def run(self, app: ASGIApp, scope: dict[str, Any]) -> None:
         try:
@@ -202,6 +249,10 @@ class _Cycle:
         ex = self.ex
         if ex.disconnected:
             ex.fail(None)
+        elif self.response == _TRAILERS:
+            # the body was complete; the trailers the app announced never came
+            self.response = _DONE
+            ex.finish(b"", self.trailers)
         elif self.response == _IDLE:
             fail_request(ex, None, "ASGI app returned without sending a response", self.debug)
         else:
@@ -271,6 +322,11 @@ class _Cycle:
                     if ex.writing_paused:
                         await ex.drain()
                     return
+                if self.trailers is not None:
+                    if body:
+                        ex.write(body)
+                    self.response = _TRAILERS
+                    return
                 ex.finish(body)
             except (TypeError, ValueError, InvalidResponse) as exc:
                 raise RuntimeError(f"invalid {kind} message: {exc}") from None
@@ -289,16 +345,40 @@ class _Cycle:
             except (TypeError, ValueError, InvalidResponse) as exc:
                 raise RuntimeError(f"invalid http.response.start message: {exc}") from None
             self.response = _STARTED
+            if message.get("trailers") is True and _accepts_trailers(ex):
+                self.trailers = []
         elif kind == "http.response.pathsend":
             if self.response != _STARTED:
                 raise RuntimeError(self.out_of_order(kind))
             await self.pathsend(message.get("path"))
         elif kind == "http.response.trailers":
-            if self.response == _IDLE:
-                raise RuntimeError(self.out_of_order(kind))
-            # trailers are not sent over HTTP/1.1 here; accepted so apps that ask work
+            self.send_trailers(message)
         else:
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http request")
+
+    def send_trailers(self, message: Message) -> None:
+        """An ``http.response.trailers`` message: kept until the last, which ends the
+        response. Ignored when the trailers are dropped (the response is over)."""
+        if self.response != _TRAILERS:
+            if self.response == _DONE:
+                return  # dropped: the response ended with its body
+            raise RuntimeError(self.out_of_order("http.response.trailers"))
+        fields = self.trailers
+        assert fields is not None
+        try:
+            for name, value in message.get("headers", ()):
+                lname = check_header_name(name)
+                check_header_value(name, value)
+                if lname not in _NOT_TRAILERS:
+                    fields.append((lname, value))
+        except (TypeError, ValueError, InvalidResponse) as exc:
+            raise RuntimeError(f"invalid http.response.trailers message: {exc}") from None
+        if message.get("more_trailers", False):
+            return
+        self.response = _DONE
+        self.ex.finish(b"", fields)
+        if self.waiters:
+            self.wake_waiters()
 
     async def pathsend(self, path: object) -> None:
         if not isinstance(path, str) or not os.path.isabs(path):
@@ -320,8 +400,22 @@ class _Cycle:
             _IDLE: "before http.response.start",
             _STARTED: "after http.response.start",
             _DONE: "after the response was complete",
+            _TRAILERS: "after the last http.response.body (trailers expected)",
         }[self.response]
         return f"unexpected ASGI message {kind!r} {where}"
+
+
+def _accepts_trailers(ex: Exchange) -> bool:
+    """Whether trailers can reach the client: HTTP/1.1 that sent ``TE: trailers``."""
+    head = ex.head
+    if head.http_version != "1.1":
+        return False
+    for name, value in head.headers:
+        if name == b"te":
+            for item in value.split(b","):
+                if item.split(b";", 1)[0].strip().lower() == b"trailers":
+                    return True
+    return False
 
 
 def _from_gone(exc: BaseException) -> bool:

@@ -89,7 +89,13 @@ GC_COLLECTED = 20  # 3 cells
 GC_PAUSE = 23  # 3 float cells: seconds
 SAMPLED_AT = 26  # float: monotonic time of the worker's last sample
 CPU_SECONDS = 27  # float: the worker's CPU time (user + system, all threads) at its last sample
-SCALARS = 32
+# the worker's TLS handshake gate (protocol/handshake.py), sampled
+TLS_IN_PROGRESS = 28  # handshakes in progress
+TLS_WAITING = 29  # connections waiting for a slot (tls.max_handshakes)
+TLS_REFUSED = 30  # connections closed because no slot came free in time
+TLS_EVICTED = 31  # stalled handshakes cut to make room for a newcomer
+TLS_FAILED = 32  # handshakes that failed, timed out or lost their client
+SCALARS = 40
 
 # -- upstream-server entries (cells from the start of an entry) --------------------------
 UPSTREAM_SERVERS = 64  # entries per worker: the last one sums the overflow ("other")
@@ -129,6 +135,9 @@ ADDITIVE = (
     AUTH_REJECTED,
     RATE_LIMITED,
     TLS_CONNECTIONS,
+    TLS_REFUSED,
+    TLS_EVICTED,
+    TLS_FAILED,
     *range(GC_COLLECTIONS, GC_COLLECTIONS + 2 * GENERATIONS),
 )
 

@@ -48,6 +48,11 @@ from bastion.observe.board import (
     STATE_NAMES,
     STATUS_CLASSES,
     TLS_CONNECTIONS,
+    TLS_EVICTED,
+    TLS_FAILED,
+    TLS_IN_PROGRESS,
+    TLS_REFUSED,
+    TLS_WAITING,
     U_EJECTIONS,
     U_FAILURES,
     U_IDLE,
@@ -350,9 +355,35 @@ def render_metrics(board: Board, reading: Reading | None = None) -> str:
         ("bastion_rate_limit_rejections_total", RATE_LIMITED, "Requests answered 429."),
         ("bastion_websocket_sessions_total", WS_ENDED, "Upgraded sessions (WebSockets) ended."),
         ("bastion_tls_handshakes_total", TLS_CONNECTIONS, "TLS handshakes completed."),
+        (
+            "bastion_tls_handshakes_refused_total",
+            TLS_REFUSED,
+            "TLS connections closed unanswered: no handshake slot came free within "
+            "tls.handshake_wait.",
+        ),
+        (
+            "bastion_tls_handshakes_evicted_total",
+            TLS_EVICTED,
+            "TLS handshakes cut after a second at tls.max_handshakes to let a newer connection in.",
+        ),
+        (
+            "bastion_tls_handshakes_failed_total",
+            TLS_FAILED,
+            "TLS handshakes that failed, timed out or lost their client.",
+        ),
     ):
         w.family(name, "counter", text)
         w.sample(name, t[cell])
+    for name, cell, text in (
+        ("bastion_tls_handshakes_in_progress", TLS_IN_PROGRESS, "TLS handshakes in progress."),
+        (
+            "bastion_tls_handshakes_waiting",
+            TLS_WAITING,
+            "TLS connections waiting for a handshake slot (tls.max_handshakes).",
+        ),
+    ):
+        w.family(name, "gauge", text)
+        w.sample(name, sum(x.cells[cell] for x in r.workers))
     w.family("bastion_websocket_sessions_open", "gauge", "Upgraded sessions (WebSockets) open.")
     w.sample("bastion_websocket_sessions_open", sum(x.cells[WS_OPEN] for x in r.workers))
     w.family(
@@ -621,6 +652,11 @@ class Snapshots:
             "tls": {
                 "handshakes": r.totals[TLS_CONNECTIONS],
                 "per_second": round(delta(TLS_CONNECTIONS) / elapsed, 1),
+                "in_progress": sum(x.cells[TLS_IN_PROGRESS] for x in r.workers),
+                "waiting": sum(x.cells[TLS_WAITING] for x in r.workers),
+                "refused": r.totals[TLS_REFUSED],
+                "evicted": r.totals[TLS_EVICTED],
+                "failed": r.totals[TLS_FAILED],
             },
             "websockets": {
                 "open": sum(x.cells[WS_OPEN] for x in r.workers),

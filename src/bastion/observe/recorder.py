@@ -4,8 +4,9 @@
 connection tracker (by route, method, status class and latency bucket; bytes; TLS
 handshakes; sessions) into the worker's slot once a second. :meth:`Recorder.start`
 adds what is sampled rather than counted: once a second it writes the open
-connections, the requests in progress, the tracker's evictions and the event loop's lag,
-and the counters of every upstream server (:class:`UpstreamSampler`, reading what the
+connections, the requests in progress, the tracker's evictions, the event loop's lag,
+the TLS handshake gate's gauges and counters (:mod:`bastion.protocol.handshake`), and
+the counters of every upstream server (:class:`UpstreamSampler`, reading what the
 reverse proxy's groups keep in worker memory); and a ``gc.callbacks`` hook times every
 collection.
 """
@@ -42,6 +43,11 @@ from bastion.observe.board import (
     SHED,
     STATUS_CLASSES,
     TLS_CONNECTIONS,
+    TLS_EVICTED,
+    TLS_FAILED,
+    TLS_IN_PROGRESS,
+    TLS_REFUSED,
+    TLS_WAITING,
     U_EJECTIONS,
     U_FAILURES,
     U_IDLE,
@@ -128,6 +134,7 @@ class Recorder:
         if self._handle is not None:
             self._handle.cancel()
         self.upstreams.sample()
+        self._sample_handshakes()
         self.flush()
         try:
             gc.callbacks.remove(self._on_gc)
@@ -155,6 +162,27 @@ class Recorder:
         self._ints[base + GC_COLLECTED + gen] += info["collected"]
         self._floats[base + GC_PAUSE + gen] += time.perf_counter() - self._gc_start
 
+    def _sample_handshakes(self) -> None:
+        """The TLS handshake gate's gauges and counters (a worker has one gate for all
+        its TLS listeners, none without TLS): read from the gate, nothing added to a
+        connection."""
+        handshake = sys.modules.get("bastion.protocol.handshake")
+        if handshake is None:
+            return  # no TLS listener in this worker
+        active = waiting = refused = evicted = failed = 0
+        for gate in list(handshake.GATES):
+            active += gate.active
+            waiting += gate.waiting
+            refused += gate.refused
+            evicted += gate.evicted
+            failed += gate.failed
+        ints, base = self._ints, self._base
+        ints[base + TLS_IN_PROGRESS] = active
+        ints[base + TLS_WAITING] = waiting
+        ints[base + TLS_REFUSED] = refused
+        ints[base + TLS_EVICTED] = evicted
+        ints[base + TLS_FAILED] = failed
+
     def _sample(self) -> None:
         loop = self._loop
         assert loop is not None
@@ -175,6 +203,7 @@ class Recorder:
         ints[base + WS_OPEN] = upgraded
         ints[base + EVICTED] = tracker.evicted
         ints[base + SHED] = tracker.shed
+        self._sample_handshakes()
         self.upstreams.sample()
         # the worker's own CPU time, to the microsecond: /proc's ticks (10 ms) read 0 for
         # a worker that has served a few requests

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_HANDSHAKE_WAIT",
     "DEFAULT_MAX_HANDSHAKES",
     "EVICT_AFTER",
+    "GATES",
     "HandshakeGate",
     "TLSAcceptor",
     "tls_after_proxy",
@@ -53,6 +55,9 @@ DEFAULT_HANDSHAKE_WAIT: Final = 2.0
 EVICT_AFTER: Final = 1.0
 
 MakeHTTP = Callable[[], "HTTP1Protocol"]
+
+#: the worker's gates, read (never written) once a second by the metrics recorder
+GATES: weakref.WeakSet[HandshakeGate] = weakref.WeakSet()
 
 
 class HandshakeGate:
@@ -82,7 +87,11 @@ class HandshakeGate:
         self._sweep: asyncio.TimerHandle | None = None
         #: handshakes cut at the cap to make room for a newcomer (since start)
         self.evicted = 0
+        #: handshakes that failed, timed out or lost their client (since start; not
+        #: those cut at the cap)
+        self.failed = 0
         self._closed = False
+        GATES.add(self)
 
     @property
     def waiting(self) -> int:
@@ -212,9 +221,12 @@ class HandshakeGate:
                 ssl_handshake_timeout=self.timeout,
             )
         except OSError:  # (ssl.SSLError too) the handshake failed, timed out or was cut
+            if transport not in self._evicting:
+                self.failed += 1
             transport.abort()
             return
         except Exception:
+            self.failed += 1
             logger.exception("TLS handshake with %s", transport.get_extra_info("peername"))
             transport.abort()
             return

@@ -81,7 +81,9 @@ function show(s) {
       cell(fmt(u.failures)), cell(fmt(u.in_flight)), cell(fmt(u.latency_ms, 2) + " ms"));
     ub.append(tr);
   }
-  tiles("tls", [["handshakes", fmt(s.tls.per_second, 1) + " · " + fmt(s.tls.handshakes)]]);
+  tiles("tls", [["handshakes", fmt(s.tls.per_second, 1) + " · " + fmt(s.tls.handshakes)],
+    ["in progress", fmt(s.tls.in_progress)], ["waiting", fmt(s.tls.waiting)],
+    ["refused", fmt(s.tls.refused)], ["evicted", fmt(s.tls.evicted)], ["failed", fmt(s.tls.failed)]]);
   tiles("ws", [["open", fmt(s.websockets.open)],
     ["ended", fmt(s.websockets.ended_per_second, 1) + " · " + fmt(s.websockets.ended)]]);
   const rs = $("restarts"); rs.replaceChildren();
