@@ -47,7 +47,7 @@ down after its request tasks have ended: :attr:`Pipeline.parts` lists a route's 
 start order and :class:`Lifecycles` runs them (the site puts every route's parts in one).
 
 This module is on the path of every routed request (its closures are what the router
-calls) but is not compiled with mypyc.
+calls) and is compiled with mypyc (setup.py ``COMPILED``).
 """
 
 from __future__ import annotations
