@@ -6,8 +6,6 @@ screenshots are kept in the test's tmp dir."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -16,22 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from admin_tools import admin_url
+from browser import chromium, need_chromium
 from server import BastionProcess, serve
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LOAD_SECONDS = 20.0  # at most; the test stops the load as soon as it is done
 LOAD_REQUESTS = 20_000
-
-
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 
 def _load(url: str, stop: threading.Event) -> None:
@@ -44,40 +32,28 @@ def _load(url: str, stop: threading.Event) -> None:
             time.sleep(0.002)
 
 
-def browser_api() -> Any:
-    """Playwright's sync API, or the test skipped when it or Chromium is missing."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (scripts/system-deps.sh installs it)")
-    return sync_api
-
-
 @contextmanager
-def dashboard(sync_api: Any, admin: str, site: str, height: int) -> Iterator[Any]:
+def dashboard(admin: str, site: str, height: int) -> Iterator[Any]:
     """The dashboard at ``admin`` open in headless Chromium while a bounded load runs
     against ``site``: the page; afterwards the browser is closed and the load stopped."""
     stop = threading.Event()
     load = threading.Thread(target=_load, args=(site, stop), daemon=True)
     load.start()
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1200, "height": height})
-                page.goto(admin + "/", wait_until="load")
-                yield page
-            finally:
-                browser.close()
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1200, "height": height})
+            page.goto(admin + "/", wait_until="load")
+            yield page
     finally:
         stop.set()
         load.join(10)
 
 
 def test_dashboard_shows_live_numbers(tmp_path: Path) -> None:
-    sync_api = browser_api()
+    need_chromium()  # (before the server starts)
     with (
         serve("admin_app:app", "--workers", "2", "--admin", "127.0.0.1:0") as server,
-        dashboard(sync_api, admin_url(server), server.url, height=900) as page,
+        dashboard(admin_url(server), server.url, height=900) as page,
     ):
         page.wait_for_function(
             "parseFloat($('rps').textContent.replace(/,/g, '')) > 0".replace(
@@ -111,7 +87,7 @@ def test_dashboard_shows_live_numbers(tmp_path: Path) -> None:
 
 
 def test_dashboard_shows_the_upstream_tls_and_websocket_panels(tmp_path: Path) -> None:
-    sync_api = browser_api()
+    need_chromium()  # (before the servers start)
     with serve("admin_app:app", "--workers", "1") as backend:
         host, port = backend.host_port
         config = tmp_path / "edge.toml"
@@ -122,7 +98,7 @@ def test_dashboard_shows_the_upstream_tls_and_websocket_panels(tmp_path: Path) -
         argv = ["serve", "-c", str(config), "--bind", "127.0.0.1:0", "--workers", "1"]
         with (
             BastionProcess([*argv, "--admin", "127.0.0.1:0"]) as edge,
-            dashboard(sync_api, admin_url(edge), edge.url, height=1100) as page,
+            dashboard(admin_url(edge), edge.url, height=1100) as page,
         ):
             page.wait_for_function(
                 "(() => { const r = document.querySelector('#upstreams tr');"
