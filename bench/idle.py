@@ -25,6 +25,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,55 @@ def settle_rss(pid: int, seconds: float) -> int:
     return peak
 
 
+def open_idle(
+    socks: list[socket.socket],
+    count: int,
+    deadline: float,
+    connect: Callable[[], socket.socket],
+    exchange: Callable[[socket.socket], object],
+) -> float:
+    """Open ``count`` connections (kept in ``socks``, so that the caller closes them
+    whatever happens), each with one ``exchange``; the seconds it took."""
+    started = time.monotonic()
+    for i in range(count):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"time limit reached after {i} connections")
+        s = connect()
+        socks.append(s)
+        exchange(s)
+    return round(time.monotonic() - started, 1)
+
+
+def failed(result: dict[str, Any], exc: Exception, opened: int, srv: Server) -> None:
+    """Note in ``result`` a run that failed, with the end of the server's log."""
+    result["ok"] = False
+    result["error"] = f"{exc.__class__.__name__}: {exc}"
+    result["opened"] = opened
+    result["log_tail"] = srv.log_tail()
+
+
+def write_report(name: str, argv: list[str] | None, tree: dict[str, Any], **found: Any) -> None:
+    """Save the results with what they were measured on, in bench/results/NAME-TIME.json."""
+    started = datetime.now(UTC)
+    report = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],
+        "tree": tree,
+        "machine": machine(),
+        "bastion_build": bastion_build(),
+        **found,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results: {path.relative_to(ROOT)}")
+
+
+def send_one(sock: socket.socket) -> None:
+    sock.sendall(REQUEST)
+    read_answer(sock)
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     deadline = time.monotonic() + args.time_limit
     port = free_port()
@@ -137,18 +187,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         worker = worker_pid(root)
         with socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT) as warm:
             for _ in range(WARMUP_REQUESTS):
-                warm.sendall(REQUEST)
-                read_answer(warm)
+                send_one(warm)
         before = settle_rss(worker, 1.0)
-        started = time.monotonic()
-        for i in range(args.connections):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"time limit reached after {i} connections")
-            s = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT)
-            socks.append(s)
-            s.sendall(REQUEST)
-            read_answer(s)
-        result["open_seconds"] = round(time.monotonic() - started, 1)
+        result["open_seconds"] = open_idle(
+            socks,
+            args.connections,
+            deadline,
+            lambda: socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT),
+            send_one,
+        )
         after = settle_rss(worker, 2.0)
         result["closed_at_once"] = closed_count(socks)
         time.sleep(max(0.0, min(args.hold, deadline - time.monotonic())))
@@ -162,10 +209,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["all_kept"] = result["closed_after_hold"] == 0
         result["ok"] = True
     except (RuntimeError, OSError) as exc:
-        result["ok"] = False
-        result["error"] = f"{exc.__class__.__name__}: {exc}"
-        result["opened"] = len(socks)
-        result["log_tail"] = srv.log_tail()
+        failed(result, exc, len(socks), srv)
     finally:
         for s in socks:
             s.close()
@@ -207,19 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{verdict:<5} <= {TARGET_BYTES / 1000:g} KB per idle connection: {per:,} bytes")
         verdict = "PASS" if result["all_kept"] else "MISS"
         print(f"{verdict:<5} all kept open: {kept} of {args.connections}")
-    started = datetime.now(UTC)
-    report = {
-        "started": started.isoformat(timespec="seconds"),
-        "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],
-        "tree": tree,
-        "machine": machine(),
-        "bastion_build": bastion_build(),
-        "result": result,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"idle-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {path.relative_to(ROOT)}")
+    write_report("idle", argv, tree, result=result)
     return 0 if result["ok"] else 1
 
 

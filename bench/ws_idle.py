@@ -19,20 +19,18 @@ and the servers. The whole run is bounded by ``--time-limit`` per server.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.environment import bastion_build, machine, source_tree
+from harness.environment import source_tree
 from harness.procfs import process_tree, rss_kib
-from harness.servers import HOST, PEERS, PROJECT_PY, RESULTS, ROOT, Server, free_port, stop_all
-from idle import closed_count, raise_nofile, settle_rss
+from harness.servers import HOST, PEERS, PROJECT_PY, Server, free_port, stop_all
+from idle import closed_count, failed, open_idle, raise_nofile, settle_rss, write_report
 from ws import OP_TEXT, frame, handshake, read_frame
 
 SERVERS = ("bastion", "uvicorn-websockets", "uvicorn-wsproto")
@@ -102,14 +100,9 @@ def run(server: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             for _ in range(WARMUP):
                 echo(warm)
         before = settle_rss(pid, 1.0)
-        started = time.monotonic()
-        for i in range(args.connections):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"time limit reached after {i} connections")
-            s = handshake(port)
-            socks.append(s)
-            echo(s)
-        result["open_seconds"] = round(time.monotonic() - started, 1)
+        result["open_seconds"] = open_idle(
+            socks, args.connections, deadline, lambda: handshake(port), echo
+        )
         after = settle_rss(pid, 2.0)
         with handshake(port) as busy:
             times = []
@@ -129,10 +122,7 @@ def run(server: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["bytes_per_connection"] = round((after - before) * 1024 / args.connections)
         result["ok"] = True
     except (RuntimeError, OSError) as exc:
-        result["ok"] = False
-        result["error"] = f"{exc.__class__.__name__}: {exc}"
-        result["opened"] = len(socks)
-        result["log_tail"] = srv.log_tail()
+        failed(result, exc, len(socks), srv)
     finally:
         for s in socks:
             s.close()
@@ -175,19 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['bytes_per_connection']:,} bytes each; {r['closed']} closed; "
             f"echo beside them {r['echo_median_ms']} ms median, {r['echo_p99_ms']} ms p99"
         )
-    started = datetime.now(UTC)
-    report = {
-        "started": started.isoformat(timespec="seconds"),
-        "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],
-        "tree": tree,
-        "machine": machine(),
-        "bastion_build": bastion_build(),
-        "results": results,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"ws-idle-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {path.relative_to(ROOT)}")
+    write_report("ws-idle", argv, tree, results=results)
     return 0 if all(r["ok"] for r in results) else 1
 
 

@@ -5,23 +5,14 @@ The 1 MiB body is made per request (as a template or a JSON encoder would), so t
 server which keeps whole responses for slow readers shows it in its memory.
 """
 
-HELLO = b"Hello, world!"
+from raw_asgi import HELLO, lifespan
+
 BIG = 1024 * 1024
-
-
-async def _lifespan(receive, send):
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await lifespan(receive, send)
         return
     received = 0
     more = True

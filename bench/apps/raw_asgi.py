@@ -7,10 +7,11 @@ way.
 
 HELLO = b"Hello, world!"
 
-_TEXT_HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
+TEXT_HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
 
 
-async def _lifespan(receive, send):
+async def lifespan(receive, send):
+    """The lifespan protocol, with nothing to start or stop (the other apps here use it)."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -22,15 +23,15 @@ async def _lifespan(receive, send):
 
 async def hello(scope, receive, send):
     if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await lifespan(receive, send)
         return
-    await send({"type": "http.response.start", "status": 200, "headers": _TEXT_HEADERS})
+    await send({"type": "http.response.start", "status": 200, "headers": TEXT_HEADERS})
     await send({"type": "http.response.body", "body": HELLO})
 
 
 async def echo(scope, receive, send):
     if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await lifespan(receive, send)
         return
     chunks = []
     more = True

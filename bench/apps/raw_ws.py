@@ -5,28 +5,16 @@ bytes as bytes) until the client goes away. A plain HTTP request gets a 13-byte 
 It answers the lifespan protocol so that every server starts it the same way.
 """
 
-HELLO = b"Hello, world!"
-
-_TEXT_HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
-
-
-async def _lifespan(receive, send):
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+from raw_asgi import HELLO, TEXT_HEADERS, lifespan
 
 
 async def echo(scope, receive, send):
     kind = scope["type"]
     if kind == "lifespan":
-        await _lifespan(receive, send)
+        await lifespan(receive, send)
         return
     if kind == "http":
-        await send({"type": "http.response.start", "status": 200, "headers": _TEXT_HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": TEXT_HEADERS})
         await send({"type": "http.response.body", "body": HELLO})
         return
     message = await receive()

@@ -102,15 +102,22 @@ class Load:
             try:
                 status, body = get(self.url, self.path, timeout=10)
             except Exception as exc:  # any failure counts: refused, reset, timed out
-                with self._lock:
-                    self.failures.append(repr(exc))
+                self._failed(repr(exc))
                 continue
-            with self._lock:
-                if status == 200:
-                    self.ok += 1
-                    self.bodies.append(body)
-                else:
-                    self.failures.append(f"status {status}: {body[:100]}")
+            self._answered(status, body)
+
+    def _answered(self, status: int, body: str) -> None:
+        """One answer: a success if 200, else a failure."""
+        if status != 200:
+            self._failed(f"status {status}: {body[:100]}")
+            return
+        with self._lock:
+            self.ok += 1
+            self.bodies.append(body)
+
+    def _failed(self, what: str) -> None:
+        with self._lock:
+            self.failures.append(what)
 
     def stop(self) -> None:
         self._stop.set()
@@ -155,20 +162,14 @@ class KeepAliveLoad(Load):
                 status = resp.status
                 closing = resp.will_close
             except Exception as exc:  # reset, closed without an answer, timed out
-                with self._lock:
-                    self.failures.append(repr(exc))
+                self._failed(repr(exc))
                 conn.close()
                 conn = None
                 continue
-            with self._lock:
-                if status == 200:
-                    self.ok += 1
-                    self.bodies.append(body)
-                else:
-                    self.failures.append(f"status {status}: {body[:100]}")
-                if closing:
-                    self.reconnects += 1
+            self._answered(status, body)
             if closing:
+                with self._lock:
+                    self.reconnects += 1
                 conn.close()
                 conn = None
         if conn is not None:

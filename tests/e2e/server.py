@@ -148,6 +148,14 @@ class BastionProcess:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
+    def exit_status(self, timeout: float = 15.0) -> int:
+        """For a bastion that should stop by itself (one that cannot start): wait up to
+        ``timeout`` for it to exit and return its status; it is stopped in any case."""
+        try:
+            return self.wait(timeout)
+        finally:
+            self.stop()
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

@@ -6,29 +6,20 @@ screenshots are kept in the test's tmp dir."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
-import pytest
 from admin_tools import admin_url
+from browser import chromium, need_chromium
 from server import BastionProcess, serve
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LOAD_SECONDS = 20.0  # at most; the test stops the load as soon as it is done
 LOAD_REQUESTS = 20_000
-
-
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 
 def _load(url: str, stop: threading.Event) -> None:
@@ -41,47 +32,50 @@ def _load(url: str, stop: threading.Event) -> None:
             time.sleep(0.002)
 
 
+@contextmanager
+def dashboard(admin: str, site: str, height: int) -> Iterator[Any]:
+    """The dashboard at ``admin`` open in headless Chromium while a bounded load runs
+    against ``site``: the page; afterwards the browser is closed and the load stopped."""
+    stop = threading.Event()
+    load = threading.Thread(target=_load, args=(site, stop), daemon=True)
+    load.start()
+    try:
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1200, "height": height})
+            page.goto(admin + "/", wait_until="load")
+            yield page
+    finally:
+        stop.set()
+        load.join(10)
+
+
 def test_dashboard_shows_live_numbers(tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (scripts/system-deps.sh installs it)")
-    with serve("admin_app:app", "--workers", "2", "--admin", "127.0.0.1:0") as server:
-        admin = admin_url(server)
-        stop = threading.Event()
-        load = threading.Thread(target=_load, args=(server.url, stop), daemon=True)
-        load.start()
-        try:
-            with sync_api.sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-                try:
-                    page = browser.new_page(viewport={"width": 1200, "height": 900})
-                    page.goto(admin + "/", wait_until="load")
-                    page.wait_for_function(
-                        "parseFloat($('rps').textContent.replace(/,/g, '')) > 0".replace(
-                            "$", "document.getElementById"
-                        ),
-                        timeout=15_000,
-                    )
-                    first = page.text_content("#statuses")
-                    first_rows = page.eval_on_selector_all(
-                        "#workers tr", "rows => rows.map(r => r.textContent)"
-                    )
-                    page.wait_for_function(
-                        f"document.getElementById('statuses').textContent !== {first!r}",
-                        timeout=10_000,
-                    )
-                    second = page.text_content("#statuses")
-                    rows = page.eval_on_selector_all(
-                        "#workers tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
-                    )
-                    state = page.text_content("#state")
-                    latency = page.text_content("#lat")
-                    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
-                finally:
-                    browser.close()
-        finally:
-            stop.set()
-            load.join(10)
+    need_chromium()  # (before the server starts)
+    with (
+        serve("admin_app:app", "--workers", "2", "--admin", "127.0.0.1:0") as server,
+        dashboard(admin_url(server), server.url, height=900) as page,
+    ):
+        page.wait_for_function(
+            "parseFloat($('rps').textContent.replace(/,/g, '')) > 0".replace(
+                "$", "document.getElementById"
+            ),
+            timeout=15_000,
+        )
+        first = page.text_content("#statuses")
+        first_rows = page.eval_on_selector_all(
+            "#workers tr", "rows => rows.map(r => r.textContent)"
+        )
+        page.wait_for_function(
+            f"document.getElementById('statuses').textContent !== {first!r}",
+            timeout=10_000,
+        )
+        second = page.text_content("#statuses")
+        rows = page.eval_on_selector_all(
+            "#workers tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+        )
+        state = page.text_content("#state")
+        latency = page.text_content("#lat")
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     assert first != second
     assert "2xx" in second and "4xx" in second
     assert len(rows) == 2 and len(first_rows) == 2
@@ -93,9 +87,7 @@ def test_dashboard_shows_live_numbers(tmp_path: Path) -> None:
 
 
 def test_dashboard_shows_the_upstream_tls_and_websocket_panels(tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (scripts/system-deps.sh installs it)")
+    need_chromium()  # (before the servers start)
     with serve("admin_app:app", "--workers", "1") as backend:
         host, port = backend.host_port
         config = tmp_path / "edge.toml"
@@ -104,36 +96,24 @@ def test_dashboard_shows_the_upstream_tls_and_websocket_panels(tmp_path: Path) -
             '[[routes]]\npath = "/"\nproxy = { upstream = "app" }\n'
         )
         argv = ["serve", "-c", str(config), "--bind", "127.0.0.1:0", "--workers", "1"]
-        with BastionProcess([*argv, "--admin", "127.0.0.1:0"]) as edge:
-            admin = admin_url(edge)
-            stop = threading.Event()
-            load = threading.Thread(target=_load, args=(edge.url, stop), daemon=True)
-            load.start()
-            try:
-                with sync_api.sync_playwright() as p:
-                    browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-                    try:
-                        page = browser.new_page(viewport={"width": 1200, "height": 1100})
-                        page.goto(admin + "/", wait_until="load")
-                        page.wait_for_function(
-                            "(() => { const r = document.querySelector('#upstreams tr');"
-                            " return r && parseFloat(r.cells[4].textContent.replace(/,/g, ''))"
-                            " > 0 && parseFloat(r.cells[3].textContent) > 0; })()",
-                            timeout=15_000,
-                        )
-                        rows = page.eval_on_selector_all(
-                            "#upstreams tr",
-                            "rows => rows.map(r => [...r.cells].map(c => c.textContent))",
-                        )
-                        hidden = page.eval_on_selector("#upstream-panel", "e => e.hidden")
-                        tls = page.text_content("#tls")
-                        ws = page.text_content("#ws")
-                        page.screenshot(path=str(tmp_path / "upstreams.png"), full_page=True)
-                    finally:
-                        browser.close()
-            finally:
-                stop.set()
-                load.join(10)
+        with (
+            BastionProcess([*argv, "--admin", "127.0.0.1:0"]) as edge,
+            dashboard(admin_url(edge), edge.url, height=1100) as page,
+        ):
+            page.wait_for_function(
+                "(() => { const r = document.querySelector('#upstreams tr');"
+                " return r && parseFloat(r.cells[4].textContent.replace(/,/g, ''))"
+                " > 0 && parseFloat(r.cells[3].textContent) > 0; })()",
+                timeout=15_000,
+            )
+            rows = page.eval_on_selector_all(
+                "#upstreams tr",
+                "rows => rows.map(r => [...r.cells].map(c => c.textContent))",
+            )
+            hidden = page.eval_on_selector("#upstream-panel", "e => e.hidden")
+            tls = page.text_content("#tls")
+            ws = page.text_content("#ws")
+            page.screenshot(path=str(tmp_path / "upstreams.png"), full_page=True)
     assert not hidden
     assert len(rows) == 1, rows
     upstream, server, state, rps, requests, failures, in_flight, latency = rows[0]

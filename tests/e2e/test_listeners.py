@@ -87,10 +87,7 @@ def test_stale_unix_socket_is_replaced_but_a_regular_file_is_not(tmp_path: Path)
     regular = tmp_path / "data.txt"
     regular.write_text("precious")
     srv = serve("proc_app:app", "--bind", f"unix:{regular}", wait_ready=False).start()
-    try:
-        assert srv.wait(15) == 1
-    finally:
-        srv.stop()
+    assert srv.exit_status() == 1
     assert "not a socket" in srv.log
     assert regular.read_text() == "precious"
 
@@ -119,10 +116,7 @@ def test_address_in_use_is_a_clear_error() -> None:
         taken.listen(1)
         port = taken.getsockname()[1]
         srv = serve("proc_app:app", "--bind", f"127.0.0.1:{port}", wait_ready=False).start()
-        try:
-            assert srv.wait(15) == 1
-        finally:
-            srv.stop()
+        assert srv.exit_status() == 1
     assert "address already in use" in srv.log
 
 
@@ -152,10 +146,7 @@ def test_inherited_fd_must_be_a_listening_socket(monkeypatch: pytest.MonkeyPatch
         srv = BastionProcess(["serve", "proc_app:app", "--bind", f"fd://{fd}"], wait_ready=False)
         srv.start()
         monkeypatch.undo()
-        try:
-            assert srv.wait(15) == 1
-        finally:
-            srv.stop()
+        assert srv.exit_status() == 1
     assert "not a listening stream socket" in srv.log
 
 
@@ -171,10 +162,7 @@ def test_systemd_socket_activation() -> None:
 
 def test_systemd_without_activation_is_a_clear_error() -> None:
     srv = serve("proc_app:app", "--bind", "systemd", wait_ready=False).start()
-    try:
-        assert srv.wait(15) == 1
-    finally:
-        srv.stop()
+    assert srv.exit_status() == 1
     assert "LISTEN_PID" in srv.log
 
 

@@ -27,13 +27,20 @@ def free_port() -> int:
 
 @contextmanager
 def proxy(
-    tmp_path: Path, servers: list[str], upstream: str = "", route: str = "", top: str = ""
+    tmp_path: Path,
+    servers: list[str],
+    upstream: str = "",
+    route: str = "",
+    top: str = "",
+    path: str = "/",
 ) -> Iterator[BastionProcess]:
+    """bastion with one route at ``path`` proxied to the upstream ``back`` of
+    ``servers``; ``upstream``, ``route`` and ``top`` add to its settings."""
     listed = ", ".join(f'"{s}"' for s in servers)
     config = tmp_path / "proxy.toml"
     config.write_text(
         f"{top}\n[upstreams.back]\nservers = [{listed}]\n{upstream}\n\n"
-        f'[[routes]]\npath = "/"\nproxy = {{ upstream = "back"{route} }}\n'
+        f'[[routes]]\npath = "{path}"\nproxy = {{ upstream = "back"{route} }}\n'
     )
     with BastionProcess(
         ["serve", "-c", str(config), "--bind", "127.0.0.1:0", "--workers", "1"]
@@ -173,21 +180,20 @@ def test_host_rewritten_prefix_stripped_and_location_mapped_back(tmp_path: Path)
     def handler(req: Request) -> bytes:
         return response(302, b"", [("Location", "/login?next=" + req.target)])
 
-    config = tmp_path / "p.toml"
-    with RawServer(handler) as up:
-        config.write_text(
-            f'[upstreams.back]\nservers = ["http://{up.address}"]\n\n'
-            '[[routes]]\npath = "/api/"\n'
-            'proxy = { upstream = "back", strip_prefix = true, host = "internal.svc" }\n'
-        )
-        with BastionProcess(
-            ["serve", "-c", str(config), "--bind", "127.0.0.1:0", "--workers", "1"]
-        ) as p:
-            r = httpx.get(p.url + "/api/users?id=3")
-            assert r.status_code == 302
-            assert r.headers["location"] == "/api/login?next=/users?id=3"
-            assert up.requests[0].target == "/users?id=3"
-            assert up.requests[0].header("host") == "internal.svc"
+    with (
+        RawServer(handler) as up,
+        proxy(
+            tmp_path,
+            [f"http://{up.address}"],
+            path="/api/",
+            route=', strip_prefix = true, host = "internal.svc"',
+        ) as p,
+    ):
+        r = httpx.get(p.url + "/api/users?id=3")
+        assert r.status_code == 302
+        assert r.headers["location"] == "/api/login?next=/users?id=3"
+        assert up.requests[0].target == "/users?id=3"
+        assert up.requests[0].header("host") == "internal.svc"
 
 
 def test_chunked_both_ways_head_204_304_and_early_hints(tmp_path: Path) -> None:

@@ -37,22 +37,34 @@ def serve(tmp: Path, config: str, workers: int = 1) -> BastionProcess:
     )
 
 
-# -- the local backend -------------------------------------------------------------------
-LOCAL = """
+APP = """
 [app]
 target = "addr_app:app"
+"""
 
-[rate_limit]
-headers = "always"
 
+def limited(path: str, rate: str, burst: int, **keys: str) -> str:
+    """A route at ``path`` to the app, under one rate limit (``keys``: its other keys)."""
+    more = "".join(f'{name} = "{value}"\n' for name, value in keys.items())
+    return f"""
 [[routes]]
-path = "/"
+path = "{path}"
 app = "default"
 [[routes.rate_limit]]
-rate = "2/s"
-burst = 3
-name = "per-client"
+rate = "{rate}"
+burst = {burst}
+{more}"""
+
+
+# -- the local backend -------------------------------------------------------------------
+LOCAL = (
+    APP
+    + """
+[rate_limit]
+headers = "always"
 """
+    + limited("/", "2/s", 3, name="per-client")
+)
 
 
 def test_local_burst_then_429_with_headers_then_recovery(tmp_path: Path) -> None:
@@ -81,29 +93,17 @@ def test_local_burst_then_429_with_headers_then_recovery(tmp_path: Path) -> None
 
 
 # -- two instances, one Redis ------------------------------------------------------------
-SHARED = """
-[app]
-target = "addr_app:app"
-
+SHARED = (
+    APP
+    + """
 [rate_limit]
 backend = "redis"
 redis_url = "{url}"
 key_prefix = "{prefix}"
-
-[[routes]]
-path = "/burst"
-app = "default"
-[[routes.rate_limit]]
-rate = "1/m"
-burst = 20
-
-[[routes]]
-path = "/steady"
-app = "default"
-[[routes.rate_limit]]
-rate = "10/s"
-burst = 5
 """
+    + limited("/burst", "1/m", 20)
+    + limited("/steady", "10/s", 5)
+)
 
 
 @pytest.fixture(scope="module")
@@ -160,23 +160,17 @@ def test_two_instances_share_the_steady_rate(
 
 
 # -- Redis down or hanging --------------------------------------------------------------
-FAILING = """
-[app]
-target = "addr_app:app"
-
+FAILING = (
+    APP
+    + """
 [rate_limit]
 backend = "redis"
 redis_url = "{url}"
 on_error = "{on_error}"
 timeout = 0.3
-
-[[routes]]
-path = "/"
-app = "default"
-[[routes.rate_limit]]
-rate = "1/m"
-burst = 3
 """
+    + limited("/", "1/m", 3)
+)
 
 
 def timed(site: BastionProcess) -> tuple[int, float]:
@@ -231,39 +225,19 @@ def test_redis_killed_and_paused_fail_open_and_closed(tmp_path: Path) -> None:
 
 
 # -- keys --------------------------------------------------------------------------------
-KEYS = """
-[app]
-target = "addr_app:app"
-
+KEYS = (
+    APP
+    + """
 [server]
 forwarded_allow_ips = ["127.0.0.1"]
-
-[[routes]]
-path = "/tenant"
-app = "default"
-[[routes.rate_limit]]
-rate = "1/m"
-burst = 2
-key = "header"
-header = "X-Tenant"
-
-[[routes]]
-path = "/user"
-app = "default"
-[routes.auth_basic]
-users_file = "{users}"
-[[routes.rate_limit]]
-rate = "1/m"
-burst = 2
-key = "user"
-
-[[routes]]
-path = "/addr"
-app = "default"
-[[routes.rate_limit]]
-rate = "1/m"
-burst = 2
 """
+    + limited("/tenant", "1/m", 2, key="header", header="X-Tenant")
+    + limited("/user", "1/m", 2, key="user")
+    + """[routes.auth_basic]
+users_file = "{users}"
+"""
+    + limited("/addr", "1/m", 2)
+)
 
 
 def passwd(users: Path, user: str, password: str) -> None:
@@ -329,24 +303,16 @@ def test_pooled_connections_and_script_reloaded_after_flush(
     assert redis_server.command("SCRIPT", "EXISTS", SCRIPT_SHA).startswith(b"*1\r\n:1")
 
 
-BATCHED = """
-[app]
-target = "addr_app:app"
-
+BATCHED = (
+    APP
+    + """
 [rate_limit]
 backend = "redis"
 redis_url = "{url}"
 key_prefix = "batch-test:"
-
-[[routes]]
-path = "/"
-app = "default"
-[[routes.rate_limit]]
-rate = "1/m"
-burst = 10
-key = "header"
-header = "x-who"
 """
+    + limited("/", "1/m", 10, key="header", header="x-who")
+)
 
 
 def evalsha_calls(redis: RedisServer) -> int:

@@ -26,12 +26,12 @@ from pathlib import Path
 import httpx
 import pytest
 import zstandard
+from browser import chromium
 from server import BastionProcess, serve
 
 CURL = shutil.which("curl")
 needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
 REDBOT = Path(sys.executable).with_name("redbot")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 SECRET = "TOPSECRET-7f3a9c"
 CSS = "body { color: rgb(1, 2, 3); }\n" * 40
@@ -495,35 +495,19 @@ def test_redbot_finds_no_problem(server: BastionProcess, path: str, expected: se
 
 # -- a browser ---------------------------------------------------------------------------
 def test_site_loads_in_chromium(server: BastionProcess) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (scripts/system-deps.sh installs it)")
     failed: list[str] = []
     statuses: dict[str, int] = {}
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
-        try:
-            page = browser.new_page()
-            page.on("requestfailed", lambda req: failed.append(f"{req.url} {req.failure}"))
-            page.on("response", lambda resp: statuses.__setitem__(resp.url, resp.status))
-            page.goto(server.url + "/site/", wait_until="load")
-            assert page.text_content("#status") == "js ok"
-            assert page.evaluate("document.getElementById('logo').naturalWidth") == 16
-            color = page.evaluate("getComputedStyle(document.body).color")
-            assert color == "rgb(1, 2, 3)"
-            page.reload(wait_until="load")  # revalidation: 304s must work in a browser too
-            assert page.text_content("#status") == "js ok"
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.on("requestfailed", lambda req: failed.append(f"{req.url} {req.failure}"))
+        page.on("response", lambda resp: statuses.__setitem__(resp.url, resp.status))
+        page.goto(server.url + "/site/", wait_until="load")
+        assert page.text_content("#status") == "js ok"
+        assert page.evaluate("document.getElementById('logo').naturalWidth") == 16
+        color = page.evaluate("getComputedStyle(document.body).color")
+        assert color == "rgb(1, 2, 3)"
+        page.reload(wait_until="load")  # revalidation: 304s must work in a browser too
+        assert page.text_content("#status") == "js ok"
     assert not failed, failed
     assert set(statuses.values()) <= {200, 304}, statuses
     names = {url.rsplit("/", 1)[-1] for url in statuses}

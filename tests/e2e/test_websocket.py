@@ -149,25 +149,26 @@ def test_a_client_that_vanishes_is_a_1006_disconnect(server: BastionProcess) -> 
     wait_for_log(server, "ws_app: disconnect 1006")
 
 
-def test_an_app_error_after_accepting_closes_with_1011(server: BastionProcess) -> None:
-    async def main() -> None:
-        async with connect(ws_url(server, "/crash")) as ws:
+def closed_by_the_server(server: BastionProcess, path: str) -> int | None:
+    """Open a WebSocket to ``path`` and wait for the server to close it: the code it
+    sent (None if its close frame had none)."""
+
+    async def main() -> int | None:
+        async with connect(ws_url(server, path)) as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+            return closed.value.rcvd.code if closed.value.rcvd is not None else None
 
-    run(main())
+    return asyncio.run(main())
+
+
+def test_an_app_error_after_accepting_closes_with_1011(server: BastionProcess) -> None:
+    assert closed_by_the_server(server, "/crash") == 1011
     wait_for_log(server, "ws_app: crash after accept")
 
 
 def test_an_app_that_returns_after_accepting_closes_with_1000(server: BastionProcess) -> None:
-    async def main() -> None:
-        async with connect(ws_url(server, "/return")) as ws:
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.recv()
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
-
-    run(main())
+    assert closed_by_the_server(server, "/return") == 1000
 
 
 # -- the handshake ------------------------------------------------------------------------------

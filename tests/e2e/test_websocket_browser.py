@@ -4,45 +4,25 @@ what the page shows."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
-import pytest
+from browser import chromium, need_chromium
 from server import serve
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def test_page_exchanges_messages_over_websocket() -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (scripts/system-deps.sh installs it)")
-    with serve("ws_browser:app", "--workers", "1") as server, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
+    need_chromium()  # (before the server starts)
+    with serve("ws_browser:app", "--workers", "1") as server, chromium() as browser:
+        page = browser.new_page()
+        socket_errors: list[str] = []
+        page.on(
+            "websocket", lambda ws: ws.on("socketerror", lambda e: socket_errors.append(str(e)))
         )
-        try:
-            page = browser.new_page()
-            socket_errors: list[str] = []
-            page.on(
-                "websocket", lambda ws: ws.on("socketerror", lambda e: socket_errors.append(str(e)))
-            )
-            page.goto(server.url + "/", wait_until="load")
-            page.wait_for_function(
-                "document.getElementById('status').textContent.startsWith('closed')",
-                timeout=10_000,
-            )
-            status = page.text_content("#status")
-            items = page.eval_on_selector_all("#log li", "els => els.map(e => e.textContent)")
-        finally:
-            browser.close()
+        page.goto(server.url + "/", wait_until="load")
+        page.wait_for_function(
+            "document.getElementById('status').textContent.startsWith('closed')",
+            timeout=10_000,
+        )
+        status = page.text_content("#status")
+        items = page.eval_on_selector_all("#log li", "els => els.map(e => e.textContent)")
     assert status == "closed 4001 done clean=true"
     assert items == [
         f"welcome to chat from {server.url}",

@@ -95,6 +95,16 @@ def hello_handler(ex: H1Exchange) -> None:
     ex.finish(body)
 
 
+def answer_when(release: asyncio.Event, ex: H1Exchange) -> None:
+    """Answers ``ex`` as :func:`hello_handler` does, once ``release`` is set."""
+
+    async def held() -> None:
+        await release.wait()
+        hello_handler(ex)
+
+    asyncio.get_running_loop().create_task(held())
+
+
 def echo_handler(ex: H1Exchange) -> None:
     """Reads the whole body with receive_body, then answers with it."""
 

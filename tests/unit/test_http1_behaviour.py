@@ -11,6 +11,7 @@ from bastion.protocol.h1_exchange import H1Exchange
 from bastion.protocol.types import InvalidResponse
 from tests.unit.h1_harness import (
     FakeTransport,
+    answer_when,
     echo_handler,
     hello_handler,
     make_conn,
@@ -46,12 +47,7 @@ def test_pipelined_requests_answered_in_order_even_when_first_is_slow() -> None:
 
         def handler(ex: H1Exchange) -> None:
             if ex.head.path == "/slow":
-
-                async def slow() -> None:
-                    await release.wait()
-                    hello_handler(ex)
-
-                asyncio.get_running_loop().create_task(slow())
+                answer_when(release, ex)
             else:
                 hello_handler(ex)
 
@@ -418,13 +414,8 @@ def test_shutdown_closes_idle_and_finishes_busy_connections() -> None:
         def handler(ex: H1Exchange) -> None:
             if ex.head.path == "/quick":
                 hello_handler(ex)
-                return
-
-            async def slow() -> None:
-                await release.wait()
-                hello_handler(ex)
-
-            asyncio.get_running_loop().create_task(slow())
+            else:
+                answer_when(release, ex)
 
         from bastion.protocol.http1 import HTTP1Protocol, ProtocolSettings
 
@@ -500,11 +491,7 @@ def test_connection_limit_answers_503_when_nothing_idle() -> None:
         release = asyncio.Event()
 
         def handler(ex: H1Exchange) -> None:
-            async def slow() -> None:
-                await release.wait()
-                hello_handler(ex)
-
-            asyncio.get_running_loop().create_task(slow())
+            answer_when(release, ex)
 
         first, first_t, tracker = make_conn(handler, max_connections=1)
         first.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")

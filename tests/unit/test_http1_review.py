@@ -7,7 +7,14 @@ from typing import Any
 
 from bastion.protocol.h1_exchange import H1Exchange
 from bastion.protocol.types import ClientDisconnected
-from tests.unit.h1_harness import echo_handler, hello_handler, make_conn, parse_responses, settle
+from tests.unit.h1_harness import (
+    answer_when,
+    echo_handler,
+    hello_handler,
+    make_conn,
+    parse_responses,
+    settle,
+)
 
 
 def run(coro: Any) -> None:
@@ -20,12 +27,7 @@ def test_pipelined_request_body_still_arriving_is_read_once_it_is_dispatched() -
 
         def handler(ex: H1Exchange) -> None:
             if ex.head.path == "/slow":
-
-                async def slow() -> None:
-                    await release.wait()
-                    hello_handler(ex)
-
-                asyncio.get_running_loop().create_task(slow())
+                answer_when(release, ex)
             else:
                 echo_handler(ex)
 
@@ -54,11 +56,7 @@ def test_slow_head_after_a_pipelined_response_still_times_out() -> None:
         release = asyncio.Event()
 
         def handler(ex: H1Exchange) -> None:
-            async def slow() -> None:
-                await release.wait()
-                hello_handler(ex)
-
-            asyncio.get_running_loop().create_task(slow())
+            answer_when(release, ex)
 
         proto, transport, tracker = make_conn(handler, header_timeout=1.0, keepalive_timeout=1.0)
         # the start of a second request arrives while the first is being answered

@@ -1,4 +1,5 @@
-"""The supervisor's record of each worker process it forked."""
+"""The supervisor's record of each worker process it forked, and what it says of one
+that ended."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import enum
 import math
 import os
 import signal
+import time
 from dataclasses import dataclass
 
+from bastion.observe.logging import logger
 from bastion.process.control import ControlReader
+from bastion.process.heartbeat import HeartbeatTable
 from bastion.process.memory import MemoryWatch
+from bastion.process.signals import signal_name
 
 
 class State(enum.Enum):
@@ -57,10 +62,31 @@ class Child:
 def describe_status(status: int) -> str:
     """``exited with status 1`` / ``was killed by SIGKILL``, from a wait status."""
     if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        return f"was killed by {name}"
+        return f"was killed by {signal_name(os.WTERMSIG(status))}"
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def lost_requests(child: Child, status: int, heartbeat: HeartbeatTable) -> str:
+    """For a worker that died (crashed, or killed for a blocked loop) with wait
+    ``status``: what it held at its last heartbeat, which its clients lost; '' for a
+    clean exit. Logged here for a worker that was retiring or blocked."""
+    if child.state is State.STARTING or (os.WIFEXITED(status) and not os.WEXITSTATUS(status)):
+        return ""
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    if child.state is State.RETIRING and child.reason != "timeout" and not killed:
+        return ""  # a retiring worker that stopped by itself finished or closed them
+    last = heartbeat.last_beat(child.slot)
+    if not last:
+        return ""
+    conns, busy = heartbeat.last_load(child.slot)
+    if child.reason == "timeout":
+        busy = max(busy, 1)  # at least the request that blocked the loop
+        conns = max(conns, busy)
+    message = (
+        f": it held {conns} connection{'s'[: conns != 1]}, {busy} with a request in "
+        f"progress (at its last heartbeat, {time.monotonic() - last:.1f}s before); "
+        "those requests failed"
+    )
+    if child.reason:  # (a worker retiring, or blocked: logged here, not below)
+        logger.error("worker %d %s%s", child.pid, describe_status(status), message)
+    return message

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 import os
+import selectors
 import signal
 import subprocess
 import time
+from collections.abc import Iterable, Iterator
 
 from bastion.config.processes import command_of
 from bastion.config.schema import ProcessConfig
@@ -169,3 +171,94 @@ class Managed:
             os.kill(self.proc.pid, sig)
         except ProcessLookupError:
             pass
+
+
+class ManagedProcesses:
+    """Every ``[[process]]`` entry, as the supervisor's loop runs them: their output
+    pipes in its ``selector`` (registered with the :class:`Managed` as the key's data),
+    their restarts, and the order they stop in."""
+
+    def __init__(self, configs: Iterable[ProcessConfig], selector: selectors.BaseSelector):
+        self.entries = [Managed(cfg) for cfg in configs]
+        self.selector = selector
+
+    def __iter__(self) -> Iterator[Managed]:
+        return iter(self.entries)
+
+    @property
+    def running(self) -> bool:
+        return any(m.proc is not None for m in self.entries)
+
+    @property
+    def fds(self) -> list[int]:
+        """The read ends of their output pipes (a forked worker closes them)."""
+        return [m.fd for m in self.entries if m.fd >= 0]
+
+    def deadlines(self) -> list[float]:
+        """When the loop must wake up for them: a start or a kill."""
+        return [min(m.start_at, m.kill_at) for m in self.entries]
+
+    def start(self, managed: Managed) -> None:
+        managed.start()
+        if managed.fd >= 0:
+            self.selector.register(managed.fd, selectors.EVENT_READ, managed)
+
+    def start_all(self) -> None:
+        for managed in self.entries:
+            self.start(managed)
+
+    def reaped(self, pid: int, status: int, stopping: bool) -> bool:
+        """Whether ``pid`` was one of them; if so, it ended with wait ``status``."""
+        for managed in self.entries:
+            if managed.proc is not None and managed.proc.pid == pid:
+                fd = managed.fd
+                if fd >= 0:
+                    try:
+                        self.selector.unregister(fd)
+                    except (KeyError, ValueError):
+                        pass
+                managed.exited(status, stopping=stopping)
+                if stopping:
+                    self.stop_next()
+                return True
+        return False
+
+    def check(self, now: float, stopping: bool) -> None:
+        """Kill the ones past their stop timeout; start the ones whose delay is over."""
+        for managed in self.entries:
+            if now >= managed.kill_at:
+                managed.kill()
+            elif managed.proc is None and now >= managed.start_at and not stopping:
+                self.start(managed)
+
+    def stop(self, now: float, immediate: bool, kill_after: float) -> None:
+        """Shutdown: no more restarts; then each one's stop signal at once (SIGKILL
+        ``kill_after`` seconds later at most), or one after the other (``immediate``
+        false: :meth:`stop_next`)."""
+        for managed in self.entries:
+            managed.start_at = math.inf
+        if immediate:
+            for managed in self.entries:
+                managed.stop(now)
+                managed.kill_at = min(managed.kill_at, now + kill_after)
+        else:
+            self.stop_next()
+
+    def stop_next(self) -> None:
+        """On shutdown: stop the last declared process still running, once the ones
+        after it have ended (they may depend on those declared before them)."""
+        now = time.monotonic()
+        for managed in reversed(self.entries):
+            managed.start_at = math.inf
+            if managed.proc is not None:
+                if managed.kill_at == math.inf:
+                    managed.stop(now)
+                return
+
+    def kill_all(self) -> None:
+        """The supervisor is exiting: kill what still runs and wait for it."""
+        for managed in self.entries:
+            if managed.proc is not None:
+                managed.kill()
+                managed.proc.wait()
+                managed.close_output()

@@ -46,6 +46,14 @@ IGNORED: tuple[int, ...] = (
 HANDLED: tuple[int, ...] = (*ACTED_ON, *IGNORED)
 
 
+def signal_name(sig: int) -> str:
+    """``SIGTERM``, or ``signal 99`` for a number Python has no name for."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
 def _enqueued(signum: int, frame: FrameType | None) -> None:
     """The number is already in the wakeup pipe; nothing to do here."""
 

@@ -9,6 +9,14 @@ Start-up: open the listeners, optionally preload the app, fork ``workers.count``
 and wait until every one says ``ready``. If any worker cannot start (the app fails to
 import, lifespan start-up fails) everything stops and ``run`` returns 1 with the app's
 message in the log -- a broken deploy never turns into a restart loop.
+
+This module is the loop and the workers' life (fork, ready, replace, retire, reap,
+deadlines, stop); what it ties together lives beside it: the ``[[process]]`` programs
+(:mod:`~bastion.process.managed`), the memory watch
+(:mod:`~bastion.process.memory_check`), SIGHUP's rolling reload
+(:mod:`~bastion.process.rolling_reload`), SIGUSR2's upgrade
+(:mod:`~bastion.process.upgrade`), the ``--reload`` watcher
+(:mod:`~bastion.process.watch`) and the signal queue (:mod:`~bastion.process.signals`).
 """
 
 from __future__ import annotations
@@ -16,10 +24,8 @@ from __future__ import annotations
 import gc
 import math
 import os
-import random
 import selectors
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +39,7 @@ from bastion.observe.board import READY as BOARD_READY
 from bastion.observe.board import route_labels
 from bastion.observe.logging import error_stream, logger, reopen_error_log, setup_logging
 from bastion.process.admin import AdminSide
-from bastion.process.children import Child, State, describe_status
+from bastion.process.children import Child, State, describe_status, lost_requests
 from bastion.process.control import ControlReader, Message
 from bastion.process.heartbeat import HeartbeatTable
 from bastion.process.listeners import (
@@ -44,9 +50,16 @@ from bastion.process.listeners import (
     open_listeners,
     open_redirect_listeners,
 )
-from bastion.process.managed import Managed
-from bastion.process.memory import MemoryWatch, mib, read_memory
-from bastion.process.signals import IGNORED, SignalQueue
+from bastion.process.managed import Managed, ManagedProcesses
+from bastion.process.memory_check import check_memory, first_watch
+from bastion.process.rolling_reload import (
+    next_outdated,
+    read_new_config,
+    replacing,
+    tls_after_reload,
+    warn_restart_only,
+)
+from bastion.process.signals import IGNORED, SignalQueue, signal_name
 from bastion.process.systemd import (
     Notifier,
     PrivilegeError,
@@ -56,12 +69,13 @@ from bastion.process.systemd import (
 )
 from bastion.process.tls import ServerTLS, load_tls
 from bastion.process.upgrade import (
+    Upgrade,
     close_unused,
-    hand_over,
     take_inherited,
     take_inherited_admin,
     upgrading_from,
 )
+from bastion.process.watch import Watcher
 from bastion.process.worker import EXIT_STARTUP_FAILED, WorkerSpec, run_worker
 
 EXIT_OK = 0
@@ -106,13 +120,6 @@ def _import_serving_modules(config: Config) -> None:
     sections = [config.compress, *(r.compress for r in config.routes if r.compress)]
     for name in {a for c in sections if c.enabled for a in c.algorithms}:
         codec_available(name)
-
-
-def _signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 def restart_delay(backoff: float, lived: float) -> tuple[float, float]:
@@ -171,16 +178,12 @@ class Supervisor:
         # the admin listener and the metrics board (docs/operations.md), if configured
         self.admin: AdminSide | None = AdminSide(config) if config.admin.bind else None
         self.drain_at = math.inf  # SIGTERM with workers.drain_delay: when to stop
-        # SIGUSR2: the new bastion started to replace this one, until it is ready
-        self.upgrade: subprocess.Popen[bytes] | None = None
-        self.upgrade_from = 0  # the supervisor this one replaces (it was started by one)
-        self.handed_over = False  # the new bastion is ready: it owns the sockets now
+        self.upgrade = Upgrade()  # SIGUSR2: the new bastion, or the old one (process/upgrade)
         self.notify = Notifier()  # systemd Type=notify (nothing without NOTIFY_SOCKET)
         self.pidfile = config.server.pidfile
-        self.took_over = False  # this bastion replaced another one (SIGUSR2)
         # [[process]]: programs run beside the workers
-        self.managed = [Managed(cfg) for cfg in config.process]
-        self.watcher: subprocess.Popen[bytes] | None = None  # --reload
+        self.managed = ManagedProcesses(config.process, self.selector)
+        self.watcher = Watcher()  # --reload
 
     # -- start-up ----------------------------------------------------------------------
     def run(self) -> int:
@@ -192,7 +195,7 @@ class Supervisor:
             return EXIT_FAILED
         inherited = take_inherited()
         inherited_admin = take_inherited_admin(self.config.admin.bind)  # (None if unbound)
-        self.upgrade_from = upgrading_from()
+        self.upgrade.old = upgrading_from()
         try:
             self.listeners = open_listeners(self.config.server, inherited)
             if self.tls is not None:
@@ -211,7 +214,7 @@ class Supervisor:
         finally:
             close_unused(inherited)  # binds the new configuration dropped
         try:
-            if self.pidfile and not self.upgrade_from:  # (an upgrade writes it when ready)
+            if self.pidfile and not self.upgrade.old:  # (an upgrade writes it when ready)
                 write_pidfile(self.pidfile)
             # (as the user bastion started as: it can read them)
             _import_serving_modules(self.config)
@@ -232,10 +235,10 @@ class Supervisor:
             self.selector.register(self.signals.read_fd, selectors.EVENT_READ, None)
             self._start_admin()
             self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout
-            for managed in self.managed:
-                self._start_managed(managed)
-            if self.config.workers.reload:
-                self._start_watcher()
+            self.managed.start_all()
+            workers = self.config.workers
+            if workers.reload:
+                self.watcher.start(list(workers.reload_dirs) or [self.config.app.app_dir or "."])
             self._reconcile()
             self._loop()
         finally:
@@ -286,11 +289,7 @@ class Supervisor:
 
     # -- the main loop -----------------------------------------------------------------
     def _loop(self) -> None:
-        while (
-            self.phase != "stopping"
-            or self.children
-            or any(m.proc is not None for m in self.managed)
-        ):
+        while self.phase != "stopping" or self.children or self.managed.running:
             self._step(self._wait_time())
 
     def _step(self, timeout: float) -> None:
@@ -307,7 +306,7 @@ class Supervisor:
                 self._read_messages(key.data)
         self._reap()
         self._check_deadlines()
-        self._check_managed()
+        self.managed.check(time.monotonic(), stopping=self.phase == "stopping")
         self._check_memory()
         self._reconcile()
         if self.admin is not None:
@@ -319,7 +318,7 @@ class Supervisor:
         now = time.monotonic()
         deadlines = [now + TICK, self.startup_deadline, self.stop_deadline, self.drain_at]
         deadlines.extend(c.kill_at for c in self.children.values())
-        deadlines.extend(min(m.start_at, m.kill_at) for m in self.managed)
+        deadlines.extend(self.managed.deadlines())
         if self.respawn_at > now and self.phase == "running":
             deadlines.append(self.respawn_at)
         return max(0.0, min(deadlines) - now)
@@ -329,15 +328,14 @@ class Supervisor:
         if sig == signal.SIGCHLD:
             return
         if sig in (signal.SIGTERM, signal.SIGINT):
-            if self.phase != "stopping" and self.upgrade is not None and sig == signal.SIGTERM:
+            if self.phase != "stopping" and self.upgrade.new is not None and sig == signal.SIGTERM:
                 # (most likely from the new bastion, ready to serve)
                 logger.info(
                     "SIGTERM received while the new bastion (pid %d) runs: handing over "
                     "and stopping gracefully",
-                    self.upgrade.pid,
+                    self.upgrade.new.pid,
                 )
-                self.handed_over = True
-                self._disown_unix_files()  # the new bastion removes them when it stops
+                self.upgrade.hand_over_files(self.listeners)
                 self._stop(immediate=False, retire=True)
             elif self.phase != "stopping":
                 name = signal.Signals(sig).name
@@ -365,7 +363,7 @@ class Supervisor:
         elif sig == signal.SIGUSR2:
             self._start_upgrade()
         elif sig in IGNORED:
-            logger.warning("%s received: ignored", _signal_name(sig))
+            logger.warning("%s received: ignored", signal_name(sig))
 
     # -- log files and upgrades --------------------------------------------------------
     def _reopen_logs(self) -> None:
@@ -382,61 +380,14 @@ class Supervisor:
                 child.signal(signal.SIGHUP)
 
     def _start_upgrade(self) -> None:
-        """SIGUSR2: start a new bastion (the code now on disk) on the same sockets; it
-        stops this one once its workers are ready."""
-        if self.phase != "running" or self.upgrade is not None or self.handed_over:
-            logger.info("SIGUSR2 received while %s: ignored", self._busy_with())
+        """SIGUSR2: start a new bastion on the same sockets (see process/upgrade.py)."""
+        upgrade = self.upgrade
+        if self.phase != "running" or upgrade.new is not None or upgrade.handed_over:
+            busy = f"upgrading (new bastion pid {upgrade.new.pid})" if upgrade.new else self.phase
+            logger.info("SIGUSR2 received while %s: ignored", busy)
             return
-        try:
-            admin = self.admin.sock if self.admin is not None else None
-            self.upgrade = hand_over(self.listeners, admin, self.config.admin.bind)
-        except OSError as exc:
-            logger.error("SIGUSR2: cannot start a new bastion: %s", exc)
-            return
-        logger.info(
-            "SIGUSR2 received: started a new bastion (pid %d) on the same sockets; this "
-            "one serves until it is ready",
-            self.upgrade.pid,
-        )
-
-    def _busy_with(self) -> str:
-        if self.upgrade is not None:
-            return f"upgrading (new bastion pid {self.upgrade.pid})"
-        return self.phase
-
-    def _upgrade_exited(self, status: int) -> None:
-        assert self.upgrade is not None
-        self.upgrade.returncode = os.waitstatus_to_exitcode(status)
-        pid = self.upgrade.pid
-        self.upgrade = None
-        if self.handed_over:
-            return
-        logger.error(
-            "upgrade failed: the new bastion (pid %d) %s; this one goes on serving",
-            pid,
-            describe_status(status),
-        )
-
-    def _disown_unix_files(self) -> None:
-        for lst in self.listeners:
-            lst.unix_path = ""
-
-    def _take_over(self) -> None:
-        """Every worker of this (upgraded) bastion is ready: stop the old one."""
-        for lst in self.listeners:
-            if lst.inherited_unix_path:  # this bastion removes the file at exit now
-                lst.unix_path = lst.inherited_unix_path
-                try:
-                    lst.unix_inode = os.stat(lst.unix_path).st_ino
-                except OSError:
-                    lst.unix_path = ""
-        old, self.upgrade_from = self.upgrade_from, 0
-        self.took_over = bool(old)
-        if old and self.pidfile:
-            write_pidfile(self.pidfile)
-        if old and old == os.getppid():
-            logger.info("upgrade complete: stopping the previous bastion (pid %d)", old)
-            os.kill(old, signal.SIGTERM)
+        admin = self.admin.sock if self.admin is not None else None
+        upgrade.start(self.listeners, admin, self.config.admin.bind)
 
     # -- the admin listener and draining (docs/operations.md) --------------------------
     def _start_admin(self) -> None:
@@ -510,7 +461,7 @@ class Supervisor:
         """Fork a worker that beats in heartbeat ``slot`` and reports on ``write_fd``;
         return its pid. ``read_fd`` is the supervisor's end, which the worker closes."""
         close_fds = [*self.signals.fds, self.selector.fileno(), read_fd]
-        close_fds.extend(m.fd for m in self.managed if m.fd >= 0)
+        close_fds.extend(self.managed.fds)
         close_fds.extend(c.control.fd for c in self.children.values())
         if self.admin is not None:
             close_fds.extend(self.admin.fds)
@@ -618,9 +569,7 @@ class Supervisor:
         child.interface = interface
         if self.admin is not None:
             self.admin.board.set_state(child.slot, BOARD_READY)
-        interval = self.config.workers.memory_check_interval
-        # a random first reading, so that the workers' readings (and recycling) spread
-        child.memory = MemoryWatch(time.monotonic() + interval * random.uniform(0.2, 1.0))
+        child.memory = first_watch(time.monotonic(), self.config.workers.memory_check_interval)
         logger.debug("worker %d serving", child.pid)
         old = child.predecessor
         if old is not None:
@@ -635,11 +584,11 @@ class Supervisor:
             if self.admin is not None:
                 self.admin.board.set_ready(True)
             self._banner(interface)
-            self._take_over()
+            self.upgrade.take_over(self.listeners, self.pidfile)
             count = len(self._serving())
             self.notify.ready(
                 f"serving with {count} worker{'s'[: count - 1]}",
-                mainpid=os.getpid() if self.took_over else 0,  # systemd: the new main pid
+                mainpid=os.getpid() if self.upgrade.took_over else 0,  # systemd: the new main pid
             )
         if child.for_reload:
             self._advance_reload()
@@ -657,16 +606,8 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is not None:
                 self._on_exit(child, status)
-            elif self.upgrade is not None and pid == self.upgrade.pid:
-                self._upgrade_exited(status)
-            elif self.watcher is not None and pid == self.watcher.pid:
-                self.watcher.returncode = os.waitstatus_to_exitcode(status)
-                self.watcher = None
-                logger.error("--reload: the file watcher %s", describe_status(status))
-            else:
-                for managed in self.managed:
-                    if managed.proc is not None and managed.proc.pid == pid:
-                        self._managed_exited(managed, status)
+            elif not self.upgrade.reaped(pid, status) and not self.watcher.reaped(pid, status):
+                self.managed.reaped(pid, status, stopping=self.phase == "stopping")
 
     def _on_exit(self, child: Child, status: int) -> None:
         if child.control.fd >= 0:
@@ -674,7 +615,7 @@ class Supervisor:
             if child.control.fd >= 0:
                 self.selector.unregister(child.control.fd)
                 child.control.close()
-        lost = self._lost_requests(child, status)
+        lost = lost_requests(child, status, self.heartbeat)
         self.heartbeat.release(child.slot)
         if self.admin is not None:
             self.admin.board.exited(child.slot)
@@ -701,39 +642,13 @@ class Supervisor:
             logger.error("worker %d %s unexpectedly%s", child.pid, how, lost)
             self._count_restart(child, "crash")
         if child.for_reload and self.reloading:
-            self.reloading = False
-            logger.error("reload failed: keeping the running workers")
-            self.notify.ready("reload failed: serving with the running workers")
+            self._reload_failed()
         if replaced is not None:
             return  # the worker it was meant to replace keeps serving
         now = time.monotonic()
         delay, self.backoff = restart_delay(self.backoff, now - child.started)
         self.respawn_at = now + delay
         logger.info("starting a new worker in %.1fs", delay)
-
-    def _lost_requests(self, child: Child, status: int) -> str:
-        """For a worker that died (crashed, or killed for a blocked loop): what it held
-        at its last heartbeat, which its clients lost; '' for a clean exit."""
-        if child.state is State.STARTING or (os.WIFEXITED(status) and not os.WEXITSTATUS(status)):
-            return ""
-        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        if child.state is State.RETIRING and child.reason != "timeout" and not killed:
-            return ""  # a retiring worker that stopped by itself finished or closed them
-        last = self.heartbeat.last_beat(child.slot)
-        if not last:
-            return ""
-        conns, busy = self.heartbeat.last_load(child.slot)
-        if child.reason == "timeout":
-            busy = max(busy, 1)  # at least the request that blocked the loop
-            conns = max(conns, busy)
-        message = (
-            f": it held {conns} connection{'s'[: conns != 1]}, {busy} with a request in "
-            f"progress (at its last heartbeat, {time.monotonic() - last:.1f}s before); "
-            "those requests failed"
-        )
-        if child.reason:  # (a worker retiring, or blocked: logged here, not below)
-            logger.error("worker %d %s%s", child.pid, describe_status(status), message)
-        return message
 
     # -- deadlines and heartbeats ------------------------------------------------------
     def _check_deadlines(self) -> None:
@@ -773,99 +688,14 @@ class Supervisor:
                 self._retire_blocked(child, now)
 
     def _check_memory(self) -> None:
-        """Read the memory of each worker whose turn it is; report one that keeps
-        growing, and replace one over ``workers.max_memory`` (one at a time)."""
-        if self.phase != "running":
-            return
-        now = time.monotonic()
-        workers = self.config.workers
-        limit = workers.max_memory
-        for child in list(self.children.values()):
-            watch = child.memory
-            if watch is None or child.state is not State.READY or now < watch.next_check:
-                continue
-            watch.next_check = now + workers.memory_check_interval * random.uniform(0.8, 1.2)
-            size = read_memory(child.pid, workers.memory_metric)
-            if not size:
-                continue
-            growing = watch.record(size)
-            if growing:
-                logger.warning(
-                    "worker %d: memory (%s) %s%s",
-                    child.pid,
-                    workers.memory_metric.upper(),
-                    growing,
-                    "" if limit else "; workers.max_memory would recycle it",
-                )
-            if not limit or size <= limit or child.successor is not None:
-                continue
-            if any(c.predecessor is not None for c in self.children.values()):
-                continue  # a replacement is starting: one at a time
-            logger.warning(
-                "worker %d uses %s (%s), over workers.max_memory (%s): replacing it",
-                child.pid,
-                mib(size),
-                workers.memory_metric.upper(),
-                mib(limit),
+        """workers.max_memory and growth warnings (process/memory_check.py)."""
+        if self.phase == "running":
+            check_memory(
+                self.children.values(),
+                self.config.workers,
+                time.monotonic(),
+                lambda child: self._try_spawn(child, for_reload=False),
             )
-            self._try_spawn(child, for_reload=False)
-
-    # -- --reload -----------------------------------------------------------------------
-    def _start_watcher(self) -> None:
-        workers = self.config.workers
-        dirs = list(workers.reload_dirs) or [self.config.app.app_dir or "."]
-        argv = [sys.executable, "-m", "bastion.process.watch", str(os.getpid()), *dirs]
-        try:
-            self.watcher = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-        except OSError as exc:
-            logger.error("--reload: cannot start the file watcher: %s", exc)
-
-    def _stop_watcher(self) -> None:
-        watcher, self.watcher = self.watcher, None
-        if watcher is None:
-            return
-        try:
-            watcher.kill()
-            watcher.wait(5)
-        except (OSError, subprocess.TimeoutExpired, ChildProcessError):
-            pass
-        watcher.returncode = watcher.returncode or 0
-
-    # -- managed processes ([[process]]) ----------------------------------------------
-    def _start_managed(self, managed: Managed) -> None:
-        managed.start()
-        if managed.fd >= 0:
-            self.selector.register(managed.fd, selectors.EVENT_READ, managed)
-
-    def _managed_exited(self, managed: Managed, status: int) -> None:
-        fd = managed.fd
-        if fd >= 0:
-            try:
-                self.selector.unregister(fd)
-            except (KeyError, ValueError):
-                pass
-        managed.exited(status, stopping=self.phase == "stopping")
-        if self.phase == "stopping":
-            self._stop_next_managed()
-
-    def _check_managed(self) -> None:
-        now = time.monotonic()
-        for managed in self.managed:
-            if now >= managed.kill_at:
-                managed.kill()
-            elif managed.proc is None and now >= managed.start_at and self.phase != "stopping":
-                self._start_managed(managed)
-
-    def _stop_next_managed(self) -> None:
-        """On shutdown: stop the last declared process still running, once the ones
-        after it have ended (they may depend on those declared before them)."""
-        now = time.monotonic()
-        for managed in reversed(self.managed):
-            managed.start_at = math.inf
-            if managed.proc is not None:
-                if managed.kill_at == math.inf:
-                    managed.stop(now)
-                return
 
     def _retire_blocked(self, child: Child, now: float) -> None:
         child.unlink()
@@ -885,34 +715,18 @@ class Supervisor:
 
     # -- reload ------------------------------------------------------------------------
     def _reload(self) -> None:
+        """SIGHUP: the configuration read again, then the workers replaced one by one
+        (process/rolling_reload.py)."""
         if self.phase != "running":
             logger.info("SIGHUP received while %s: ignored", self.phase)
             return
         if self.reload_config is not None:
-            try:
-                config = self.reload_config()
-            except Exception as exc:
-                logger.error(
-                    "SIGHUP: the new configuration is invalid, keeping the current one:\n%s",
-                    exc,
-                )
+            new = read_new_config(self.reload_config)
+            if new is None:
                 return
-            try:
-                tls = load_tls(config.tls)
-            except ConfigError as exc:
-                logger.error(
-                    "SIGHUP: cannot load the TLS certificates, keeping the current ones "
-                    "(no worker reloaded):\n%s",
-                    exc,
-                )
-                return
+            config, tls = new
             self._apply_config(config)
-            if tls is not None and self.tls is None:
-                logger.warning("SIGHUP: turning TLS on takes effect only after a restart")
-            elif tls is None and self.tls is not None:
-                logger.warning("SIGHUP: turning TLS off takes effect only after a restart")
-            else:
-                self.tls = tls
+            self.tls = tls_after_reload(tls, self.tls)
         self.generation += 1
         self.reloading = True
         self.notify.reloading()
@@ -921,17 +735,8 @@ class Supervisor:
         self._advance_reload()
 
     def _apply_config(self, config: Config) -> None:
-        old = self.config
-        for name, needs in (
-            ("server.bind", old.server.bind != config.server.bind),
-            ("server.reuse_port", old.server.reuse_port != config.server.reuse_port),
-            ("workers.preload", old.workers.preload != config.workers.preload),
-            ("tls.redirect_bind", old.tls.redirect_bind != config.tls.redirect_bind),
-            ("[[process]]", old.process != config.process),
-        ):
-            if needs:
-                logger.warning("SIGHUP: a change of %s takes effect only after a restart", name)
-        self.config = config
+        warn_restart_only(self.config, config)
+        old, self.config = self.config, config
         self.target = worker_count(config)
         if self.admin is not None:  # the new routes' metric labels, before any fork
             self.admin.board.name_routes(route_labels(config))
@@ -939,25 +744,23 @@ class Supervisor:
             setup_logging(config.log)
 
     def _advance_reload(self) -> None:
-        if not self.reloading:
+        """Start the next outdated worker's replacement, once the last one is ready."""
+        if not self.reloading or replacing(self.children.values()):
             return
-        if any(c.for_reload and c.state is State.STARTING for c in self.children.values()):
+        child = next_outdated(self.children.values(), self.generation)
+        if child is not None:
+            if self._try_spawn(child, for_reload=True) is None:
+                self._reload_failed()
             return
-        for child in sorted(self.children.values(), key=lambda c: c.started):
-            if (
-                child.generation < self.generation
-                and child.state is State.READY
-                and child.successor is None
-            ):
-                if self._try_spawn(child, for_reload=True) is None:
-                    self.reloading = False
-                    logger.error("reload failed: keeping the running workers")
-                    self.notify.ready("reload failed: serving with the running workers")
-                return
         self.reloading = False
         count = len(self._serving())
         logger.info("reload complete: %d worker%s serving", count, "s"[: count - 1])
         self.notify.ready(f"serving with {count} worker{'s'[: count - 1]}")
+
+    def _reload_failed(self) -> None:
+        self.reloading = False
+        logger.error("reload failed: keeping the running workers")
+        self.notify.ready("reload failed: serving with the running workers")
 
     # -- stopping ----------------------------------------------------------------------
     def _fatal(self, message: str) -> None:
@@ -971,25 +774,15 @@ class Supervisor:
         """Stop every worker: at once, gracefully, or (``retire``: another bastion
         takes over) gracefully with WebSockets let go on until graceful_timeout."""
         now = time.monotonic()
-        if self.upgrade is not None and not self.handed_over:
-            # stopped while a new bastion was starting: it must not take over
-            logger.info("stopping the new bastion (pid %d) too", self.upgrade.pid)
-            self.upgrade.send_signal(signal.SIGTERM)
-        if self.phase != "stopping" and not self.handed_over:
+        self.upgrade.stop_new()  # (if it is not ready yet: it must not take over)
+        if self.phase != "stopping" and not self.upgrade.handed_over:
             self.notify.stopping()
         self.phase = "stopping"
         self.drain_at = math.inf
         if self.admin is not None:
             self.admin.board.set_draining()
         self.reloading = False
-        for managed in self.managed:
-            managed.start_at = math.inf  # no more restarts
-        if immediate:
-            for managed in self.managed:
-                managed.stop(now)
-                managed.kill_at = min(managed.kill_at, now + QUIT_WAIT)
-        else:
-            self._stop_next_managed()
+        self.managed.stop(now, immediate, kill_after=QUIT_WAIT)
         self.startup_deadline = math.inf
         close_listeners(self.listeners)  # the kernel stops queueing new connections
         for child in self.children.values():
@@ -1010,12 +803,8 @@ class Supervisor:
                 child.signal(signal.SIGTERM)
 
     def _cleanup(self) -> None:
-        self._stop_watcher()
-        for managed in self.managed:
-            if managed.proc is not None:
-                managed.kill()
-                managed.proc.wait()
-                managed.close_output()
+        self.watcher.stop()
+        self.managed.kill_all()
         for child in self.children.values():
             child.signal(signal.SIGKILL)
         for pid in list(self.children):

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 
 from bastion.config.binds import BindError, parse_bind
+from bastion.observe.logging import logger
+from bastion.process.children import describe_status
 from bastion.process.listeners import Listener, ListenerError, adopt_fd
+from bastion.process.systemd import write_pidfile
 
 INHERITED_ENV = "_BASTION_INHERITED"  # (not BASTION_*: those are settings)
 ADMIN_ENV = "_BASTION_INHERITED_ADMIN"  # the admin socket: {"fd": ..., "bind": ...}
@@ -136,4 +140,82 @@ def close_unused(inherited: dict[str, list[Listener]]) -> None:
     inherited.clear()
 
 
-__all__ = ["close_unused", "hand_over", "take_inherited", "take_inherited_admin", "upgrading_from"]
+class Upgrade:
+    """The supervisor's part in an upgrade: the new bastion it started on SIGUSR2, until
+    that one is ready and stops it; and, in a bastion started that way, the old one."""
+
+    def __init__(self) -> None:
+        self.new: subprocess.Popen[bytes] | None = None  # the new bastion, while it runs
+        self.old = 0  # the supervisor this one replaces (it was started by one)
+        self.handed_over = False  # the new bastion is ready: it owns the sockets now
+        self.took_over = False  # this bastion replaced another one
+
+    def start(
+        self, listeners: list[Listener], admin: socket.socket | None, admin_bind: str
+    ) -> None:
+        """SIGUSR2: start a new bastion (the code now on disk) on the same sockets; it
+        stops this one once its workers are ready."""
+        try:
+            self.new = hand_over(listeners, admin, admin_bind)
+        except OSError as exc:
+            logger.error("SIGUSR2: cannot start a new bastion: %s", exc)
+            return
+        logger.info(
+            "SIGUSR2 received: started a new bastion (pid %d) on the same sockets; this "
+            "one serves until it is ready",
+            self.new.pid,
+        )
+
+    def hand_over_files(self, listeners: list[Listener]) -> None:
+        """The new bastion is ready (it sent SIGTERM): it owns the sockets, and removes
+        the unix socket files when it stops."""
+        self.handed_over = True
+        for lst in listeners:
+            lst.unix_path = ""
+
+    def reaped(self, pid: int, status: int) -> bool:
+        """Whether ``pid`` was the new bastion; if so it ended with wait ``status``."""
+        if self.new is None or pid != self.new.pid:
+            return False
+        self.new.returncode = os.waitstatus_to_exitcode(status)
+        self.new = None
+        if not self.handed_over:
+            logger.error(
+                "upgrade failed: the new bastion (pid %d) %s; this one goes on serving",
+                pid,
+                describe_status(status),
+            )
+        return True
+
+    def stop_new(self) -> None:
+        """This bastion stops before the new one was ready: it must not take over."""
+        if self.new is not None and not self.handed_over:
+            logger.info("stopping the new bastion (pid %d) too", self.new.pid)
+            self.new.send_signal(signal.SIGTERM)
+
+    def take_over(self, listeners: list[Listener], pidfile: str) -> None:
+        """Every worker of this (upgraded) bastion is ready: stop the old one."""
+        for lst in listeners:
+            if lst.inherited_unix_path:  # this bastion removes the file at exit now
+                lst.unix_path = lst.inherited_unix_path
+                try:
+                    lst.unix_inode = os.stat(lst.unix_path).st_ino
+                except OSError:
+                    lst.unix_path = ""
+        old, self.old = self.old, 0
+        self.took_over = bool(old)
+        if old and pidfile:
+            write_pidfile(pidfile)
+        if old and old == os.getppid():
+            logger.info("upgrade complete: stopping the previous bastion (pid %d)", old)
+            os.kill(old, signal.SIGTERM)
+
+
+__all__ = [
+    "Upgrade",
+    "close_unused",
+    "hand_over",
+    "take_inherited",
+    "take_inherited_admin",
+    "upgrading_from",
+]

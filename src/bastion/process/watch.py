@@ -14,10 +14,46 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
-from bastion.observe.logging import DATE_FORMAT, FORMAT
+from bastion.observe.logging import DATE_FORMAT, FORMAT, logger
+from bastion.process.children import describe_status
+
+
+class Watcher:
+    """The supervisor's side: the watching process it started, while it runs."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, dirs: list[str]) -> None:
+        argv = [sys.executable, "-m", "bastion.process.watch", str(os.getpid()), *dirs]
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            logger.error("--reload: cannot start the file watcher: %s", exc)
+
+    def reaped(self, pid: int, status: int) -> bool:
+        """Whether ``pid`` was the watcher; if so it ended with wait ``status``."""
+        if self.proc is None or pid != self.proc.pid:
+            return False
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.proc = None
+        logger.error("--reload: the file watcher %s", describe_status(status))
+        return True
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            proc.kill()
+            proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired, ChildProcessError):
+            pass
+        proc.returncode = proc.returncode or 0
 
 
 def main(argv: list[str]) -> int:
