@@ -14,11 +14,11 @@ Rewriting, both ways: hop-by-hop headers (those of RFC 9110 7.6.1 and every name
 resolved through the trusted proxies (:mod:`bastion.protocol.forwarded`), so incoming
 ones are never passed on as the client wrote them (from a trusted proxy its
 ``X-Forwarded-For`` and ``Forwarded`` chains are kept, with its address appended);
-``Via`` is added; ``X-Request-ID`` is the
-request id (:mod:`bastion.observe.requestid`: the client's when usable, else a new one;
-the access log's too), sent back to the client with ``response_request_id``; ``Host`` is passed on or replaced; with ``strip_prefix`` the
-route's prefix leaves the path and is put back on a ``Location`` that starts with
-``/``.
+``Via`` is added; ``X-Request-ID`` is the request id
+(:mod:`bastion.observe.requestid`: the client's when usable, else a new one; the access
+log's too), sent back to the client with ``response_request_id``; ``Host`` is passed on
+or replaced; with ``strip_prefix`` the route's prefix leaves the path and is put back on
+a ``Location`` that starts with ``/``.
 
 Failures: a connect error, a timeout before the response head, a 5xx or a malformed
 response counts against the server (passive ejection). A request that got no response
