@@ -68,7 +68,7 @@ def main(argv: list[str]) -> int:
     log = logging.getLogger("bastion.watch")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us
     watch_filter = watchfiles.PythonFilter(extra_extensions=(".toml",))
-    log.info("watching %s for changes (--reload)", ", ".join(dirs))
+    watching = False
     for changes in watchfiles.watch(
         *dirs,
         watch_filter=watch_filter,
@@ -78,6 +78,11 @@ def main(argv: list[str]) -> int:
     ):
         if os.getppid() != supervisor:
             return 0  # the supervisor is gone
+        if not watching:
+            # said once the watcher is live (its first answer): a change made after this
+            # line is seen, one made before may not be
+            watching = True
+            log.info("watching %s for changes (--reload)", ", ".join(dirs))
         if not changes:
             continue
         names = sorted({Path(path).name for _, path in changes})
