@@ -88,6 +88,12 @@ def test_upstream_metrics_count_each_server_and_show_a_dead_one_down(tmp_path: P
                 )
                 assert workers == 2
                 assert sample(m, "bastion_upstream_latency_seconds", upstream="back", server=s) > 0
+                # every answer's latency is in the server's histogram
+                hist = "bastion_upstream_response_seconds"
+                count = sample(m, hist + "_count", upstream="back", server=s)
+                assert count == sample(m, UP, upstream="back", server=s), s
+                assert sample(m, hist + "_bucket", upstream="back", server=s, le="+Inf") == count
+                assert 0 < sample(m, hist + "_sum", upstream="back", server=s) < count * 5
             idle = sum(
                 sample(m, "bastion_upstream_idle_connections", upstream="back", server=s)
                 for s in (sa, sb)

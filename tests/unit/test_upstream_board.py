@@ -52,6 +52,9 @@ def test_counts_reach_metrics_and_survive_a_server_leaving_and_the_worker_exitin
         one.requests, one.failures, one.in_flight = 7, 2, 1
         two.requests = 5
         two.eject(group.now(), 10.0)
+        now = group.now()
+        for seconds in (0.0004, 0.003, 0.003, 7.0):  # bucket 0.0005, 0.005 twice, 10
+            two.observe_latency(seconds, now)
         sampler.sample()
         r = read_board(board, with_proc=False)
         a, b = r.upstreams["back", "127.0.0.1:1"], r.upstreams["back", "127.0.0.1:2"]
@@ -67,11 +70,18 @@ def test_counts_reach_metrics_and_survive_a_server_leaving_and_the_worker_exitin
         r = read_board(board, with_proc=False)
         assert r.upstreams["back", "127.0.0.1:2"].requests == 5
         assert r.upstreams["back", "127.0.0.1:2"].state == "gone"
+        buckets, count = _histogram(board, "127.0.0.1:2")
+        assert (buckets["0.0005"], buckets["0.005"], buckets["5.0"], count) == (1, 3, 3, 4)
         assert r.upstreams["back", "127.0.0.1:1"].requests == 9
         # the worker exits: its counts move to the retired ones, same totals
         board.exited(0)
         assert _requests(board, "back", "127.0.0.1:1") == 9
         assert _requests(board, "back", "127.0.0.1:2") == 5
+        buckets, count = _histogram(board, "127.0.0.1:2")
+        assert (buckets["0.005"], buckets["5.0"], buckets["10.0"], count) == (3, 3, 4, 4)
+        sums = _samples(board)
+        labels = (("server", "127.0.0.1:2"), ("upstream", "back"))
+        assert abs(sums["bastion_upstream_response_seconds_sum", labels] - 7.0064) < 1e-9
         # its successor counts from zero, added to the retired counts
         _started(board, 1)
         UpstreamSampler(board, 1)._entry(b"back\x00127.0.0.1:1")
@@ -106,3 +116,18 @@ def test_servers_beyond_the_cap_add_up_under_other() -> None:
     finally:
         group.stop()
         board.close()
+
+
+def _histogram(board: Board, server: str) -> tuple[dict[str, float], float]:
+    """The latency histogram's cumulative buckets (by ``le``) and count for ``server``."""
+    buckets: dict[str, float] = {}
+    count = 0.0
+    for (name, labels), value in _samples(board).items():
+        found = dict(labels)
+        if found.get("server") != server:
+            continue
+        if name == "bastion_upstream_response_seconds_bucket":
+            buckets[found["le"]] = value
+        elif name == "bastion_upstream_response_seconds_count":
+            count = value
+    return buckets, count

@@ -109,8 +109,10 @@ U_STATE = 6  # sampled: an index into UPSTREAM_STATES
 U_LATENCY = 7  # float: peak-EWMA latency, seconds
 U_NAME = 8  # the name: upstream, NUL, server (UTF-8), in U_NAME_CELLS cells
 U_NAME_CELLS = 14
-U_CELLS = U_NAME + U_NAME_CELLS
-U_ADDITIVE = (U_REQUESTS, U_FAILURES, U_EJECTIONS)
+U_HIST = U_NAME + U_NAME_CELLS  # response-head latency: one cell per bucket, then +Inf
+U_HIST_SUM = U_HIST + len(BUCKETS) + 1  # float: their sum, seconds
+U_CELLS = U_HIST_SUM + 1
+U_ADDITIVE = (U_REQUESTS, U_FAILURES, U_EJECTIONS, *range(U_HIST, U_HIST_SUM))
 NAME_BYTES = U_NAME_CELLS * 8
 UPSTREAM_STATES = ("gone", "up", "ejected", "unhealthy", "draining")
 OTHER = b"other\x00other"
@@ -305,6 +307,7 @@ class Board:
                 into = r + lay.entry(self.claim(r, self.name(e)))
                 for cell in U_ADDITIVE:
                     ints[into + cell] += ints[e + cell]
+                floats[into + U_HIST_SUM] += floats[e + U_HIST_SUM]
             ints[b + STATE] = FREE
         finally:
             ints[H_SEQ] += 1

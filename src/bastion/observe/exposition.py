@@ -55,6 +55,8 @@ from bastion.observe.board import (
     TLS_WAITING,
     U_EJECTIONS,
     U_FAILURES,
+    U_HIST,
+    U_HIST_SUM,
     U_IDLE,
     U_IN_FLIGHT,
     U_LATENCY,
@@ -102,6 +104,9 @@ class ServerView:
     in_flight: int = 0
     idle: int = 0
     latency: float = 0.0  # the highest peak-EWMA latency among the workers, seconds
+    #: the response-head latency histogram: counts per bucket (the last: +Inf), and sum
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    seconds: float = 0.0
     #: how many live workers see it in each of UPSTREAM_STATES[1:] (up, ejected, ...)
     states: list[int] = field(default_factory=lambda: [0] * (len(UPSTREAM_STATES) - 1))
 
@@ -149,7 +154,7 @@ def _entries(board: Board, cells: list[int]) -> list[tuple[tuple[str, str], int]
 
 
 def _servers(
-    board: Board, totals: list[int], workers: list[WorkerView]
+    board: Board, totals: list[int], total_floats: list[float], workers: list[WorkerView]
 ) -> dict[tuple[str, str], ServerView]:
     out: dict[tuple[str, str], ServerView] = {}
 
@@ -159,17 +164,20 @@ def _servers(
             v = out[labels] = ServerView(*labels)
         return v
 
+    def add(v: ServerView, cells: list[int], floats: list[float], e: int) -> None:
+        v.requests += cells[e + U_REQUESTS]
+        v.failures += cells[e + U_FAILURES]
+        v.ejections += cells[e + U_EJECTIONS]
+        for k in range(len(v.buckets)):
+            v.buckets[k] += cells[e + U_HIST + k]
+        v.seconds += floats[e + U_HIST_SUM]
+
     for labels, e in _entries(board, totals):
-        v = view(labels)
-        v.requests += totals[e + U_REQUESTS]
-        v.failures += totals[e + U_FAILURES]
-        v.ejections += totals[e + U_EJECTIONS]
+        add(view(labels), totals, total_floats, e)
     for w in workers:
         for labels, e in _entries(board, w.cells):
             v = view(labels)
-            v.requests += w.cells[e + U_REQUESTS]
-            v.failures += w.cells[e + U_FAILURES]
-            v.ejections += w.cells[e + U_EJECTIONS]
+            add(v, w.cells, w.floats, e)
             state = w.cells[e + U_STATE]
             if 0 < state < len(UPSTREAM_STATES):
                 v.states[state - 1] += 1
@@ -254,7 +262,7 @@ def read_board(board: Board, with_proc: bool = True) -> Reading:
         totals=totals,
         total_floats=tfloats,
         workers=workers,
-        upstreams=_servers(board, totals, workers),
+        upstreams=_servers(board, totals, tfloats, workers),
     )
 
 
@@ -516,6 +524,23 @@ def _upstream_metrics(w: _Writer, r: Reading) -> None:
         w.family(name, "gauge", text)
         for v in live:
             w.sample(name, get(v), upstream=v.upstream, server=v.server)
+    name = "bastion_upstream_response_seconds"
+    w.family(
+        name,
+        "histogram",
+        "Time from sending a request to each upstream server to its response head.",
+    )
+    for v in servers:
+        running = 0
+        for bound, count in zip(BUCKETS, v.buckets, strict=False):
+            running += count
+            w.sample(
+                name + "_bucket", running, upstream=v.upstream, server=v.server, le=repr(bound)
+            )
+        running += v.buckets[-1]
+        w.sample(name + "_bucket", running, upstream=v.upstream, server=v.server, le="+Inf")
+        w.sample(name + "_sum", v.seconds, upstream=v.upstream, server=v.server)
+        w.sample(name + "_count", running, upstream=v.upstream, server=v.server)
     name = "bastion_upstream_server_workers"
     w.family(name, "gauge", "Workers seeing each upstream server in each state.")
     for v in live:

@@ -50,6 +50,8 @@ from bastion.observe.board import (
     TLS_WAITING,
     U_EJECTIONS,
     U_FAILURES,
+    U_HIST,
+    U_HIST_SUM,
     U_IDLE,
     U_IN_FLIGHT,
     U_LATENCY,
@@ -218,6 +220,10 @@ class Recorder:
 _STATE_CODE = {name: i for i, name in enumerate(UPSTREAM_STATES)}
 
 
+#: the cells of an upstream-server entry that add up, in the order the sampler counts them
+_ADDED = (U_REQUESTS, U_FAILURES, U_EJECTIONS, *range(U_HIST, U_HIST_SUM))
+
+
 class UpstreamSampler:
     """Copies the reverse proxy's per-server counters into the worker's entries.
 
@@ -232,10 +238,11 @@ class UpstreamSampler:
         self._board = board
         self._base = board.base(slot)
         self._entries: dict[bytes, int] = {}
-        #: each server seen at the last sample: its entry and its counters then
-        self._last: dict[object, tuple[int, int, int, int]] = {}
-        #: per entry: requests, failures and ejections of servers that have left
-        self._gone: dict[int, list[int]] = {}
+        #: each server seen at the last sample: its entry, its counters then (requests,
+        #: failures, ejections, then the latency histogram's buckets) and latency sum
+        self._last: dict[object, tuple[int, list[int], float]] = {}
+        #: per entry: the counters and latency sum of servers that have left
+        self._gone: dict[int, tuple[list[int], list[float]]] = {}
 
     def _entry(self, key: bytes) -> int:
         index = self._entries.get(key)
@@ -249,8 +256,10 @@ class UpstreamSampler:
         if group_module is None and not self._last:
             return  # no reverse proxy in this worker
         groups: list[Any] = list(group_module.RUNNING) if group_module is not None else []
-        current: dict[object, tuple[int, int, int, int]] = {}
-        sums: dict[int, list[int]] = {}  # requests, failures, ejections, in flight, idle
+        width = len(_ADDED)
+        current: dict[object, tuple[int, list[int], float]] = {}
+        sums: dict[int, list[int]] = {}  # the counters, then in flight and idle
+        seconds: dict[int, float] = {}
         states: dict[int, int] = {}
         latency: dict[int, float] = {}
         for group in groups:
@@ -258,34 +267,38 @@ class UpstreamSampler:
             for server in group.servers:
                 stats = server.stats(now)
                 index = self._entry(server_key(group.name, stats["server"]))
-                requests, failures = server.requests, server.failures
-                ejections = server.ejections_total
-                current[server] = (index, requests, failures, ejections)
-                row = sums.setdefault(index, [0, 0, 0, 0, 0])
-                row[0] += requests
-                row[1] += failures
-                row[2] += ejections
-                row[3] += server.in_flight
-                row[4] += len(server.idle)
+                counters = [
+                    server.requests,
+                    server.failures,
+                    server.ejections_total,
+                    *server.latency_counts,
+                ]
+                current[server] = (index, counters, server.latency_total)
+                row = sums.setdefault(index, [0] * (width + 2))
+                for k in range(width):
+                    row[k] += counters[k]
+                row[width] += server.in_flight
+                row[width + 1] += len(server.idle)
+                seconds[index] = seconds.get(index, 0.0) + server.latency_total
                 if states.get(index) != 1:  # up wins: some group here can send to it
                     states[index] = _STATE_CODE.get(stats["state"], 0)
                 latency[index] = max(latency.get(index, 0.0), stats["latency_ewma"])
-        for server, (index, requests, failures, ejections) in self._last.items():
+        for server, (index, counters, total) in self._last.items():
             if server not in current:
-                gone = self._gone.setdefault(index, [0, 0, 0])
-                gone[0] += requests
-                gone[1] += failures
-                gone[2] += ejections
+                gone, gone_total = self._gone.setdefault(index, ([0] * width, [0.0]))
+                for k in range(width):
+                    gone[k] += counters[k]
+                gone_total[0] += total
         self._last = current
         ints, floats, lay = self._board.ints, self._board.floats, self._board.layout
         for index in set(self._entries.values()):
             e = self._base + lay.entry(index)
-            row = sums.get(index, [0, 0, 0, 0, 0])
-            gone = self._gone.get(index, [0, 0, 0])
-            ints[e + U_REQUESTS] = row[0] + gone[0]
-            ints[e + U_FAILURES] = row[1] + gone[1]
-            ints[e + U_EJECTIONS] = row[2] + gone[2]
-            ints[e + U_IN_FLIGHT] = row[3]
-            ints[e + U_IDLE] = row[4]
+            row = sums.get(index, [0] * (width + 2))
+            gone, gone_total = self._gone.get(index, ([0] * width, [0.0]))
+            for k, cell in enumerate(_ADDED):
+                ints[e + cell] = row[k] + gone[k]
+            floats[e + U_HIST_SUM] = seconds.get(index, 0.0) + gone_total[0]
+            ints[e + U_IN_FLIGHT] = row[width]
+            ints[e + U_IDLE] = row[width + 1]
             floats[e + U_LATENCY] = latency.get(index, 0.0)
             ints[e + U_STATE] = states.get(index, 0)

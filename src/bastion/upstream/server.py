@@ -8,8 +8,10 @@ metrics export will read; they are plain attributes, updated on the event loop.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
+from bastion.observe.board import BUCKETS
 from bastion.upstream.address import ServerSpec
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ class Server:
         "in_flight",
         "latency",
         "latency_at",
+        "latency_counts",
+        "latency_total",
         "open_connections",
         "peak_in_flight",
         "requests",
@@ -58,6 +62,10 @@ class Server:
         self.in_flight = 0
         self.peak_in_flight = 0  # the most in flight at once since the last sweep
         self.requests = 0  # tries sent to it
+        #: response-head latencies counted in the metrics' buckets (the last: above them)
+        #: and their sum, seconds
+        self.latency_counts = [0] * (len(BUCKETS) + 1)
+        self.latency_total = 0.0
         self.failures = 0  # connect errors, 5xx, bad responses, timeouts
         self.consecutive_failures = 0
         self.ejections = 0  # ejections in a row (reset by a success)
@@ -103,7 +111,10 @@ class Server:
 
     def observe_latency(self, seconds: float, now: float) -> None:
         """A response head arrived ``seconds`` after the request was sent: a higher
-        figure takes over at once (the peak), a lower one is blended in."""
+        figure takes over at once (the peak), a lower one is blended in; the figure is
+        also counted in the latency histogram."""
+        self.latency_counts[bisect_left(BUCKETS, seconds)] += 1
+        self.latency_total += seconds
         if seconds > self.latency:
             self.latency = seconds
         else:
