@@ -21,6 +21,16 @@ Attacks (all against 127.0.0.1, bounded in connections and time):
 "kept" is the good responses per second under attack ÷ unloaded (target ≥ 0.9). Socket
 errors of the normal client are reported too.
 
+The attack tools share a core with the normal client, so "kept" also counts what they
+take from it. What the server itself spends is reported apart, from its CPU time
+(``/proc``, its whole process tree): ``attack_cpu`` is the share of its core it uses for
+the attack alone (the last seconds of the ramp, before the normal client starts), and
+``cpu_us`` is its CPU time per good response, unloaded and attacked. A server whose
+``cpu_us`` stays flat and whose core is not busy is not what the normal client waits on.
+``attacker_cpu`` is the attack tool's CPU time while the normal client measures, as a
+share of the core they share: how a server treats the attack changes what the tool
+spends (slowhttptest polls the sockets that a server has reset over and over).
+
 Here the attack and the normal client share one address (127.0.0.1), which bastion's
 per-address connection cap (``limits.max_connections_per_client``) would treat as one
 client: it is turned off for bastion, as if the attack came from a thousand addresses,
@@ -63,6 +73,7 @@ from harness.workloads import Workload
 SERVERS = ("bastion", "uvicorn", "granian", "gunicorn")
 ATTACKS = ("slowloris", "slowbody", "slowread", "churn")
 RAMP = 4.0  # seconds for the attack to open its connections before measuring
+ATTACK_ALONE = 2.0  # the end of the ramp, when the server's CPU for the attack is measured
 
 
 def _hello(body: bytes) -> bool:
@@ -92,6 +103,38 @@ def attack_command(attack: str, port: int, conns: int, seconds: float) -> list[s
         script = Path(__file__).resolve().parent / "harness" / "churn.py"
         return [sys.executable, str(script), HOST, str(port), "2000", "5", length]
     raise ValueError(attack)
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(root: int) -> float:
+    """User and system CPU time of ``root``'s process tree so far (live processes)."""
+    ticks = 0
+    for pid in process_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / _CLK_TCK
+
+
+def measured(pid: int, port: int, seconds: float, attacker: int = 0) -> dict[str, Any]:
+    """The normal client's figures, with the server's CPU time per good response (and
+    the attack tool's CPU time, if there is one)."""
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    tool0 = cpu_seconds(attacker) if attacker else 0.0
+    result = normal_client(port, seconds)
+    cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
+    good = result["requests"] - result["non_2xx"]
+    result["server_cpu"] = round(cpu / wall, 3)
+    result["cpu_us"] = round(cpu / good * 1e6, 1) if good else None
+    if attacker:
+        result["attacker_cpu"] = round((cpu_seconds(attacker) - tool0) / wall, 3)
+    return result
 
 
 def normal_client(port: int, seconds: float) -> dict[str, Any]:
@@ -133,7 +176,7 @@ def one(server: str, attack: str, args: argparse.Namespace, logs: Path) -> dict[
     try:
         srv.wait_ready(w)
         base_rss = sum(rss_kib(p) for p in process_tree(pid))
-        unloaded = normal_client(port, args.seconds)
+        unloaded = measured(pid, port, args.seconds)
         length = RAMP + args.seconds + 4
         # the attacker runs beside wrk on the client's CPU, at the lowest priority, so
         # that its own work does not lower what wrk measures
@@ -146,8 +189,11 @@ def one(server: str, attack: str, args: argparse.Namespace, logs: Path) -> dict[
         sampler = RssSampler(pid)
         sampler.start()
         try:
-            time.sleep(RAMP)
-            attacked = normal_client(port, args.seconds)
+            time.sleep(RAMP - ATTACK_ALONE)
+            cpu0 = cpu_seconds(pid)
+            time.sleep(ATTACK_ALONE)
+            attack_cpu = (cpu_seconds(pid) - cpu0) / ATTACK_ALONE
+            attacked = measured(pid, port, args.seconds, attacker.pid)
         finally:
             sampler.stop_event.set()
             attacker.kill()
@@ -162,6 +208,7 @@ def one(server: str, attack: str, args: argparse.Namespace, logs: Path) -> dict[
         "unloaded": unloaded,
         "attacked": attacked,
         "kept": round(kept, 3),
+        "attack_cpu": round(attack_cpu, 3),
         "rss_base_mib": round(base_rss / 1024, 1),
         "rss_peak_mib": round(sampler.peak_kib / 1024, 1),
         "server_alive": alive,
@@ -193,7 +240,10 @@ def main() -> int:
                     f"unloaded {row['unloaded']['good_rps']:8.0f}/s  "
                     f"attacked {a['good_rps']:8.0f}/s  errors {a['socket_errors']}  "
                     f"non-2xx {a['non_2xx']}  RSS {row['rss_base_mib']} -> "
-                    f"{row['rss_peak_mib']} MiB",
+                    f"{row['rss_peak_mib']} MiB  server CPU: attack alone "
+                    f"{row['attack_cpu']:.0%}, {row['unloaded']['cpu_us']} -> "
+                    f"{a['cpu_us']} us/response ({row['unloaded']['server_cpu']:.0%} -> "
+                    f"{a['server_cpu']:.0%} busy), attacker {a['attacker_cpu']:.0%}",
                     flush=True,
                 )
     finally:
