@@ -2,10 +2,11 @@
 
 :class:`WebSocketSession` is the :class:`~bastion.protocol.types.Session` that takes the
 connection over after the ``101`` (the handshake is :mod:`bastion.protocol.ws_handshake`):
-it parses frames (wsproto), answers pings, keeps messages under ``max_message_size``
-(1009), queues at most ``max_queue`` unread messages and then stops reading the socket
-(the flow's ``SESSION`` reason), pings a silent peer and drops it when no pong comes, and
-runs the close handshake. Its owner (a gateway) reads messages with
+it parses frames (whole simple frames itself when no extension is in use, the rest with
+wsproto; see :meth:`WebSocketSession._frames`), answers pings, keeps messages under
+``max_message_size`` (1009), queues at most ``max_queue`` unread messages and then stops
+reading the socket (the flow's ``SESSION`` reason), pings a silent peer and drops it when
+no pong comes, and runs the close handshake. Its owner (a gateway) reads messages with
 :meth:`WebSocketSession.receive` and writes with :meth:`WebSocketSession.send`. Nothing
 here knows about routes or applications.
 
