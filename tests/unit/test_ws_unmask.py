@@ -34,11 +34,11 @@ def test_chunks_of_any_size_unmask_as_one(seed: int) -> None:
     while at < len(data):
         step = rng.choice((1, 2, 3, 5, 7, 64, 1000))
         piece = masker.process(bytearray(data[at : at + step]))
-        assert type(piece) is bytearray
+        assert type(piece) is bytes  # wsproto turns it into bytes next: no copy
         out += piece
         at += step
     assert bytes(out) == python_unmask(data, key)
-    assert masker.process(bytearray()) == bytearray()
+    assert masker.process(bytearray()) == b""
 
 
 def test_a_masked_message_in_odd_pieces_through_a_session_parser() -> None:
@@ -56,3 +56,31 @@ def test_a_masked_message_in_odd_pieces_through_a_session_parser() -> None:
             assert isinstance(event, BytesMessage)
             got += event.data
     assert bytes(got) == payload
+
+
+@pytest.mark.parametrize("c_speedup", [True, False])
+def test_unmask_of_whole_payloads(monkeypatch: pytest.MonkeyPatch, c_speedup: bool) -> None:
+    """What the session uses on whole frames, with and without the C speed-up."""
+    if not c_speedup:
+        monkeypatch.setattr(websocket, "_apply_mask", None)
+    rng = random.Random(5)
+    for size in [0, 1, 2, 3, 4, 5, 7, 125, 126, 4097, 65536, 65539]:
+        key = rng.randbytes(4)
+        data = rng.randbytes(size)
+        framed = b"head" + data + b"tail"
+        view = memoryview(framed)[4 : 4 + size]
+        assert websocket.unmask(view, key) == python_unmask(data, key)
+        assert type(websocket.unmask(data, key)) is bytes
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_frame_head_builds_the_frames_wsproto_builds(size: int) -> None:
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import BytesMessage, TextMessage
+
+    server = Connection(ConnectionType.SERVER)
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    assert websocket.frame_head(2, size) + data == server.send(BytesMessage(data=data))
+    text = "x" * size
+    assert websocket.frame_head(1, size) + text.encode() == server.send(TextMessage(data=text))

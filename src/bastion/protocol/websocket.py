@@ -2,10 +2,11 @@
 
 :class:`WebSocketSession` is the :class:`~bastion.protocol.types.Session` that takes the
 connection over after the ``101`` (the handshake is :mod:`bastion.protocol.ws_handshake`):
-it parses frames (wsproto), answers pings, keeps messages under ``max_message_size``
-(1009), queues at most ``max_queue`` unread messages and then stops reading the socket
-(the flow's ``SESSION`` reason), pings a silent peer and drops it when no pong comes, and
-runs the close handshake. Its owner (a gateway) reads messages with
+it parses frames (whole simple frames itself when no extension is in use, the rest with
+wsproto; see :meth:`WebSocketSession._frames`), answers pings, keeps messages under
+``max_message_size`` (1009), queues at most ``max_queue`` unread messages and then stops
+reading the socket (the flow's ``SESSION`` reason), pings a silent peer and drops it when
+no pong comes, and runs the close handshake. Its owner (a gateway) reads messages with
 :meth:`WebSocketSession.receive` and writes with :meth:`WebSocketSession.send`. Nothing
 here knows about routes or applications.
 
@@ -34,7 +35,14 @@ from bastion.protocol.ws_handshake import WebSocketSettings
 if TYPE_CHECKING:
     from bastion.protocol.flow import Flow
 
-__all__ = ["FAST_UNMASK", "SessionClosed", "WebSocketSession", "valid_close_code"]
+__all__ = [
+    "FAST_UNMASK",
+    "SessionClosed",
+    "WebSocketSession",
+    "frame_head",
+    "unmask",
+    "valid_close_code",
+]
 
 
 # -- unmasking -----------------------------------------------------------------------------
@@ -60,17 +68,41 @@ class _CMasker:
     def __init__(self, masking_key: bytearray | bytes) -> None:
         self._key = bytes(masking_key)
 
-    def process(self, data: bytearray) -> bytearray:
+    def process(self, data: bytearray) -> bytes:
+        # bytes, not the bytearray wsproto's own masker returns: wsproto copies the
+        # payload into bytes next, which is then no copy at all
         n = len(data)
         if not n:
-            return bytearray(data)
+            return b""
         key = self._key
         assert _apply_mask is not None
-        out = bytearray(_apply_mask(data, key))
+        out: bytes = _apply_mask(data, key)
         turn = n & 3
         if turn:
             self._key = key[turn:] + key[:turn]
         return out
+
+
+def unmask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
+    """``data`` XOR-ed with the 4-byte ``key`` repeated (RFC 6455 section 5.3)."""
+    if _apply_mask is not None:
+        return _apply_mask(data, key)  # type: ignore[arg-type]
+    n = len(data)
+    if not n:
+        return b""
+    mask = key * ((n + 3) >> 2)
+    if len(mask) != n:
+        mask = mask[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(mask, "little")).to_bytes(n, "little")
+
+
+def frame_head(opcode: int, size: int) -> bytes:
+    """The head of a final, unmasked frame (a server's) of ``size`` payload bytes."""
+    if size < 126:
+        return bytes((0x80 | opcode, size))
+    if size < 0x10000:
+        return bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big")
+    return bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big")
 
 
 #: True when client frames are unmasked in C (``websockets.speedups``)
@@ -116,13 +148,18 @@ class WebSocketSession:
         "_closing_timer",
         "_conn",
         "_dead",
+        "_direct",
         "_flow",
         "_heard",
         "_loop",
         "_parts",
         "_pending",
         "_pinged",
+        "_plain",
         "_queue",
+        "_rx",
+        "_rx_need",
+        "_rx_size",
         "_size",
         "_text",
         "_timer",
@@ -144,6 +181,16 @@ class WebSocketSession:
         self._loop = loop
         self.settings = settings
         self._conn = Connection(ConnectionType.SERVER, [extension] if extension else None)
+        # Without an extension, whole unfragmented data frames are parsed here (and our
+        # frames built here): wsproto's per-frame Python work and its copies of the payload
+        # were most of a message's cost. wsproto still gets control frames (each whole),
+        # and everything from the first frame that is not that simple (a fragment, a
+        # reserved bit or opcode, an unmasked frame): from there on it parses the rest.
+        self._plain = extension is None  # our frames are built here
+        self._direct = extension is None  # client frames are parsed here (see _frames)
+        self._rx: list[bytes] | None = None  # the start of an incomplete frame
+        self._rx_size = 0  # bytes in _rx
+        self._rx_need = 0  # bytes _rx must hold before parsing can go on
         self._flow: Flow | None = None
         self._pending: list[bytes] | None = None  # bytes that came before start()
         # at most max_queue messages: a list (56 bytes empty) rather than a deque (~600)
@@ -188,6 +235,91 @@ class WebSocketSession:
         self._heard = True
         if self._dead or self.state == CLOSED:
             return
+        if self._direct:
+            rx = self._rx
+            if rx is not None:
+                rx.append(data)
+                self._rx_size += len(data)
+                if self._rx_size < self._rx_need:
+                    return
+                self._rx = None
+                data = b"".join(rx)
+            data = self._frames(data)
+            if not data:
+                return
+        self._feed(data)
+
+    def _frames(self, data: bytes) -> bytes:
+        """Take the whole, final, masked text and binary frames at the start of ``data``
+        (and pass whole control frames to wsproto); keep an incomplete frame for the next
+        read. Return the bytes from the first frame wsproto must parse (then it parses
+        everything that follows), or b"" when none is left."""
+        end = len(data)
+        pos = 0
+        limit = self.settings.max_message_size
+        while pos < end:
+            if end - pos < 2:
+                self._keep(data, pos, pos + 2)
+                return b""
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            size = b1 & 0x7F
+            if size < 126:
+                head = pos + 6
+            elif size == 126:
+                head = pos + 8
+            else:
+                head = pos + 14
+            if head > end:
+                self._keep(data, pos, head)
+                return b""
+            if size == 126:
+                size = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            elif size == 127:
+                size = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            opcode = b0 & 0x0F
+            if (b0 & 0xF0) != 0x80 or not b1 & 0x80:
+                break  # a fragment, a reserved bit, an unmasked frame: wsproto's
+            if opcode == 1 or opcode == 2:
+                if size > limit:
+                    break  # wsproto reads it as it comes; 1009 once the limit is passed
+            elif opcode < 8 or opcode > 10 or size > 125:
+                break  # a continuation, a reserved opcode, a control frame too long
+            stop = head + size
+            if stop > end:
+                self._keep(data, pos, stop)
+                return b""
+            if opcode > 2:
+                self._feed(data[pos:stop] if pos or stop != end else data)
+            elif self.state == OPEN:  # closing: what still comes is dropped
+                payload = unmask(memoryview(data)[head:stop], data[head - 4 : head])
+                if opcode == 1:
+                    try:
+                        text = payload.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        self.fail(INVALID_DATA, str(exc))
+                        return b""
+                    self._push(text)
+                else:
+                    self._push(payload)
+            if self._dead or self.state == CLOSED:
+                return b""
+            pos = stop
+        else:
+            return b""
+        self._direct = False
+        return data[pos:] if pos else data
+
+    def _keep(self, data: bytes, start: int, need: int) -> None:
+        """Keep ``data[start:]``, the start of a frame, until ``need - start`` bytes of it
+        have come."""
+        rest = data[start:] if start else data
+        self._rx = [rest]
+        self._rx_size = len(rest)
+        self._rx_need = need - start
+
+    def _feed(self, data: bytes) -> None:
+        """Parse ``data`` with wsproto and act on its events."""
         conn = self._conn
         try:
             conn.receive_data(data)
@@ -317,6 +449,14 @@ class WebSocketSession:
         """Send one message (text for ``str``); raise :class:`SessionClosed` unless open."""
         if self.state != OPEN:
             raise SessionClosed("the WebSocket is closed")
+        if self._plain:
+            # state OPEN: wsproto's connection is open too (any close changes our state)
+            if isinstance(data, str):
+                payload = data.encode("utf-8")
+                self._write(frame_head(1, len(payload)) + payload)
+            else:
+                self._write(frame_head(2, len(data)) + data)
+            return
         if isinstance(data, str):
             event: TextMessage | BytesMessage = TextMessage(data=data)
         else:
@@ -420,6 +560,7 @@ class WebSocketSession:
         self.close_code = code
         self.close_reason = reason
         self._parts = []
+        self._rx = None
         timer = self._timer
         if timer is not None:
             self._timer = None
