@@ -19,11 +19,13 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["WorkerTasks"]
+__all__ = ["EAGER_TASKS", "WorkerTasks"]
 
 log = logging.getLogger("bastion.error")
 
 _EAGER = sys.version_info >= (3, 12)
+#: whether :meth:`WorkerTasks.spawn` runs a coroutine's first step at once (3.12+)
+EAGER_TASKS = _EAGER
 
 
 class WorkerTasks:

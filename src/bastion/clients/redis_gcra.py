@@ -43,7 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bastion.observe.logging import logger
-from bastion.tasks import WorkerTasks
+from bastion.tasks import EAGER_TASKS, WorkerTasks
 
 __all__ = [
     "MAX_BATCH_KEYS",
@@ -291,8 +291,13 @@ class RedisGcra:
         batch = self._batch
         batch.append((keys, args, done))
         if len(batch) == 1:
-            # its first step runs after the other requests of this turn of the loop
-            self._spawn(self._send_batch())
+            # sent once the other requests of this turn of the loop have joined it: a
+            # new task's first step waits its turn on 3.11; on 3.12+ tasks start
+            # eagerly, so the start itself waits its turn
+            if EAGER_TASKS:
+                asyncio.get_running_loop().call_soon(self._start_batch)
+            else:
+                self._start_batch()
 
     async def decide(self, keys: Sequence[str], args: Sequence[int]) -> list[int]:
         """:meth:`submit`, awaited: the answer, or :class:`RedisUnavailable`."""
@@ -302,6 +307,10 @@ class RedisGcra:
         if isinstance(answer, RedisUnavailable):
             raise answer
         return answer
+
+    def _start_batch(self) -> None:
+        if self._batch:
+            self._spawn(self._send_batch())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         if self.worker_tasks is not None:
