@@ -206,7 +206,7 @@ class _Cycle:
         self.debug = debug
         self.response = _IDLE
         self.body_done = False
-        self.gone = False  # send() has told the app that the client is gone
+        self.gone = False  # send() or receive() has told the app the client is gone
         self.waiters: list[asyncio.Future[None]] | None = None
         #: the trailer fields so far, while the app sends them and they can be written
         #: (None: no trailers expected, or dropped)
@@ -247,7 +247,8 @@ class _Cycle:
 
     def incomplete(self) -> None:
         ex = self.ex
-        if ex.disconnected:
+        if ex.disconnected or self.gone:
+            # the app stopped because it was told the client left: not an error
             ex.fail(None)
         elif self.response == _TRAILERS:
             # the body was complete; the trailers the app announced never came
@@ -270,12 +271,15 @@ class _Cycle:
                 body, more = await ex.receive_body()
             except ClientDisconnected:
                 self.body_done = True
+                self.gone = True
                 return {"type": "http.disconnect"}
             if not more:
                 self.body_done = True
             return {"type": "http.request", "body": body, "more_body": more}
         if self.response != _DONE and not self.ex.disconnected:
             await self.wait_disconnect_or_done()
+        if self.response != _DONE:
+            self.gone = True  # the client left (or closed its side) before the response ended
         return {"type": "http.disconnect"}
 
     async def wait_disconnect_or_done(self) -> None:
