@@ -337,7 +337,7 @@ def test_a_get_timed_out_on_one_server_is_retried_on_a_pooled_connection_to_anot
 
     async def maybe_stuck(req: Request) -> bytes:
         if stuck["on"]:
-            await asyncio.sleep(6)
+            await asyncio.sleep(2)  # long past first_byte_timeout
         return response(200, b"slow-one")
 
     with (
