@@ -8,17 +8,8 @@ response through the connection's callbacks (it is the connection's
 :class:`~bastion.upstream.connection.ResponseSink`), writing it to the client as it
 arrives; when the client reads slowly the upstream connection stops being read.
 
-Rewriting, both ways: hop-by-hop headers (those of RFC 9110 7.6.1 and every name the
-``Connection`` header lists) are removed; ``X-Forwarded-For``, ``-Proto``, ``-Host`` and
-``Forwarded`` are set from the request head, whose client, scheme and host were already
-resolved through the trusted proxies (:mod:`bastion.protocol.forwarded`), so incoming
-ones are never passed on as the client wrote them (from a trusted proxy its
-``X-Forwarded-For`` and ``Forwarded`` chains are kept, with its address appended);
-``Via`` is added; ``X-Request-ID`` is the request id
-(:mod:`bastion.observe.requestid`: the client's when usable, else a new one; the access
-log's too), sent back to the client with ``response_request_id``; ``Host`` is passed on
-or replaced; with ``strip_prefix`` the route's prefix leaves the path and is put back on
-a ``Location`` that starts with ``/``.
+Rewriting the heads, both ways, is :mod:`bastion.edge.proxy_headers`; the request id
+goes back to the client with ``response_request_id``.
 
 Failures: a connect error, a timeout before the response head, a 5xx or a malformed
 response counts against the server (passive ejection). A request that got no response
@@ -43,15 +34,21 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Final
 
 from bastion.config.schema import ProxyConfig, UpstreamConfig
+from bastion.edge.proxy_headers import (
+    HeaderRewrite,
+    connection_names,
+    last_chunk,
+    passable_trailers,
+    with_request_id,
+)
 from bastion.edge.types import RouteMatch
 from bastion.observe.logging import logger
 from bastion.observe.requestid import request_id as make_request_id
-from bastion.protocol.head import RequestHead
+from bastion.protocol.fields import accepts_trailers
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
 from bastion.tasks import WorkerTasks
 from bastion.upstream.connection import UpstreamConnection, UpstreamError
@@ -61,70 +58,11 @@ from bastion.upstream.tunnel import Tunnel
 
 __all__ = ["ProxyHandler"]
 
-#: RFC 9110 7.6.1, plus the old Keep-Alive and Proxy-Connection
-HOP_BY_HOP: Final = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authorization",
-    }
-)
-#: request headers bastion sets itself
-_SET_BY_PROXY: Final = frozenset(
-    {
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"forwarded",
-        b"host",
-        b"expect",  # bastion answers 100 Continue itself and sends the body anyway
-    }
-)
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_VIA: Final = b"1.1 bastion"
 #: the sticky cookie lasts the browser session and is not for scripts
 STICKY_ATTRS: Final = b"; Path=/; HttpOnly; SameSite=Lax"
-_NOTHING: Final[frozenset[bytes]] = frozenset()
 #: a buffered body goes to and comes from its temporary file in blocks of this size
 SPILL_BLOCK: Final = 256 * 1024
-#: fields never passed as trailers (RFC 9110 6.5.1: framing, routing, controls,
-#: authentication, content description), besides the hop-by-hop ones
-NOT_TRAILERS: Final = HOP_BY_HOP | frozenset(
-    {
-        b"content-length",
-        b"content-encoding",
-        b"content-type",
-        b"content-range",
-        b"host",
-        b"cache-control",
-        b"expect",
-        b"max-forwards",
-        b"pragma",
-        b"range",
-        b"authorization",
-        b"www-authenticate",
-        b"proxy-authenticate",
-        b"set-cookie",
-        b"cookie",
-        b"age",
-        b"expires",
-        b"date",
-        b"location",
-        b"retry-after",
-        b"vary",
-        b"warning",
-        b"if-match",
-        b"if-none-match",
-        b"if-modified-since",
-        b"if-unmodified-since",
-        b"if-range",
-    }
-)
 
 
 class _Timeout(UpstreamError):
@@ -145,65 +83,6 @@ def _error(exchange: Exchange, status: int, text: str, request_id: bool = False)
         headers.append((b"x-request-id", make_request_id(exchange.head).encode("ascii")))
     exchange.start_response(status, headers)
     exchange.finish(body if exchange.head.method != "HEAD" else b"")
-
-
-#: request headers handled apart (dropped, replaced, or looked at)
-_SPECIAL: Final = HOP_BY_HOP | _SET_BY_PROXY | {b"content-length", b"x-request-id"}
-
-# client address -> (its X-Forwarded-For value, Forwarded's for= part), bounded
-_FORWARDED_FOR: dict[str, tuple[bytes, bytes]] = {}
-
-
-def _forwarded_for(address: str) -> tuple[bytes, bytes]:
-    raw = address.encode("latin-1")
-    quoted = b'for="[' + raw + b']"' if ":" in address else b"for=" + raw
-    found = (raw, quoted)
-    if len(_FORWARDED_FOR) >= 4096:
-        _FORWARDED_FOR.clear()
-    _FORWARDED_FOR[address] = found
-    return found
-
-
-def wants_trailers(head: RequestHead) -> bool:
-    """Whether the client said it accepts trailer fields (``TE: trailers``)."""
-    for name, value in head.headers:
-        if name == b"te":
-            for token in value.split(b","):
-                if token.split(b";", 1)[0].strip().lower() == b"trailers":
-                    return True
-    return False
-
-
-def passable_trailers(
-    fields: list[tuple[bytes, bytes]], dropped: frozenset[bytes] = _NOTHING
-) -> list[tuple[bytes, bytes]]:
-    """``fields`` without those that must not be trailers."""
-    return [(n, v) for n, v in fields if n not in NOT_TRAILERS and n not in dropped]
-
-
-def _with_request_id(
-    headers: list[tuple[bytes, bytes]], head: RequestHead
-) -> list[tuple[bytes, bytes]]:
-    """``headers`` with the request's id as the one ``X-Request-ID``."""
-    out = [(n, v) for n, v in headers if n != b"x-request-id"]
-    out.append((b"x-request-id", make_request_id(head).encode("ascii")))
-    return out
-
-
-def _last_chunk(trailers: list[tuple[bytes, bytes]]) -> bytes:
-    out = [b"0\r\n"]
-    for name, value in trailers:
-        out += (name, b": ", value, b"\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
-
-
-def _connection_names(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    names: list[bytes] = []
-    for name, value in headers:
-        if name == b"connection":
-            names.extend(t.strip().lower() for t in value.split(b","))
-    return frozenset(names)
 
 
 def _temporary_file() -> IO[bytes]:
@@ -232,13 +111,21 @@ class ProxyHandler:
         self.upstream = upstream if upstream is not None else Upstream(cfg.upstream, upstream_cfg)
         self.ucfg = upstream_cfg
         self.tasks = tasks
-        self.prefix = prefix.rstrip("/").encode() if cfg.strip_prefix else b""
-        self.host = cfg.host.encode("latin-1") if cfg.host else b""
+        #: how this route rewrites the heads it passes on
+        self.heads = HeaderRewrite(
+            prefix.rstrip("/").encode() if cfg.strip_prefix else b"",
+            cfg.host.encode("latin-1") if cfg.host else b"",
+        )
         #: the request id goes back to the client (``response_request_id``)
         self.request_id_back = cfg.response_request_id
         #: the thread that writes and reads buffered bodies' temporary files (made at
         #: the first spill): one, so each file's operations run in the order given
         self.disk: ThreadPoolExecutor | None = None
+
+    @property
+    def prefix(self) -> bytes:
+        """The route prefix taken off the path (``strip_prefix``), or b""."""
+        return self.heads.prefix
 
     async def startup(self) -> None:
         if self.owns_upstream:
@@ -264,129 +151,6 @@ class ProxyHandler:
             self.tasks.spawn(forward.buffer_then_forward())
         else:
             forward.next_try()
-
-    # -- the request head sent upstream ------------------------------------------------
-    def request_head(self, exchange: Exchange, framing: bytes, upgrade: bytes = b"") -> bytes:
-        head = exchange.head
-        path = head.raw_path
-        if self.prefix and path.startswith(self.prefix):
-            path = path[len(self.prefix) :] or b"/"
-            if path[:1] != b"/":
-                path = b"/" + path
-        query = head.query_string
-        out = [head.method.encode("ascii"), b" ", path]
-        if query:
-            out += (b"?", query)
-        out.append(b" HTTP/1.1\r\n")
-        first = len(out)  # where the header lines start
-        host = b""
-        dropped: frozenset[bytes] | None = None
-        te = False
-        append = out.append
-        for name, value in head.headers:
-            if name in _SPECIAL:
-                if name == b"host":
-                    host = value
-                elif name == b"connection" and dropped is None:
-                    dropped = _connection_names(head.headers)
-                elif name == b"te" and not te:
-                    te = wants_trailers(head)
-                continue
-            if dropped is not None and name in dropped:
-                continue
-            append(name + b": " + value + b"\r\n")
-        if dropped:
-            # a header the Connection header names may have come before it
-            lines = [ln for ln in out[first:] if ln.split(b":", 1)[0] not in dropped]
-            del out[first:]
-            out += lines
-            append = out.append
-        if self.host:
-            append(b"host: " + self.host + b"\r\n")
-        elif host:
-            append(b"host: " + host + b"\r\n")
-        client = head.client
-        address = client[0] if client is not None else "unix"
-        forwarded = _FORWARDED_FOR.get(address)
-        if forwarded is None:
-            forwarded = _forwarded_for(address)
-        scheme = b"https" if head.scheme == "https" else b"http"
-        by = exchange.forwarded_by
-        if by is not None:  # a trusted proxy: its chain is kept and the peer appended
-            self.forwarded_chain(head, by, forwarded, scheme, host, append)
-        else:
-            append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
-            if host:
-                append(b"\r\nx-forwarded-host: " + host)
-                append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme)
-                append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
-            else:
-                append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
-        append(b"via: 1.1 bastion\r\n")
-        if te:  # the client takes trailers: the upstream may send them
-            append(b"te: trailers\r\n")
-        if upgrade:
-            append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")
-        # the client's when usable, else a new one: the id the access log shows too
-        append(b"x-request-id: " + make_request_id(head).encode("ascii") + b"\r\n")
-        append(framing)
-        append(b"\r\n")
-        return b"".join(out)
-
-    @staticmethod
-    def forwarded_chain(
-        head: RequestHead,
-        by: str,
-        client: tuple[bytes, bytes],
-        scheme: bytes,
-        host: bytes,
-        append: Callable[[bytes], None],
-    ) -> None:
-        """The forwarding headers of a request from the trusted proxy ``by``: the
-        ``X-Forwarded-For`` and ``Forwarded`` it sent, with its own address appended
-        (nginx's ``$proxy_add_x_forwarded_for``); ``X-Forwarded-Proto`` and ``-Host``
-        are the client's, as bastion resolved them."""
-        fors: list[bytes] = []
-        elements: list[bytes] = []
-        for name, value in head.headers:
-            if name == b"x-forwarded-for":
-                fors.extend(v.strip() for v in value.split(b",") if v.strip())
-            elif name == b"forwarded":
-                elements.extend(v.strip() for v in value.split(b",") if v.strip())
-        peer = _FORWARDED_FOR.get(by)
-        if peer is None:
-            peer = _forwarded_for(by)
-        if not fors and client[0] != peer[0]:
-            fors.append(client[0])  # vouched for some other way (Forwarded)
-        fors.append(peer[0])
-        append(b"x-forwarded-for: " + b", ".join(fors) + b"\r\nx-forwarded-proto: " + scheme)
-        if host:
-            append(b"\r\nx-forwarded-host: " + host)
-        incoming = bool(elements)
-        if not incoming:  # the client's element, as for any request, then the proxy's
-            element = client[1] + b";proto=" + scheme
-            if host:
-                element += b';host="' + host.replace(b'"', b"") + b'"'
-            elements.append(element)
-        if incoming or client[0] != peer[0]:
-            elements.append(peer[1])
-        append(b"\r\nforwarded: " + b", ".join(elements) + b"\r\n")
-
-    def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        dropped = _NOTHING
-        for name, _ in headers:
-            if name == b"connection":
-                dropped = _connection_names(headers)
-                break
-        out: list[tuple[bytes, bytes]] = []
-        for name, value in headers:
-            if name in HOP_BY_HOP or name in dropped:
-                continue
-            if name == b"location" and self.prefix and value[:1] == b"/" and value[:2] != b"//":
-                value = self.prefix + value
-            out.append((name, value))
-        out.append((b"via", _VIA))
-        return out
 
 
 class _Forward:
@@ -605,7 +369,7 @@ class _Forward:
         conn.start(self, method == "HEAD", bool(self.upgrade))
         if not framing and (method == "POST" or method == "PUT" or method == "PATCH"):
             framing = b"content-length: 0\r\n"
-        conn.write(self.handler.request_head(exchange, framing, self.upgrade))
+        conn.write(self.handler.heads.request_head(exchange, framing, self.upgrade))
 
     def request_sent(self) -> None:
         upstream = self.upstream
@@ -681,7 +445,7 @@ class _Forward:
                 if chunked:
                     trailers = exchange.request_trailers
                     if trailers:
-                        conn.write(_last_chunk(passable_trailers(trailers)))
+                        conn.write(last_chunk(passable_trailers(trailers)))
                     else:
                         conn.write(b"0\r\n\r\n")
                 break
@@ -769,7 +533,7 @@ class _Forward:
         if status < 200:
             if status != 100:  # the client had its 100 Continue from bastion
                 try:
-                    exchange.inform(status, self.handler.response_headers(headers))
+                    exchange.inform(status, self.handler.heads.response_headers(headers))
                 except Exception:
                     pass
             return
@@ -780,9 +544,9 @@ class _Forward:
         assert server is not None
         server.observe_latency(now - self.sent_at, now)
         self.deadline = now + self.handler.ucfg.read_timeout
-        out = self.handler.response_headers(headers)
+        out = self.handler.heads.response_headers(headers)
         if self.handler.request_id_back:
-            out = _with_request_id(out, exchange.head)
+            out = with_request_id(out, exchange.head)
         upstream = self.upstream
         if upstream.sticky_cookie and server.token != cookie_value(
             exchange.head, upstream.sticky_cookie
@@ -804,7 +568,7 @@ class _Forward:
         for name, value in headers:
             if name == b"upgrade":
                 protocol = value
-        out = self.handler.response_headers(headers)
+        out = self.handler.heads.response_headers(headers)
         out.append((b"connection", b"upgrade"))
         out.append((b"upgrade", protocol or self.upgrade))
         tunnel = Tunnel(conn, self.handler.tasks, self.handler.cfg.tunnel_idle_timeout)
@@ -856,9 +620,9 @@ class _Forward:
     def finish_with_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
         exchange = self.exchange
         trailers: list[tuple[bytes, bytes]] = []
-        if wants_trailers(exchange.head):
+        if accepts_trailers(exchange.head.headers):
             # hop-by-hop too: what the head's (or the trailer section's) Connection names
-            dropped = _connection_names(self.response_fields) | _connection_names(fields)
+            dropped = connection_names(self.response_fields) | connection_names(fields)
             trailers = passable_trailers(fields, dropped)
         try:
             exchange.finish(b"", trailers)

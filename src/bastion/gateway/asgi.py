@@ -40,7 +40,12 @@ from bastion.gateway.asgi_websocket import WebSocketServer
 from bastion.gateway.errors import ClientGone
 from bastion.gateway.failure import ERROR_LOG, describe, fail_request, request_id
 from bastion.gateway.lifespan import ASGIApp, Lifespan, Message
-from bastion.protocol.fields import check_header_name, check_header_value
+from bastion.protocol.fields import (
+    NOT_TRAILERS,
+    accepts_trailers,
+    check_header_name,
+    check_header_value,
+)
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
 from bastion.protocol.ws_handshake import is_websocket_request
 from bastion.tasks import WorkerTasks
@@ -57,37 +62,6 @@ _TASK_GRACE = 2.0  # default wait for app tasks at shutdown, after connections h
 
 _PATHSEND: dict[str, Any] = {}  # the (empty) settings of the pathsend extension
 _TRAILER_EXT: dict[str, Any] = {}  # and of the trailers extension
-
-#: fields never sent as trailers (RFC 9110 6.5.1): framing, routing, request modifiers,
-#: authentication, response control and those that describe the content
-_NOT_TRAILERS: Final = frozenset(
-    (
-        b"age",
-        b"authorization",
-        b"cache-control",
-        b"connection",
-        b"content-encoding",
-        b"content-length",
-        b"content-range",
-        b"content-type",
-        b"date",
-        b"expires",
-        b"host",
-        b"keep-alive",
-        b"location",
-        b"pragma",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"retry-after",
-        b"set-cookie",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"vary",
-        b"www-authenticate",
-    )
-)
 
 
 class ASGIGateway:
@@ -349,7 +323,11 @@ class _Cycle:
             except (TypeError, ValueError, InvalidResponse) as exc:
                 raise RuntimeError(f"invalid http.response.start message: {exc}") from None
             self.response = _STARTED
-            if message.get("trailers") is True and _accepts_trailers(ex):
+            if (
+                message.get("trailers") is True
+                and ex.head.http_version == "1.1"
+                and accepts_trailers(ex.head.headers)
+            ):
                 self.trailers = []
         elif kind == "http.response.pathsend":
             if self.response != _STARTED:
@@ -373,7 +351,7 @@ class _Cycle:
             for name, value in message.get("headers", ()):
                 lname = check_header_name(name)
                 check_header_value(name, value)
-                if lname not in _NOT_TRAILERS:
+                if lname not in NOT_TRAILERS:
                     fields.append((lname, value))
         except (TypeError, ValueError, InvalidResponse) as exc:
             raise RuntimeError(f"invalid http.response.trailers message: {exc}") from None
@@ -407,19 +385,6 @@ class _Cycle:
             _TRAILERS: "after the last http.response.body (trailers expected)",
         }[self.response]
         return f"unexpected ASGI message {kind!r} {where}"
-
-
-def _accepts_trailers(ex: Exchange) -> bool:
-    """Whether trailers can reach the client: HTTP/1.1 that sent ``TE: trailers``."""
-    head = ex.head
-    if head.http_version != "1.1":
-        return False
-    for name, value in head.headers:
-        if name == b"te":
-            for item in value.split(b","):
-                if item.split(b";", 1)[0].strip().lower() == b"trailers":
-                    return True
-    return False
 
 
 def _from_gone(exc: BaseException) -> bool:

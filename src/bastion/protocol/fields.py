@@ -10,11 +10,14 @@ values are remembered (in bounded caches) so the common case costs one lookup.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from bastion.protocol.types import InvalidResponse
 
 __all__ = [
+    "NOT_TRAILERS",
     "InvalidField",
+    "accepts_trailers",
     "as_bytes",
     "check_header_name",
     "check_header_value",
@@ -72,3 +75,57 @@ def as_bytes(data: object) -> bytes:
     if isinstance(data, bytes | bytearray | memoryview):
         return bytes(data)
     raise TypeError(f"body data must be bytes, not {type(data).__name__}")
+
+
+#: fields never sent as trailers (RFC 9110 6.5.1): hop-by-hop and framing fields,
+#: routing, request modifiers, authentication, response control, and those that
+#: describe the content
+NOT_TRAILERS: Final = frozenset(
+    {
+        b"age",
+        b"authorization",
+        b"cache-control",
+        b"connection",
+        b"content-encoding",
+        b"content-length",
+        b"content-range",
+        b"content-type",
+        b"cookie",
+        b"date",
+        b"expect",
+        b"expires",
+        b"host",
+        b"if-match",
+        b"if-modified-since",
+        b"if-none-match",
+        b"if-range",
+        b"if-unmodified-since",
+        b"keep-alive",
+        b"location",
+        b"max-forwards",
+        b"pragma",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"range",
+        b"retry-after",
+        b"set-cookie",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"vary",
+        b"warning",
+        b"www-authenticate",
+    }
+)
+
+
+def accepts_trailers(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether request ``headers`` say the client takes trailer fields (``TE: trailers``)."""
+    for name, value in headers:
+        if name == b"te":
+            for token in value.split(b","):
+                if token.split(b";", 1)[0].strip().lower() == b"trailers":
+                    return True
+    return False

@@ -1,0 +1,241 @@
+"""How the reverse proxy rewrites the heads it passes on: the request head sent
+upstream and the response head sent back (:class:`HeaderRewrite`, one per proxy
+route), and the rules behind them.
+
+Hop-by-hop headers (those of RFC 9110 7.6.1 and every name the ``Connection`` header
+lists) are removed both ways; ``X-Forwarded-For``, ``-Proto``, ``-Host`` and
+``Forwarded`` are set from the request head, whose client, scheme and host were already
+resolved through the trusted proxies (:mod:`bastion.protocol.forwarded`), so incoming
+ones are never passed on as the client wrote them (from a trusted proxy its
+``X-Forwarded-For`` and ``Forwarded`` chains are kept, with its address appended);
+``Via`` is added; ``X-Request-ID`` is the request id
+(:mod:`bastion.observe.requestid`); ``Host`` is passed on or replaced; with
+``strip_prefix`` the route's prefix leaves the path and is put back on a ``Location``
+that starts with ``/``. Trailer fields pass minus those that must not be trailers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from bastion.observe.requestid import request_id as make_request_id
+from bastion.protocol.fields import NOT_TRAILERS, accepts_trailers
+from bastion.protocol.head import RequestHead
+from bastion.protocol.types import Exchange
+
+__all__ = [
+    "HOP_BY_HOP",
+    "HeaderRewrite",
+    "connection_names",
+    "last_chunk",
+    "passable_trailers",
+    "with_request_id",
+]
+
+#: RFC 9110 7.6.1, plus the old Keep-Alive and Proxy-Connection
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+    }
+)
+#: request headers bastion sets itself
+_SET_BY_PROXY: Final = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"host",
+        b"expect",  # bastion answers 100 Continue itself and sends the body anyway
+    }
+)
+_VIA: Final = b"1.1 bastion"
+_NOTHING: Final[frozenset[bytes]] = frozenset()
+
+#: request headers handled apart (dropped, replaced, or looked at)
+_SPECIAL: Final = HOP_BY_HOP | _SET_BY_PROXY | {b"content-length", b"x-request-id"}
+
+# client address -> (its X-Forwarded-For value, Forwarded's for= part), bounded
+_FORWARDED_FOR: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _forwarded_for(address: str) -> tuple[bytes, bytes]:
+    raw = address.encode("latin-1")
+    quoted = b'for="[' + raw + b']"' if ":" in address else b"for=" + raw
+    found = (raw, quoted)
+    if len(_FORWARDED_FOR) >= 4096:
+        _FORWARDED_FOR.clear()
+    _FORWARDED_FOR[address] = found
+    return found
+
+
+def passable_trailers(
+    fields: list[tuple[bytes, bytes]], dropped: frozenset[bytes] = _NOTHING
+) -> list[tuple[bytes, bytes]]:
+    """``fields`` without those that must not be trailers."""
+    return [(n, v) for n, v in fields if n not in NOT_TRAILERS and n not in dropped]
+
+
+def with_request_id(
+    headers: list[tuple[bytes, bytes]], head: RequestHead
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` with the request's id as the one ``X-Request-ID``."""
+    out = [(n, v) for n, v in headers if n != b"x-request-id"]
+    out.append((b"x-request-id", make_request_id(head).encode("ascii")))
+    return out
+
+
+def last_chunk(trailers: list[tuple[bytes, bytes]]) -> bytes:
+    out = [b"0\r\n"]
+    for name, value in trailers:
+        out += (name, b": ", value, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def connection_names(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    names: list[bytes] = []
+    for name, value in headers:
+        if name == b"connection":
+            names.extend(t.strip().lower() for t in value.split(b","))
+    return frozenset(names)
+
+
+class HeaderRewrite:
+    """The request and response heads a proxy route passes on: with ``prefix``
+    (``strip_prefix``) taken off the path and put back on ``Location``, and ``host``
+    (``host``) in place of the client's ``Host`` when set."""
+
+    def __init__(self, prefix: bytes, host: bytes) -> None:
+        self.prefix = prefix
+        self.host = host
+
+    def request_head(self, exchange: Exchange, framing: bytes, upgrade: bytes = b"") -> bytes:
+        head = exchange.head
+        path = head.raw_path
+        if self.prefix and path.startswith(self.prefix):
+            path = path[len(self.prefix) :] or b"/"
+            if path[:1] != b"/":
+                path = b"/" + path
+        query = head.query_string
+        out = [head.method.encode("ascii"), b" ", path]
+        if query:
+            out += (b"?", query)
+        out.append(b" HTTP/1.1\r\n")
+        first = len(out)  # where the header lines start
+        host = b""
+        dropped: frozenset[bytes] | None = None
+        te = False
+        append = out.append
+        for name, value in head.headers:
+            if name in _SPECIAL:
+                if name == b"host":
+                    host = value
+                elif name == b"connection" and dropped is None:
+                    dropped = connection_names(head.headers)
+                elif name == b"te" and not te:
+                    te = accepts_trailers(head.headers)
+                continue
+            if dropped is not None and name in dropped:
+                continue
+            append(name + b": " + value + b"\r\n")
+        if dropped:
+            # a header the Connection header names may have come before it
+            lines = [ln for ln in out[first:] if ln.split(b":", 1)[0] not in dropped]
+            del out[first:]
+            out += lines
+            append = out.append
+        if self.host:
+            append(b"host: " + self.host + b"\r\n")
+        elif host:
+            append(b"host: " + host + b"\r\n")
+        client = head.client
+        address = client[0] if client is not None else "unix"
+        forwarded = _FORWARDED_FOR.get(address)
+        if forwarded is None:
+            forwarded = _forwarded_for(address)
+        scheme = b"https" if head.scheme == "https" else b"http"
+        by = exchange.forwarded_by
+        if by is not None:  # a trusted proxy: its chain is kept and the peer appended
+            self.forwarded_chain(head, by, forwarded, scheme, host, append)
+        else:
+            append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
+            if host:
+                append(b"\r\nx-forwarded-host: " + host)
+                append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme)
+                append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
+            else:
+                append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
+        append(b"via: 1.1 bastion\r\n")
+        if te:  # the client takes trailers: the upstream may send them
+            append(b"te: trailers\r\n")
+        if upgrade:
+            append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")
+        # the client's when usable, else a new one: the id the access log shows too
+        append(b"x-request-id: " + make_request_id(head).encode("ascii") + b"\r\n")
+        append(framing)
+        append(b"\r\n")
+        return b"".join(out)
+
+    @staticmethod
+    def forwarded_chain(
+        head: RequestHead,
+        by: str,
+        client: tuple[bytes, bytes],
+        scheme: bytes,
+        host: bytes,
+        append: Callable[[bytes], None],
+    ) -> None:
+        """The forwarding headers of a request from the trusted proxy ``by``: the
+        ``X-Forwarded-For`` and ``Forwarded`` it sent, with its own address appended
+        (nginx's ``$proxy_add_x_forwarded_for``); ``X-Forwarded-Proto`` and ``-Host``
+        are the client's, as bastion resolved them."""
+        fors: list[bytes] = []
+        elements: list[bytes] = []
+        for name, value in head.headers:
+            if name == b"x-forwarded-for":
+                fors.extend(v.strip() for v in value.split(b",") if v.strip())
+            elif name == b"forwarded":
+                elements.extend(v.strip() for v in value.split(b",") if v.strip())
+        peer = _FORWARDED_FOR.get(by)
+        if peer is None:
+            peer = _forwarded_for(by)
+        if not fors and client[0] != peer[0]:
+            fors.append(client[0])  # vouched for some other way (Forwarded)
+        fors.append(peer[0])
+        append(b"x-forwarded-for: " + b", ".join(fors) + b"\r\nx-forwarded-proto: " + scheme)
+        if host:
+            append(b"\r\nx-forwarded-host: " + host)
+        incoming = bool(elements)
+        if not incoming:  # the client's element, as for any request, then the proxy's
+            element = client[1] + b";proto=" + scheme
+            if host:
+                element += b';host="' + host.replace(b'"', b"") + b'"'
+            elements.append(element)
+        if incoming or client[0] != peer[0]:
+            elements.append(peer[1])
+        append(b"\r\nforwarded: " + b", ".join(elements) + b"\r\n")
+
+    def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        dropped = _NOTHING
+        for name, _ in headers:
+            if name == b"connection":
+                dropped = connection_names(headers)
+                break
+        out: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            if name in HOP_BY_HOP or name in dropped:
+                continue
+            if name == b"location" and self.prefix and value[:1] == b"/" and value[:2] != b"//":
+                value = self.prefix + value
+            out.append((name, value))
+        out.append((b"via", _VIA))
+        return out
