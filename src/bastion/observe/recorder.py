@@ -295,9 +295,10 @@ class UpstreamSampler:
             e = self._base + lay.entry(index)
             row = sums.get(index, [0] * (width + 2))
             gone, gone_total = self._gone.get(index, ([0] * width, [0.0]))
+            # the sum before the counts: a reader that sees a count sees its time too
+            floats[e + U_HIST_SUM] = seconds.get(index, 0.0) + gone_total[0]
             for k, cell in enumerate(_ADDED):
                 ints[e + cell] = row[k] + gone[k]
-            floats[e + U_HIST_SUM] = seconds.get(index, 0.0) + gone_total[0]
             ints[e + U_IN_FLIGHT] = row[width]
             ints[e + U_IDLE] = row[width + 1]
             floats[e + U_LATENCY] = latency.get(index, 0.0)

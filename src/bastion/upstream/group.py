@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Sequence
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Protocol
@@ -108,8 +109,9 @@ class Upstream:
         )
 
     def now(self) -> float:
-        loop = self._loop
-        return loop.time() if loop is not None else asyncio.get_running_loop().time()
+        # not loop.time(): uvloop's is read once per loop turn in whole milliseconds,
+        # so an answer from a nearby server in under a millisecond measured 0 s
+        return time.monotonic()
 
     def _arrange(self) -> None:
         """Rebuild the server lists (and the hash ring) from ``lines``."""
@@ -168,7 +170,7 @@ class Upstream:
     def _sweep(self) -> None:
         """Close idle connections older than ``keepalive_timeout``."""
         assert self._loop is not None
-        now = self._loop.time()
+        now = self.now()
         if self.active:
             expired = [r for r in self.active if 0.0 < r.deadline < now]
             for request in expired:
