@@ -34,6 +34,7 @@ COMPILED = [
     "src/bastion/edge/static_cache.py",
     "src/bastion/edge/proxy.py",
     "src/bastion/edge/proxy_headers.py",
+    "src/bastion/observe/requestid.py",
     "src/bastion/upstream/balancers.py",
     "src/bastion/upstream/budget.py",
     "src/bastion/upstream/connection.py",

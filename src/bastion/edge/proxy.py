@@ -110,6 +110,11 @@ class ProxyHandler:
         self.owns_upstream = upstream is None
         self.upstream = upstream if upstream is not None else Upstream(cfg.upstream, upstream_cfg)
         self.ucfg = upstream_cfg
+        # the group's settings read on every request, as native attributes
+        self.retries = upstream_cfg.retries
+        self.timeout = upstream_cfg.timeout
+        self.first_byte_timeout = upstream_cfg.first_byte_timeout
+        self.read_timeout = upstream_cfg.read_timeout
         self.tasks = tasks
         #: how this route rewrites the heads it passes on
         self.heads = HeaderRewrite(
@@ -173,6 +178,7 @@ class _Forward:
         "finished",
         "handler",
         "has_body",
+        "head",
         "last",
         "response_fields",
         "retryable",
@@ -206,7 +212,7 @@ class _Forward:
         self.sent_at = 0.0
         #: when the upstream must have sent something (0: no deadline now)
         self.deadline = 0.0
-        head = exchange.head
+        self.head = head = exchange.head
         length = head.header(b"content-length")
         self.has_body = (length is not None and length != b"0") or (
             head.header(b"transfer-encoding") is not None
@@ -221,7 +227,7 @@ class _Forward:
         self.upgrade = b""
         if exchange.can_upgrade:
             self.upgrade = head.header(b"upgrade") or b""
-        self.tries_left = handler.ucfg.retries + 1
+        self.tries_left = handler.retries + 1
         #: the end of the total ``timeout`` across tries (0: none)
         self.until = 0.0
 
@@ -274,7 +280,7 @@ class _Forward:
         self.body = bytes(memory)
         self.body_size = size
         # a body that can be sent again: idempotent methods may be retried
-        self.retryable = exchange.head.method in IDEMPOTENT
+        self.retryable = self.head.method in IDEMPOTENT
         self.next_try()
 
     def drop_body(self) -> None:
@@ -329,14 +335,14 @@ class _Forward:
         now = upstream.now()
         if self.tried is None:  # the first try
             upstream.budget.request(now)
-            if self.handler.ucfg.timeout:
-                self.until = now + self.handler.ucfg.timeout
+            if self.handler.timeout:
+                self.until = now + self.handler.timeout
         try:
             server = None
             if upstream.sticky_cookie:
-                server = upstream.sticky_server(self.exchange.head, now, self.tried)
+                server = upstream.sticky_server(self.head, now, self.tried)
             if server is None:
-                key = upstream.key(self.exchange.head) if upstream.keyed else b""
+                key = upstream.key(self.head) if upstream.keyed else b""
                 server = upstream.choose(now, self.tried, key)
         except NoServer:
             self.finished = True
@@ -349,7 +355,7 @@ class _Forward:
                 _error(self.exchange, 503, text, back)
             return
         self.server = server
-        self.exchange.head.upstream = server.spec.label  # for the access log
+        self.head.upstream = server.label  # for the access log
         server.in_flight += 1
         if server.in_flight > server.peak_in_flight:
             server.peak_in_flight = server.in_flight
@@ -364,7 +370,7 @@ class _Forward:
 
     def send_head(self, conn: UpstreamConnection, framing: bytes) -> None:
         exchange = self.exchange
-        method = exchange.head.method
+        method = self.head.method
         self.conn = conn
         conn.start(self, method == "HEAD", bool(self.upgrade))
         if not framing and (method == "POST" or method == "PUT" or method == "PATCH"):
@@ -375,7 +381,7 @@ class _Forward:
         upstream = self.upstream
         self.sent_at = now = upstream.now()
         if not self.started and not self.finished:
-            self.deadline = now + self.handler.ucfg.first_byte_timeout
+            self.deadline = now + self.handler.first_byte_timeout
             if self.until and self.until < self.deadline:
                 self.deadline = self.until
         upstream.active.add(self)
@@ -479,7 +485,7 @@ class _Forward:
         exchange = self.exchange
         if self.started or exchange.response_started:
             self.drop_body()
-            logger.warning("upstream %s: %s (response cut)", server.spec.label, exc)
+            logger.warning("upstream %s: %s (response cut)", server.label, exc)
             exchange.fail()
             return
         if (
@@ -498,7 +504,7 @@ class _Forward:
             self.next_try()
             return
         self.drop_body()
-        logger.warning("upstream %s: %s", server.spec.label, exc)
+        logger.warning("upstream %s: %s", server.label, exc)
         status = 504 if isinstance(exc, _Timeout) else 502
         text = f"upstream {upstream.name}: {exc}"
         _error(exchange, status, text, self.handler.request_id_back)
@@ -520,7 +526,7 @@ class _Forward:
         if self.exchange.disconnected:
             self.give_up(conn)
             return
-        self.deadline = self.upstream.now() + self.handler.ucfg.read_timeout
+        self.deadline = self.upstream.now() + self.handler.read_timeout
         conn.resume_reading()
 
     # -- ResponseSink ----------------------------------------------------------------
@@ -543,13 +549,13 @@ class _Forward:
         server = self.server
         assert server is not None
         server.observe_latency(now - self.sent_at, now)
-        self.deadline = now + self.handler.ucfg.read_timeout
+        self.deadline = now + self.handler.read_timeout
         out = self.handler.heads.response_headers(headers)
         if self.handler.request_id_back:
-            out = with_request_id(out, exchange.head)
+            out = with_request_id(out, self.head)
         upstream = self.upstream
         if upstream.sticky_cookie and server.token != cookie_value(
-            exchange.head, upstream.sticky_cookie
+            self.head, upstream.sticky_cookie
         ):
             out.append((b"set-cookie", upstream.sticky_cookie + b"=" + server.token + STICKY_ATTRS))
         exchange.start_response(status, out)
@@ -593,7 +599,7 @@ class _Forward:
             self.deadline = 0.0  # waiting on the client is not the upstream's fault
             self.handler.tasks.spawn(self.resume_after_drain(conn))
         elif self.deadline:
-            self.deadline = self.upstream.now() + self.handler.ucfg.read_timeout
+            self.deadline = self.upstream.now() + self.handler.read_timeout
 
     def response_end(self) -> None:
         if self.finished:

@@ -16,7 +16,6 @@ that starts with ``/``. Trailer fields pass minus those that must not be trailer
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
 from bastion.observe.requestid import request_id as make_request_id
@@ -101,11 +100,28 @@ def last_chunk(trailers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(out)
 
 
+#: the usual methods' request-line spelling
+_METHODS = {
+    m: m.encode("ascii") for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+}
+
+#: the usual ``Connection`` values, already split: most heads carry one of these
+_USUAL_CONNECTION = {
+    spelling: frozenset([spelling.lower()])
+    for spelling in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")
+}
+
+
 def connection_names(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The lowercased names every ``Connection`` header of ``headers`` lists."""
+    values = [value for name, value in headers if name == b"connection"]
+    if len(values) == 1:
+        usual = _USUAL_CONNECTION.get(values[0])
+        if usual is not None:
+            return usual
     names: list[bytes] = []
-    for name, value in headers:
-        if name == b"connection":
-            names.extend(t.strip().lower() for t in value.split(b","))
+    for value in values:
+        names.extend(t.strip().lower() for t in value.split(b","))
     return frozenset(names)
 
 
@@ -126,7 +142,10 @@ class HeaderRewrite:
             if path[:1] != b"/":
                 path = b"/" + path
         query = head.query_string
-        out = [head.method.encode("ascii"), b" ", path]
+        method = _METHODS.get(head.method)
+        if method is None:
+            method = head.method.encode("ascii")
+        out = [method, b" ", path]
         if query:
             out += (b"?", query)
         out.append(b" HTTP/1.1\r\n")
@@ -134,7 +153,6 @@ class HeaderRewrite:
         host = b""
         dropped: frozenset[bytes] | None = None
         te = False
-        append = out.append
         for name, value in head.headers:
             if name in _SPECIAL:
                 if name == b"host":
@@ -146,17 +164,16 @@ class HeaderRewrite:
                 continue
             if dropped is not None and name in dropped:
                 continue
-            append(name + b": " + value + b"\r\n")
+            out.append(name + b": " + value + b"\r\n")
         if dropped:
             # a header the Connection header names may have come before it
             lines = [ln for ln in out[first:] if ln.split(b":", 1)[0] not in dropped]
             del out[first:]
             out += lines
-            append = out.append
         if self.host:
-            append(b"host: " + self.host + b"\r\n")
+            out.append(b"host: " + self.host + b"\r\n")
         elif host:
-            append(b"host: " + host + b"\r\n")
+            out.append(b"host: " + host + b"\r\n")
         client = head.client
         address = client[0] if client is not None else "unix"
         forwarded = _FORWARDED_FOR.get(address)
@@ -165,24 +182,24 @@ class HeaderRewrite:
         scheme = b"https" if head.scheme == "https" else b"http"
         by = exchange.forwarded_by
         if by is not None:  # a trusted proxy: its chain is kept and the peer appended
-            self.forwarded_chain(head, by, forwarded, scheme, host, append)
+            self.forwarded_chain(head, by, forwarded, scheme, host, out)
         else:
-            append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
+            out.append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
             if host:
-                append(b"\r\nx-forwarded-host: " + host)
-                append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme)
-                append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
+                out.append(b"\r\nx-forwarded-host: " + host)
+                out.append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme)
+                out.append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
             else:
-                append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
-        append(b"via: 1.1 bastion\r\n")
+                out.append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
+        out.append(b"via: 1.1 bastion\r\n")
         if te:  # the client takes trailers: the upstream may send them
-            append(b"te: trailers\r\n")
+            out.append(b"te: trailers\r\n")
         if upgrade:
-            append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")
+            out.append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")
         # the client's when usable, else a new one: the id the access log shows too
-        append(b"x-request-id: " + make_request_id(head).encode("ascii") + b"\r\n")
-        append(framing)
-        append(b"\r\n")
+        out.append(b"x-request-id: " + make_request_id(head).encode("ascii") + b"\r\n")
+        out.append(framing)
+        out.append(b"\r\n")
         return b"".join(out)
 
     @staticmethod
@@ -192,7 +209,7 @@ class HeaderRewrite:
         client: tuple[bytes, bytes],
         scheme: bytes,
         host: bytes,
-        append: Callable[[bytes], None],
+        out: list[bytes],
     ) -> None:
         """The forwarding headers of a request from the trusted proxy ``by``: the
         ``X-Forwarded-For`` and ``Forwarded`` it sent, with its own address appended
@@ -211,9 +228,9 @@ class HeaderRewrite:
         if not fors and client[0] != peer[0]:
             fors.append(client[0])  # vouched for some other way (Forwarded)
         fors.append(peer[0])
-        append(b"x-forwarded-for: " + b", ".join(fors) + b"\r\nx-forwarded-proto: " + scheme)
+        out.append(b"x-forwarded-for: " + b", ".join(fors) + b"\r\nx-forwarded-proto: " + scheme)
         if host:
-            append(b"\r\nx-forwarded-host: " + host)
+            out.append(b"\r\nx-forwarded-host: " + host)
         incoming = bool(elements)
         if not incoming:  # the client's element, as for any request, then the proxy's
             element = client[1] + b";proto=" + scheme
@@ -222,7 +239,7 @@ class HeaderRewrite:
             elements.append(element)
         if incoming or client[0] != peer[0]:
             elements.append(peer[1])
-        append(b"\r\nforwarded: " + b", ".join(elements) + b"\r\n")
+        out.append(b"\r\nforwarded: " + b", ".join(elements) + b"\r\n")
 
     def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         dropped = _NOTHING

@@ -50,8 +50,8 @@ class SmoothRoundRobin:
         total = 0
         best = candidates[0]
         for server in candidates:
-            server.current_weight += server.spec.weight
-            total += server.spec.weight
+            server.current_weight += server.weight
+            total += server.weight
             if server.current_weight > best.current_weight:
                 best = server
         best.current_weight -= total
@@ -73,7 +73,7 @@ class LeastRequests:
         best: list[Server] = []
         best_load = 0.0
         for server in candidates:
-            load = server.in_flight / server.spec.weight
+            load = server.in_flight / server.weight
             if not best or load < best_load:
                 best = [server]
                 best_load = load
@@ -101,7 +101,7 @@ class PeakEwma:
         if j >= i:
             j += 1
         a, b = candidates[i], candidates[j]
-        return a if a.cost(now) / a.spec.weight <= b.cost(now) / b.spec.weight else b
+        return a if a.cost(now) / a.weight <= b.cost(now) / b.weight else b
 
 
 #: ring points per unit of weight (ketama uses 160; 100 keeps a server's share
@@ -132,7 +132,7 @@ class ConsistentHash:
         ring: list[tuple[int, str, Server]] = []
         for server in servers:
             label = server.spec.label
-            for i in range(POINTS_PER_WEIGHT * server.spec.weight):
+            for i in range(POINTS_PER_WEIGHT * server.weight):
                 ring.append((hash64(b"%s-%d" % (label.encode(), i)), label, server))
         ring.sort(key=lambda point: (point[0], point[1]))
         self._points = [p[0] for p in ring]

@@ -18,9 +18,9 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-import time
 from collections.abc import Awaitable, Sequence
 from hashlib import blake2b
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bastion.config.schema import UpstreamConfig
@@ -111,7 +111,7 @@ class Upstream:
     def now(self) -> float:
         # not loop.time(): uvloop's is read once per loop turn in whole milliseconds,
         # so an answer from a nearby server in under a millisecond measured 0 s
-        return time.monotonic()
+        return monotonic()
 
     def _arrange(self) -> None:
         """Rebuild the server lists (and the hash ring) from ``lines``."""

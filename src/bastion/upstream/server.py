@@ -43,19 +43,26 @@ class Server:
         "healthy",
         "idle",
         "in_flight",
+        "label",
         "latency",
         "latency_at",
         "latency_counts",
         "latency_total",
+        "max_conns",
         "open_connections",
         "peak_in_flight",
         "requests",
         "spec",
         "token",
+        "weight",
     )
 
     def __init__(self, spec: ServerSpec) -> None:
         self.spec = spec
+        # the spec's fields read on every request, as native attributes
+        self.label = spec.label  # how logs and error bodies name it
+        self.weight = spec.weight
+        self.max_conns = spec.max_conns  # 0 = no limit
         #: idle keep-alive connections, most recently used last
         self.idle: list[UpstreamConnection] = []
         self.open_connections = 0
@@ -86,15 +93,11 @@ class Server:
         #: smooth weighted round robin's running weight
         self.current_weight = 0
 
-    @property
-    def weight(self) -> int:
-        return self.spec.weight
-
     def available(self, now: float) -> bool:
         """Healthy, not ejected and below its connection cap."""
         if self.ejected_until > now or not self.healthy:
             return False
-        cap = self.spec.max_conns
+        cap = self.max_conns
         return cap == 0 or self.in_flight < cap
 
     def cost(self, now: float) -> float:
@@ -105,9 +108,8 @@ class Server:
         elapsed = now - self.latency_at
         if elapsed <= 0:
             return self.latency
-        return self.latency * math.exp(-elapsed / DECAY) + INITIAL_LATENCY * (
-            1 - math.exp(-elapsed / DECAY)
-        )
+        w = math.exp(-elapsed / DECAY)
+        return self.latency * w + INITIAL_LATENCY * (1 - w)
 
     def observe_latency(self, seconds: float, now: float) -> None:
         """A response head arrived ``seconds`` after the request was sent: a higher
@@ -117,10 +119,15 @@ class Server:
         self.latency_total += seconds
         if seconds > self.latency:
             self.latency = seconds
-        else:
-            current = self.decayed_latency(now)
-            w = math.exp(-(now - self.latency_at) / DECAY) if self.latency_at else 0.0
+        elif self.latency_at:
+            # the figure decayed towards INITIAL_LATENCY since its last update, then
+            # blended with this one by the same weight (one exp for both)
+            elapsed = now - self.latency_at
+            w = math.exp(-elapsed / DECAY) if elapsed > 0 else 1.0
+            current = self.latency * w + INITIAL_LATENCY * (1 - w)
             self.latency = current * w + seconds * (1 - w)
+        else:
+            self.latency = seconds
         self.latency_at = now
 
     def succeeded(self) -> None:
