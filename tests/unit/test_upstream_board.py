@@ -10,7 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bastion.config.schema import UpstreamConfig
 from bastion.observe.board import UPSTREAM_SERVERS, Board
-from bastion.observe.exposition import read_board, render_metrics
+from bastion.observe.prometheus import render_metrics
+from bastion.observe.reading import read_board
 from bastion.observe.recorder import UpstreamSampler
 from bastion.upstream.group import RUNNING, Upstream
 

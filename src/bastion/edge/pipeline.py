@@ -274,6 +274,16 @@ def _through_filters(
         _note_filtered(exchange)
         handler(exchange, match)
 
+    def resume(result: Exchange | None, match: RouteMatch, start: int) -> None:
+        """Go on with ``filters[start:]`` once a filter that decided later let
+        ``result`` through (None: it answered)."""
+        if result is None:
+            return
+        try:
+            proceed(result, match, start)
+        except Exception as exc:
+            result.fail(exc)
+
     def settled(
         exchange: Exchange, match: RouteMatch, start: int, decided: asyncio.Future[Any]
     ) -> None:
@@ -288,13 +298,7 @@ def _through_filters(
         if error is not None:
             exchange.fail(error)
             return
-        result = decided.result()
-        if result is None:
-            return
-        try:
-            proceed(result, match, start)
-        except Exception as exc:
-            result.fail(exc)
+        resume(decided.result(), match, start)
 
     async def awaiting(
         pending: Coroutine[Any, Any, Exchange | None],
@@ -323,12 +327,7 @@ def _through_filters(
             return
         finally:
             watcher.cancel()
-        if result is None:
-            return
-        try:
-            proceed(result, match, start)
-        except Exception as exc:
-            result.fail(exc)
+        resume(result, match, start)
 
     return proceed
 

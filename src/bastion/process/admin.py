@@ -35,14 +35,10 @@ from bastion.config.errors import ConfigError
 from bastion.config.schema import AdminConfig, Config
 from bastion.observe import stacks
 from bastion.observe.board import FREE, PID, RETIRING, STATE, STATE_NAMES, Board, route_labels
-from bastion.observe.exposition import (
-    Snapshots,
-    is_ready,
-    read_board,
-    render_metrics,
-    supervisor_alive,
-)
+from bastion.observe.dashboard.snapshot import Snapshots
 from bastion.observe.logging import flush_logging, logger, setup_worker_logging
+from bastion.observe.prometheus import render_metrics
+from bastion.observe.reading import is_ready, read_board, supervisor_alive
 from bastion.process.children import describe_status
 from bastion.process.heartbeat import MAX_SLOTS
 
