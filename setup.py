@@ -32,6 +32,7 @@ COMPILED = [
     "src/bastion/edge/router.py",
     "src/bastion/edge/static.py",
     "src/bastion/edge/static_cache.py",
+    "src/bastion/edge/respond.py",
     "src/bastion/edge/proxy.py",
     "src/bastion/edge/proxy_headers.py",
     "src/bastion/observe/requestid.py",
