@@ -62,72 +62,81 @@ RETRY_AFTER_FAILURE = 1.0
 MAX_BATCH_KEYS = 2000
 
 #: GCRA over several limits at once, for a batch of decisions. ARGV[1] is the number of
-#: decisions; then, for each, its number of limits n and, for each limit, its emission
-#: interval and its burst (the interval in microseconds); KEYS holds one counter per
-#: limit, decision after decision. A decision passes only if every one of its limits
-#: allows it, and only then are its counters advanced, so a request refused by one limit
-#: costs nothing against the others. Every counter of the batch is read with one MGET;
-#: decisions are taken in order, and two in one batch for the same counter see each
-#: other (``seen``). Each counter holds the "theoretical arrival time" (microseconds,
-#: Redis clock) and expires when it would no longer matter. Returns, for each decision:
-#: allowed (1/0), retry_after_us, then remaining and reset_us per limit.
+#: decisions and ARGV[2] the number of profiles (the distinct sets of limits in the
+#: batch: one per route); then each profile: its number of limits n and, for each limit,
+#: its emission interval (microseconds) and its burst; then, for each decision, the index
+#: of its profile. KEYS holds one counter per limit, decision after decision. A decision
+#: passes only if every one of its limits allows it, and only then are its counters
+#: advanced, so a request refused by one limit costs nothing against the others. Every
+#: counter of the batch is read with one MGET; decisions are taken in order, and two in
+#: one batch for the same counter see each other (``tats``); each counter the batch
+#: changed is written once at the end, however many of its decisions counted against it.
+#: A counter holds the "theoretical arrival time" (microseconds, Redis clock) and
+#: expires when it would no longer matter. Returns, for each decision: allowed (1/0),
+#: retry_after_us, then remaining and reset_us per limit.
 SCRIPT = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local stored = redis.call('MGET', unpack(KEYS))
-local seen = {}
-local out = {}
-local o = 0
-local k = 0
-local a = 2
-local intervals = {}
-local bursts = {}
-local tats = {}
-for r = 1, tonumber(ARGV[1]) do
+local a = 3
+local counts, intervals, bursts = {}, {}, {}
+for p = 1, tonumber(ARGV[2]) do
   local n = tonumber(ARGV[a])
   a = a + 1
-  local ok = 1
-  local retry = 0
+  local iv, bu = {}, {}
+  for i = 1, n do
+    local interval = tonumber(ARGV[a])
+    iv[i] = interval
+    bu[i] = tonumber(ARGV[a + 1]) * interval
+    a = a + 2
+  end
+  counts[p], intervals[p], bursts[p] = n, iv, bu
+end
+local tats, changed, cur, out = {}, {}, {}, {}
+local o, k = 0, 0
+for r = 1, tonumber(ARGV[1]) do
+  local p = tonumber(ARGV[a])
+  a = a + 1
+  local n, iv, bu = counts[p], intervals[p], bursts[p]
+  local ok, retry = 1, 0
   for i = 1, n do
     local key = KEYS[k + i]
-    local interval = tonumber(ARGV[a])
-    local burst = tonumber(ARGV[a + 1])
-    a = a + 2
-    local tat = seen[key]
+    local tat = tats[key]
     if tat == nil then
-      tat = stored[k + i]
-      if tat then tat = tonumber(tat) else tat = now end
+      tat = tonumber(stored[k + i]) or now
+      if tat < now then tat = now end
+      tats[key] = tat
     end
-    if tat < now then tat = now end
-    local wait = tat + interval - burst * interval - now
+    cur[i] = tat
+    local wait = tat + iv[i] - bu[i] - now
     if wait > 0 then
       ok = 0
       if wait > retry then retry = wait end
     end
-    intervals[i] = interval
-    bursts[i] = burst
-    tats[i] = tat
   end
   out[o + 1] = ok
   out[o + 2] = retry
   o = o + 2
   for i = 1, n do
-    local interval = intervals[i]
-    local tat = tats[i]
+    local tat = cur[i]
     if ok == 1 then
-      tat = tat + interval
+      tat = tat + iv[i]
       local key = KEYS[k + i]
-      seen[key] = tat
-      redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000) + 1)
+      tats[key] = tat
+      changed[key] = true
     end
-    local remaining = math.floor((now + bursts[i] * interval - tat) / interval)
+    local remaining = math.floor((now + bu[i] - tat) / iv[i])
     if remaining < 0 then remaining = 0 end
     out[o + 1] = remaining
     out[o + 2] = tat - now
     o = o + 2
   end
   k = k + n
+end
+for key in pairs(changed) do
+  local tat = tats[key]
+  redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
 end
 return out
 """
@@ -160,6 +169,8 @@ def _bulk(value: bytes) -> bytes:
 
 
 _EVALSHA = _bulk(b"EVALSHA") + _bulk(_SHA.encode("ascii"))
+#: a profile's index in the script's arguments, for the first few
+_INDEX = [_bulk(b"%d" % i) for i in range(64)]
 
 
 class RedisGcra:
@@ -192,6 +203,7 @@ class RedisGcra:
         # decisions waiting for the next batch: (keys, args, callback)
         self._batch: list[_Entry] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # each route's arguments as RESP (their count, their bytes), encoded once
         self._encoded_args: dict[tuple[int, ...], tuple[int, bytes]] = {}
         #: decisions asked of Redis; batches sent; script loads (for the tests and the bench)
         self.calls = 0
@@ -334,28 +346,43 @@ class RedisGcra:
                 break
         await self._run_batch(batch)
 
-    def _args(self, args: tuple[int, ...]) -> tuple[int, bytes]:
-        known = self._encoded_args.get(args)
-        if known is None:
-            count = len(args) // 2
-            known = (1 + len(args), _bulk(b"%d" % count) + b"".join(_bulk(b"%d" % a) for a in args))
-            if len(self._encoded_args) < 1024:
-                self._encoded_args[args] = known
-        return known
-
     def _pack(self, batch: list[_Entry]) -> bytes:
-        """``EVALSHA`` of the script for the whole batch, as RESP."""
+        """``EVALSHA`` of the script for the whole batch, as RESP: the batch's distinct
+        profiles (the routes' arguments, each encoded once per worker) and, per
+        decision, its keys and its profile's index."""
         keys: list[bytes] = []
-        argv: list[bytes] = [_bulk(b"%d" % len(batch))]
-        nargs = 1
+        profiles: dict[tuple[int, ...], bytes] = {}
+        encoded = self._encoded_args
+        nargs = 2
+        index = _INDEX
+        refs: list[bytes] = []
+        parts: list[bytes] = []
         for k, a, _ in batch:
             for key in k:
-                keys.append(_bulk(key))
-            n, packed = self._args(a)
-            nargs += n
-            argv.append(packed)
-        head = b"*%d\r\n" % (3 + len(keys) + nargs) + _EVALSHA + _bulk(b"%d" % len(keys))
-        return head + b"".join(keys) + b"".join(argv)
+                keys.append(b"$%d\r\n%s\r\n" % (len(key), key))
+            ref = profiles.get(a)
+            if ref is None:
+                known = encoded.get(a)
+                if known is None:
+                    known = (
+                        1 + len(a),
+                        _bulk(b"%d" % (len(a) // 2)) + b"".join(_bulk(b"%d" % v) for v in a),
+                    )
+                    if len(encoded) < 1024:
+                        encoded[a] = known
+                n = len(profiles) + 1
+                ref = index[n] if n < len(index) else _bulk(b"%d" % n)
+                profiles[a] = ref
+                nargs += known[0]
+                parts.append(known[1])
+            refs.append(ref)
+        head = b"*%d\r\n%s%s" % (
+            3 + len(keys) + nargs + len(batch),
+            _EVALSHA,
+            _bulk(b"%d" % len(keys)),
+        )
+        counts = _bulk(b"%d" % len(batch)) + _bulk(b"%d" % len(profiles))
+        return b"".join((head, *keys, counts, *parts, *refs))
 
     async def _run_batch(self, batch: list[_Entry]) -> None:
         """One script call for the whole batch; each decision's callback gets its part
