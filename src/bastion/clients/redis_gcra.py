@@ -196,6 +196,8 @@ class RedisGcra:
         self.timeout = timeout
         self.max_connections = max(1, max_connections)
         self.down_until = 0.0
+        #: what a decision asked while Redis is known to be down gets
+        self.down_error = RedisUnavailable("Redis failed less than a second ago")
         self._factory: ConnectionPool | None = None
         self._all: list[Connection] = []
         self._idle: list[Connection] = []
@@ -291,14 +293,14 @@ class RedisGcra:
         if sha != _SHA:  # pragma: no cover - a Redis that hashes differently
             raise RedisUnavailable(f"SCRIPT LOAD returned {sha!r}, expected {_SHA}")
 
-    def submit(self, keys: Sequence[bytes], args: tuple[int, ...], done: Done) -> None:
+    def submit(self, keys: Sequence[bytes], args: tuple[int, ...], done: Done) -> bool:
         """Ask for a decision on ``keys`` with ``args`` (interval and burst per key) in
         the next batch: ``done`` is called on the event loop with the script's answer or
-        a :class:`RedisUnavailable`, within ``timeout``. Raises
-        :class:`RedisUnavailable` at once (and ``done`` is never called) while Redis
-        is known to be down."""
+        a :class:`RedisUnavailable`, within ``timeout``. Returns False at once (and
+        ``done`` is never called) while Redis is known to be down (:attr:`down_error`
+        says why)."""
         if self.down_until and time.monotonic() < self.down_until:
-            raise RedisUnavailable("Redis failed less than a second ago")
+            return False
         self.calls += 1
         batch = self._batch
         batch.append((keys, args, done))
@@ -310,11 +312,13 @@ class RedisGcra:
                 asyncio.get_running_loop().call_soon(self._start_batch)
             else:
                 self._start_batch()
+        return True
 
     async def decide(self, keys: Sequence[str], args: Sequence[int]) -> list[int]:
         """:meth:`submit`, awaited: the answer, or :class:`RedisUnavailable`."""
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self.submit([k.encode() for k in keys], tuple(args), fut.set_result)
+        if not self.submit([k.encode() for k in keys], tuple(args), fut.set_result):
+            raise self.down_error
         answer = await fut
         if isinstance(answer, RedisUnavailable):
             raise answer
