@@ -7,21 +7,26 @@ once per worker (``SCRIPT LOAD`` at start-up, and again when Redis answers
 ``TIME``, so every worker and host decides by one clock and the hosts' own clocks never
 matter; the writes it makes are replicated as effects (the default since Redis 5).
 
-Each worker keeps up to ``max_connections`` connections, made by redis-py (the URL,
-TLS, unix sockets, authentication, the handshake, reconnecting after a failure). The
+Each worker keeps up to ``max_connections`` connections, made by redis-py (the URL, TLS,
+unix sockets, authentication, the handshake, reconnecting after a failure). The
 decisions asked during one turn of the event loop go to Redis together, in one
 ``EVALSHA`` of the script, which takes them in order: one command, one round trip for
 all of them instead of one each (under load, most decisions share a batch; alone, a
-decision waits for nothing). Redis runs a script atomically, so a batch is as exact as
-single decisions. A decision costs the caller no task and no coroutine: it is a
-callback in the next batch (:meth:`RedisGcra.submit`); the batch's command, a fixed
-shape, is written as RESP here (each route's arguments encoded once) and its reply read
-by redis-py's parser (hiredis). Every decision is bounded
-by ``timeout``, connecting and waiting for a connection included: past it, the caller
-gets :class:`RedisUnavailable` and applies its ``on_error`` policy. After a failure the
-client does not ask Redis again for :data:`RETRY_AFTER_FAILURE` seconds (requests meanwhile
-fail at once, without waiting for the timeout again), then the next request tries; a
-Redis that is back is used again without anything to restart.
+decision waits for nothing). At most :data:`MAX_IN_FLIGHT` batches are sent and not yet
+answered: the decisions asked meanwhile gather (over several turns of the loop) and go
+together as soon as one is answered, so under load the batches are fewer and larger, and
+a decision waits at most for one round trip before it is sent. Redis runs a script
+atomically, so a batch is as exact as single decisions. A decision costs the caller no
+task and no coroutine: it is a callback in the next batch (:meth:`RedisGcra.submit`);
+the batch's command, a fixed shape, is written as RESP here (each route's arguments
+encoded once) and its reply read by redis-py's parser (hiredis). Every decision is
+bounded by ``timeout``, connecting and waiting for a connection included: past it, the
+caller gets :class:`RedisUnavailable` and applies its ``on_error`` policy (a batch's
+deadline is ``timeout`` from when its first decision was asked, its wait to be sent
+included). After a failure the client does not ask Redis again for
+:data:`RETRY_AFTER_FAILURE` seconds (requests meanwhile fail at once, without waiting
+for the timeout again), then the next request tries; a Redis that is back is used again
+without anything to restart.
 
 ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs are accepted, as redis-py reads
 them (``redis://:password@host:6379/0``, ``unix:///run/redis.sock?db=0``).
@@ -47,6 +52,7 @@ from bastion.tasks import EAGER_TASKS, WorkerTasks
 
 __all__ = [
     "MAX_BATCH_KEYS",
+    "MAX_IN_FLIGHT",
     "RETRY_AFTER_FAILURE",
     "SCRIPT",
     "RedisGcra",
@@ -56,6 +62,11 @@ __all__ = [
 
 #: seconds during which a client that just failed does not try Redis again
 RETRY_AFTER_FAILURE = 1.0
+
+#: script calls a worker has sent and Redis not yet answered, at most: the decisions asked
+#: meanwhile gather and go in one call as soon as one is answered (under load, fewer and
+#: larger batches; a decision asked while no call is waiting goes at once)
+MAX_IN_FLIGHT = 2
 
 #: at most this many counters in one script call (MGET passes them all through Lua's
 #: stack, which holds 8,000 values); a larger batch is sent as several calls
@@ -188,6 +199,7 @@ class RedisGcra:
         timeout: float,
         max_connections: int,
         tasks: WorkerTasks | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.url = url
         #: where the batches run: the worker's tasks, so that a worker that stops waits
@@ -195,6 +207,9 @@ class RedisGcra:
         self.worker_tasks = tasks
         self.timeout = timeout
         self.max_connections = max(1, max_connections)
+        #: batches sent at once; the decisions asked meanwhile wait for one to be
+        #: answered and go together in the next
+        self.max_in_flight = max(1, max_in_flight)
         self.down_until = 0.0
         #: what a decision asked while Redis is known to be down gets
         self.down_error = RedisUnavailable("Redis failed less than a second ago")
@@ -204,6 +219,11 @@ class RedisGcra:
         self._waiting: deque[asyncio.Future[Connection]] = deque()
         # decisions waiting for the next batch: (keys, args, callback)
         self._batch: list[_Entry] = []
+        # when the first decision of ``_batch`` was asked (the loop's clock): its deadline
+        # is that plus ``timeout``, however long it waited for the batch before it
+        self._since = 0.0
+        # batches sent and not answered yet (at most ``max_in_flight``)
+        self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         # each route's arguments as RESP (their count, their bytes), encoded once
         self._encoded_args: dict[tuple[int, ...], tuple[int, bytes]] = {}
@@ -305,13 +325,17 @@ class RedisGcra:
         batch = self._batch
         batch.append((keys, args, done))
         if len(batch) == 1:
-            # sent once the other requests of this turn of the loop have joined it: a
-            # new task's first step waits its turn on 3.11; on 3.12+ tasks start
-            # eagerly, so the start itself waits its turn
-            if EAGER_TASKS:
-                asyncio.get_running_loop().call_soon(self._start_batch)
-            else:
-                self._start_batch()
+            loop = asyncio.get_running_loop()
+            self._since = loop.time()
+            if self._in_flight < self.max_in_flight:
+                # sent once the other requests of this turn of the loop have joined it:
+                # a new task's first step waits its turn on 3.11; on 3.12+ tasks start
+                # eagerly, so the start itself waits its turn
+                if EAGER_TASKS:
+                    loop.call_soon(self._start_batch)
+                else:
+                    self._start_batch()
+            # else it goes as soon as a batch in flight is answered
         return True
 
     async def decide(self, keys: Sequence[str], args: Sequence[int]) -> list[int]:
@@ -325,30 +349,39 @@ class RedisGcra:
         return answer
 
     def _start_batch(self) -> None:
-        if self._batch:
-            self._spawn(self._send_batch())
+        if self._batch and self._in_flight < self.max_in_flight:
+            self._in_flight += 1
+            task = self._spawn(self._send_batch())
+            task.add_done_callback(self._sent)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        """A batch was answered (or failed, or was cancelled): send what gathered."""
+        self._in_flight -= 1
+        self._start_batch()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         if self.worker_tasks is not None:
-            self.worker_tasks.spawn(coro)
-            return
+            return self.worker_tasks.spawn(coro)
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _send_batch(self) -> None:
-        """Send the decisions gathered so far: one script call, or several for a batch
-        above :data:`MAX_BATCH_KEYS` (the others in tasks of their own)."""
+        """Send the decisions gathered so far as one script call; above
+        :data:`MAX_BATCH_KEYS` counters, the rest stays for the next call."""
         batch, self._batch = self._batch, []
+        if not batch:
+            return  # an earlier call (started in the same turn) took it
+        since = self._since
         size = 0
         for i, (keys, _, _) in enumerate(batch):
             size += len(keys)
             if size > MAX_BATCH_KEYS and i > 0:
-                # the rest (and what is asked meanwhile) goes in the next call
                 batch, self._batch = batch[:i], batch[i:]
-                self._spawn(self._send_batch())
+                self._start_batch()  # at once if another call may be in flight
                 break
-        await self._run_batch(batch)
+        await self._run_batch(batch, since + self.timeout)
 
     def _pack(self, batch: list[_Entry]) -> bytes:
         """``EVALSHA`` of the script for the whole batch, as RESP: the batch's distinct
@@ -388,15 +421,16 @@ class RedisGcra:
         counts = _bulk(b"%d" % len(batch)) + _bulk(b"%d" % len(profiles))
         return b"".join((head, *keys, counts, *parts, *refs))
 
-    async def _run_batch(self, batch: list[_Entry]) -> None:
+    async def _run_batch(self, batch: list[_Entry], deadline: float) -> None:
         """One script call for the whole batch; each decision's callback gets its part
         of the reply, or the error."""
         self.batches += 1
         answers: list[Answer]
         try:
             packed = self._pack(batch)
-            # one timer for the whole batch bounds every decision in it
-            async with asyncio.timeout(self.timeout):
+            # one timer for the whole batch bounds every decision in it: ``timeout``
+            # from when its first decision was asked
+            async with asyncio.timeout_at(deadline):
                 try:
                     reply: Any = await self._command(packed)
                 except NoScriptError:
