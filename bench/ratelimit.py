@@ -1,6 +1,7 @@
 """Cost of a Redis-backed rate limit (not a test): the hello app served by one worker,
 with no limit and with a Redis limit that never trips, in the same run, loaded by wrk
-over loopback; req/s kept and the added p99 latency.
+over loopback; req/s kept, the added p99 latency, and the CPU time per request of the
+worker and of redis-server (they share the machine's cores with wrk).
 
 Starts its own redis-server (no persistence) on a free loopback port. Short by design:
 a few seconds per case. Writes bench/results/ratelimit-<UTC time>.json.
