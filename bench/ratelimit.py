@@ -1,6 +1,7 @@
 """Cost of a Redis-backed rate limit (not a test): the hello app served by one worker,
 with no limit and with a Redis limit that never trips, in the same run, loaded by wrk
-over loopback; req/s kept and the added p99 latency.
+over loopback; req/s kept, the added p99 latency, and the CPU time per request of the
+worker and of redis-server (they share the machine's cores with wrk).
 
 Starts its own redis-server (no persistence) on a free loopback port. Short by design:
 a few seconds per case. Writes bench/results/ratelimit-<UTC time>.json.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import subprocess
@@ -73,6 +75,22 @@ def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
     }
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def workers(pid: int) -> list[int]:
+    """The supervisor's child processes (the worker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children]
+
+
 def _compiled() -> bool:
     import bastion.protocol.http1 as http1
 
@@ -97,7 +115,16 @@ def main() -> None:
                 argv = ["serve", "-c", str(path), "--bind", "127.0.0.1:0", "--workers", "1"]
                 with BastionProcess(argv, cwd=tmp) as site:
                     wrk(site.url + "/", 1, args.connections)  # warm up
-                    results[case] = wrk(site.url + "/", args.seconds, args.connections)
+                    pids = workers(site.pid)
+                    assert pids is not None and redis.proc is not None
+                    before = [cpu_seconds(p) for p in pids], cpu_seconds(redis.proc.pid)
+                    res = wrk(site.url + "/", args.seconds, args.connections)
+                    after = [cpu_seconds(p) for p in pids], cpu_seconds(redis.proc.pid)
+                    count = res["rps"] * args.seconds
+                    # CPU per request, in microseconds: the worker's and redis-server's
+                    res["worker_us"] = round(1e6 * (sum(after[0]) - sum(before[0])) / count, 2)
+                    res["redis_us"] = round(1e6 * (after[1] - before[1]) / count, 2)
+                    results[case] = res
                 print(case, results[case], flush=True)
         finally:
             redis.stop()
@@ -105,6 +132,8 @@ def main() -> None:
     summary = {
         "rps_kept": round(limited["rps"] / base["rps"], 3),
         "added_p99_ms": round(limited["p99_ms"] - base["p99_ms"], 3),
+        "added_worker_us": round(limited["worker_us"] - base["worker_us"], 2),
+        "redis_us": limited["redis_us"],
     }
     print(summary)
     out = {

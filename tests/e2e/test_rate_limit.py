@@ -425,3 +425,118 @@ def test_batches_run_in_the_worker_tasks_and_always_answer(redis_server: RedisSe
     assert len(got) == 2, got
     assert isinstance(got[0], list) and got[0][0] == 1
     assert isinstance(got[1], RedisUnavailable)
+
+
+def test_decisions_asked_while_a_batch_waits_go_together(redis_server: RedisServer) -> None:
+    """With a script call waiting for Redis, the decisions asked over the next turns of
+    the loop are not sent one call each: they gather and go in one call when the first
+    is answered; all are answered, in order."""
+    import asyncio
+
+    from bastion.clients.redis_gcra import RedisGcra
+
+    async def main() -> tuple[list[object], int]:
+        client = RedisGcra(redis_server.url, timeout=5.0, max_connections=4, max_in_flight=1)
+        await client.start()
+        got: list[object] = []
+        try:
+            redis_server.pause()  # the first call waits, connection open
+            try:
+                client.submit([b"gather-test:a"], (1_000_000, 3), got.append)
+                for _ in range(4):  # one decision per turn of the loop
+                    await asyncio.sleep(0.01)
+                    client.submit([b"gather-test:a"], (1_000_000, 3), got.append)
+            finally:
+                redis_server.resume()
+            for _ in range(250):
+                if len(got) == 5:
+                    break
+                await asyncio.sleep(0.02)
+            return got, client.batches
+        finally:
+            await client.close()
+
+    got, batches = asyncio.run(main())
+    assert [a[0] for a in got if isinstance(a, list)] == [1, 1, 1, 0, 0], got
+    assert batches == 2
+
+
+def test_a_decision_that_waited_to_be_sent_is_still_bounded_by_the_timeout(
+    redis_server: RedisServer,
+) -> None:
+    """A decision asked while a call waits for a Redis that does not answer gets its
+    answer (the error) within ``timeout`` of being asked, not of being sent."""
+    import asyncio
+
+    from bastion.clients.redis_gcra import RedisGcra, RedisUnavailable
+
+    async def main() -> list[tuple[float, object]]:
+        client = RedisGcra(redis_server.url, timeout=0.4, max_connections=4, max_in_flight=1)
+        await client.start()
+        got: list[tuple[float, object]] = []
+        try:
+            redis_server.pause()
+            try:
+                t0 = time.monotonic()
+                client.submit(
+                    [b"wait-test:a"],
+                    (1_000_000, 3),
+                    lambda a: got.append((time.monotonic() - t0, a)),
+                )
+                await asyncio.sleep(0.2)
+                t1 = time.monotonic()
+                client.submit(
+                    [b"wait-test:b"],
+                    (1_000_000, 3),
+                    lambda a: got.append((time.monotonic() - t1, a)),
+                )
+                for _ in range(100):
+                    if len(got) == 2:
+                        break
+                    await asyncio.sleep(0.01)
+                return got
+            finally:
+                redis_server.resume()
+        finally:
+            await client.close()
+
+    got = asyncio.run(main())
+    assert len(got) == 2, got
+    assert all(isinstance(a, RedisUnavailable) for _, a in got), got
+    # each within its 0.4 s (slack for a busy machine), the second not at 0.6 s
+    assert all(waited < 0.55 for waited, _ in got), got
+
+
+def test_a_batch_writes_each_counter_once(redis_server: RedisServer) -> None:
+    """Many decisions on one counter in one script call: the counter is read and
+    written once for the call, and the decisions still see each other."""
+    import asyncio
+
+    from bastion.clients.redis_gcra import RedisGcra
+
+    def sets() -> int:
+        stats = redis_server.command("INFO", "commandstats").decode()
+        m = re.search(r"cmdstat_set:calls=(\d+)", stats)
+        return int(m.group(1)) if m else 0
+
+    async def main() -> tuple[list[object], int]:
+        client = RedisGcra(redis_server.url, timeout=5.0, max_connections=1)
+        await client.start()
+        try:
+            got: list[object] = []
+            for _ in range(10):
+                client.submit([b"once-test:a"], (1_000_000, 6), got.append)
+            client.submit([b"once-test:b"], (1_000_000, 6), got.append)
+            for _ in range(250):
+                if len(got) == 11:
+                    break
+                await asyncio.sleep(0.02)
+            return got, client.batches
+        finally:
+            await client.close()
+
+    before = sets()
+    got, batches = asyncio.run(main())
+    assert batches == 1
+    assert [a[0] for a in got if isinstance(a, list)] == [1] * 6 + [0] * 4 + [1], got
+    assert sets() - before == 2

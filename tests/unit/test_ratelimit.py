@@ -161,3 +161,34 @@ def test_one_table_is_a_list_of_one_and_renders_back(tmp_path: Path) -> None:
     again = tmp_path / "again.toml"
     again.write_text(render_config(config))
     assert load_config(file=str(again), env={}, cli={}) == config
+
+
+def test_redis_keys_kept_per_address_match_and_stay_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A route keyed by the client address keeps each address's Redis keys: the same
+    keys as built afresh, one set per address, and no more than ``KEYS_KEPT`` of them;
+    a route keyed otherwise keeps none (its key is not the address alone)."""
+    from bastion.config.ratelimit_schema import RateLimitConfig
+    from bastion.edge.ratelimit import RateLimitFilter, _Backend
+
+    backend = _Backend(RateLimitConfig(backend="redis", redis_url="redis://127.0.0.1:1/0"))
+    by_address = RateLimitFilter([limit("10/s"), limit("100/m", name="api")], backend)
+    monkeypatch.setattr(RateLimitFilter, "KEYS_KEPT", 8)
+    a, b = head(client=("192.0.2.7", 1)), head(client=("192.0.2.8", 2))
+    assert by_address._keys(a) == (b"bastion:rl:/#0|a:192.0.2.7", b"bastion:rl:api|a:192.0.2.7")
+    assert by_address._keys(head(client=("192.0.2.7", 9))) == by_address._keys(a)
+    assert by_address._keys(b) == (b"bastion:rl:/#0|a:192.0.2.8", b"bastion:rl:api|a:192.0.2.8")
+    assert by_address._keys(head(client=None)) == (
+        b"bastion:rl:/#0|a:unix",
+        b"bastion:rl:api|a:unix",
+    )
+    for i in range(20):
+        assert by_address._keys(head(client=(f"198.51.100.{i}", 1)))[0].endswith(
+            f"|a:198.51.100.{i}".encode()
+        )
+        assert by_address.by_address is not None and len(by_address.by_address) <= 8
+    by_header = RateLimitFilter([limit("10/s", key="header", header="X-Tenant")], backend)
+    assert by_header.by_address is None
+    assert by_header._keys(a) == (b"bastion:rl:/#0|h:acme",)
+    assert by_header._keys(head(headers=[(b"x-tenant", b"other")])) == (b"bastion:rl:/#0|h:other",)

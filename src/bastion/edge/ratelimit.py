@@ -281,12 +281,16 @@ class RateLimitFilter:
         "always",
         "args",
         "backend",
+        "by_address",
         "deny_on_error",
         "error_status",
         "limits",
         "policy",
         "prefix",
     )
+
+    #: at most this many client addresses' Redis keys are kept ready (then forgotten)
+    KEYS_KEPT = 4096
 
     def __init__(self, limits: Sequence[Limit], backend: _Backend) -> None:
         self.limits = tuple(limits)
@@ -299,6 +303,11 @@ class RateLimitFilter:
         self.prefix = cfg.key_prefix
         #: the script's arguments for this route's decisions: interval and burst per limit
         self.args = tuple(v for lim in self.limits for v in (lim.interval_us, lim.burst))
+        #: when every limit is keyed by the client address: each address's Redis keys,
+        #: encoded once (the address is the whole key; a busy client asks many times)
+        self.by_address: dict[str, tuple[bytes, ...]] | None = (
+            {} if all(lim.kind == "address" for lim in self.limits) else None
+        )
 
     async def startup(self) -> None:
         await self.backend.start()
@@ -318,21 +327,18 @@ class RateLimitFilter:
         """Submit the decision to the next batch and return a future of the filter's
         result, which the pipeline resumes from (no task, no coroutine); the batch
         answers within the timeout, so the future is always done in time."""
-        from bastion.clients.redis_gcra import RedisUnavailable
-
         redis = self.backend.redis
         assert redis is not None
-        prefix = self.prefix
-        keys = [(prefix + lim.key(head)).encode("utf-8", "replace") for lim in self.limits]
+        keys = self._keys(head)
         fut: asyncio.Future[Exchange | None] = asyncio.get_running_loop().create_future()
 
-        def done(answer: list[int] | RedisUnavailable) -> None:
+        def done(answer: list[int] | Exception) -> None:
             if fut.done():  # pragma: no cover - nothing else settles it
                 return
             try:
                 if exchange.disconnected:
                     fut.set_result(exchange)  # the pipeline ends it as a client that left
-                elif isinstance(answer, RedisUnavailable):
+                elif isinstance(answer, Exception):  # RedisUnavailable
                     fut.set_result(self._unavailable(exchange, answer))
                 else:
                     if self.backend.failing:
@@ -342,11 +348,27 @@ class RateLimitFilter:
                 if not fut.done():
                     fut.set_exception(exc)
 
-        try:
-            redis.submit(keys, self.args, done)
-        except RedisUnavailable as exc:
-            return self._unavailable(exchange, exc)
+        if not redis.submit(keys, self.args, done):
+            return self._unavailable(exchange, redis.down_error)
         return fut
+
+    def _keys(self, head: RequestHead) -> Sequence[bytes]:
+        """The Redis keys of ``head``'s client, one per limit."""
+        known = self.by_address
+        if known is not None:
+            client = head.client
+            address = client[0] if client is not None else "unix"
+            keys = known.get(address)
+            if keys is None:
+                if len(known) >= self.KEYS_KEPT:
+                    known.clear()
+                keys = known[address] = self._encode(head)
+            return keys
+        return self._encode(head)
+
+    def _encode(self, head: RequestHead) -> tuple[bytes, ...]:
+        prefix = self.prefix
+        return tuple((prefix + lim.key(head)).encode("utf-8", "replace") for lim in self.limits)
 
     def _unavailable(self, exchange: Exchange, exc: Exception) -> Exchange | None:
         self.backend.failed(str(exc))
