@@ -218,16 +218,18 @@ def start_attack(attack: str, port: int, args: argparse.Namespace) -> subprocess
     """The attack on ``port``, bounded in connections and in time (the ramp, the
     measurement and a margin)."""
     length = RAMP + args.seconds + 4
-    # the attacker runs beside wrk on the client's CPU at nice 19, the same against the
-    # decoy and the server. It is in its own session, so where the kernel groups tasks
-    # by session (autogroup) that nice only ranks it within the session: against wrk it
-    # weighs as much as any other session, and its wake-ups delay wrk's
-    return subprocess.Popen(
+    # the attacker runs beside wrk on the client's CPU at the lowest priority, the same
+    # against the decoy and the server: nice 19, and its session's autogroup at 19 too
+    # (where the kernel groups tasks by session, a task's own nice only ranks it within
+    # its session, so against wrk it would weigh as much as any other session)
+    proc = subprocess.Popen(
         pinned(CLIENT_CPU, 19, attack_command(attack, port, args.connections, length)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    renice_session(proc.pid, 19)
+    return proc
 
 
 def kill_group(proc: subprocess.Popen[Any]) -> None:
