@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 from server import BastionProcess
-from test_proxy import free_port, proxy
+from test_proxy import free_port, proxy, raw
 from upstream_servers import RawServer, Request, response
 
 LOG = '[log]\naccess = "json"'
@@ -59,3 +59,36 @@ def test_without_the_option_the_response_is_the_upstreams(tmp_path: Path) -> Non
         r = httpx.get(p.url + "/", headers={"X-Request-ID": "req-7"})
         assert r.headers.get_list("x-request-id") == ["up"]
         assert up.requests[0].all("x-request-id") == ["req-7"]
+
+
+def test_informational_and_switching_heads_carry_the_request_id_too(tmp_path: Path) -> None:
+    def heads(req: Request) -> bytes:
+        if req.target == "/switch":
+            return (
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\n"
+                b"Connection: Upgrade\r\nX-Request-ID: up\r\n\r\n"
+            )
+        hints = (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\nX-Request-ID: up\r\n\r\n"
+        )
+        return hints + response(200, b"final", [("X-Request-ID", "up")])
+
+    with RawServer(heads) as up, proxy(tmp_path, [up.address], route=BACK) as p:
+        out = raw(
+            p, b"GET /hints HTTP/1.1\r\nHost: x\r\nX-Request-ID: req-3\r\nConnection: close\r\n\r\n"
+        )
+        hints, _, final = out.partition(b"\r\n\r\n")
+        assert hints.startswith(b"HTTP/1.1 103 "), out[:200]
+        assert hints.lower().count(b"x-request-id: req-3") == 1, hints
+        assert b": up\r\n" not in hints.lower()
+        assert final.startswith(b"HTTP/1.1 200 ") and b"x-request-id: req-3" in final.lower()
+
+        out = raw(
+            p,
+            b"GET /switch HTTP/1.1\r\nHost: x\r\nX-Request-ID: req-4\r\n"
+            b"Connection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            timeout=2.0,
+        )
+        head = out.partition(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 101 "), out[:200]
+        assert head.count(b"x-request-id: req-4") == 1 and b": up\r\n" not in head + b"\r\n"

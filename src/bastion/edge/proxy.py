@@ -539,7 +539,7 @@ class _Forward:
         if status < 200:
             if status != 100:  # the client had its 100 Continue from bastion
                 try:
-                    exchange.inform(status, self.handler.heads.response_headers(headers))
+                    exchange.inform(status, self.client_headers(headers))
                 except Exception:
                     pass
             return
@@ -550,15 +550,21 @@ class _Forward:
         assert server is not None
         server.observe_latency(now - self.sent_at, now)
         self.deadline = now + self.handler.read_timeout
-        out = self.handler.heads.response_headers(headers)
-        if self.handler.request_id_back:
-            out = with_request_id(out, self.head)
+        out = self.client_headers(headers)
         upstream = self.upstream
         if upstream.sticky_cookie and server.token != cookie_value(
             self.head, upstream.sticky_cookie
         ):
             out.append((b"set-cookie", upstream.sticky_cookie + b"=" + server.token + STICKY_ATTRS))
         exchange.start_response(status, out)
+
+    def client_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """An upstream head's fields as the client gets them (final, informational or
+        101): rewritten, with the request id when the route returns it."""
+        out = self.handler.heads.response_headers(headers)
+        if self.handler.request_id_back:
+            out = with_request_id(out, self.head)
+        return out
 
     def switch(self, headers: list[tuple[bytes, bytes]]) -> None:
         """The upstream switched protocols: join the two connections."""
@@ -574,7 +580,7 @@ class _Forward:
         for name, value in headers:
             if name == b"upgrade":
                 protocol = value
-        out = self.handler.heads.response_headers(headers)
+        out = self.client_headers(headers)
         out.append((b"connection", b"upgrade"))
         out.append((b"upgrade", protocol or self.upgrade))
         tunnel = Tunnel(conn, self.handler.tasks, self.handler.cfg.tunnel_idle_timeout)
