@@ -74,6 +74,7 @@ class ConnectionTracker:
     """Connections of one worker, their timeouts, and the cached Date header."""
 
     __slots__ = (
+        "_bucket0",
         "_buckets",
         "_closed_waiter",
         "_loop",
@@ -82,6 +83,13 @@ class ConnectionTracker:
         "_per_route",
         "_route_fixed",
         "_routes",
+        "_run_cell",
+        "_run_hist",
+        "_run_m",
+        "_run_method",
+        "_run_n",
+        "_run_route",
+        "_run_sum",
         "_slow_writers",
         "_tick_handle",
         "auth_rejected",
@@ -146,6 +154,16 @@ class ConnectionTracker:
         self._per_route = 0
         self._method_index: dict[str, int] = {}
         self._buckets: tuple[float, ...] = ()
+        self._bucket0 = -1.0
+        # the run: responses counted since the last fold, all in the same cells (see
+        # count); the method of the last one, and its index
+        self._run_cell = -1
+        self._run_hist = -1
+        self._run_route = 0
+        self._run_n = 0
+        self._run_sum = 0.0
+        self._run_method = ""
+        self._run_m = -1
 
     # -- connections -----------------------------------------------------------------
     def add(self, conn: TrackedConnection) -> None:
@@ -182,22 +200,36 @@ class ConnectionTracker:
         ``[route][bucket]``; :attr:`latency_sums` has one sum per route. A method not in
         ``method_index`` counts as ``methods - 1``; a route index outside ``routes``
         (no route matched) as the last one; ``route_fixed`` >= 0 counts every request
-        there (the routes changed since the layout was made).
+        there (the routes changed since the layout was made). Both hold the counts up
+        to the last :meth:`fold`: call it before reading them.
         """
         self._routes = routes
         self._route_fixed = route_fixed
         self._method_index = method_index
         self._buckets = buckets
+        self._bucket0 = buckets[0] if buckets else -1.0
         self._per_route = methods * 5
         nb = len(buckets) + 1
         self.counts = [0] * (routes * (methods * 5 + nb))
         self.latency_sums = [0.0] * routes
+        self._run_cell = self._run_hist = -1
+        self._run_route = self._run_n = 0
+        self._run_sum = 0.0
+        self._run_method = ""
+        self._run_m = -1
         self.counting = True
 
     def count(
         self, method: str, route: int, status: int, sent: int, received: int, duration: float
     ) -> None:
-        """Count one finished response (called by the connection; compiled)."""
+        """Count one finished response (called by the connection; compiled).
+
+        Consecutive responses that fall in the same cells (route, method, status class
+        and latency bucket: nearly all of them under a steady load) make a run, kept in
+        native fields of the tracker, so counting one allocates nothing; the run goes
+        into :attr:`counts` and :attr:`latency_sums` when a response falls elsewhere or
+        at :meth:`fold`.
+        """
         routes = self._routes
         if self._route_fixed >= 0:
             route = self._route_fixed
@@ -207,24 +239,51 @@ class ConnectionTracker:
         if cls < 0 or cls > 4:
             cls = 4
         per_route = self._per_route
-        m = self._method_index.get(method, -1)
-        if m < 0:
-            m = per_route // 5 - 1
-        counts = self.counts
-        counts[route * per_route + m * 5 + cls] += 1
-        buckets = self._buckets
-        nb = len(buckets)
+        if method is self._run_method:  # the method texts are made once (h1_reader)
+            m = self._run_m
+        else:
+            m = self._method_index.get(method, -1)
+            if m < 0:
+                m = per_route // 5 - 1
+            self._run_method = method
+            self._run_m = m
+        cell = route * per_route + m * 5 + cls
+        nb = len(self._buckets)
         b = 0
-        while b < nb and duration > buckets[b]:
-            b += 1
-        counts[routes * per_route + route * (nb + 1) + b] += 1
-        self.latency_sums[route] += duration
+        if duration > self._bucket0:
+            buckets = self._buckets
+            while b < nb and duration > buckets[b]:
+                b += 1
+        hist = routes * per_route + route * (nb + 1) + b
+        if cell == self._run_cell and hist == self._run_hist:
+            self._run_n += 1
+            self._run_sum += duration
+        else:
+            self.fold()
+            self._run_cell = cell
+            self._run_hist = hist
+            self._run_route = route
+            self._run_n = 1
+            self._run_sum = duration
         self.bytes_out += sent
         self.bytes_in += received
         if status == 401:
             self.auth_rejected += 1
         elif status == 429:
             self.rate_limited += 1
+
+    def fold(self) -> None:
+        """Add the responses of the current run (see :meth:`count`) to :attr:`counts`
+        and :attr:`latency_sums`."""
+        n = self._run_n
+        if n == 0:
+            return
+        counts = self.counts
+        counts[self._run_cell] += n
+        counts[self._run_hist] += n
+        self.latency_sums[self._run_route] += self._run_sum
+        self._run_n = 0
+        self._run_sum = 0.0
 
     def reclaim(self) -> bool:
         """Make room for a new connection by evicting those that kept bastion waiting the
