@@ -205,11 +205,16 @@ async def measure(
 ) -> float:
     settings = ProtocolSettings(max_keepalive_requests=0, forwarded=FORWARDED)
     tracker = ConnectionTracker()
-    if METRICS:  # what a worker does with the admin listener on: count into its slot
+    recorder: Any = None
+    board: Any = None
+    if METRICS:  # what a worker does with the admin listener on: count into its slot,
+        # copied to the board once a second, with garbage collections timed
         from bastion.observe.board import Board
         from bastion.observe.recorder import Recorder
 
-        Recorder(Board(["app"], 4), 0).attach(tracker)
+        board = Board(["app"], 4)
+        recorder = Recorder(board, 0)
+        recorder.start(asyncio.get_running_loop(), tracker)
     if FORWARDED is not None:
         request = request.replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n", 1)
     if handler is None:
@@ -234,6 +239,9 @@ async def measure(
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(20)
     proto.connection_lost(None)
+    if recorder is not None:
+        recorder.close()
+        board.close()
     if transport.writes < n:
         raise RuntimeError(f"only {transport.writes} responses for {n} requests")
     last = transport.last

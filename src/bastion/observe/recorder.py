@@ -105,6 +105,7 @@ class Recorder:
         if tracker is None:
             return
         ints, base, lay = self._ints, self._base, self._lay
+        tracker.fold()  # the responses of the run in progress too
         counts = tracker.counts
         # laid out as the board's slot: this worker's routes moved to their entries
         per_route = len(METHODS) * len(STATUS_CLASSES)

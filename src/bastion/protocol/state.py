@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import Protocol
+from typing import Final, Protocol
 
 log = logging.getLogger("bastion.error")
 
@@ -30,6 +30,7 @@ EVICT_CREDIT_RATE = 64 * 1024
 #: when connections run out, up to this share of them is evicted at once, so that a burst
 #: of new clients does not scan every connection for each one
 EVICT_BATCH_SHARE = 16
+_INF: Final = float("inf")
 
 
 class TrackedConnection(Protocol):
@@ -74,6 +75,7 @@ class ConnectionTracker:
     """Connections of one worker, their timeouts, and the cached Date header."""
 
     __slots__ = (
+        "_bucket0",
         "_buckets",
         "_closed_waiter",
         "_loop",
@@ -82,6 +84,17 @@ class ConnectionTracker:
         "_per_route",
         "_route_fixed",
         "_routes",
+        "_run_cell",
+        "_run_hi",
+        "_run_hist",
+        "_run_lo",
+        "_run_m",
+        "_run_method",
+        "_run_n",
+        "_run_route",
+        "_run_route_arg",
+        "_run_status",
+        "_run_sum",
         "_slow_writers",
         "_tick_handle",
         "auth_rejected",
@@ -146,6 +159,20 @@ class ConnectionTracker:
         self._per_route = 0
         self._method_index: dict[str, int] = {}
         self._buckets: tuple[float, ...] = ()
+        # the run: responses counted since the last fold, all in the same cells (see
+        # count); the last one's method (and its index), route and status as given, and
+        # the bounds of its latency bucket
+        self._run_cell = -1
+        self._run_hist = -1
+        self._run_route = 0
+        self._run_n = 0
+        self._run_sum = 0.0
+        self._run_method = ""
+        self._run_m = -1
+        self._run_route_arg = -1
+        self._run_status = -1
+        self._run_lo = 0.0
+        self._run_hi = -1.0
 
     # -- connections -----------------------------------------------------------------
     def add(self, conn: TrackedConnection) -> None:
@@ -182,7 +209,8 @@ class ConnectionTracker:
         ``[route][bucket]``; :attr:`latency_sums` has one sum per route. A method not in
         ``method_index`` counts as ``methods - 1``; a route index outside ``routes``
         (no route matched) as the last one; ``route_fixed`` >= 0 counts every request
-        there (the routes changed since the layout was made).
+        there (the routes changed since the layout was made). Both hold the counts up
+        to the last :meth:`fold`: call it before reading them.
         """
         self._routes = routes
         self._route_fixed = route_fixed
@@ -192,12 +220,50 @@ class ConnectionTracker:
         nb = len(buckets) + 1
         self.counts = [0] * (routes * (methods * 5 + nb))
         self.latency_sums = [0.0] * routes
+        self._run_cell = self._run_hist = -1
+        self._run_route = self._run_n = 0
+        self._run_sum = 0.0
+        self._run_method = ""
+        self._run_m = -1
+        self._run_route_arg = self._run_status = -1
+        self._run_lo, self._run_hi = 0.0, -1.0  # no duration falls there
         self.counting = True
 
     def count(
         self, method: str, route: int, status: int, sent: int, received: int, duration: float
     ) -> None:
-        """Count one finished response (called by the connection; compiled)."""
+        """Count one finished response (called by the connection; compiled).
+
+        Consecutive responses that fall in the same cells (route, method, status class
+        and latency bucket: nearly all of them under a steady load) make a run, kept in
+        native fields of the tracker: a response like the last one (same method, route
+        and status, a duration in the same bucket) costs a few comparisons and two
+        additions, and allocates nothing. The run goes into :attr:`counts` and
+        :attr:`latency_sums` when a response falls elsewhere, or at :meth:`fold`.
+        """
+        if (
+            method is self._run_method  # the method texts are made once (h1_reader)
+            and route == self._run_route_arg
+            and status == self._run_status
+            and duration > self._run_lo
+            and duration <= self._run_hi
+        ):
+            self._run_n += 1
+            self._run_sum += duration
+        else:
+            self._count_new(method, route, status, duration)
+        self.bytes_out += sent
+        self.bytes_in += received
+        if status == 401:
+            self.auth_rejected += 1
+        elif status == 429:
+            self.rate_limited += 1
+
+    def _count_new(self, method: str, route: int, status: int, duration: float) -> None:
+        """Count a response unlike the last one: find its cells, and start a new run
+        there unless they are the run's."""
+        self._run_route_arg = route
+        self._run_status = status
         routes = self._routes
         if self._route_fixed >= 0:
             route = self._route_fixed
@@ -207,24 +273,47 @@ class ConnectionTracker:
         if cls < 0 or cls > 4:
             cls = 4
         per_route = self._per_route
-        m = self._method_index.get(method, -1)
-        if m < 0:
-            m = per_route // 5 - 1
-        counts = self.counts
-        counts[route * per_route + m * 5 + cls] += 1
+        if method is self._run_method:
+            m = self._run_m
+        else:
+            m = self._method_index.get(method, -1)
+            if m < 0:
+                m = per_route // 5 - 1
+            self._run_method = method
+            self._run_m = m
+        cell = route * per_route + m * 5 + cls
         buckets = self._buckets
         nb = len(buckets)
         b = 0
         while b < nb and duration > buckets[b]:
             b += 1
-        counts[routes * per_route + route * (nb + 1) + b] += 1
-        self.latency_sums[route] += duration
-        self.bytes_out += sent
-        self.bytes_in += received
-        if status == 401:
-            self.auth_rejected += 1
-        elif status == 429:
-            self.rate_limited += 1
+        # the bucket's bounds: (the one below, its own]
+        self._run_lo = buckets[b - 1] if b > 0 else -_INF
+        self._run_hi = buckets[b] if b < nb else _INF
+        hist = routes * per_route + route * (nb + 1) + b
+        if cell == self._run_cell and hist == self._run_hist:
+            self._run_n += 1
+            self._run_sum += duration
+            return
+        self.fold()
+        self._run_cell = cell
+        self._run_hist = hist
+        self._run_route = route
+        self._run_n = 1
+        self._run_sum = duration
+
+    def fold(self) -> None:
+        """Add the responses of the current run (see :meth:`count`) to :attr:`counts`
+        and :attr:`latency_sums`."""
+        n = self._run_n
+        if n == 0:
+            return
+        counts = self.counts
+        counts[self._run_cell] += n
+        counts[self._run_hist] += n
+        self.latency_sums[self._run_route] += self._run_sum
+        self._run_n = 0
+        self._run_sum = 0.0
 
     def reclaim(self) -> bool:
         """Make room for a new connection by evicting those that kept bastion waiting the
