@@ -13,6 +13,7 @@ import calendar
 import re
 import time
 from email.utils import formatdate, parsedate_tz
+from typing import Final
 
 __all__ = [
     "NOT_MODIFIED",
@@ -25,12 +26,12 @@ __all__ = [
     "parse_http_date",
 ]
 
-PROCEED = 0
-NOT_MODIFIED = 304
-PRECONDITION_FAILED = 412
+PROCEED: Final = 0
+NOT_MODIFIED: Final = 304
+PRECONDITION_FAILED: Final = 412
 
-_TAG = re.compile(rb'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
-_dates: dict[bytes, int | None] = {}
+_TAG: Final = re.compile(rb'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
+_dates: Final[dict[bytes, int | None]] = {}
 
 
 def make_etag(size: int, mtime_ns: int, ino: int, coding: str = "") -> bytes:

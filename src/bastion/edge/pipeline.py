@@ -56,7 +56,7 @@ import asyncio
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from bastion.edge.types import (
     ExchangeFilter,
@@ -65,15 +65,20 @@ from bastion.edge.types import (
     RouteHandler,
     RouteMatch,
 )
-from bastion.edge.wrap import ExchangeWrapper
+from bastion.edge.wrap import ExchangeWrapper as _ExchangeWrapper
 from bastion.observe.logging import logger
 from bastion.protocol.h1_exchange import STAGE_FILTERED, H1Exchange
 from bastion.protocol.types import ClientDisconnected, Exchange, Handler
 from bastion.tasks import WorkerTasks
 
+#: the classes checked on every request, as statics of the compiled build (a module
+#: global read is a dictionary lookup each time)
+ExchangeWrapper: Final = _ExchangeWrapper
+_partial: Final = partial
+
 __all__ = ["AppHandler", "Lifecycles", "Pipeline", "chain"]
 
-_EMPTY: dict[str, str] = {}
+_EMPTY: Final[dict[str, str]] = {}
 
 
 class AppHandler:
@@ -264,7 +269,7 @@ def _through_filters(
             if isinstance(result, ExchangeWrapper):
                 exchange = result
             elif isinstance(result, asyncio.Future):
-                result.add_done_callback(partial(settled, exchange, match, done))
+                result.add_done_callback(_partial(settled, exchange, match, done))
                 return
             elif isinstance(result, Coroutine):
                 tasks.spawn(awaiting(result, exchange, match, done))

@@ -63,7 +63,7 @@ _NOTHING: Final[frozenset[bytes]] = frozenset()
 _SPECIAL: Final = HOP_BY_HOP | _SET_BY_PROXY | {b"content-length", b"x-request-id"}
 
 # client address -> (its X-Forwarded-For value, Forwarded's for= part), bounded
-_FORWARDED_FOR: dict[str, tuple[bytes, bytes]] = {}
+_FORWARDED_FOR: Final[dict[str, tuple[bytes, bytes]]] = {}
 
 
 def _forwarded_for(address: str) -> tuple[bytes, bytes]:
@@ -101,12 +101,12 @@ def last_chunk(trailers: list[tuple[bytes, bytes]]) -> bytes:
 
 
 #: the usual methods' request-line spelling
-_METHODS = {
+_METHODS: Final = {
     m: m.encode("ascii") for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 }
 
 #: the usual ``Connection`` values, already split: most heads carry one of these
-_USUAL_CONNECTION = {
+_USUAL_CONNECTION: Final = {
     spelling: frozenset([spelling.lower()])
     for spelling in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")
 }

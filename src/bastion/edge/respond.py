@@ -7,13 +7,14 @@ each request only sends it. HEAD gets the same head without the body.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from bastion.config.schema import ReturnConfig
 from bastion.edge.types import RouteMatch
 from bastion.protocol.types import Exchange
 
 # statuses that never carry a body (RFC 9110 6.4.1)
-_NO_BODY = frozenset({204, 304})
+_NO_BODY: Final = frozenset({204, 304})
 
 
 class FixedResponse:
@@ -51,7 +52,7 @@ def return_handler(cfg: ReturnConfig) -> FixedResponse:
     )
 
 
-NOT_FOUND = FixedResponse(404, b"Not Found\n", "text/plain; charset=utf-8")
+NOT_FOUND: Final = FixedResponse(404, b"Not Found\n", "text/plain; charset=utf-8")
 
 
 def method_not_allowed(allowed: Sequence[str]) -> FixedResponse:

@@ -16,6 +16,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from typing import Final
 
 from bastion.config.schema import StaticConfig
 from bastion.edge.conditional import NOT_MODIFIED, PRECONDITION_FAILED, evaluate, if_range_matches
@@ -31,20 +32,20 @@ from bastion.tasks import WorkerTasks
 
 __all__ = ["StaticHandler"]
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-_now: Callable[[], float] = time.monotonic
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_now: Final[Callable[[], float]] = time.monotonic
 
 # request headers that take the slower path
-_SLOW = frozenset(
+_SLOW: Final = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"range"}
 )
 # request headers that may be repeated as lists (combined before use)
-_LISTS = frozenset({b"if-none-match", b"if-match", b"accept-encoding"})
+_LISTS: Final = frozenset({b"if-none-match", b"if-match", b"accept-encoding"})
 
-_TEXT = b"text/plain; charset=utf-8"
-_HTML = b"text/html; charset=utf-8"
-_ALLOW = [(b"allow", b"GET, HEAD")]
-_NOT_FOUND_KEY = "\x00not_found"
+_TEXT: Final = b"text/plain; charset=utf-8"
+_HTML: Final = b"text/html; charset=utf-8"
+_ALLOW: Final = [(b"allow", b"GET, HEAD")]
+_NOT_FOUND_KEY: Final = "\x00not_found"
 
 
 def _plain(exchange: Exchange, status: int, text: bytes, extra: list[tuple[bytes, bytes]]) -> None:

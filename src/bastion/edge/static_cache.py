@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import stat
 from collections import OrderedDict
+from typing import Final
 
 from bastion.edge.conditional import http_date, make_etag
 from bastion.edge.negotiate import EncodingChooser
@@ -26,13 +27,13 @@ from bastion.edge.negotiate import EncodingChooser
 __all__ = ["CODINGS", "Entry", "EntryBuilder", "StaticCache", "Variant", "signature"]
 
 # precompressed sibling suffix for each content coding
-CODINGS = (("br", ".br"), ("zstd", ".zst"), ("gzip", ".gz"))
+CODINGS: Final = (("br", ".br"), ("zstd", ".zst"), ("gzip", ".gz"))
 
 # how long a stat stays good; nginx open_file_cache_valid is 60s, we re-check sooner
 TRUST_SECONDS = 1.0
-MAX_ENTRIES = 10_000  # metadata for this many paths per route, whatever their size
+MAX_ENTRIES: Final = 10_000  # metadata for this many paths per route, whatever their size
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 Sig = tuple[tuple[int, int, int] | None, ...]
 

@@ -53,15 +53,15 @@ from bastion.tasks import WorkerTasks
 __all__ = ["ASGIApp", "ASGIGateway"]
 
 # response states
-_IDLE = 0
-_STARTED = 1
-_DONE = 2
-_TRAILERS = 3  # the body is over: waiting for the app's http.response.trailers
+_IDLE: Final = 0
+_STARTED: Final = 1
+_DONE: Final = 2
+_TRAILERS: Final = 3  # the body is over: waiting for the app's http.response.trailers
 
-_TASK_GRACE = 2.0  # default wait for app tasks at shutdown, after connections have drained
+_TASK_GRACE: Final = 2.0  # default wait for app tasks at shutdown, after connections have drained
 
-_PATHSEND: dict[str, Any] = {}  # the (empty) settings of the pathsend extension
-_TRAILER_EXT: dict[str, Any] = {}  # and of the trailers extension
+_PATHSEND: Final[dict[str, Any]] = {}  # the (empty) settings of the pathsend extension
+_TRAILER_EXT: Final[dict[str, Any]] = {}  # and of the trailers extension
 
 
 class ASGIGateway:

@@ -14,14 +14,15 @@ import itertools
 import logging
 import os
 import traceback
+from typing import Final
 
 from bastion.protocol.types import Exchange
 
 __all__ = ["ERROR_LOG", "describe", "fail_request", "request_id"]
 
-ERROR_LOG = logging.getLogger("bastion.error")
+ERROR_LOG: Final = logging.getLogger("bastion.error")
 
-_counter = itertools.count(1)
+_counter: Final = itertools.count(1)
 
 
 def request_id() -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from io import BytesIO
+from io import BytesIO as _BytesIO
 from typing import IO, Any, Final
 
 from bastion.config.schema import Config
@@ -43,12 +43,15 @@ from bastion.gateway.wsgi_threads import ThreadRunner
 from bastion.protocol.types import ClientDisconnected, Exchange
 from bastion.tasks import WorkerTasks
 
+#: made for every buffered request body: a static of the compiled build
+BytesIO: Final = _BytesIO
+
 __all__ = ["WSGIApp", "WSGIGateway"]
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-_SYNC_CHUNKS = 16  # body chunks written before letting other connections run
-_TASK_GRACE = 2.0  # default wait at shutdown for responses still being sent
+_SYNC_CHUNKS: Final = 16  # body chunks written before letting other connections run
+_TASK_GRACE: Final = 2.0  # default wait at shutdown for responses still being sent
 
 
 class WSGIGateway:

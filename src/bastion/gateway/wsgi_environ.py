@@ -12,7 +12,7 @@ Repeated headers are joined with ``", "`` (``Cookie`` with ``"; "``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
 from bastion.config.schema import Config
@@ -21,14 +21,16 @@ from bastion.protocol.types import Exchange
 
 __all__ = ["EnvironBuilder"]
 
-_NAME_CACHE_LIMIT = 512  # distinct header names remembered; the rest are translated each time
+_NAME_CACHE_LIMIT: Final = (
+    512  # distinct header names remembered; the rest are translated each time
+)
 
-_SPECIAL = {
+_SPECIAL: Final = {
     b"content-type": "CONTENT_TYPE",
     b"content-length": "CONTENT_LENGTH",
 }
 
-_COMMON = (
+_COMMON: Final = (
     b"host",
     b"user-agent",
     b"accept",
@@ -49,8 +51,8 @@ _COMMON = (
     b"x-requested-with",
 )
 
-_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2", "0.9": "HTTP/0.9"}
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
+_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2", "0.9": "HTTP/0.9"}
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
 
 
 def _translate(name: bytes) -> str:

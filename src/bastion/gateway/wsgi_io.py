@@ -14,13 +14,13 @@ import stat
 import threading
 from collections.abc import Iterator
 from tempfile import SpooledTemporaryFile
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from bastion.protocol.types import Exchange
 
 __all__ = ["SPOOL_LIMIT", "ErrorStream", "FileWrapper", "read_body", "regular_file"]
 
-SPOOL_LIMIT = 1024 * 1024  # bodies up to 1 MiB stay in memory (nginx client_body_buffer_size
+SPOOL_LIMIT: Final = 1024 * 1024  # bodies up to 1 MiB stay in memory (nginx client_body_buffer_size
 #                            is 8-16k; larger buffers cost little and save disk writes)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from bastion.gateway.errors import ClientGone
 from bastion.gateway.failure import ERROR_LOG, fail_request
@@ -52,8 +52,8 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 #: a response head as the exchange takes it: the status and the encoded header pairs
 EncodedHead = tuple[int, list[tuple[bytes, bytes]]]
 
-_STATUS_CACHE: dict[str, int] = {}
-_STATUS_CACHE_LIMIT = 256
+_STATUS_CACHE: Final[dict[str, int]] = {}
+_STATUS_CACHE_LIMIT: Final = 256
 
 
 def parse_status(status: Any) -> int:

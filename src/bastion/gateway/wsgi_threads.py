@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from bastion.gateway.errors import ClientGone
 from bastion.gateway.wsgi_io import FileWrapper
@@ -35,12 +35,12 @@ from bastion.tasks import WorkerTasks
 
 __all__ = ["QUEUED_LIMIT", "ClientGone", "ThreadRunner"]
 
-QUEUED_LIMIT = 4 * 1024 * 1024  # response bytes a thread may get ahead of its client
+QUEUED_LIMIT: Final = 4 * 1024 * 1024  # response bytes a thread may get ahead of its client
 
-_WRITE = 0
-_FINISH = 1
-_FAIL = 2
-_SENDFILE = 3
+_WRITE: Final = 0
+_FINISH: Final = 1
+_FAIL: Final = 2
+_SENDFILE: Final = 3
 
 
 class ThreadRunner:

@@ -8,22 +8,35 @@ without a system call per request.
 from __future__ import annotations
 
 import os
+from typing import Final
 
 from bastion.protocol.head import RequestHead
 
-MAX_LENGTH = 200
-
-_prefix = os.urandom(8).hex()
-_count = 0
+MAX_LENGTH: Final = 200
 
 
-def _new_prefix() -> None:
-    global _prefix, _count
-    _prefix = os.urandom(8).hex()
-    _count = 0
+class _Ids:
+    """The worker's made ids: a random prefix and a counter (native fields in the
+    compiled build: no module-dict lookup per request)."""
+
+    __slots__ = ("count", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = ""
+        self.count = 0
+        self.renew()
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.count = 0
+
+    def next(self) -> str:
+        self.count += 1
+        return self.prefix + format(self.count, "x")
 
 
-os.register_at_fork(after_in_child=_new_prefix)
+_IDS: Final = _Ids()
+os.register_at_fork(after_in_child=_IDS.renew)
 
 
 def request_id(head: RequestHead) -> str:
@@ -37,8 +50,6 @@ def request_id(head: RequestHead) -> str:
         if text.isprintable():
             head.request_id = text
             return text
-    global _count
-    _count += 1
-    rid = f"{_prefix}{_count:x}"
+    rid = _IDS.next()
     head.request_id = rid
     return rid

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Final
 
-_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_LINES: Final[dict[int, bytes]] = {}
 for _s in HTTPStatus:
     _STATUS_LINES[_s.value] = b"HTTP/1.1 %d %s\r\n" % (_s.value, _s.phrase.encode("ascii"))
 

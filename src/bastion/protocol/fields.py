@@ -27,14 +27,14 @@ __all__ = [
     "valid_header_value",
 ]
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # field-value: VCHAR, obs-text, SP and HTAB (RFC 9110 5.5); everything else is refused
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 #: checked names, mapped to their lower-case form (bounded)
-known_header_names: dict[bytes, bytes] = {}
+known_header_names: Final[dict[bytes, bytes]] = {}
 #: checked values of at most 64 bytes (bounded)
-known_header_values: set[bytes] = set()
+known_header_values: Final[set[bytes]] = set()
 
 
 class InvalidField(InvalidResponse, ValueError):

@@ -34,7 +34,7 @@ import struct
 import sys
 import termios
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from bastion.protocol.settings import WRITE_HIGH_WATER, WRITE_LOW_WATER
 from bastion.protocol.state import ConnectionTracker
@@ -42,18 +42,18 @@ from bastion.protocol.state import ConnectionTracker
 __all__ = ["BODY", "HANDOVER", "PIPELINE", "RESPONSES", "SESSION", "Flow"]
 
 # reasons to pause reading (bits of Flow.paused_for)
-PIPELINE = 1  # requests are queued behind the one being answered
-BODY = 2  # the handler does not (yet) consume the request body
-RESPONSES = 4  # the client does not read its responses
-SESSION = 8  # an upgraded session does not take its messages
-HANDOVER = 16  # a request asked to switch protocols: wait for its handler to decide
+PIPELINE: Final = 1  # requests are queued behind the one being answered
+BODY: Final = 2  # the handler does not (yet) consume the request body
+RESPONSES: Final = 4  # the client does not read its responses
+SESSION: Final = 8  # an upgraded session does not take its messages
+HANDOVER: Final = 16  # a request asked to switch protocols: wait for its handler to decide
 
 
 # ioctl: bytes in a socket's send queue not yet acknowledged by the peer (Linux SIOCOUTQ)
-_OUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
-_INT0 = bytes(4)
+_OUTQ: Final = getattr(termios, "TIOCOUTQ", 0x5411)
+_INT0: Final = bytes(4)
 # SO_LINGER on with a zero timeout: closing sends a reset and drops the send queue
-_RESET = struct.pack("ii", 1, 0)
+_RESET: Final = struct.pack("ii", 1, 0)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

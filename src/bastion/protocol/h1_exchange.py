@@ -33,32 +33,32 @@ from bastion.protocol.settings import ProtocolSettings
 from bastion.protocol.state import ConnectionTracker
 from bastion.protocol.types import ClientDisconnected, InvalidResponse, Session
 
-log = logging.getLogger("bastion.error")
+log: Final = logging.getLogger("bastion.error")
 #: the clock of request timings (a static in the compiled build: no lookup in ``time``)
 _clock: Final = time.perf_counter
 
 __all__ = ["H1Exchange", "H1Link"]
 
 # Pause reading when this much request body is buffered and the handler is not reading.
-BODY_HIGH_WATER = 256 * 1024
+BODY_HIGH_WATER: Final = 256 * 1024
 
-_NO_BODY_STATUS = frozenset({204, 304})
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY_STATUS: Final = frozenset({204, 304})
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 # bodies larger than this are written after their head instead of joined to it (a copy)
-_JOIN_MAX = 64 * 1024
+_JOIN_MAX: Final = 64 * 1024
 
 # the moments ``H1Exchange.stages`` holds (perf_counter; 0.0 for one that never came),
 # kept only when the slow-request log is on (``settings.stage_times``)
-STAGE_HEAD = 0  # the request head arrived (the exchange began)
-STAGE_DISPATCH = 1  # handed to the site's handler
-STAGE_FILTERED = 2  # the route's request filters let it through to the handler
-STAGE_BODY = 3  # the whole request body arrived (stays 0.0 without a body)
-STAGE_RESPONSE = 4  # the response head was made
-STAGES = 5
+STAGE_HEAD: Final = 0  # the request head arrived (the exchange began)
+STAGE_DISPATCH: Final = 1  # handed to the site's handler
+STAGE_FILTERED: Final = 2  # the route's request filters let it through to the handler
+STAGE_BODY: Final = 3  # the whole request body arrived (stays 0.0 without a body)
+STAGE_RESPONSE: Final = 4  # the response head was made
+STAGES: Final = 5
 
-_HAS_DATE = 1
-_HAS_SERVER = 2
-_SPECIAL = {
+_HAS_DATE: Final = 1
+_HAS_SERVER: Final = 2
+_SPECIAL: Final = {
     b"content-length": 4,
     b"transfer-encoding": 8,
     b"connection": 16,
@@ -66,8 +66,8 @@ _SPECIAL = {
     b"server": _HAS_SERVER,
 }
 
-_STATUS_LINES = {s: status_line(s) for s in range(200, 600) if reason(s)}
-_cl_headers: dict[int, bytes] = {}
+_STATUS_LINES: Final = {s: status_line(s) for s in range(200, 600) if reason(s)}
+_cl_headers: Final[dict[int, bytes]] = {}
 
 
 def _status_line_checked(status: object) -> bytes:
@@ -127,7 +127,7 @@ class H1Link(asyncio.Protocol):
 
 
 #: the trailers of a request that had none (shared: only ever read)
-_NO_TRAILERS: list[tuple[bytes, bytes]] = []
+_NO_TRAILERS: Final[list[tuple[bytes, bytes]]] = []
 
 
 def _trailer_section(trailers: list[tuple[bytes, bytes]]) -> bytes:

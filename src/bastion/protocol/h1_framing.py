@@ -9,13 +9,14 @@ headers that matter and turns a :class:`Reject` into an error response.
 from __future__ import annotations
 
 import re
+from typing import Final
 
-_TE_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*;[ \t]*[^,]*)?")
-DIGITS = re.compile(rb"[0-9]+")
+_TE_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*;[ \t]*[^,]*)?")
+DIGITS: Final = re.compile(rb"[0-9]+")
 
 # Lower-cased names of the headers these rules look at; the others pass unexamined. Host
 # is counted by the reader itself (every request has one: no object for it).
-FRAMING_HEADERS = frozenset({b"transfer-encoding", b"content-length", b"expect"})
+FRAMING_HEADERS: Final = frozenset({b"transfer-encoding", b"content-length", b"expect"})
 
 
 class Reject(Exception):
@@ -88,19 +89,21 @@ class FramingHeaders:
 
 # RFC 3986 3.2.2: the characters of a reg-name (unreserved, pct-encoded, sub-delims) and
 # ":", each kept by this table; any other byte becomes NUL (one C call to check a Host)
-_HOST_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:"
-_HOST_TABLE = bytes([c if _HOST_CHARS.find(bytes([c])) >= 0 else 0 for c in range(256)])
+_HOST_CHARS: Final = (
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:"
+)
+_HOST_TABLE: Final = bytes([c if _HOST_CHARS.find(bytes([c])) >= 0 else 0 for c in range(256)])
 
 # framing bytes a chunk may carry beyond its data for free: the size (up to 16 hex
 # digits with a few leading zeros), its line end and the line end after the data
-CHUNK_FRAMING_ALLOWANCE = 16
+CHUNK_FRAMING_ALLOWANCE: Final = 16
 #: what a request's chunked framing (chunk extensions, mostly) may add beyond that, in
 #: all: 16 KiB, as Node.js (kMaxChunkExtensionsSize) and hyper do since 2024
-MAX_CHUNK_EXTENSIONS = 16 * 1024
+MAX_CHUNK_EXTENSIONS: Final = 16 * 1024
 
 
 # Host values found valid, so that a site's few names are checked once (bounded).
-_GOOD_HOSTS: set[bytes] = set()
+_GOOD_HOSTS: Final[set[bytes]] = set()
 
 
 def host_ok(value: bytes) -> bool:

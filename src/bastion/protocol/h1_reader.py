@@ -14,6 +14,8 @@ implements those three, plus the body callbacks ``on_body`` and ``on_message_com
 
 from __future__ import annotations
 
+from typing import Final
+
 import httptools
 
 from bastion.protocol.flow import Flow
@@ -36,10 +38,10 @@ from bastion.protocol.state import ConnectionTracker
 __all__ = ["H1Reader"]
 
 # method names as text, made once (llhttp knows only its fixed set of methods)
-_METHODS: dict[bytes, str] = {}
+_METHODS: Final[dict[bytes, str]] = {}
 
 # what the header list is between heads (on_message_begin makes a new one for each head)
-_NONE: list[tuple[bytes, bytes]] = []
+_NONE: Final[list[tuple[bytes, bytes]]] = []
 
 
 class H1Reader(H1Link):

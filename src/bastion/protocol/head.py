@@ -17,8 +17,8 @@ from bastion.protocol.tls import TLSInfo
 
 __all__ = ["RequestHead", "decode_path", "normalize_path"]
 
-_ENCODED_SLASH = re.compile(rb"%2[fF]")
-_SLASHES = re.compile(r"//+")
+_ENCODED_SLASH: Final = re.compile(rb"%2[fF]")
+_SLASHES: Final = re.compile(r"//+")
 
 
 def decode_path(raw_path: bytes) -> str:
@@ -32,7 +32,7 @@ def decode_path(raw_path: bytes) -> str:
 
 # raw paths with nothing to normalise, to their decoded text (bounded): a site's usual
 # paths are looked up once instead of searched three times per request
-_PLAIN: dict[bytes, str] = {}
+_PLAIN: Final[dict[bytes, str]] = {}
 
 
 def normalize_path(raw_path: bytes, path: str) -> str:

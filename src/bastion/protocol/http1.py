@@ -31,9 +31,11 @@ from bastion.protocol.h1_phase import (
     LINGER_SECONDS,
     LINGERING,
     NAMES,
-    PARSING,
     REFUSING,
     UPGRADED,
+)
+from bastion.protocol.h1_phase import (
+    PARSING as _PHASES_PARSING,
 )
 from bastion.protocol.h1_reader import H1Reader
 from bastion.protocol.head import RequestHead
@@ -49,17 +51,19 @@ from bastion.protocol.types import Handler, Session
 
 __all__ = ["HTTP1Protocol", "ProtocolSettings"]
 
-log = logging.getLogger("bastion.error")
+log: Final = logging.getLogger("bastion.error")
+#: the phases in which the connection reads requests (a static of the compiled build)
+PARSING: Final = _PHASES_PARSING
 #: the clock of request timings (a static in the compiled build: no lookup in ``time``)
 _clock: Final = time.perf_counter
 
-_READ_ALL = PIPELINE | BODY | RESPONSES
+_READ_ALL: Final = PIPELINE | BODY | RESPONSES
 # pipelined requests answered in one go before the connection lets the others run
-PIPELINE_TURN = 16
+PIPELINE_TURN: Final = 16
 # at a graceful stop, how long an idle connection stays open for a request its client
 # may have sent already (more than a round trip and a client's turn-around); it is
 # closed after that if nothing came
-DRAIN_IDLE_GRACE = 1.0
+DRAIN_IDLE_GRACE: Final = 1.0
 
 
 class HTTP1Protocol(H1Reader):

@@ -15,21 +15,21 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import Final, Protocol
 
-log = logging.getLogger("bastion.error")
+log: Final = logging.getLogger("bastion.error")
 
-TICK_SECONDS = 0.5
+TICK_SECONDS: Final = 0.5
 #: a connection must have kept bastion waiting this long (seconds) to be evicted for a
 #: new one
-EVICT_MIN_WAIT = 1.0
+EVICT_MIN_WAIT: Final = 1.0
 #: ... except one that has sent nothing since it was accepted: its request would have
 #: come by now (a request follows the handshake within a round trip)
-EVICT_FRESH_WAIT = 0.25
+EVICT_FRESH_WAIT: Final = 0.25
 #: bytes a second: a transfer in progress is credited a second of waiting for each of
 #: these it moved, so that a fast download or upload is never taken for a stalled one
-EVICT_CREDIT_RATE = 64 * 1024
+EVICT_CREDIT_RATE: Final = 64 * 1024
 #: when connections run out, up to this share of them is evicted at once, so that a burst
 #: of new clients does not scan every connection for each one
-EVICT_BATCH_SHARE = 16
+EVICT_BATCH_SHARE: Final = 16
 _INF: Final = float("inf")
 
 

@@ -18,7 +18,7 @@ import bisect
 import random
 from collections.abc import Sequence
 from hashlib import blake2b
-from typing import Protocol
+from typing import Final, Protocol
 
 from bastion.upstream.server import Server
 
@@ -106,7 +106,7 @@ class PeakEwma:
 
 #: ring points per unit of weight (ketama uses 160; 100 keeps a server's share
 #: within a few percent of its weight)
-POINTS_PER_WEIGHT = 100
+POINTS_PER_WEIGHT: Final = 100
 
 
 def hash64(data: bytes) -> int:

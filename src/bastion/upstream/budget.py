@@ -7,9 +7,11 @@ server fails the load they see grows by that share, not by ``retries + 1`` times
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = ["WINDOW", "RetryBudget"]
 
-WINDOW = 10
+WINDOW: Final = 10
 
 
 class RetryBudget:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import typing
-from typing import Protocol
+from typing import Final, Protocol
 
 import httptools
 
@@ -44,8 +44,8 @@ __all__ = [
 
 #: the largest response head accepted (status line and headers); nginx's
 #: proxy_buffer_size is one page (4-8 KiB), Envoy's max_request_headers_kb 60 KiB
-MAX_HEAD = 64 * 1024
-MAX_HEADERS = 200
+MAX_HEAD: Final = 64 * 1024
+MAX_HEADERS: Final = 200
 
 
 class UpstreamError(Exception):

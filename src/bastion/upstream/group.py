@@ -20,8 +20,8 @@ import socket
 import ssl
 from collections.abc import Awaitable, Sequence
 from hashlib import blake2b
-from time import monotonic
-from typing import TYPE_CHECKING, Any, Protocol
+from time import monotonic as _time_monotonic
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from bastion.config.schema import UpstreamConfig
 from bastion.observe.logging import logger
@@ -31,6 +31,9 @@ from bastion.upstream.budget import RetryBudget
 from bastion.upstream.connection import UpstreamConnection, UpstreamError, client_tls_context
 from bastion.upstream.health import HealthChecker
 from bastion.upstream.server import Server
+
+#: the clock of deadlines and latencies (a static in the compiled build)
+_monotonic: Final = _time_monotonic
 
 if TYPE_CHECKING:
     from bastion.protocol.head import RequestHead
@@ -61,7 +64,7 @@ class NoServer(Exception):
 
 #: the groups started in this worker and not stopped (the metrics recorder reads their
 #: servers' counters once a second; nothing here is read on the request path)
-RUNNING: dict[Upstream, None] = {}
+RUNNING: Final[dict[Upstream, None]] = {}
 
 
 class Upstream:
@@ -111,7 +114,7 @@ class Upstream:
     def now(self) -> float:
         # not loop.time(): uvloop's is read once per loop turn in whole milliseconds,
         # so an answer from a nearby server in under a millisecond measured 0 s
-        return monotonic()
+        return _monotonic()
 
     def _arrange(self) -> None:
         """Rebuild the server lists (and the hash ring) from ``lines``."""

@@ -24,7 +24,7 @@ have closed theirs (or after :data:`END_WAIT`).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from bastion.observe.logging import logger
 from bastion.protocol.flow import SESSION
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Tunnel"]
 
 #: how long a tunnel ending at shutdown waits for both sides to close theirs
-END_WAIT = 1.0
+END_WAIT: Final = 1.0
 
 
 class Tunnel:
