@@ -260,9 +260,29 @@ def test_the_default_balancer_moves_traffic_away_from_a_slow_backend(
         f"[upstreams.app]\nservers = [{listed}]\n\n"
         '[[routes]]\npath = "/"\nproxy = "app"\n'
     )
-    edge = in_namespace(EDGE_NS, BastionProcess(["serve", "-c", str(edge_cfg)])).start()
     script = tmp_path / "load.py"
     script.write_text(LOAD)
+    # each backend answers a few requests first: a cold worker's first answers are slow,
+    # and a balancer that measures them keeps that server out for the seconds its
+    # figure takes to decay (that is peak EWMA working; here it would hide the change)
+    for n in range(1, BACKENDS + 1):
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                EDGE_NS,
+                sys.executable,
+                str(script),
+                f"198.18.{n}.2",
+                "8000",
+                "0.3",
+            ],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+    edge = in_namespace(EDGE_NS, BastionProcess(["serve", "-c", str(edge_cfg)])).start()
     try:
         load = subprocess.Popen(
             ["ip", "netns", "exec", EDGE_NS, sys.executable, str(script), "127.0.0.1", "8080", "8"],

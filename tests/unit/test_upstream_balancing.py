@@ -104,13 +104,35 @@ def test_peak_ewma_moves_traffic_away_from_a_slow_server() -> None:
     assert counts["10.0.0.3"] == 0, counts
     assert abs(counts["10.0.0.1"] - counts["10.0.0.2"]) < 400
     # under load (one request in flight on each fast server) it still loses at first;
-    # its latency decays, and tens of seconds later it takes its share again
+    # its figure decays while the fast ones keep answering, and tens of seconds later
+    # it is tried again (and takes its share while it is not measured slow again)
     fast1.in_flight = fast2.in_flight = 1
     counts = Counter(p2c.choose([fast1, fast2, slow], now, b"").spec.host for _ in range(3000))
     assert counts["10.0.0.3"] == 0, counts
     later = now + 60
+    for s in (fast1, fast2):
+        s.observe_latency(0.002, later)
     counts = Counter(p2c.choose([fast1, fast2, slow], later, b"").spec.host for _ in range(3000))
     assert counts["10.0.0.3"] > 1500, counts
+    # measured slow again: it loses again at once (the peak)
+    slow.observe_latency(0.200, later)
+    counts = Counter(p2c.choose([fast1, fast2, slow], later, b"").spec.host for _ in range(3000))
+    assert counts["10.0.0.3"] == 0, counts
+
+
+def test_peak_ewma_tries_a_server_never_measured_at_once() -> None:
+    # a server that has not answered yet (new, or not chosen so far) is tried at once,
+    # not left out because the measured ones answer faster than its guess
+    fast1, fast2, fresh = servers(1, 1, 1)
+    p2c = PeakEwma(random.Random(3))
+    now = 100.0
+    for s in (fast1, fast2):
+        s.observe_latency(0.0002, now)
+    assert p2c.choose([fast1, fresh], now, b"") is fresh
+    # while its first requests wait, its guess weighs them: it is not flooded
+    fresh.in_flight = 2
+    counts = Counter(p2c.choose([fast1, fast2, fresh], now, b"").spec.host for _ in range(3000))
+    assert counts["10.0.0.3"] == 0, counts
 
 
 def test_peak_ewma_spreads_evenly_between_equal_servers() -> None:
@@ -174,3 +196,18 @@ def test_max_conns_caps_requests_in_flight() -> None:
     s.in_flight = 2
     with pytest.raises(NoServer):
         up.choose(0.0, None)
+
+
+def test_peak_ewma_treats_sub_millisecond_differences_as_ties() -> None:
+    # two healthy servers a few tenths of a millisecond apart share the traffic: the
+    # difference is noise, not a reason to leave one out while its figure decays
+    a, b = servers(1, 1)
+    p2c = PeakEwma(random.Random(5))
+    now = 100.0
+    a.observe_latency(0.0003, now)
+    b.observe_latency(0.0009, now)  # a first answer a little slower
+    counts = Counter(p2c.choose([a, b], now, b"").spec.host for _ in range(2000))
+    assert counts["10.0.0.1"] > 900 and counts["10.0.0.2"] > 900, counts
+    b.observe_latency(0.004, now)  # four milliseconds is slower: it loses
+    counts = Counter(p2c.choose([a, b], now, b"").spec.host for _ in range(2000))
+    assert counts["10.0.0.2"] == 0, counts

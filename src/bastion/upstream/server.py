@@ -8,10 +8,9 @@ metrics export will read; they are plain attributes, updated on the event loop.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
-from bastion.observe.board import BUCKETS
+from bastion.observe.board import BUCKETS as _BOARD_BUCKETS
 from bastion.upstream.address import ServerSpec
 
 if TYPE_CHECKING:
@@ -19,12 +18,20 @@ if TYPE_CHECKING:
 
 __all__ = ["Server"]
 
+#: the latency histogram's bucket bounds, seconds (a static in the compiled build)
+_BUCKETS: Final[tuple[float, ...]] = tuple(_BOARD_BUCKETS)
+_NBUCKETS: Final = len(_BOARD_BUCKETS)
+
 #: how long the peak-EWMA latency takes to forget (seconds): Finagle's default decay 10 s
-DECAY = 10.0
+DECAY: Final = 10.0
 #: a new server's latency guess (seconds), so it is tried but not flooded
-INITIAL_LATENCY = 0.001
+INITIAL_LATENCY: Final = 0.001
+#: latencies below this (seconds) count as this when servers are compared: a tenth of a
+#: millisecond more on one answer is noise, not a reason to leave a server out for the
+#: seconds its figure takes to decay
+LATENCY_FLOOR: Final = 0.001
 #: the ejection time grows with each ejection in a row, up to this many times the first
-MAX_EJECTION_FACTOR = 10
+MAX_EJECTION_FACTOR: Final = 10
 
 
 class Server:
@@ -71,7 +78,7 @@ class Server:
         self.requests = 0  # tries sent to it
         #: response-head latencies counted in the metrics' buckets (the last: above them)
         #: and their sum, seconds
-        self.latency_counts = [0] * (len(BUCKETS) + 1)
+        self.latency_counts = [0] * (_NBUCKETS + 1)
         self.latency_total = 0.0
         self.failures = 0  # connect errors, 5xx, bad responses, timeouts
         self.consecutive_failures = 0
@@ -101,33 +108,45 @@ class Server:
         return cap == 0 or self.in_flight < cap
 
     def cost(self, now: float) -> float:
-        """Peak-EWMA load: the decayed latency times the requests waiting (plus one)."""
-        return self.decayed_latency(now) * (self.in_flight + 1)
+        """Peak-EWMA load: the decayed latency (at least :data:`LATENCY_FLOOR`) times the
+        requests waiting (plus one). A server never measured yet costs nothing while it
+        has no request: it is tried at once, then weighed by its guess
+        (:data:`INITIAL_LATENCY`) until its first answer."""
+        if self.latency_at == 0.0 and self.in_flight == 0:
+            return 0.0
+        latency = self.decayed_latency(now)
+        if latency < LATENCY_FLOOR:
+            latency = LATENCY_FLOOR  # below it, servers are as fast as each other
+        return latency * (self.in_flight + 1)
 
     def decayed_latency(self, now: float) -> float:
+        """The latency figure, decayed towards zero since it was last updated: a server
+        that was slow and is no longer chosen looks cheaper as time passes, so it is
+        tried again and its figure brought up to date (a server still slow is measured
+        slow again at once). Never measured: the guess."""
+        if self.latency_at == 0.0:
+            return self.latency
         elapsed = now - self.latency_at
         if elapsed <= 0:
             return self.latency
-        w = math.exp(-elapsed / DECAY)
-        return self.latency * w + INITIAL_LATENCY * (1 - w)
+        return self.latency * math.exp(-elapsed / DECAY)
 
     def observe_latency(self, seconds: float, now: float) -> None:
         """A response head arrived ``seconds`` after the request was sent: a higher
-        figure takes over at once (the peak), a lower one is blended in; the figure is
-        also counted in the latency histogram."""
-        self.latency_counts[bisect_left(BUCKETS, seconds)] += 1
+        figure takes over at once (the peak), a lower one is blended in by how long ago
+        the figure was last updated; the figure is also counted in the latency
+        histogram."""
+        b = 0
+        while b < _NBUCKETS and seconds > _BUCKETS[b]:
+            b += 1
+        self.latency_counts[b] += 1
         self.latency_total += seconds
-        if seconds > self.latency:
-            self.latency = seconds
-        elif self.latency_at:
-            # the figure decayed towards INITIAL_LATENCY since its last update, then
-            # blended with this one by the same weight (one exp for both)
+        if self.latency_at == 0.0 or seconds > self.latency:
+            self.latency = seconds  # the first figure, or a peak
+        else:
             elapsed = now - self.latency_at
             w = math.exp(-elapsed / DECAY) if elapsed > 0 else 1.0
-            current = self.latency * w + INITIAL_LATENCY * (1 - w)
-            self.latency = current * w + seconds * (1 - w)
-        else:
-            self.latency = seconds
+            self.latency = self.latency * w + seconds * (1 - w)
         self.latency_at = now
 
     def succeeded(self) -> None:
