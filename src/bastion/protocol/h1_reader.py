@@ -51,6 +51,7 @@ class H1Reader(H1Link):
         "_chunk_excess",
         "_chunked",
         "_chunks",
+        "_connection",
         "_feed",
         "_feed_at",
         "_framing",
@@ -83,6 +84,7 @@ class H1Reader(H1Link):
         self._hsize = 0
         self._framing: FramingHeaders | None = None  # only once a framing header appears
         self._hosts = 0  # Host headers in the head being read
+        self._connection = False  # a Connection header in the head being read
         self._in_head = False  # between the first byte of a head and its end
         self._head_bytes = 0
         self._max_url = settings.max_request_line
@@ -228,6 +230,7 @@ class H1Reader(H1Link):
         self._hsize = 0
         self._framing = None
         self._hosts = 0
+        self._connection = False
         self._in_head = True
         self._head_bytes = 0
         self._messages += 1
@@ -291,6 +294,8 @@ class H1Reader(H1Link):
                 raise self._remember(Reject(400, "more than one host"))
             if not host_ok(value):
                 raise self._remember(Reject(400, "malformed host"))
+        elif lname == b"connection":
+            self._connection = True
         elif lname in FRAMING_HEADERS:
             framing = self._framing
             if framing is None:
@@ -316,7 +321,13 @@ class H1Reader(H1Link):
         self._in_head = False
         parser = self._parser
         assert parser is not None  # it is calling us
-        version = parser.get_http_version()
+        if not self._connection and parser.should_keep_alive():
+            # kept alive with no Connection header: HTTP/1.1 (llhttp keeps a 1.0
+            # request alive only when it asks to), without get_http_version(), which
+            # formats a new string each time (a quarter of a microsecond)
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise self._remember(Reject(505, f"HTTP version {version} not supported"))
         if version == "1.1" and not self._hosts:
