@@ -63,8 +63,8 @@ def functions_of(name: str) -> dict[str, object]:
                     f = f.__func__  # the function inside, as mypyc would compile it
                 if callable(f) and not isinstance(f, type):
                     found[f"{attr}.{method}"] = f
-        elif callable(value):
-            found[attr] = value
+        elif isinstance(value, types.FunctionType | types.BuiltinFunctionType):
+            found[attr] = value  # a function (not an instance that can be called)
     return found
 
 
