@@ -10,11 +10,14 @@ Workloads:
 * ``handshake``: one new TLS connection per request (``Connection: close``: a full
   handshake each time, as wrk does not resume sessions).
 
-Prints req/s and bastion/nginx ratios (targets: keep-alive >= 0.8x, handshakes
->= 0.5x) and writes bench/results/tls-<UTC time>.json. Not part of ``make test``.
+Both servers run during the whole bench and are measured in turns, ``--rounds`` times
+each (the order alternating), so that a machine whose speed drifts weighs on both alike;
+each server's median run is kept. Prints req/s and bastion/nginx ratios of the medians
+(targets: keep-alive >= 0.8x, handshakes >= 0.5x) and writes
+bench/results/tls-<UTC time>.json (every round's figure too). Not part of ``make test``.
 
-    .venv/bin/python bench/tls.py                 # about 1 minute
-    .venv/bin/python bench/tls.py --duration 3    # a smoke check
+    .venv/bin/python bench/tls.py                            # about 1 minute
+    .venv/bin/python bench/tls.py --duration 3 --rounds 1    # a smoke check
 
 nginx comes from ``scripts/system-deps.sh bench-static``; the certificate is made with
 trustme (an ECDSA P-256 key, as most sites now get from Let's Encrypt).
@@ -149,12 +152,18 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measurements of each server, alternated (the median is kept)",
+    )
     args = parser.parse_args()
     import trustme
 
-    results: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="bastion-tls-bench-") as name:
         tmp = Path(name)
         ca = trustme.CA()
@@ -163,18 +172,37 @@ def main() -> int:
         issued.cert_chain_pems[0].write_to_path(cert)
         issued.private_key_pem.write_to_path(key)
         ca.cert_pem.write_to_path(ca_file)
-        for server, start in (("bastion", start_bastion), ("nginx", start_nginx)):
-            port = free_port()
-            proc = start(tmp, port, cert, key)
-            try:
+        # both servers up at once (the one not measured is idle), measured in turns:
+        # a machine whose speed drifts during the run weighs on both alike
+        servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+        try:
+            for server, start in (("bastion", start_bastion), ("nginx", start_nginx)):
+                port = free_port()
+                servers[server] = (port, start(tmp, port, cert, key))
                 wait_tls(port, ca_file)
                 wrk(port, "keepalive", 1, args.connections)  # warm up
+            order = list(servers)
+            for round_ in range(args.rounds):
                 for workload in ("keepalive", "handshake"):
-                    r = wrk(port, workload, args.duration, args.connections)
-                    results.setdefault(workload, {})[server] = r
-                    print(f"{workload:10} {server:8} {r['rps']:10.0f} req/s  {r['errors']}")
-            finally:
+                    for server in order if round_ % 2 == 0 else order[::-1]:
+                        port = servers[server][0]
+                        r = wrk(port, workload, args.duration, args.connections)
+                        runs.setdefault(workload, {}).setdefault(server, []).append(r)
+                        print(f"{workload:10} {server:8} {r['rps']:10.0f} req/s  {r['errors']}")
+        finally:
+            for _, proc in servers.values():
                 stop(proc)
+    # each server's median run per workload
+    results: dict[str, dict[str, Any]] = {
+        w: {
+            server: {
+                **sorted(rs, key=lambda r: r["rps"])[len(rs) // 2],
+                "rounds": [r["rps"] for r in rs],
+            }
+            for server, rs in by_server.items()
+        }
+        for w, by_server in runs.items()
+    }
     ratios = {
         w: round(r["bastion"]["rps"] / r["nginx"]["rps"], 3) if r["nginx"]["rps"] else None
         for w, r in results.items()
@@ -192,6 +220,7 @@ def main() -> int:
         "settings": {
             "duration_s": args.duration,
             "connections": args.connections,
+            "rounds": args.rounds,
             "server_cpu": SERVER_CPU,
             "client_cpu": CLIENT_CPU,
             "body_bytes": len(BODY),

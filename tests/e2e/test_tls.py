@@ -466,3 +466,27 @@ def test_encrypted_key_is_refused_without_a_password_file(certs: Certs, bad: Pat
 def test_client_auth_without_ca_certs(certs: Certs) -> None:
     err = start_error(*tls_args(certs), "--client-auth", "required")
     assert "tls.client_auth" in err and "needs tls.ca_certs" in err
+
+
+# -- cost ---------------------------------------------------------------------------------
+
+
+def _minor_faults(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[7])
+
+
+def test_requests_on_a_kept_alive_tls_connection_map_no_memory(certs: Certs) -> None:
+    # each TLS record is decrypted into a fresh 256 KiB buffer; served from its own
+    # mapping it costs mmap, mremap, munmap and a page fault per request
+    with serve("tls_apps:asgi_app", *tls_args(certs, "--workers", "1")) as srv:
+        (worker,) = child_pids(srv.proc.pid)
+        url = srv.url.replace("127.0.0.1", "localhost")
+        with httpx.Client(verify=certs.client_context()) as client:
+            for _ in range(50):
+                assert client.get(url).status_code == 200
+            before = _minor_faults(worker)
+            for _ in range(400):
+                assert client.get(url).status_code == 200
+            faults = _minor_faults(worker) - before
+    assert faults < 200, f"{faults} page faults in the worker for 400 requests"

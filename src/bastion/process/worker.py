@@ -41,6 +41,7 @@ from bastion.observe.logging import (
 from bastion.process.control import ControlWriter, Message
 from bastion.process.heartbeat import HeartbeatTable
 from bastion.process.listeners import Listener, https_port, worker_sockets
+from bastion.process.malloc import keep_buffers_on_the_heap
 from bastion.process.signals import IGNORED
 from bastion.process.tls import ServerTLS
 from bastion.tasks import WorkerTasks
@@ -166,6 +167,7 @@ class _Worker:
             except OSError:
                 pass
         random.seed()  # the parent's random state would be shared by every worker
+        keep_buffers_on_the_heap()  # TLS reads: no mapping made and unmade per record
         setup_worker_logging(self.config.log)
         faulthandler.register(signal.SIGUSR1, file=error_stream(), all_threads=True)
         stacks.register_worker()  # the admin listener's /debug/stacks
