@@ -529,3 +529,35 @@ def test_answer_without_reading_the_body_lingers_before_closing() -> None:
         assert transport.closed
 
     run(main())
+
+
+def test_an_idle_keep_alive_connection_keeps_no_parser() -> None:
+    # between requests the connection drops its parser (about 1 KB with its callbacks);
+    # nothing of it may stay reachable from the connection
+    import gc
+
+    import httptools
+
+    def parsers() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is httptools.HttpRequestParser)
+
+    async def main() -> None:
+        gc.collect()
+        before = parsers()
+        conns = [make_conn(hello_handler) for _ in range(20)]
+        for proto, _, _ in conns:
+            proto.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        await settle()
+        for proto, transport, _ in conns:
+            assert parse_responses(transport.take())[0][2] == b"GET /"
+            assert not transport.closed  # kept alive, idle
+            proto.check_deadline(asyncio.get_running_loop().time())  # the worker's tick
+        gc.collect()
+        assert parsers() - before < 5, "idle connections keep their parsers"
+        for proto, _, _ in conns:  # and the next request makes a new one
+            proto.data_received(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n")
+        await settle()
+        for _, transport, _ in conns:
+            assert parse_responses(transport.take())[0][2] == b"GET /again"
+
+    run(main())

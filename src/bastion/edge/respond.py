@@ -20,7 +20,7 @@ _NO_BODY: Final = frozenset({204, 304})
 class FixedResponse:
     """A :data:`~bastion.edge.types.RouteHandler` that always sends the same response."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "body_headers", "headers", "status")
 
     def __init__(
         self,
@@ -36,13 +36,21 @@ class FixedResponse:
             head.append((b"content-type", content_type.encode("latin-1")))
         for name, value in headers:
             head.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        #: without Content-Length: the exchange sets it from the body ``finish`` gets
+        #: (no header to parse back on every request)
+        self.body_headers = list(head)
         if status not in _NO_BODY:
             head.append((b"content-length", str(len(self.body)).encode("ascii")))
+        #: with it: a HEAD's answer tells the length of the body it does not carry
         self.headers = head
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
-        exchange.start_response(self.status, self.headers.copy())
-        exchange.finish(b"" if exchange.head.method == "HEAD" else self.body)
+        if exchange.head.method == "HEAD":
+            exchange.start_response(self.status, self.headers.copy())
+            exchange.finish(b"")
+        else:
+            exchange.start_response(self.status, self.body_headers.copy())
+            exchange.finish(self.body)
 
 
 def return_handler(cfg: ReturnConfig) -> FixedResponse:

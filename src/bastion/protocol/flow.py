@@ -56,6 +56,10 @@ _INT0: Final = bytes(4)
 _RESET: Final = struct.pack("ii", 1, 0)
 
 
+def _not_attached(data: bytes) -> None:
+    raise RuntimeError("the flow has no transport yet")
+
+
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -68,6 +72,7 @@ class Flow:
         "_drain_waiters",
         "_fd",
         "_rate_base",
+        "_send",
         "_unsent",
         "closed",
         "grace",
@@ -97,6 +102,7 @@ class Flow:
         #: the worker's connections; its ``now`` is the clock of every deadline
         self.tracker = tracker
         self.transport: Any = None  # asyncio.Transport (uvloop's is not a subclass)
+        self._send: Callable[[bytes], object] = _not_attached
         #: the connection is closed or closing: writes are dropped
         self.closed = False
         #: bits: why reading is paused (0: reading)
@@ -130,6 +136,8 @@ class Flow:
 
     def attach(self, transport: Any) -> None:
         self.transport = transport
+        # the transport's write, bound once: a call through it needs no method lookup
+        self._send = transport.write
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -143,7 +151,7 @@ class Flow:
         """Send ``data`` (dropped once the connection is closed)."""
         if not self.closed:
             self.written += len(data)
-            self.transport.write(data)
+            self._send(data)
 
     def sent_directly(self, count: int) -> None:
         """``count`` bytes went to the socket without the transport (``sendfile``)."""

@@ -14,6 +14,7 @@ implements those three, plus the body callbacks ``on_body`` and ``on_message_com
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import httptools
@@ -44,6 +45,10 @@ _METHODS: Final[dict[bytes, str]] = {}
 _NONE: Final[list[tuple[bytes, bytes]]] = []
 
 
+def _no_parser(data: bytes) -> None:
+    raise RuntimeError("no parser yet")
+
+
 class H1Reader(H1Link):
     """Request-head parsing for one connection (a base of the connection class)."""
 
@@ -54,6 +59,7 @@ class H1Reader(H1Link):
         "_connection",
         "_feed",
         "_feed_at",
+        "_feed_parser",
         "_framing",
         "_head_bytes",
         "_head_limit",
@@ -76,6 +82,7 @@ class H1Reader(H1Link):
     def __init__(self, settings: ProtocolSettings, tracker: ConnectionTracker, flow: Flow) -> None:
         super().__init__(settings, tracker, flow)
         self._parser: httptools.HttpRequestParser | None = None  # made at the first byte
+        self._feed_parser: Callable[[bytes], None] = _no_parser
         self._pending_reject: Reject | None = None
         self._url = b""
         self._headers = _NONE
@@ -141,6 +148,7 @@ class H1Reader(H1Link):
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(self)
+            self._feed_parser = parser.feed_data  # bound once: no lookup per read
         chunked = self._chunked
         if chunked:
             messages = self._messages
@@ -149,7 +157,7 @@ class H1Reader(H1Link):
         self._feed = data
         self._feed_at = 0
         try:
-            parser.feed_data(data)
+            self._feed_parser(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgrade(data[exc.args[0] :])
         except httptools.HttpParserError as exc:
@@ -200,10 +208,11 @@ class H1Reader(H1Link):
         # plain HTTP (RFC 9110 7.8 lets a server ignore Upgrade). llhttp stopped at the
         # body, so parse on with a fresh parser primed with the body's framing.
         self._replay_head = b""
-        self._parser = httptools.HttpRequestParser(self)
+        parser = self._parser = httptools.HttpRequestParser(self)
+        self._feed_parser = parser.feed_data
         self._replaying = True
         try:
-            self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+            parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
         finally:
             self._replaying = False
         if rest:
@@ -215,6 +224,7 @@ class H1Reader(H1Link):
         nginx frees an idle connection's buffers."""
         if not self._in_head and not self._replay_head:
             self._parser = None
+            self._feed_parser = _no_parser  # the bound method would keep it alive
 
     @property
     def body_of_switch(self) -> bool:
@@ -321,13 +331,11 @@ class H1Reader(H1Link):
         self._in_head = False
         parser = self._parser
         assert parser is not None  # it is calling us
-        if not self._connection and parser.should_keep_alive():
-            # kept alive with no Connection header: HTTP/1.1 (llhttp keeps a 1.0
-            # request alive only when it asks to), without get_http_version(), which
-            # formats a new string each time (a quarter of a microsecond)
-            version = "1.1"
-        else:
-            version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
+        # kept alive with no Connection header: HTTP/1.1 (llhttp keeps a 1.0 request
+        # alive only when it asks to), without get_http_version(), which formats a new
+        # string each time (a quarter of a microsecond)
+        version = "1.1" if not self._connection and keep_alive else parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise self._remember(Reject(505, f"HTTP version {version} not supported"))
         if version == "1.1" and not self._hosts:
@@ -394,7 +402,7 @@ class H1Reader(H1Link):
             query,
             version,
             headers,
-            parser.should_keep_alive(),
+            keep_alive,
             body_expected,
             expect_continue,
         )
