@@ -6,9 +6,12 @@ serving one large file) through keep-alive upstream connections, one worker each
 pinned to CPU 0; the backend and wrk run on CPU 1. For each proxy: wrk's req/s and p99
 for small GETs, the proxy worker's CPU time per request (utime + stime from
 /proc/PID/stat over the measured run), and the throughput of one large download through
-it (curl). Writes bench/results/proxy-<UTC time>.json. A short run:
+it (curl). Both proxies run during the whole bench and the small GETs are measured in
+turns, ``--rounds`` times each with the order alternating, so that a machine whose speed
+drifts weighs on both alike; each proxy's median round is kept (every round is in the
+file). Writes bench/results/proxy-<UTC time>.json. A short run:
 
-    .venv/bin/python bench/proxy.py                  # 5 s per proxy
+    .venv/bin/python bench/proxy.py --rounds 1       # 5 s per proxy
     .venv/bin/python bench/proxy.py --seconds 10 --download-mib 1024
 
 Needs nginx and wrk (scripts/system-deps.sh bench-static).
@@ -105,7 +108,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, 9)
 
 
-def measure(name: str, url: str, worker: int, args: argparse.Namespace) -> dict[str, Any]:
+def small_gets(url: str, worker: int, args: argparse.Namespace) -> dict[str, Any]:
+    """wrk's figures for small GETs, with the proxy worker's CPU time per request."""
     wrk = ["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", f"-c{args.connections}"]
     subprocess.run([*wrk, "-d1s", url + "/small"], capture_output=True, check=True)  # warm-up
     cpu0 = cpu_seconds(worker)
@@ -118,6 +122,11 @@ def measure(name: str, url: str, worker: int, args: argparse.Namespace) -> dict[
     cpu = cpu_seconds(worker) - cpu0
     result = parse_wrk(out)
     result["cpu_us_per_request"] = round(cpu / max(result["requests"], 1) * 1e6, 2)
+    return result
+
+
+def download(url: str, worker: int) -> dict[str, Any]:
+    """One large download through the proxy (curl), and the worker's peak RSS."""
     t0 = time.monotonic()
     dl = subprocess.run(
         [
@@ -138,20 +147,16 @@ def measure(name: str, url: str, worker: int, args: argparse.Namespace) -> dict[
     )
     elapsed = time.monotonic() - t0
     size = int(dl.stdout)
-    result["download_bytes"] = size
-    result["download_mib_per_s"] = round(size / elapsed / 2**20, 1)
     rss = [
         ln
         for ln in Path(f"/proc/{worker}/status").read_text().splitlines()
         if ln.startswith("VmHWM")
     ]
-    result["worker_peak_rss_kib"] = int(rss[0].split()[1]) if rss else None
-    print(
-        f"{name:8} {result['rps']:>10.0f} req/s  p99 {result.get('p99_ms', 0):>7.2f} ms  "
-        f"{result['cpu_us_per_request']:>6.1f} us CPU/req  "
-        f"download {result['download_mib_per_s']} MiB/s"
-    )
-    return result
+    return {
+        "download_bytes": size,
+        "download_mib_per_s": round(size / elapsed / 2**20, 1),
+        "worker_peak_rss_kib": int(rss[0].split()[1]) if rss else None,
+    }
 
 
 def main() -> int:
@@ -159,6 +164,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--download-mib", type=int, default=256)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="small-GET measurements of each proxy, alternated (the median is kept)",
+    )
     args = parser.parse_args()
     nginx = nginx_binary()
     results: dict[str, Any] = {}
@@ -225,9 +236,8 @@ def main() -> int:
             procs.append(proxy)
             wait_up(f"http://{HOST}:{port}/small")
             (worker,) = children(proxy.pid)
-            results["nginx"] = measure("nginx", f"http://{HOST}:{port}", worker, args)
-            stop(proxy)
-            # bastion as the proxy
+            urls = {"nginx": (f"http://{HOST}:{port}", worker)}
+            # bastion as the proxy, up at the same time (the one not measured is idle)
             port = free_port()
             cfg = work / "bastion.toml"
             cfg.write_text(
@@ -255,7 +265,29 @@ def main() -> int:
             procs.append(proxy)
             wait_up(f"http://{HOST}:{port}/small")
             (worker,) = children(proxy.pid)
-            results["bastion"] = measure("bastion", f"http://{HOST}:{port}", worker, args)
+            urls["bastion"] = (f"http://{HOST}:{port}", worker)
+            # measured in turns, the order alternating: a machine whose speed drifts
+            # during the run weighs on both alike; each one's median round is kept
+            rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
+            for r in range(args.rounds):
+                for name in list(urls) if r % 2 == 0 else list(urls)[::-1]:
+                    url, pid = urls[name]
+                    got = small_gets(url, pid, args)
+                    rounds[name].append(got)
+                    print(
+                        f"{name:8} {got['rps']:>10.0f} req/s  p99 {got.get('p99_ms', 0):>7.2f} ms  "
+                        f"{got['cpu_us_per_request']:>6.1f} us CPU/req",
+                        flush=True,
+                    )
+            for name, (url, pid) in urls.items():
+                runs = sorted(rounds[name], key=lambda g: g["rps"])
+                results[name] = {
+                    **runs[len(runs) // 2],
+                    "rounds_rps": [g["rps"] for g in rounds[name]],
+                    "rounds_cpu_us": [g["cpu_us_per_request"] for g in rounds[name]],
+                    **download(url, pid),
+                }
+                print(f"{name:8} download {results[name]['download_mib_per_s']} MiB/s")
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -268,7 +300,9 @@ def main() -> int:
         else None,
         "download": round(b["download_mib_per_s"] / n["download_mib_per_s"], 3),
     }
-    print(f"bastion / nginx: {ratios}  (targets: rps >= 0.8, cpu <= 2.0, download >= 0.5)")
+    print(
+        f"bastion / nginx (medians): {ratios}  (targets: rps >= 0.8, cpu <= 2.0, download >= 0.5)"
+    )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"proxy-{stamp}.json"
     out.write_text(
