@@ -3,10 +3,12 @@ with no limit and with a Redis limit that never trips, in the same run, loaded b
 over loopback; req/s kept, the added p99 latency, and the CPU time per request of the
 worker and of redis-server (they share the machine's cores with wrk).
 
-Starts its own redis-server (no persistence) on a free loopback port. Short by design:
-a few seconds per case. Writes bench/results/ratelimit-<UTC time>.json.
+Starts its own redis-server (no persistence) on a free loopback port. Both sites stay
+up and are measured in turns, ``--rounds`` times each with the order alternating; each
+case's median round is kept (every round's req/s is in the file). Short by design: a
+few seconds per round. Writes bench/results/ratelimit-<UTC time>.json.
 
-    .venv/bin/python bench/ratelimit.py [--seconds 5] [--connections 32] [--label TEXT]
+    .venv/bin/python bench/ratelimit.py [--seconds 5] [--rounds 3] [--connections 32]
 
 The machine running it is usually shared: compare two builds by alternating runs of
 each in one session and quote the ratios (``--label`` says which build a file is).
@@ -15,6 +17,7 @@ each in one session and quote the ratios (``--label`` says which build a file is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
@@ -101,33 +105,48 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measurements of each case, alternated (the median is kept)",
+    )
     parser.add_argument("--label", default="", help="a note kept in the results (the build)")
     args = parser.parse_args()
-    results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    runs: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         redis = RedisServer(Path(tmp)).start()
-        try:
-            for case, limit in (("no limit", ""), ("redis limit", LIMIT)):
-                path = Path(tmp) / f"{case.replace(' ', '-')}.toml"
-                path.write_text(
-                    CONFIG.format(apps=ROOT / "bench" / "apps", url=redis.url, limit=limit)
-                )
-                argv = ["serve", "-c", str(path), "--bind", "127.0.0.1:0", "--workers", "1"]
-                with BastionProcess(argv, cwd=tmp) as site:
-                    wrk(site.url + "/", 1, args.connections)  # warm up
-                    pids = workers(site.pid)
-                    assert pids is not None and redis.proc is not None
-                    before = [cpu_seconds(p) for p in pids], cpu_seconds(redis.proc.pid)
-                    res = wrk(site.url + "/", args.seconds, args.connections)
-                    after = [cpu_seconds(p) for p in pids], cpu_seconds(redis.proc.pid)
-                    count = res["rps"] * args.seconds
-                    # CPU per request, in microseconds: the worker's and redis-server's
-                    res["worker_us"] = round(1e6 * (sum(after[0]) - sum(before[0])) / count, 2)
-                    res["redis_us"] = round(1e6 * (after[1] - before[1]) / count, 2)
-                    results[case] = res
-                print(case, results[case], flush=True)
-        finally:
-            redis.stop()
+        stack.callback(redis.stop)
+        # both sites up at once (the one not measured is idle), measured in turns, the
+        # order alternating: a machine whose speed drifts weighs on both alike
+        sites: dict[str, BastionProcess] = {}
+        for case, limit in (("no limit", ""), ("redis limit", LIMIT)):
+            path = Path(tmp) / f"{case.replace(' ', '-')}.toml"
+            path.write_text(CONFIG.format(apps=ROOT / "bench" / "apps", url=redis.url, limit=limit))
+            argv = ["serve", "-c", str(path), "--bind", "127.0.0.1:0", "--workers", "1"]
+            site = stack.enter_context(BastionProcess(argv, cwd=tmp))
+            wrk(site.url + "/", 1, args.connections)  # warm up
+            sites[case] = site
+        order = list(sites)
+        for r in range(args.rounds):
+            for case in order if r % 2 == 0 else order[::-1]:
+                site = sites[case]
+                pids = workers(site.pid)
+                assert pids is not None and redis.proc is not None
+                before = [cpu_seconds(p) for p in pids], cpu_seconds(redis.proc.pid)
+                res = wrk(site.url + "/", args.seconds, args.connections)
+                after = [cpu_seconds(p) for p in pids], cpu_seconds(redis.proc.pid)
+                count = res["rps"] * args.seconds
+                # CPU per request, in microseconds: the worker's and redis-server's
+                res["worker_us"] = round(1e6 * (sum(after[0]) - sum(before[0])) / count, 2)
+                res["redis_us"] = round(1e6 * (after[1] - before[1]) / count, 2)
+                runs.setdefault(case, []).append(res)
+                print(case, res, flush=True)
+    # each case's median round (by req/s), with every round's req/s
+    results: dict[str, dict[str, Any]] = {}
+    for case, rs in runs.items():
+        ordered = sorted(rs, key=lambda x: x["rps"])
+        results[case] = {**ordered[len(ordered) // 2], "rounds_rps": [x["rps"] for x in rs]}
     base, limited = results["no limit"], results["redis limit"]
     summary = {
         "rps_kept": round(limited["rps"] / base["rps"], 3),
@@ -141,6 +160,7 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "wrk": {"threads": 2, "connections": args.connections, "seconds": args.seconds},
+        "rounds": args.rounds,
         "workers": 1,
         "build": "compiled" if _compiled() else "pure Python",
         "label": args.label,
