@@ -87,7 +87,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.environment import ensure_peers, machine, source_tree, versions
 from harness.measure import parse_wrk
-from harness.procfs import process_tree, rss_kib
+from harness.procfs import process_tree, rss_kib, tree_cpu_seconds
 from harness.servers import (
     CLIENT_CPU,
     HOST,
@@ -149,40 +149,23 @@ def attack_command(attack: str, port: int, conns: int, seconds: float) -> list[s
     raise ValueError(attack)
 
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(root: int) -> float:
-    """User and system CPU time of ``root``'s process tree so far (live processes)."""
-    ticks = 0
-    for pid in process_tree(root):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / _CLK_TCK
-
-
 def measured(
     pid: int, port: int, seconds: float, attacker: int = 0, decoy: int = 0
 ) -> dict[str, Any]:
     """The normal client's figures, with the server's CPU time per good response (and
     the attack tool's and the decoy's CPU time, if there are ones)."""
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
-    tool0 = cpu_seconds(attacker) if attacker else 0.0
-    decoy0 = cpu_seconds(decoy) if decoy else 0.0
+    cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()
+    tool0 = tree_cpu_seconds(attacker) if attacker else 0.0
+    decoy0 = tree_cpu_seconds(decoy) if decoy else 0.0
     result = normal_client(port, seconds)
-    cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
+    cpu, wall = tree_cpu_seconds(pid) - cpu0, time.monotonic() - t0
     good = result["requests"] - result["non_2xx"]
     result["server_cpu"] = round(cpu / wall, 3)
     result["cpu_us"] = round(cpu / good * 1e6, 1) if good else None
     if attacker:
-        result["attacker_cpu"] = round((cpu_seconds(attacker) - tool0) / wall, 3)
+        result["attacker_cpu"] = round((tree_cpu_seconds(attacker) - tool0) / wall, 3)
     if decoy:
-        result["decoy_cpu"] = round((cpu_seconds(decoy) - decoy0) / wall, 3)
+        result["decoy_cpu"] = round((tree_cpu_seconds(decoy) - decoy0) / wall, 3)
     return result
 
 
@@ -298,10 +281,10 @@ def under_decoy_attack(
     try:
         attacker = start_attack(attack, decoy_port, args)
         time.sleep(RAMP - ATTACK_ALONE)
-        decoy0, tool0 = cpu_seconds(decoy.pid), cpu_seconds(attacker.pid)
+        decoy0, tool0 = tree_cpu_seconds(decoy.pid), tree_cpu_seconds(attacker.pid)
         time.sleep(ATTACK_ALONE)
-        decoy_alone = (cpu_seconds(decoy.pid) - decoy0) / ATTACK_ALONE
-        tool_alone = (cpu_seconds(attacker.pid) - tool0) / ATTACK_ALONE
+        decoy_alone = (tree_cpu_seconds(decoy.pid) - decoy0) / ATTACK_ALONE
+        tool_alone = (tree_cpu_seconds(attacker.pid) - tool0) / ATTACK_ALONE
         result = measured(pid, port, args.seconds, attacker.pid, decoy.pid)
     finally:
         if attacker is not None:
@@ -333,10 +316,10 @@ def one(server: str, attack: str, args: argparse.Namespace, logs: Path) -> dict[
         sampler.start()
         try:
             time.sleep(RAMP - ATTACK_ALONE)
-            cpu0, tool0 = cpu_seconds(pid), cpu_seconds(attacker.pid)
+            cpu0, tool0 = tree_cpu_seconds(pid), tree_cpu_seconds(attacker.pid)
             time.sleep(ATTACK_ALONE)
-            attack_cpu = (cpu_seconds(pid) - cpu0) / ATTACK_ALONE
-            tool_alone = (cpu_seconds(attacker.pid) - tool0) / ATTACK_ALONE
+            attack_cpu = (tree_cpu_seconds(pid) - cpu0) / ATTACK_ALONE
+            tool_alone = (tree_cpu_seconds(attacker.pid) - tool0) / ATTACK_ALONE
             attacked = measured(pid, port, args.seconds, attacker.pid)
             attacked["attacker_cpu_alone"] = round(tool_alone, 3)
         finally:

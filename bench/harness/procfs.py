@@ -122,6 +122,11 @@ def _ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User and system CPU time of ``root``'s process tree so far (live processes)."""
+    return sum(_ticks(pid) for pid in process_tree(root)) / _CLK_TCK
+
+
 def cpu_usage(
     before: CpuSnapshot, after: CpuSnapshot, server_cpu: int, client_cpu: int
 ) -> dict[str, float]:
