@@ -26,10 +26,11 @@ _NBUCKETS: Final = len(_BOARD_BUCKETS)
 DECAY: Final = 10.0
 #: a new server's latency guess (seconds), so it is tried but not flooded
 INITIAL_LATENCY: Final = 0.001
-#: latencies below this (seconds) count as this when servers are compared: a tenth of a
-#: millisecond more on one answer is noise, not a reason to leave a server out for the
-#: seconds its figure takes to decay
-LATENCY_FLOOR: Final = 0.001
+#: latencies below this (seconds) count as this when servers are compared: among servers
+#: that all answer within it, the requests in flight decide. A millisecond or two more on
+#: one answer (a cold worker's first, a new connection's) is noise, not a reason to leave
+#: a server out for the seconds its figure takes to decay
+LATENCY_FLOOR: Final = 0.005
 #: the ejection time grows with each ejection in a row, up to this many times the first
 MAX_EJECTION_FACTOR: Final = 10
 
