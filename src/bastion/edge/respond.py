@@ -11,6 +11,7 @@ from typing import Final
 
 from bastion.config.schema import ReturnConfig
 from bastion.edge.types import RouteMatch
+from bastion.protocol.h1_exchange import H1Exchange
 from bastion.protocol.types import Exchange
 
 # statuses that never carry a body (RFC 9110 6.4.1)
@@ -45,6 +46,16 @@ class FixedResponse:
         self.headers = head
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
+        if isinstance(exchange, H1Exchange):
+            # the connection's own exchange (no response filter wraps it): the same
+            # calls, made natively rather than through the protocol's interface
+            if exchange.head.method == "HEAD":
+                exchange.start_response(self.status, self.headers.copy())
+                exchange.finish(b"")
+            else:
+                exchange.start_response(self.status, self.body_headers.copy())
+                exchange.finish(self.body)
+            return
         if exchange.head.method == "HEAD":
             exchange.start_response(self.status, self.headers.copy())
             exchange.finish(b"")

@@ -177,7 +177,9 @@ def doubled_space(data: bytes, piece: bytes, start: int) -> int:
     if i < 0:
         return start
     end = i + len(piece)
-    if (i > 1 and data[i - 2] == 0x20) or data[end : end + 2] == b"  ":
+    if (i > 1 and data[i - 2] == 0x20) or (
+        end + 1 < len(data) and data[end] == 0x20 and data[end + 1] == 0x20
+    ):
         return -end - 1
     return end
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
+from typing import Final, cast
 
 from bastion.protocol.errors import error_response
 from bastion.protocol.flow import BODY, HANDOVER, PIPELINE, RESPONSES, Flow
@@ -297,8 +297,7 @@ class HTTP1Protocol(H1Reader):
             and not self._dispatching
             and not self._dispatch_scheduled
         ):
-            self._dispatch_scheduled = True
-            self.loop.call_soon(self._dispatch_soon)
+            self._schedule_dispatch()
 
     def switch_asked(self, rest: bytes) -> None:
         ex = self._last
@@ -310,6 +309,17 @@ class HTTP1Protocol(H1Reader):
         ex.keep_alive = False
         self._upgrade_rest = rest
         self.flow.pause_reading(HANDOVER)
+
+    def _schedule_dispatch(self) -> None:
+        """Answer this connection's next request on the loop's next turn. The worker's
+        connections that get a request in one turn are answered in one callback, not
+        one callback (an event-loop handle) each."""
+        self._dispatch_scheduled = True
+        tracker = self.tracker
+        tracker.ready.append(self)
+        if not tracker.ready_scheduled:
+            tracker.ready_scheduled = True
+            self.loop.call_soon(_dispatch_ready, tracker)
 
     def _dispatch_soon(self) -> None:
         self._dispatch_scheduled = False
@@ -404,8 +414,7 @@ class HTTP1Protocol(H1Reader):
                     # a client pipelining many small requests answered at once yields
                     # to the other connections now and then
                     if not self._dispatch_scheduled:
-                        self._dispatch_scheduled = True
-                        self.loop.call_soon(self._dispatch_soon)
+                        self._schedule_dispatch()
                     break
                 turn += 1
                 if flow.write_paused:
@@ -738,3 +747,23 @@ class HTTP1Protocol(H1Reader):
 
     def resume_writing(self) -> None:
         self.flow.resume_writing()
+
+
+def _dispatch_ready(tracker: ConnectionTracker) -> None:
+    """The loop's turn to answer: every connection that got a request since the last
+    one, in the order they got it (those that become ready meanwhile wait for the next
+    turn, as a pipelining client yielding to the others does)."""
+    tracker.ready_scheduled = False
+    ready = tracker.ready
+    if not ready:
+        return
+    tracker.ready = []
+    done = 0
+    try:
+        for conn in ready:
+            done += 1
+            cast(HTTP1Protocol, conn)._dispatch_soon()
+    finally:
+        if done < len(ready):  # a handler let KeyboardInterrupt or SystemExit through
+            for conn in ready[done:]:
+                cast(HTTP1Protocol, conn)._schedule_dispatch()

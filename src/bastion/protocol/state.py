@@ -113,6 +113,8 @@ class ConnectionTracker:
         "pending_output",
         "per_client",
         "rate_limited",
+        "ready",
+        "ready_scheduled",
         "requests_served",
         "servers",
         "sessions_ended",
@@ -128,6 +130,10 @@ class ConnectionTracker:
         # called after each finished response (the worker uses it for max_requests)
         self.on_request: Callable[[], None] | None = None
         self.draining = False
+        #: connections with requests to answer on the loop's next turn, answered in one
+        #: callback (protocol/http1.py), and whether that callback is scheduled
+        self.ready: list[object] = []
+        self.ready_scheduled = False
         self.now = time.monotonic()
         self.date_header = _date_header(time.time())
         self._loop: asyncio.AbstractEventLoop | None = None
