@@ -34,6 +34,7 @@ COMPILED = [
     "src/bastion/edge/static_cache.py",
     "src/bastion/edge/respond.py",
     "src/bastion/edge/proxy.py",
+    "src/bastion/edge/proxy_buffer.py",
     "src/bastion/edge/proxy_headers.py",
     "src/bastion/observe/requestid.py",
     "src/bastion/upstream/balancers.py",

@@ -24,20 +24,17 @@ client's connection is taken over and joined to the upstream connection byte for
 (:class:`~bastion.upstream.tunnel.Tunnel`).
 
 A chunked response's trailer fields go to a client that sent ``TE: trailers`` (minus
-those that must not be trailers), in the last chunk. With ``buffer_request``, the
-temporary file a large body spills to is written and read by the handler's disk
-thread, never on the event loop.
+those that must not be trailers), in the last chunk. With ``buffer_request`` the body is
+read whole first (:mod:`bastion.edge.proxy_buffer`), then forwarded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Final
 
 from bastion.config.schema import ProxyConfig, UpstreamConfig
+from bastion.edge.proxy_buffer import DiskThread, buffer_body, send_buffered_body
 from bastion.edge.proxy_headers import (
     HeaderRewrite,
     connection_names,
@@ -61,8 +58,6 @@ __all__ = ["ProxyHandler"]
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 #: the sticky cookie lasts the browser session and is not for scripts
 STICKY_ATTRS: Final = b"; Path=/; HttpOnly; SameSite=Lax"
-#: a buffered body goes to and comes from its temporary file in blocks of this size
-SPILL_BLOCK: Final = 256 * 1024
 
 
 class _Timeout(UpstreamError):
@@ -83,14 +78,6 @@ def _error(exchange: Exchange, status: int, text: str, request_id: bool = False)
         headers.append((b"x-request-id", make_request_id(exchange.head).encode("ascii")))
     exchange.start_response(status, headers)
     exchange.finish(body if exchange.head.method != "HEAD" else b"")
-
-
-def _temporary_file() -> IO[bytes]:
-    return tempfile.TemporaryFile(prefix="bastion-body-")
-
-
-def _read_at(spill: IO[bytes], offset: int) -> bytes:
-    return os.pread(spill.fileno(), SPILL_BLOCK, offset)
 
 
 class ProxyHandler:
@@ -123,9 +110,8 @@ class ProxyHandler:
         )
         #: the request id goes back to the client (``response_request_id``)
         self.request_id_back = cfg.response_request_id
-        #: the thread that writes and reads buffered bodies' temporary files (made at
-        #: the first spill): one, so each file's operations run in the order given
-        self.disk: ThreadPoolExecutor | None = None
+        #: the thread that writes and reads buffered bodies' temporary files
+        self.disk = DiskThread()
 
     @property
     def prefix(self) -> bytes:
@@ -139,16 +125,7 @@ class ProxyHandler:
     async def shutdown(self) -> None:
         if self.owns_upstream:
             self.upstream.stop()
-        disk = self.disk
-        if disk is not None:
-            self.disk = None
-            disk.shutdown(wait=False)
-
-    def disk_thread(self) -> ThreadPoolExecutor:
-        disk = self.disk
-        if disk is None:
-            disk = self.disk = ThreadPoolExecutor(1, thread_name_prefix="bastion-spill")
-        return disk
+        self.disk.shutdown()
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
         forward = _Forward(self, exchange)
@@ -231,93 +208,20 @@ class _Forward:
         #: the end of the total ``timeout`` across tries (0: none)
         self.until = 0.0
 
-    # -- request buffering -------------------------------------------------------------
+    # -- request buffering (bastion.edge.proxy_buffer) --------------------------------
     async def buffer_then_forward(self) -> None:
-        """Read the whole request body (a slow client never holds an upstream
-        connection while it uploads), then forward the request.
-
-        Beyond ``buffer_request`` bytes the body goes to a temporary file, written in
-        blocks by the handler's disk thread (never on the event loop); the client is
-        not read while a block is being written, so memory stays within a block."""
-        exchange = self.exchange
-        limit = self.handler.cfg.buffer_request
-        memory = bytearray()
-        pending = bytearray()  # what the file is still to get
-        size = 0
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                data, more = await exchange.receive_body()
-                if data:
-                    size += len(data)
-                    if self.body_file is not None:
-                        pending += data
-                    elif len(memory) + len(data) > limit:
-                        self.body_file = await loop.run_in_executor(
-                            self.handler.disk_thread(), _temporary_file
-                        )
-                        pending += data
-                    else:
-                        memory += data
-                    spill = self.body_file
-                    if spill is not None and (len(pending) >= SPILL_BLOCK or not more):
-                        block = pending
-                        pending = bytearray()
-                        await loop.run_in_executor(self.handler.disk_thread(), spill.write, block)
-                if not more:
-                    break
-            spill = self.body_file
-            if spill is not None:
-                if pending:
-                    await loop.run_in_executor(self.handler.disk_thread(), spill.write, pending)
-                await loop.run_in_executor(self.handler.disk_thread(), spill.flush)
-        except (ClientDisconnected, asyncio.CancelledError, OSError) as exc:
-            self.drop_body()
-            exchange.fail(None if isinstance(exc, asyncio.CancelledError) else exc)
-            if isinstance(exc, OSError):
-                return
-            raise
-        self.body = bytes(memory)
-        self.body_size = size
-        # a body that can be sent again: idempotent methods may be retried
-        self.retryable = self.head.method in IDEMPOTENT
-        self.next_try()
+        """Read the whole request body, then forward the request."""
+        if await buffer_body(self):
+            # a body that can be sent again: idempotent methods may be retried
+            self.retryable = self.head.method in IDEMPOTENT
+            self.next_try()
 
     def drop_body(self) -> None:
         self.body = b""
         spill = self.body_file
         if spill is not None:
             self.body_file = None
-            # after whatever the disk thread still has to do with it
-            disk = self.handler.disk
-            if disk is None:
-                spill.close()
-            else:
-                try:
-                    disk.submit(spill.close)
-                except RuntimeError:  # the thread is shut down
-                    spill.close()
-
-    async def send_buffered_body(self, conn: UpstreamConnection) -> None:
-        self.send_head(conn, b"content-length: %d\r\n" % self.body_size)
-        self.sending = True
-        if self.body:
-            conn.write(self.body)
-            await self.upstream_drain(conn)
-        spill = self.body_file
-        if spill is None:
-            return
-        loop = asyncio.get_running_loop()
-        disk = self.handler.disk_thread()
-        offset = 0
-        while not self.finished:
-            # positioned reads: a retry reads the file again from its start
-            chunk = await loop.run_in_executor(disk, _read_at, spill, offset)
-            if not chunk:
-                break
-            offset += len(chunk)
-            conn.write(chunk)
-            await self.upstream_drain(conn)
+            self.handler.disk.close_file(spill)
 
     async def upstream_drain(self, conn: UpstreamConnection) -> None:
         if conn.writing_paused:
@@ -402,7 +306,7 @@ class _Forward:
             return
         try:
             if self.body_size >= 0:
-                await self.send_buffered_body(conn)
+                await send_buffered_body(self, conn)
             else:
                 await self.send_body(conn)
         except UpstreamError as exc:
