@@ -7,9 +7,9 @@ number of workers back to the target. See docs/process.md and docs/signals.md.
 
 Start-up: open the listeners, optionally preload the app
 (:mod:`~bastion.process.startup`), fork ``workers.count`` workers and wait until every
-one says ``ready``. If any worker cannot start (the app fails to
-import, lifespan start-up fails) everything stops and ``run`` returns 1 with the app's
-message in the log -- a broken deploy never turns into a restart loop.
+one says ``ready``. If any worker cannot start (the app fails to import, lifespan
+start-up fails) everything stops and ``run`` returns 1 with the app's message in the
+log -- a broken deploy never turns into a restart loop.
 
 This module is the loop and the workers' life (fork, ready, replace, retire, reap,
 deadlines, stop); what it ties together lives beside it: the ``[[process]]`` programs
