@@ -5,17 +5,26 @@ its workers one by one: a new worker of the next generation starts beside the ol
 outdated one, and only once it is ready is the old one retired. A new configuration
 that is invalid, or certificates that do not load, leave everything as it is; a change
 that only a restart can apply is logged and otherwise ignored.
+
+:func:`start_reload` begins it (SIGHUP); :func:`advance_reload`, called again each time
+a replacement is ready, takes the next step; :func:`reload_failed` ends it when a
+replacement cannot start. They act on the supervisor's records of its workers and
+start the replacements with its own fork.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from bastion.config.errors import ConfigError
 from bastion.config.schema import Config
 from bastion.observe.logging import logger
 from bastion.process.children import Child, State
 from bastion.process.tls import ServerTLS, load_tls
+
+if TYPE_CHECKING:
+    from bastion.process.supervisor import Supervisor
 
 
 def read_new_config(read: Callable[[], Config]) -> tuple[Config, ServerTLS | None] | None:
@@ -75,3 +84,46 @@ def next_outdated(children: Iterable[Child], generation: int) -> Child | None:
         if child.generation < generation and child.state is State.READY and child.successor is None:
             return child
     return None
+
+
+def start_reload(sup: Supervisor) -> None:
+    """SIGHUP: the configuration read again, then the workers replaced one by one
+    (ignored unless the supervisor is running)."""
+    if sup.phase != "running":
+        logger.info("SIGHUP received while %s: ignored", sup.phase)
+        return
+    if sup.reload_config is not None:
+        new = read_new_config(sup.reload_config)
+        if new is None:
+            return
+        config, tls = new
+        sup._apply_config(config)
+        sup.tls = tls_after_reload(tls, sup.tls)
+    sup.generation += 1
+    sup.reloading = True
+    sup.notify.reloading()
+    old = sum(1 for c in sup.children.values() if c.state is State.READY)
+    logger.info("SIGHUP received: reloading %d worker%s one by one", old, "s"[: old - 1])
+    advance_reload(sup)
+
+
+def advance_reload(sup: Supervisor) -> None:
+    """Start the next outdated worker's replacement, once the last one is ready."""
+    if not sup.reloading or replacing(sup.children.values()):
+        return
+    child = next_outdated(sup.children.values(), sup.generation)
+    if child is not None:
+        if sup._try_spawn(child, for_reload=True) is None:
+            reload_failed(sup)
+        return
+    sup.reloading = False
+    count = len(sup._serving())
+    logger.info("reload complete: %d worker%s serving", count, "s"[: count - 1])
+    sup.notify.ready(f"serving with {count} worker{'s'[: count - 1]}")
+
+
+def reload_failed(sup: Supervisor) -> None:
+    """A replacement could not start: the reload ends, the running workers serve on."""
+    sup.reloading = False
+    logger.error("reload failed: keeping the running workers")
+    sup.notify.ready("reload failed: serving with the running workers")

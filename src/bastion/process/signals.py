@@ -4,7 +4,8 @@ A Python signal handler runs between two bytecodes of whatever the supervisor wa
 so acting there (forking, killing, logging) invites re-entrancy bugs. Instead
 ``signal.set_wakeup_fd`` makes the C-level handler write each signal's number into a
 pipe; the main loop waits on that pipe along with the workers' control pipes and reads
-the numbers in arrival order. The Python-level handlers do nothing.
+the numbers in arrival order. The Python-level handlers do nothing. What the
+supervisor then does on each is :mod:`~bastion.process.signal_actions`.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ forks. One loop waits (``selectors``) on the signal wakeup pipe and on every wor
 control pipe, then reaps exited workers, checks heartbeats and deadlines, and brings the
 number of workers back to the target. See docs/process.md and docs/signals.md.
 
-Start-up: open the listeners, optionally preload the app, fork ``workers.count`` workers
-and wait until every one says ``ready``. If any worker cannot start (the app fails to
-import, lifespan start-up fails) everything stops and ``run`` returns 1 with the app's
-message in the log -- a broken deploy never turns into a restart loop.
+Start-up: open the listeners, optionally preload the app
+(:mod:`~bastion.process.startup`), fork ``workers.count`` workers and wait until every
+one says ``ready``. If any worker cannot start (the app fails to import, lifespan
+start-up fails) everything stops and ``run`` returns 1 with the app's message in the
+log -- a broken deploy never turns into a restart loop.
 
 This module is the loop and the workers' life (fork, ready, replace, retire, reap,
 deadlines, stop); what it ties together lives beside it: the ``[[process]]`` programs
@@ -16,7 +17,8 @@ deadlines, stop); what it ties together lives beside it: the ``[[process]]`` pro
 (:mod:`~bastion.process.memory_check`), SIGHUP's rolling reload
 (:mod:`~bastion.process.rolling_reload`), SIGUSR2's upgrade
 (:mod:`~bastion.process.upgrade`), the ``--reload`` watcher
-(:mod:`~bastion.process.watch`) and the signal queue (:mod:`~bastion.process.signals`).
+(:mod:`~bastion.process.watch`), the signal queue (:mod:`~bastion.process.signals`) and
+what each signal does (:mod:`~bastion.process.signal_actions`).
 """
 
 from __future__ import annotations
@@ -31,50 +33,31 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bastion import __version__
-from bastion.config.errors import ConfigError
 from bastion.config.schema import Config
 from bastion.observe import stacks
 from bastion.observe.board import READY as BOARD_READY
 from bastion.observe.board import route_labels
-from bastion.observe.logging import error_stream, logger, reopen_error_log, setup_logging
+from bastion.observe.logging import error_stream, logger, setup_logging
 from bastion.process.admin import AdminSide
 from bastion.process.children import Child, State, describe_status, lost_requests
 from bastion.process.control import ControlReader, Message
 from bastion.process.heartbeat import HeartbeatTable
-from bastion.process.listeners import (
-    Listener,
-    ListenerError,
-    close_listeners,
-    mark_tls,
-    open_listeners,
-    open_redirect_listeners,
-)
+from bastion.process.listeners import Listener, close_listeners
 from bastion.process.managed import Managed, ManagedProcesses
 from bastion.process.memory_check import check_memory, first_watch
-from bastion.process.rolling_reload import (
-    next_outdated,
-    read_new_config,
-    replacing,
-    tls_after_reload,
-    warn_restart_only,
+from bastion.process.rolling_reload import advance_reload, reload_failed, warn_restart_only
+from bastion.process.signal_actions import on_signal
+from bastion.process.signals import SignalQueue
+from bastion.process.startup import (
+    banner,
+    open_before_fork,
+    preload,
+    report_fatal,
+    uses_default_app,
 )
-from bastion.process.signals import IGNORED, SignalQueue, signal_name
-from bastion.process.systemd import (
-    Notifier,
-    PrivilegeError,
-    drop_privileges,
-    remove_pidfile,
-    write_pidfile,
-)
-from bastion.process.tls import ServerTLS, load_tls
-from bastion.process.upgrade import (
-    Upgrade,
-    close_unused,
-    take_inherited,
-    take_inherited_admin,
-    upgrading_from,
-)
+from bastion.process.systemd import Notifier, remove_pidfile
+from bastion.process.tls import ServerTLS
+from bastion.process.upgrade import Upgrade
 from bastion.process.watch import Watcher
 from bastion.process.worker import EXIT_STARTUP_FAILED, WorkerSpec, run_worker
 
@@ -90,36 +73,6 @@ QUIT_WAIT = 2.0  # after SIGQUIT, before SIGKILL
 TICK = 1.0  # longest wait in the main loop (heartbeat checks)
 
 ReloadConfig = Callable[[], Config]
-
-
-def _import_serving_modules(config: Config) -> None:
-    """Import what every worker imports to serve (uvloop, the protocol, the gateways,
-    the response filters) once, here, so that the workers share those pages instead of
-    each loading its own copy. This is bastion's code only: the app is imported here
-    only with preload.
-
-    A module a worker imports after the fork costs that worker far more than the
-    module's size: the import allocates into the free blocks of memory pages it shares
-    with the supervisor, and each page it writes to becomes a private copy (measured in
-    docs/process.md: the response filters' four modules cost each worker 1 MiB).
-    """
-    import uvloop  # noqa: F401
-
-    import bastion.edge.assemble
-    import bastion.edge.compress  # (built by every worker, compression on or off)
-    import bastion.edge.headers
-    import bastion.gateway.asgi
-    import bastion.gateway.wsgi
-    import bastion.observe.accesslog
-    import bastion.protocol.http1
-    import bastion.protocol.proxy  # noqa: F401
-    from bastion.edge.encoders import codec_available
-
-    # the compression packages the configuration uses (brotli, zstandard: extension
-    # modules), when installed; a missing one is reported by the worker that needs it
-    sections = [config.compress, *(r.compress for r in config.routes if r.compress)]
-    for name in {a for c in sections if c.enabled for a in c.algorithms}:
-        codec_available(name)
 
 
 def restart_delay(backoff: float, lived: float) -> tuple[float, float]:
@@ -187,50 +140,15 @@ class Supervisor:
 
     # -- start-up ----------------------------------------------------------------------
     def run(self) -> int:
-        try:
-            # before any socket or worker: a bad certificate stops the start-up here
-            self.tls = load_tls(self.config.tls)
-        except ConfigError as exc:
-            self._report_fatal(str(exc))
+        opened = open_before_fork(self.config, self.upgrade, self.admin)
+        if opened is None:
             return EXIT_FAILED
-        inherited = take_inherited()
-        inherited_admin = take_inherited_admin(self.config.admin.bind)  # (None if unbound)
-        self.upgrade.old = upgrading_from()
+        self.tls, self.listeners = opened
         try:
-            self.listeners = open_listeners(self.config.server, inherited)
-            if self.tls is not None:
-                mark_tls(self.listeners)
-                self.listeners.extend(
-                    open_redirect_listeners(
-                        self.config.tls.redirect_bind, self.config.server, inherited
-                    )
-                )
-            if self.admin is not None:
-                self.admin.open(inherited_admin)
-        except (ListenerError, ConfigError) as exc:
-            close_listeners(self.listeners)
-            self._report_fatal(str(exc))
-            return EXIT_FAILED
-        finally:
-            close_unused(inherited)  # binds the new configuration dropped
-        try:
-            if self.pidfile and not self.upgrade.old:  # (an upgrade writes it when ready)
-                write_pidfile(self.pidfile)
-            # (as the user bastion started as: it can read them)
-            _import_serving_modules(self.config)
-            server = self.config.server
-            if server.user or server.group:
-                who = drop_privileges(server.user, server.group)
-                logger.info("running as %s", who)
-        except (OSError, PrivilegeError) as exc:
-            close_listeners(self.listeners)
-            if self.pidfile:
-                remove_pidfile(self.pidfile)
-            self._report_fatal(str(exc) if isinstance(exc, PrivilegeError) else f"{exc}")
-            return EXIT_FAILED
-        try:
-            if self.config.workers.preload and self._uses_default_app() and not self._preload():
-                return EXIT_FAILED
+            if self.config.workers.preload and uses_default_app(self.config):
+                loaded, self.loaded = preload(self.config)
+                if not loaded:
+                    return EXIT_FAILED
             self.signals.install()
             self.selector.register(self.signals.read_fd, selectors.EVENT_READ, None)
             self._start_admin()
@@ -245,48 +163,6 @@ class Supervisor:
             self._cleanup()
         return self.exit_code
 
-    def _uses_default_app(self) -> bool:
-        """Whether the workers run ``[app]`` (always without routes; with routes, only
-        when one names it: a site of static files has nothing to preload)."""
-        from bastion.config.tables import DEFAULT_APP
-        from bastion.edge.assemble import app_names
-
-        return not self.config.routes or DEFAULT_APP in app_names(self.config)
-
-    def _preload(self) -> bool:
-        from bastion.gateway.loader import AppLoadError, load_app
-
-        try:
-            self.loaded = load_app(self.config.app)
-        except AppLoadError as exc:
-            self._report_fatal(str(exc))
-            return False
-        except Exception as exc:
-            self._report_fatal(f"cannot load {self.config.app.target}: {exc!r}")
-            return False
-        return True
-
-    def _report_fatal(self, message: str) -> None:
-        logger.error("%s", message)
-        if error_stream() is not sys.stderr:
-            print(message, file=sys.stderr, flush=True)
-
-    def _banner(self, interface: str) -> None:
-        for lst in self.listeners:
-            logger.info("listening on %s", lst.describe())
-        count = len(self._serving())
-        logger.info(
-            "bastion %s ready: serving %s (%s) with %d worker%s, pid %d",
-            __version__,
-            self.config.app.target
-            if self._uses_default_app()
-            else f"{len(self.config.routes)} routes",
-            (interface or "?").upper(),
-            count,
-            "" if count == 1 else "s",
-            os.getpid(),
-        )
-
     # -- the main loop -----------------------------------------------------------------
     def _loop(self) -> None:
         while self.phase != "stopping" or self.children or self.managed.running:
@@ -298,7 +174,7 @@ class Supervisor:
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 for sig in self.signals.pending():
-                    self._on_signal(sig)
+                    on_signal(self, sig)
             elif isinstance(key.data, Managed):
                 if not key.data.read_output():
                     self.selector.unregister(key.fd)
@@ -323,73 +199,7 @@ class Supervisor:
             deadlines.append(self.respawn_at)
         return max(0.0, min(deadlines) - now)
 
-    # -- signals -----------------------------------------------------------------------
-    def _on_signal(self, sig: int) -> None:
-        if sig == signal.SIGCHLD:
-            return
-        if sig in (signal.SIGTERM, signal.SIGINT):
-            if self.phase != "stopping" and self.upgrade.new is not None and sig == signal.SIGTERM:
-                # (most likely from the new bastion, ready to serve)
-                logger.info(
-                    "SIGTERM received while the new bastion (pid %d) runs: handing over "
-                    "and stopping gracefully",
-                    self.upgrade.new.pid,
-                )
-                self.upgrade.hand_over_files(self.listeners)
-                self._stop(immediate=False, retire=True)
-            elif self.phase != "stopping":
-                name = signal.Signals(sig).name
-                if sig == signal.SIGTERM and self._drain_first():
-                    return
-                logger.info("%s received: stopping gracefully", name)
-                self._stop(immediate=False)
-            elif sig == signal.SIGINT:
-                logger.info("SIGINT received again: stopping now")
-                self._stop(immediate=True)
-        elif sig == signal.SIGQUIT:
-            logger.info("SIGQUIT received: stopping now")
-            self._stop(immediate=True)
-        elif sig == signal.SIGHUP:
-            self._reload()
-        elif sig == signal.SIGTTIN:
-            self.target += 1
-            logger.info("SIGTTIN received: %d workers", self.target)
-        elif sig == signal.SIGTTOU:
-            if self.target > 1:
-                self.target -= 1
-            logger.info("SIGTTOU received: %d worker%s", self.target, "s"[: self.target - 1])
-        elif sig == signal.SIGUSR1:
-            self._reopen_logs()
-        elif sig == signal.SIGUSR2:
-            self._start_upgrade()
-        elif sig in IGNORED:
-            logger.warning("%s received: ignored", signal_name(sig))
-
-    # -- log files and upgrades --------------------------------------------------------
-    def _reopen_logs(self) -> None:
-        """SIGUSR1 (logrotate): open the log files again by name, here and in every
-        worker (which the supervisor tells with SIGHUP)."""
-        try:
-            reopened = reopen_error_log()
-        except OSError as exc:
-            logger.error("SIGUSR1: cannot reopen log.error_file: %s", exc)
-            reopened = False
-        logger.info("SIGUSR1 received: %s", "log files reopened" if reopened else "logs reopened")
-        for child in self.children.values():
-            if child.state is State.READY:
-                child.signal(signal.SIGHUP)
-
-    def _start_upgrade(self) -> None:
-        """SIGUSR2: start a new bastion on the same sockets (see process/upgrade.py)."""
-        upgrade = self.upgrade
-        if self.phase != "running" or upgrade.new is not None or upgrade.handed_over:
-            busy = f"upgrading (new bastion pid {upgrade.new.pid})" if upgrade.new else self.phase
-            logger.info("SIGUSR2 received while %s: ignored", busy)
-            return
-        admin = self.admin.sock if self.admin is not None else None
-        upgrade.start(self.listeners, admin, self.config.admin.bind)
-
-    # -- the admin listener and draining (docs/operations.md) --------------------------
+    # -- the admin listener (docs/operations.md) ------------------------------------
     def _start_admin(self) -> None:
         """Fork the admin process (again, if it died and its restart delay is over)."""
         if self.admin is None:
@@ -408,22 +218,6 @@ class Supervisor:
             self.admin.restart_at = time.monotonic() + 1.0
         finally:
             self.signals.unblock()
-
-    def _drain_first(self) -> bool:
-        """SIGTERM: readiness goes false at once; with ``workers.drain_delay`` the workers
-        keep serving that long before the graceful stop. True while draining."""
-        if self.admin is not None:
-            self.admin.board.set_draining()
-        delay = self.config.workers.drain_delay
-        if self.drain_at != math.inf:
-            logger.info("SIGTERM received again: stopping gracefully now")
-            self.drain_at = math.inf
-            return False
-        if delay <= 0 or self.phase != "running":
-            return False
-        logger.info("SIGTERM received: not ready, serving %gs more (workers.drain_delay)", delay)
-        self.drain_at = time.monotonic() + delay
-        return True
 
     # -- workers -----------------------------------------------------------------------
     def _spawn(self, predecessor: Child | None = None, for_reload: bool = False) -> Child:
@@ -583,7 +377,7 @@ class Supervisor:
             self.startup_deadline = math.inf  # met: must not bound the loop's wait any more
             if self.admin is not None:
                 self.admin.board.set_ready(True)
-            self._banner(interface)
+            banner(self.config, self.listeners, len(self._serving()), interface)
             self.upgrade.take_over(self.listeners, self.pidfile)
             count = len(self._serving())
             self.notify.ready(
@@ -591,7 +385,7 @@ class Supervisor:
                 mainpid=os.getpid() if self.upgrade.took_over else 0,  # systemd: the new main pid
             )
         if child.for_reload:
-            self._advance_reload()
+            advance_reload(self)
 
     def _reap(self) -> None:
         while True:
@@ -642,7 +436,7 @@ class Supervisor:
             logger.error("worker %d %s unexpectedly%s", child.pid, how, lost)
             self._count_restart(child, "crash")
         if child.for_reload and self.reloading:
-            self._reload_failed()
+            reload_failed(self)
         if replaced is not None:
             return  # the worker it was meant to replace keeps serving
         now = time.monotonic()
@@ -713,27 +507,7 @@ class Supervisor:
             if cause:
                 self.admin.board.count_restart(cause)
 
-    # -- reload ------------------------------------------------------------------------
-    def _reload(self) -> None:
-        """SIGHUP: the configuration read again, then the workers replaced one by one
-        (process/rolling_reload.py)."""
-        if self.phase != "running":
-            logger.info("SIGHUP received while %s: ignored", self.phase)
-            return
-        if self.reload_config is not None:
-            new = read_new_config(self.reload_config)
-            if new is None:
-                return
-            config, tls = new
-            self._apply_config(config)
-            self.tls = tls_after_reload(tls, self.tls)
-        self.generation += 1
-        self.reloading = True
-        self.notify.reloading()
-        old = sum(1 for c in self.children.values() if c.state is State.READY)
-        logger.info("SIGHUP received: reloading %d worker%s one by one", old, "s"[: old - 1])
-        self._advance_reload()
-
+    # -- reload (process/rolling_reload.py) -------------------------------------------
     def _apply_config(self, config: Config) -> None:
         warn_restart_only(self.config, config)
         old, self.config = self.config, config
@@ -743,30 +517,11 @@ class Supervisor:
         if config.log != old.log:
             setup_logging(config.log)
 
-    def _advance_reload(self) -> None:
-        """Start the next outdated worker's replacement, once the last one is ready."""
-        if not self.reloading or replacing(self.children.values()):
-            return
-        child = next_outdated(self.children.values(), self.generation)
-        if child is not None:
-            if self._try_spawn(child, for_reload=True) is None:
-                self._reload_failed()
-            return
-        self.reloading = False
-        count = len(self._serving())
-        logger.info("reload complete: %d worker%s serving", count, "s"[: count - 1])
-        self.notify.ready(f"serving with {count} worker{'s'[: count - 1]}")
-
-    def _reload_failed(self) -> None:
-        self.reloading = False
-        logger.error("reload failed: keeping the running workers")
-        self.notify.ready("reload failed: serving with the running workers")
-
     # -- stopping ----------------------------------------------------------------------
     def _fatal(self, message: str) -> None:
         if self.phase == "stopping":
             return
-        self._report_fatal(message)
+        report_fatal(message)
         self.exit_code = EXIT_FAILED
         self._stop(immediate=False)
 

@@ -17,7 +17,8 @@ APPS = Path(__file__).resolve().parents[1] / "apps"
 PROBE = """
 import json, sys
 from bastion.config.schema import AppConfig, CompressConfig, Config
-from bastion.process.supervisor import _import_serving_modules
+import bastion.process.supervisor  # (loaded in the supervisor, as everything it imports)
+from bastion.process.startup import _import_serving_modules
 
 config = Config(
     app=AppConfig(target="gateway_kinds:wsgi_function", app_dir=sys.argv[1]),
