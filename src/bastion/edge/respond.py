@@ -1,7 +1,8 @@
 """Fixed responses: the ``return`` handler, and the router's 404 and 405.
 
-Everything about a fixed response is known at start-up, so its head is built once and
-each request only sends it. HEAD gets the same head without the body.
+Everything about a fixed response is known at start-up, so its head is built and checked
+once and each request only adds the date (and the server's name) and its length. HEAD
+gets the same head without the body.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Final
 
 from bastion.config.schema import ReturnConfig
 from bastion.edge.types import RouteMatch
-from bastion.protocol.h1_exchange import H1Exchange
+from bastion.protocol.h1_exchange import H1Exchange, prepared_head
 from bastion.protocol.types import Exchange
 
 # statuses that never carry a body (RFC 9110 6.4.1)
@@ -21,7 +22,7 @@ _NO_BODY: Final = frozenset({204, 304})
 class FixedResponse:
     """A :data:`~bastion.edge.types.RouteHandler` that always sends the same response."""
 
-    __slots__ = ("body", "body_headers", "headers", "status")
+    __slots__ = ("body", "body_headers", "headers", "prepared", "status")
 
     def __init__(
         self,
@@ -44,6 +45,9 @@ class FixedResponse:
             head.append((b"content-length", str(len(self.body)).encode("ascii")))
         #: with it: a HEAD's answer tells the length of the body it does not carry
         self.headers = head
+        #: the status line and ``body_headers`` as bytes, checked once (None if the
+        #: exchange must see a header: e.g. a configured Connection or Server)
+        self.prepared = prepared_head(status, self.body_headers)
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
         if isinstance(exchange, H1Exchange):
@@ -52,9 +56,13 @@ class FixedResponse:
             if exchange.head.method == "HEAD":
                 exchange.start_response(self.status, self.headers.copy())
                 exchange.finish(b"")
+                return
+            prepared = self.prepared
+            if prepared is not None:
+                exchange.start_prepared(self.status, prepared)
             else:
                 exchange.start_response(self.status, self.body_headers.copy())
-                exchange.finish(self.body)
+            exchange.finish(self.body)
             return
         if exchange.head.method == "HEAD":
             exchange.start_response(self.status, self.headers.copy())

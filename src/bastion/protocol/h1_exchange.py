@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from bastion.protocol.errors import error_response, reason, status_line
 from bastion.protocol.fields import (
+    InvalidField,
     as_bytes,
     check_header_name,
     check_header_value,
@@ -37,7 +38,7 @@ log: Final = logging.getLogger("bastion.error")
 #: the clock of request timings (a static in the compiled build: no lookup in ``time``)
 _clock: Final = time.perf_counter
 
-__all__ = ["H1Exchange", "H1Link"]
+__all__ = ["H1Exchange", "H1Link", "prepared_head"]
 
 # Pause reading when this much request body is buffered and the handler is not reading.
 BODY_HIGH_WATER: Final = 256 * 1024
@@ -85,6 +86,26 @@ def _content_length_header(n: int) -> bytes:
         if n < 65536 and len(_cl_headers) < 4096:
             _cl_headers[n] = line
     return line
+
+
+def prepared_head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The status line and header lines of a response made the same way every time (a
+    fixed response's), checked once, for :meth:`H1Exchange.start_prepared`; None when a
+    header is one the exchange must see (framing, Connection, Date, Server) or the
+    status is not a plain final one."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        return None
+    out = [line]
+    try:
+        for name, value in headers:
+            if check_header_name(name) in _SPECIAL:
+                return None
+            check_header_value(name, value)
+            out += (name, b": ", value, b"\r\n")
+    except InvalidField:
+        return None  # start_response refuses it on each request, as for any handler
+    return b"".join(out)
 
 
 def _header_lines(headers: Iterable[Any], out: list[bytes]) -> None:
@@ -445,6 +466,22 @@ class H1Exchange:
             server = link.settings.server_header
             if server:
                 head.append(server)
+        self._begin(status, head)
+
+    def start_prepared(self, status: int, prepared: bytes) -> None:
+        """:meth:`start_response` with a head made by :func:`prepared_head` (checked
+        once, not on every request)."""
+        if self._started:
+            raise InvalidResponse("response already started")
+        link = self._link
+        head = [prepared, link.tracker.date_header]
+        server = link.settings.server_header
+        if server:
+            head.append(server)
+        self._begin(status, head)
+
+    def _begin(self, status: int, head: list[bytes]) -> None:
+        """The response starts with ``head`` (the status line and header lines so far)."""
         self._started = True
         self.status = status
         stages = self.stages
