@@ -127,3 +127,31 @@ def test_a_stale_compiled_module_is_reported(
     os.utime(ext, (1_000_000, 1_000_000))
     monkeypatch.setattr(buildinfo, "_PACKAGE", pkg)
     assert buildinfo.stale_compiled_modules() == ["bastion/protocol/http1.py"]
+
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement, not C
+
+
+def test_compiled_classes_derive_from_no_c_type_but_object_and_exceptions() -> None:
+    """A class compiled with mypyc whose base is a C type other than ``object`` and the
+    exceptions (``io.TextIOBase`` was one) compiles, and loads on Python 3.11, but fails
+    to load on 3.12 and later ("has the Py_TPFLAGS_MANAGED_DICT flag but tp_dictoffset
+    is set"): the whole gateway it sits in is then lost. Such a class belongs in a
+    module that is not compiled."""
+    compiled = set(COMPILED)
+    wrong = []
+    for name in COMPILED:
+        module = importlib.import_module(name)
+        for attr, value in vars(module).items():
+            if not isinstance(value, type) or value.__module__ != name:
+                continue
+            for base in value.__mro__[1:]:
+                if (
+                    base is object
+                    or issubclass(base, BaseException)
+                    or base.__module__ in compiled
+                    or base.__flags__ & _HEAPTYPE
+                ):
+                    continue
+                wrong.append(f"{name}.{attr} derives from {base.__module__}.{base.__qualname__}")
+    assert not wrong, wrong

@@ -16,7 +16,8 @@ from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
 from bastion.config.schema import Config
-from bastion.gateway.wsgi_io import ErrorStream, FileWrapper
+from bastion.gateway.wsgi_errors import ErrorStream
+from bastion.gateway.wsgi_io import FileWrapper
 from bastion.protocol.types import Exchange
 
 __all__ = ["EnvironBuilder"]

@@ -1,4 +1,5 @@
-"""The WSGI gateway's streams: ``wsgi.input``, ``wsgi.errors`` and ``wsgi.file_wrapper``.
+"""The WSGI gateway's streams: ``wsgi.input`` and ``wsgi.file_wrapper`` (``wsgi.errors``
+is :mod:`bastion.gateway.wsgi_errors`).
 
 ``wsgi.input`` is always a complete, in-memory (or, above 1 MiB, spooled to a temporary
 file) copy of the request body, read before the app is called: reading it never blocks,
@@ -8,17 +9,15 @@ so a slow client never holds a thread or the event loop.
 from __future__ import annotations
 
 import io
-import logging
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from tempfile import SpooledTemporaryFile
 from typing import IO, Any, Final
 
 from bastion.protocol.types import Exchange
 
-__all__ = ["SPOOL_LIMIT", "ErrorStream", "FileWrapper", "read_body", "regular_file"]
+__all__ = ["SPOOL_LIMIT", "FileWrapper", "read_body", "regular_file"]
 
 SPOOL_LIMIT: Final = 1024 * 1024  # bodies up to 1 MiB stay in memory (nginx client_body_buffer_size
 #                            is 8-16k; larger buffers cost little and save disk writes)
@@ -39,40 +38,6 @@ async def read_body(exchange: Exchange) -> IO[bytes]:
         raise
     spool.seek(0)
     return spool
-
-
-class ErrorStream(io.TextIOBase):
-    """``wsgi.errors``: text written here goes, line by line, to the ``bastion.error`` log.
-
-    A partial line waits (per thread) for its newline or a :meth:`flush`.
-    """
-
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        super().__init__()
-        self._log = logger or logging.getLogger("bastion.error")
-        self._local = threading.local()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, s: str) -> int:
-        if not isinstance(s, str):
-            raise TypeError(f"wsgi.errors takes str, not {type(s).__name__}")
-        pending: str = getattr(self._local, "pending", "") + s
-        lines = pending.split("\n")
-        self._local.pending = lines.pop()
-        for line in lines:
-            self._log.error("%s", line)
-        return len(s)
-
-    def flush(self) -> None:
-        pending = getattr(self._local, "pending", "")
-        if pending:
-            self._local.pending = ""
-            self._log.error("%s", pending)
-
-    def close(self) -> None:  # shared by every request: an app closing it changes nothing
-        self.flush()
 
 
 class FileWrapper:
