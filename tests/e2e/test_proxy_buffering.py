@@ -122,15 +122,20 @@ def test_a_large_buffered_upload_arrives_intact(tmp_path: Path) -> None:
 # descriptor keeps it, and one left open holds its disk space until the worker exits.
 # The files are made in TMPDIR: each test gives bastion a folder of its own, and the
 # worker's descriptors into it (/proc/<pid>/fd: "<folder>/#12345 (deleted)") are its
-# bodies' files.
+# bodies' files. A file bastion forgets to close is closed when its request's objects
+# are freed, with a ResourceWarning: the tests have Python show those, and look for them.
+
+UNCLOSED = "unclosed file <_io.BufferedRandom"
 
 
 @pytest.fixture
 def spill_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The TMPDIR of the bastion the test starts (its environment is ours)."""
+    """The TMPDIR of the bastion the test starts (its environment is ours), which
+    shows its ResourceWarnings."""
     folder = tmp_path / "spill"
     folder.mkdir()
     monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setenv("PYTHONWARNINGS", "always::ResourceWarning")
     return folder
 
 
@@ -178,6 +183,7 @@ def test_the_body_file_is_closed_after_the_request_is_forwarded(
                 assert f"{SPILLED} ".encode() in got
                 wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
         assert up.connections == 1
+    assert UNCLOSED not in p.log  # (complete once bastion has stopped)
 
 
 def test_the_body_file_is_closed_when_the_client_leaves_mid_upload(
@@ -199,6 +205,7 @@ def test_the_body_file_is_closed_when_the_client_leaves_mid_upload(
         with socket.create_connection(p.host_port, timeout=10) as s:
             s.sendall(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
             assert read_response(s).startswith(b"HTTP/1.1 200 ")
+    assert UNCLOSED not in p.log
 
 
 def refused_address() -> str:
@@ -225,6 +232,7 @@ def test_the_body_file_is_closed_when_the_upstream_fails(tmp_path: Path, spill_d
         assert got.startswith(b"HTTP/1.1 502 "), got[:200]
         assert len(up.requests) == 1 and len(up.requests[0].body) == SPILLED
         wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
+    assert UNCLOSED not in p.log
 
 
 def test_the_body_file_is_closed_when_no_server_takes_it(tmp_path: Path, spill_dir: Path) -> None:
@@ -237,3 +245,4 @@ def test_the_body_file_is_closed_when_no_server_takes_it(tmp_path: Path, spill_d
             got = read_response(s)
         assert got.startswith((b"HTTP/1.1 502 ", b"HTTP/1.1 503 ")), got[:200]
         wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
+    assert UNCLOSED not in p.log
