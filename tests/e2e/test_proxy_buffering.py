@@ -10,7 +10,8 @@ import socket
 import time
 from pathlib import Path
 
-from proc_tools import child_pids
+import pytest
+from proc_tools import child_pids, wait_until
 from test_proxy import proxy
 from upstream_servers import RawServer, Request, response
 
@@ -114,3 +115,134 @@ def test_a_large_buffered_upload_arrives_intact(tmp_path: Path) -> None:
     assert got.startswith(b"HTTP/1.1 200 "), got[:200]
     assert f"{total} {sha.hexdigest()}".encode() in got
     assert f"\r\nx-length: {total}\r\n".encode() in got.lower()
+
+
+# -- the temporary file is closed -------------------------------------------------------
+# A spilled body's file has no name (O_TMPFILE, or unlinked at once): only the worker's
+# descriptor keeps it, and one left open holds its disk space until the worker exits.
+# The files are made in TMPDIR: each test gives bastion a folder of its own, and the
+# worker's descriptors into it (/proc/<pid>/fd: "<folder>/#12345 (deleted)") are its
+# bodies' files. A file bastion forgets to close is closed when its request's objects
+# are freed, with a ResourceWarning: the tests have Python show those, and look for them.
+
+UNCLOSED = "unclosed file <_io.BufferedRandom"
+
+
+@pytest.fixture
+def spill_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The TMPDIR of the bastion the test starts (its environment is ours), which
+    shows its ResourceWarnings."""
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setenv("PYTHONWARNINGS", "always::ResourceWarning")
+    return folder
+
+
+def body_files(pid: int, folder: Path) -> int:
+    """How many files in ``folder`` process ``pid`` has open."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith(f"{folder}/"):
+            count += 1
+    return count
+
+
+SPILLED = 300_000  # over the route's 64k in memory: the rest goes to a file
+HEAD = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % SPILLED
+
+
+def start_spilled_upload(s: socket.socket, worker: int, folder: Path) -> bytes:
+    """Send the head and the first half of a body that spills to a file, see the file
+    open in ``worker``; return the rest of the body."""
+    body = os.urandom(SPILLED)
+    assert body_files(worker, folder) == 0
+    s.sendall(HEAD + body[: SPILLED // 2])
+    wait_until(lambda: body_files(worker, folder) == 1, 10, "the body's temporary file")
+    return body[SPILLED // 2 :]
+
+
+def test_the_body_file_is_closed_after_the_request_is_forwarded(
+    tmp_path: Path, spill_dir: Path
+) -> None:
+    with (
+        RawServer(digest) as up,
+        proxy(tmp_path, [up.address], route=", buffer_request = 65536") as p,
+    ):
+        (worker,) = child_pids(p.pid)
+        with socket.create_connection(p.host_port, timeout=10) as s:
+            for _ in range(2):  # on one connection: the file goes with its request
+                rest = start_spilled_upload(s, worker, spill_dir)
+                s.sendall(rest)
+                got = read_response(s)
+                assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+                assert f"{SPILLED} ".encode() in got
+                wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
+        assert len(up.requests) == 2
+    assert UNCLOSED not in p.log  # (complete once bastion has stopped)
+
+
+def test_the_body_file_is_closed_when_the_client_leaves_mid_upload(
+    tmp_path: Path, spill_dir: Path
+) -> None:
+    with (
+        RawServer(digest) as up,
+        proxy(tmp_path, [up.address], route=", buffer_request = 65536") as p,
+    ):
+        (worker,) = child_pids(p.pid)
+        s = socket.create_connection(p.host_port, timeout=10)
+        try:
+            start_spilled_upload(s, worker, spill_dir)
+        finally:
+            s.close()  # half the body sent
+        wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
+        assert up.connections == 0  # nothing was forwarded
+        # and the worker still serves
+        with socket.create_connection(p.host_port, timeout=10) as s:
+            s.sendall(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            assert read_response(s).startswith(b"HTTP/1.1 200 ")
+    assert UNCLOSED not in p.log
+
+
+def refused_address() -> str:
+    """A local port nobody listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_the_body_file_is_closed_when_the_upstream_fails(tmp_path: Path, spill_dir: Path) -> None:
+    # a POST is not sent again: the upstream that closes without an answer is a 502
+    def dead(req: Request) -> bytes:
+        return b"<close>"
+
+    with (
+        RawServer(dead) as up,
+        proxy(tmp_path, [up.address], route=", buffer_request = 65536") as p,
+    ):
+        (worker,) = child_pids(p.pid)
+        with socket.create_connection(p.host_port, timeout=10) as s:
+            rest = start_spilled_upload(s, worker, spill_dir)
+            s.sendall(rest)
+            got = read_response(s)
+        assert got.startswith(b"HTTP/1.1 502 "), got[:200]
+        assert len(up.requests) == 1 and len(up.requests[0].body) == SPILLED
+        wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
+    assert UNCLOSED not in p.log
+
+
+def test_the_body_file_is_closed_when_no_server_takes_it(tmp_path: Path, spill_dir: Path) -> None:
+    # the one server refuses the connection: tried again, no server is left
+    with proxy(tmp_path, [refused_address()], route=", buffer_request = 65536") as p:
+        (worker,) = child_pids(p.pid)
+        with socket.create_connection(p.host_port, timeout=10) as s:
+            rest = start_spilled_upload(s, worker, spill_dir)
+            s.sendall(rest)
+            got = read_response(s)
+        assert got.startswith((b"HTTP/1.1 502 ", b"HTTP/1.1 503 ")), got[:200]
+        wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
+    assert UNCLOSED not in p.log

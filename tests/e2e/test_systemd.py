@@ -81,3 +81,22 @@ def test_an_unknown_user_stops_bastion_at_start() -> None:
     with srv:
         assert srv.wait(15) == 1
         wait_until(lambda: "no user 'no-such-user-here'" in srv.log, 5)
+
+
+def test_a_failed_switch_of_user_removes_the_pidfile(tmp_path: Path) -> None:
+    # the pidfile is written before the user is switched: a switch that fails must
+    # not leave it behind, naming a process that is gone
+    pidfile = tmp_path / "bastion.pid"
+    srv = serve(
+        "proc_app:app",
+        "--pidfile",
+        str(pidfile),
+        "--user",
+        "no-such-user-here",
+        wait_ready=False,
+    )
+    with srv:
+        assert srv.wait(15) == 1
+        wait_until(lambda: "no user 'no-such-user-here'" in srv.log, 5)
+    assert not pidfile.exists()
+    assert list(tmp_path.iterdir()) == []  # nor its temporary file

@@ -224,6 +224,8 @@ class _Forward:
             self.handler.disk.close_file(spill)
 
     async def upstream_drain(self, conn: UpstreamConnection) -> None:
+        """Wait until ``conn`` takes more of the request body, ``write_timeout`` at most
+        (then :class:`_Timeout`: a 504)."""
         if conn.writing_paused:
             timeout = self.handler.ucfg.write_timeout
             try:
@@ -331,7 +333,6 @@ class _Forward:
         else:
             self.send_head(conn, b"content-length: %s\r\n" % length)
         self.sending = True
-        timeout = self.handler.ucfg.write_timeout
         while not self.finished:
             data, more = await exchange.receive_body()
             if self.finished:
@@ -343,14 +344,8 @@ class _Forward:
                     conn.write(b"\r\n")
                 else:
                     conn.write(data)
-                if conn.writing_paused:
-                    try:
-                        async with asyncio.timeout(timeout):
-                            await conn.drain()
-                    except TimeoutError:
-                        raise _Timeout(
-                            f"timed out sending the request body ({timeout:g} s)"
-                        ) from None
+                if conn.writing_paused:  # (checked here too: no coroutine per chunk)
+                    await self.upstream_drain(conn)
             if not more:
                 if chunked:
                     trailers = exchange.request_trailers
