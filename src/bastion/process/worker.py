@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -63,6 +64,9 @@ ACCEPT_SETTLE = 0.2
 SESSION_CLOSE_WAIT = 1.0
 
 # Signals the supervisor handles; a worker must not act on the copies it inherited.
+#: mypyc's three-argument throw() into an awaited coroutine (see _reset_process)
+_THROW_WARNING = r"the \(type, exc, tb\) signature of throw\(\) is deprecated"
+
 _INHERITED = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -171,6 +175,12 @@ class _Worker:
         setup_worker_logging(self.config.log)
         faulthandler.register(signal.SIGUSR1, file=error_stream(), all_threads=True)
         stacks.register_worker()  # the admin listener's /debug/stacks
+        if sys.version_info >= (3, 12):
+            # Compiled coroutines pass a cancellation (a client that left, a shutdown)
+            # on to the coroutine they await with the three-argument throw() that
+            # Python 3.12 deprecated: the cancellation works, the warning (shown with
+            # -X dev or -W default, once per place) says nothing about the app.
+            warnings.filterwarnings("ignore", message=_THROW_WARNING, category=DeprecationWarning)
 
     # -- main --------------------------------------------------------------------------
     def run(self) -> int:
