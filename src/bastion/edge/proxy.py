@@ -178,7 +178,10 @@ class _Forward:
         self.conn: UpstreamConnection | None = None
         self.server: Server | None = None
         self.tried: list[Server] | None = None
-        self.last: UpstreamError | None = None
+        #: the last try's error, as text: the exception itself would hold its traceback,
+        #: whose frames hold this forward (a cycle only the garbage collector breaks,
+        #: keeping the request and a spilled body's file until it runs)
+        self.last = ""
         self.started = False  # a response byte arrived
         self.finished = False
         self.sending = False  # a task is streaming the request body
@@ -254,7 +257,7 @@ class _Forward:
             self.finished = True
             self.drop_body()
             back = self.handler.request_id_back
-            if self.last is not None:  # the other servers are out: the last error stands
+            if self.last:  # the other servers are out: the last error stands
                 _error(self.exchange, 502, f"upstream {upstream.name}: {self.last}", back)
             else:
                 text = f"no server of upstream {upstream.name} can take requests"
@@ -394,7 +397,7 @@ class _Forward:
             and not (self.until and upstream.now() >= self.until)
             and upstream.budget.try_retry(upstream.now())
         ):
-            self.last = exc
+            self.last = str(exc)
             if self.tried is None:
                 self.tried = [server]
             else:
