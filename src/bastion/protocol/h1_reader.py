@@ -226,6 +226,13 @@ class H1Reader(H1Link):
             self._parser = None
             self._feed_parser = _no_parser  # the bound method would keep it alive
 
+    def drop_parser(self) -> None:
+        """The connection is gone: let go of the parser, whose callbacks are this
+        connection's bound methods (a reference cycle that would keep both, and the
+        connection's last request, until the garbage collector runs)."""
+        self._parser = None
+        self._feed_parser = _no_parser
+
     @property
     def body_of_switch(self) -> bool:
         """The request just parsed asked to switch and declared a body that follows."""

@@ -230,7 +230,12 @@ class HTTP1Protocol(H1Reader):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = CLOSED
-        self.flow.lost()
+        flow = self.flow
+        flow.lost()
+        # freed when the last reference goes, not at the next garbage collection: the
+        # parser's callbacks and the flow's are this connection's bound methods
+        flow.on_writable = None
+        self.drop_parser()
         self.tracker.remove(self)
         host = self._counted_as
         if host is not None:
