@@ -48,6 +48,15 @@ MAX_HEAD: Final = 64 * 1024
 MAX_HEADERS: Final = 200
 
 
+class _NoConnection:
+    """What the parser of a connection not yet made, or already gone, reports to."""
+
+
+#: the parser of a connection not made yet or gone: a connection's own parser calls its
+#: bound methods (a reference cycle), so it exists only while the connection does
+_NO_PARSER: Final = httptools.HttpResponseParser(_NoConnection())
+
+
 class UpstreamError(Exception):
     """The upstream could not be reached, or stopped answering."""
 
@@ -124,7 +133,9 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        # made with the connection (a connection refused is never made: it must leave no
+        # cycle behind either)
+        self.parser = _NO_PARSER
         self.sink: ResponseSink | None = None
         self.closed = False
         self.reusable = False
@@ -208,6 +219,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)
+        self.parser = httptools.HttpResponseParser(self)
         self.server.open_connections += 1
 
     def data_received(self, data: bytes) -> None:
@@ -244,6 +256,12 @@ class UpstreamConnection(asyncio.Protocol):
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._lost(exc)
+        finally:
+            self.parser = _NO_PARSER  # freed now, not at the next garbage collection
+
+    def _lost(self, exc: Exception | None) -> None:
         was_closed = self.closed
         self.closed = True
         if not was_closed:
