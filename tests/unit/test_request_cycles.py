@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,14 @@ def site(interface: str, static_root: Path) -> Any:
                 {"path": "/static/", "static": {"root": str(static_root)}},
                 {"path": "/fixed", "return": {"body": "fixed\n"}},
                 {"path": "/app", "app": "default"},
+                {
+                    "path": "/keyed",
+                    "app": "default",
+                    "auth_api_key": {"keys": {"robot": hashlib.sha256(b"s3cret").hexdigest()}},
+                },
+                {"path": "/limited", "return": {"body": "x"}, "rate_limit": [{"rate": "1/h"}]},
+                {"path": "/denied", "return": {"body": "x"}, "access": ["deny all"]},
+                {"path": "/moved", "redirect": {"to": "/app"}},
             ],
         },
         Config,
@@ -78,6 +87,13 @@ REQUESTS = {
     "fixed": GET.replace(b"/app", b"/fixed"),
     "static": GET.replace(b"/app", b"/static/f.txt"),
     "not found": GET.replace(b"/app", b"/nothing"),
+    "api key": GET.replace(b"/app", b"/keyed").replace(
+        b"\r\n\r\n", b"\r\nX-API-Key: s3cret\r\n\r\n"
+    ),
+    "no api key": GET.replace(b"/app", b"/keyed"),
+    "rate limited": GET.replace(b"/app", b"/limited"),  # 200 once, then 429
+    "denied": GET.replace(b"/app", b"/denied"),
+    "redirect": GET.replace(b"/app", b"/moved"),
     "body": b"POST /app HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
     "chunked body": (
         b"POST /app HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -136,8 +152,15 @@ async def serve(handler: Any, requests: list[bytes], rounds: int) -> int:
             other.connection_lost(None)
             other_transport.protocol = None  # as the event loop's transports let go
     answers = transport.take()
-    assert answers.count(b"HTTP/1.1 200 ") == rounds * (len(requests) - 1)
-    assert answers.count(b"HTTP/1.1 404 ") == rounds
+    for status, times in (
+        (b"200", rounds * 6),
+        (b"401", rounds),
+        (b"403", rounds),
+        (b"404", rounds),
+        (b"429", rounds),
+    ):
+        assert answers.count(b"HTTP/1.1 " + status + b" ") == times, status
+    assert answers.count(b"HTTP/1.1 30") == rounds
     return gc.collect()
 
 
@@ -148,5 +171,5 @@ def test_requests_leave_no_reference_cycles(
     handler = site(interface, tmp_path)
     found = asyncio.run(serve(handler, list(REQUESTS.values()), rounds=20))
     # asyncio.run's own loop and its tasks are collected once at the end: allow for that,
-    # not for a cycle per request (20 rounds of 8 requests would leave hundreds)
-    assert found < 40, f"{found} unreachable objects after {20 * 8} requests"
+    # not for a cycle per request (20 rounds of 14 requests would leave hundreds)
+    assert found < 40, f"{found} unreachable objects after {20 * 14} requests"
