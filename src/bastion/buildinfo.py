@@ -16,9 +16,18 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def compiled_modules() -> list[Path]:
-    """Extension modules inside the package folder."""
-    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return [p for p in _PACKAGE.rglob("*") if p.name.endswith(suffixes)]
+    """Extension modules inside the package folder that this Python would load (an
+    editable install built for several versions also holds, say,
+    ``http1.cpython-312-x86_64-linux-gnu.so``, which Python 3.11 never loads)."""
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    found = []
+    for path in _PACKAGE.rglob("*.so"):
+        name = path.name
+        for suffix in suffixes:
+            if name.endswith(suffix) and "." not in name[: -len(suffix)]:
+                found.append(path)
+                break
+    return found
 
 
 def stale_compiled_modules() -> list[str]:

@@ -129,6 +129,30 @@ def test_a_stale_compiled_module_is_reported(
     assert buildinfo.stale_compiled_modules() == ["bastion/protocol/http1.py"]
 
 
+def test_a_module_compiled_for_another_python_is_not_reported(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editable install built for several Pythons holds their compiled files side by
+    side: only those this Python loads can be stale for it."""
+    from pathlib import Path
+
+    import bastion.buildinfo as buildinfo
+
+    pkg = Path(str(tmp_path)) / "bastion"
+    (pkg / "protocol").mkdir(parents=True)
+    src = pkg / "protocol" / "http1.py"
+    src.write_text("")
+    other = pkg / "protocol" / "http1.cpython-399-x86_64-linux-gnu.so"
+    other.write_bytes(b"")
+    os.utime(other, (1_000_000, 1_000_000))
+    monkeypatch.setattr(buildinfo, "_PACKAGE", pkg)
+    assert buildinfo.stale_compiled_modules() == []
+    ours = pkg / "protocol" / ("http1" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    ours.write_bytes(b"")
+    os.utime(ours, (1_000_000, 1_000_000))
+    assert buildinfo.stale_compiled_modules() == ["bastion/protocol/http1.py"]
+
+
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement, not C
 
 
