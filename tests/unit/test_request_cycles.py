@@ -169,7 +169,7 @@ def test_requests_leave_no_reference_cycles(
     interface: str, tmp_path: Path, collector_off: None
 ) -> None:
     handler = site(interface, tmp_path)
-    found = asyncio.run(serve(handler, list(REQUESTS.values()), rounds=20))
+    found = asyncio.run(serve(handler, list(REQUESTS.values()), rounds=10))
     # asyncio.run's own loop and its tasks are collected once at the end: allow for that,
-    # not for a cycle per request (20 rounds of 14 requests would leave hundreds)
-    assert found < 40, f"{found} unreachable objects after {20 * 14} requests"
+    # not for a cycle per request (10 rounds of 14 requests would leave a hundred or more)
+    assert found < 40, f"{found} unreachable objects after {10 * 14} requests"
