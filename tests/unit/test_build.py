@@ -120,7 +120,7 @@ def test_a_stale_compiled_module_is_reported(
 
     pkg = Path(str(tmp_path)) / "bastion"
     (pkg / "protocol").mkdir(parents=True)
-    ext = pkg / "protocol" / "http1.cpython-311-x86_64-linux-gnu.so"
+    ext = pkg / "protocol" / ("http1" + importlib.machinery.EXTENSION_SUFFIXES[0])
     src = pkg / "protocol" / "http1.py"
     ext.write_bytes(b"")
     src.write_text("")
