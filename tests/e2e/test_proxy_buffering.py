@@ -21,6 +21,10 @@ def digest(req: Request) -> bytes:
     return response(200, body, [("X-Length", req.header("content-length") or "-")])
 
 
+#: the route's bodies: 64 KiB in memory, the rest in a temporary file
+BUFFERED = ", buffer_request = 65536"
+
+
 def read_response(s: socket.socket) -> bytes:
     out = b""
     while True:
@@ -40,7 +44,7 @@ def test_a_slow_upload_reaches_the_upstream_only_once_complete(tmp_path: Path) -
     body = os.urandom(300_000)  # over the 64k in memory: the rest goes to a file
     with (
         RawServer(digest) as up,
-        proxy(tmp_path, [up.address], route=", buffer_request = 65536") as p,
+        proxy(tmp_path, [up.address], route=BUFFERED) as p,
     ):
         host, port = p.host_port
         with socket.create_connection((host, port), timeout=10) as s:
@@ -97,7 +101,7 @@ def test_a_large_buffered_upload_arrives_intact(tmp_path: Path) -> None:
     total = sum(len(b) for b in blocks)
     with (
         RawServer(digest) as up,
-        proxy(tmp_path, [up.address], route=", buffer_request = 65536") as p,
+        proxy(tmp_path, [up.address], route=BUFFERED) as p,
     ):
         host, port = p.host_port
         (worker,) = child_pids(p.pid)
@@ -166,22 +170,30 @@ def start_spilled_upload(s: socket.socket, worker: int, folder: Path) -> bytes:
     return body[SPILLED // 2 :]
 
 
+def spilled_upload(s: socket.socket, worker: int, folder: Path) -> bytes:
+    """A whole upload that spills to a file (seen open meanwhile); the response."""
+    s.sendall(start_spilled_upload(s, worker, folder))
+    return read_response(s)
+
+
+def wait_file_closed(worker: int, folder: Path) -> None:
+    wait_until(lambda: body_files(worker, folder) == 0, 10, "the file closed")
+
+
 def test_the_body_file_is_closed_after_the_request_is_forwarded(
     tmp_path: Path, spill_dir: Path
 ) -> None:
     with (
         RawServer(digest) as up,
-        proxy(tmp_path, [up.address], route=", buffer_request = 65536") as p,
+        proxy(tmp_path, [up.address], route=BUFFERED) as p,
     ):
         (worker,) = child_pids(p.pid)
         with socket.create_connection(p.host_port, timeout=10) as s:
             for _ in range(2):  # on one connection: the file goes with its request
-                rest = start_spilled_upload(s, worker, spill_dir)
-                s.sendall(rest)
-                got = read_response(s)
+                got = spilled_upload(s, worker, spill_dir)
                 assert got.startswith(b"HTTP/1.1 200 "), got[:200]
                 assert f"{SPILLED} ".encode() in got
-                wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
+                wait_file_closed(worker, spill_dir)
         assert len(up.requests) == 2
     assert UNCLOSED not in p.log  # (complete once bastion has stopped)
 
@@ -191,7 +203,7 @@ def test_the_body_file_is_closed_when_the_client_leaves_mid_upload(
 ) -> None:
     with (
         RawServer(digest) as up,
-        proxy(tmp_path, [up.address], route=", buffer_request = 65536") as p,
+        proxy(tmp_path, [up.address], route=BUFFERED) as p,
     ):
         (worker,) = child_pids(p.pid)
         s = socket.create_connection(p.host_port, timeout=10)
@@ -199,7 +211,7 @@ def test_the_body_file_is_closed_when_the_client_leaves_mid_upload(
             start_spilled_upload(s, worker, spill_dir)
         finally:
             s.close()  # half the body sent
-        wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
+        wait_file_closed(worker, spill_dir)
         assert up.connections == 0  # nothing was forwarded
         # and the worker still serves
         with socket.create_connection(p.host_port, timeout=10) as s:
@@ -222,27 +234,23 @@ def test_the_body_file_is_closed_when_the_upstream_fails(tmp_path: Path, spill_d
 
     with (
         RawServer(dead) as up,
-        proxy(tmp_path, [up.address], route=", buffer_request = 65536") as p,
+        proxy(tmp_path, [up.address], route=BUFFERED) as p,
     ):
         (worker,) = child_pids(p.pid)
         with socket.create_connection(p.host_port, timeout=10) as s:
-            rest = start_spilled_upload(s, worker, spill_dir)
-            s.sendall(rest)
-            got = read_response(s)
+            got = spilled_upload(s, worker, spill_dir)
         assert got.startswith(b"HTTP/1.1 502 "), got[:200]
         assert len(up.requests) == 1 and len(up.requests[0].body) == SPILLED
-        wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
+        wait_file_closed(worker, spill_dir)
     assert UNCLOSED not in p.log
 
 
 def test_the_body_file_is_closed_when_no_server_takes_it(tmp_path: Path, spill_dir: Path) -> None:
     # the one server refuses the connection: tried again, no server is left
-    with proxy(tmp_path, [refused_address()], route=", buffer_request = 65536") as p:
+    with proxy(tmp_path, [refused_address()], route=BUFFERED) as p:
         (worker,) = child_pids(p.pid)
         with socket.create_connection(p.host_port, timeout=10) as s:
-            rest = start_spilled_upload(s, worker, spill_dir)
-            s.sendall(rest)
-            got = read_response(s)
+            got = spilled_upload(s, worker, spill_dir)
         assert got.startswith((b"HTTP/1.1 502 ", b"HTTP/1.1 503 ")), got[:200]
-        wait_until(lambda: body_files(worker, spill_dir) == 0, 10, "the file closed")
+        wait_file_closed(worker, spill_dir)
     assert UNCLOSED not in p.log

@@ -50,23 +50,15 @@ class FixedResponse:
         self.prepared = prepared_head(status, self.body_headers)
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
-        if isinstance(exchange, H1Exchange):
-            # the connection's own exchange (no response filter wraps it): the same
-            # calls, made natively rather than through the protocol's interface
-            if exchange.head.method == "HEAD":
-                exchange.start_response(self.status, self.headers.copy())
-                exchange.finish(b"")
-                return
-            prepared = self.prepared
-            if prepared is not None:
-                exchange.start_prepared(self.status, prepared)
-            else:
-                exchange.start_response(self.status, self.body_headers.copy())
-            exchange.finish(self.body)
-            return
+        prepared = self.prepared
         if exchange.head.method == "HEAD":
             exchange.start_response(self.status, self.headers.copy())
             exchange.finish(b"")
+        elif prepared is not None and isinstance(exchange, H1Exchange):
+            # the connection's own exchange (no response filter wraps it): the head
+            # checked at start-up, sent as it is
+            exchange.start_prepared(self.status, prepared)
+            exchange.finish(self.body)
         else:
             exchange.start_response(self.status, self.body_headers.copy())
             exchange.finish(self.body)
