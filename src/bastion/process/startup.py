@@ -123,9 +123,20 @@ def _import_serving_modules(config: Config) -> None:
     import bastion.gateway.asgi
     import bastion.gateway.wsgi
     import bastion.observe.accesslog
+    import bastion.observe.board
+    import bastion.protocol.handshake  # (the worker's listeners import it, TLS or not)
     import bastion.protocol.http1
-    import bastion.protocol.proxy  # noqa: F401
+    import bastion.protocol.proxy
+    import bastion.protocol.state
     from bastion.edge.encoders import codec_available
+
+    # what a worker adds to its listeners when the configuration asks for it
+    if config.log.slow_request_ms:
+        import bastion.observe.slowlog
+    if config.admin.bind:
+        import bastion.observe.recorder
+    if config.tls.redirect_bind:
+        import bastion.edge.https_redirect  # noqa: F401
 
     # the compression packages the configuration uses (brotli, zstandard: extension
     # modules), when installed; a missing one is reported by the worker that needs it
