@@ -11,14 +11,24 @@ COMPILED_SRC := $(wildcard src/bastion/protocol/*.py src/bastion/gateway/*.py sr
 # regular (not editable) install built from a copy of the sources without the compiled
 # files, so nothing of the compiled editable install in src/ can shadow it (and the pure
 # build's clean-up of compiled files touches only the copy).
-PURE       := .venv-pure
+# It runs on Python 3.12 where one is found (pyenv's included), 3.11 running the compiled
+# pass: 3.12 brings immortal objects (workers.immortalize) and the eager task factory.
+ifndef PURE_PYTHON
+PURE_PYTHON := $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12; \
+	do "$$p" -c '' 2>/dev/null && { echo "$$p"; break; }; done)
+endif
+ifeq ($(PURE_PYTHON),)
+PURE_PYTHON := $(PYTHON)
+endif
+PURE       := .venv-pure-$(shell $(PURE_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 PURE_PY    := $(PURE)/bin/python
 PURE_STAMP := $(PURE)/.installed
 PURE_COPY  := build/pure-src
 ALL_SRC    := $(shell find src -name '*.py')
 PURE_TESTS := tests/unit tests/e2e/test_installed_package.py tests/e2e/test_cli.py \
 	tests/e2e/test_http1_e2e.py tests/e2e/test_slow_readers_e2e.py \
-	tests/e2e/test_wsgi_validate.py tests/e2e/test_compress_headers.py tests/e2e/test_routes.py
+	tests/e2e/test_wsgi_validate.py tests/e2e/test_compress_headers.py tests/e2e/test_routes.py \
+	tests/e2e/test_immortal_memory.py
 
 .PHONY: run test lint typecheck unit e2e bench bench-static system-deps clean check-pythons
 
@@ -29,7 +39,7 @@ $(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	touch $(STAMP)
 
 $(PURE_STAMP): pyproject.toml setup.py README.md $(ALL_SRC)
-	test -x $(PURE_PY) || $(PYTHON) -m venv $(PURE)
+	test -x $(PURE_PY) || $(PURE_PYTHON) -m venv $(PURE)
 	rm -rf $(PURE_COPY) && mkdir -p $(PURE_COPY)
 	tar -c --exclude='*.so' --exclude=__pycache__ --exclude='*.egg-info' \
 		pyproject.toml setup.py README.md src | tar -x -C $(PURE_COPY)
@@ -81,5 +91,5 @@ bench-static: $(STAMP)
 	bash scripts/system-deps.sh bench-static && $(PY) bench/static.py && $(PY) bench/report.py
 
 clean:
-	rm -rf $(VENV) $(PURE) build dist src/*.egg-info
+	rm -rf $(VENV) .venv-pure* build dist src/*.egg-info
 	find src -name '*.so' -delete

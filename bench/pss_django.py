@@ -3,6 +3,13 @@ bastion --preload against gunicorn --preload (sync workers, from bench/.peers).
 
     .venv/bin/python bench/pss_django.py
 
+On Python 3.12 and 3.13 bastion is measured with workers.immortalize on (the default)
+and off. Run it with another Python by pointing PEERS_VENV at a venv of that Python
+with gunicorn installed (bench/.peers is Python 3.11):
+
+    python3.12 -m venv /tmp/peers-3.12 && /tmp/peers-3.12/bin/pip install gunicorn
+    PEERS_VENV=/tmp/peers-3.12 .venv-3.12/bin/python bench/pss_django.py
+
 PSS counts each page shared between processes for its share, so the PSS of the
 supervisor and its workers adds up to the memory they really take together.
 """
@@ -16,6 +23,8 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+
+from bastion.process.immortal import supported
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "e2e" / "apps"
@@ -94,12 +103,16 @@ def main() -> None:
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="fw_django.settings")
     here = str(Path(__file__).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and p != here)
-    bastion = measure(
-        "bastion --preload",
-        [sys.executable, "-m", "bastion", "serve", "fw_django.wsgi:application", *BASTION_ARGS],
-        env,
-        18741,
-    )
+    argv = [sys.executable, "-m", "bastion", "serve", "fw_django.wsgi:application"]
+    mortal = 0
+    if supported():
+        mortal = measure(
+            "bastion --preload, workers.immortalize off",
+            [*argv, *BASTION_ARGS],
+            dict(env, BASTION_WORKERS__IMMORTALIZE="false"),
+            18741,
+        )
+    bastion = measure("bastion --preload", [*argv, *BASTION_ARGS], env, 18741)
     # gunicorn from its own venv, with this interpreter's Django
     genv = dict(env, PYTHONPATH=sysconfig.get_paths()["purelib"])
     gunicorn = measure(
@@ -109,6 +122,8 @@ def main() -> None:
         18742,
     )
     print(f"bastion / gunicorn = {bastion / gunicorn:.2f}")
+    if mortal:
+        print(f"bastion, workers.immortalize off / gunicorn = {mortal / gunicorn:.2f}")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,10 @@ class WorkersConfig(_Section, frozen=True):
     # how often the supervisor reads each worker's memory (each worker with its own
     # random offset, so that the reads and any recycling are spread out)
     memory_check_interval: PositiveFloat = 10.0
+    # Python 3.12 and 3.13: make the objects the supervisor holds before it starts the
+    # workers (bastion's code, a preloaded app) immortal, so that workers never copy
+    # their pages by counting references to them (process/immortal.py)
+    immortalize: bool = True
     # development: restart the workers (a rolling reload) when a Python or .toml file
     # under reload_dirs changes (uvicorn --reload, gunicorn --reload); needs watchfiles
     reload: bool = False

@@ -145,6 +145,16 @@ def _import_serving_modules(config: Config) -> None:
         codec_available(name)
 
 
+def share_with_workers() -> None:
+    """Python 3.12 and 3.13: make what the supervisor holds now immortal, before any
+    worker is forked (``workers.immortalize``; process/immortal.py)."""
+    from bastion.process.immortal import immortalize
+
+    count, seconds = immortalize()
+    if count:
+        logger.debug("made %d objects immortal in %.2f s, shared with the workers", count, seconds)
+
+
 def uses_default_app(config: Config) -> bool:
     """Whether the workers run ``[app]`` (always without routes; with routes, only
     when one names it: a site of static files has nothing to preload)."""

@@ -53,6 +53,7 @@ from bastion.process.startup import (
     open_before_fork,
     preload,
     report_fatal,
+    share_with_workers,
     uses_default_app,
 )
 from bastion.process.systemd import Notifier, remove_pidfile
@@ -149,6 +150,8 @@ class Supervisor:
                 loaded, self.loaded = preload(self.config)
                 if not loaded:
                     return EXIT_FAILED
+            if self.config.workers.immortalize:
+                share_with_workers()
             self.signals.install()
             self.selector.register(self.signals.read_fd, selectors.EVENT_READ, None)
             self._start_admin()

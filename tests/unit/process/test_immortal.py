@@ -1,0 +1,100 @@
+"""process/immortal.py: what it makes immortal and what it leaves mortal (each probe in
+a fresh interpreter: an immortal object is never freed, so the test process must not
+make its own objects so)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bastion.process.immortal import supported
+
+PROBE = r"""
+import gc, json, mmap, select, socket, sys, tempfile
+from bastion.process.immortal import immortalize
+
+finalized = []
+
+class Plain:
+    def method(self):
+        return 1
+
+class Finalized:
+    def __del__(self):
+        finalized.append("object with __del__")
+
+def gen():
+    yield 1
+
+holder = {
+    "plain": Plain(),
+    "list": [1.5, "a" * 40, (3.5, 4.5)],
+    "finalized": Finalized(),
+    "generator": gen(),
+    "file": tempfile.TemporaryFile(),
+    "socket": socket.socket(),
+    "epoll": select.epoll(),
+    "mmap": mmap.mmap(-1, 4096),
+}
+values = [holder["list"][0], holder["list"][2]]
+count, seconds = immortalize()
+
+def refcount(obj):
+    return sys.getrefcount(obj)
+
+state = {name: refcount(obj) for name, obj in holder.items()}
+state["function"] = refcount(Plain.method)
+state["class"] = refcount(Plain)
+state["float in a list"] = refcount(values[0])
+state["tuple in a list"] = refcount(values[1])
+state["module dict"] = refcount(vars(sys.modules[__name__]))
+fds = {name: holder[name].fileno() for name in ("file", "socket", "epoll")}
+del values
+holder.clear()
+gc.collect()
+closed = []
+import os
+for name, fd in fds.items():
+    try:
+        os.fstat(fd)
+    except OSError:
+        closed.append(name)
+print(json.dumps({"count": count, "state": state, "finalized": finalized, "closed": closed}))
+"""
+
+
+def _probe() -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.skipif(not supported(), reason="Python 3.12 and 3.13 only")
+def test_objects_become_immortal_and_those_with_finalizers_or_resources_stay_mortal() -> None:
+    found = _probe()
+    assert isinstance(found["count"], int) and found["count"] > 1000
+    state = found["state"]
+    assert isinstance(state, dict)
+    immortal = 0xFFFFFFFF
+    for name in ("plain", "list", "function", "class", "float in a list", "tuple in a list"):
+        assert state[name] == immortal, name
+    assert state["module dict"] == immortal
+    for name in ("finalized", "generator", "file", "socket", "epoll", "mmap"):
+        assert state[name] < 100, name
+    # and so, dropped, they are finalized and release their descriptors
+    assert found["finalized"] == ["object with __del__"]
+    assert sorted(found["closed"]) == ["epoll", "file", "socket"]  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(supported(), reason="a Python without immortal objects")
+def test_on_a_python_without_immortal_objects_nothing_changes() -> None:
+    found = _probe()
+    assert found["count"] == 0
+    state = found["state"]
+    assert isinstance(state, dict)
+    assert all(count < 100 for count in state.values()), state
+    assert sorted(found["closed"]) == ["epoll", "file", "socket"]  # type: ignore[arg-type]
