@@ -6,7 +6,7 @@ workload and server: start, wait until it answers correctly, warm up, measure, s
 peak RSS of its process tree, stop it, check that its port is free. Prints a table per
 workload, checks bastion's targets and writes everything to bench/results/<UTC time>.json.
 
-    .venv/bin/python bench/run.py              # the full run (10-25 minutes)
+    .venv/bin/python bench/run.py              # the full run (three rounds: 25-70 minutes)
     .venv/bin/python bench/run.py --quick      # a smoke check (1 s warm-up, 3 s runs)
     .venv/bin/python bench/run.py --only asgi-plaintext --servers bastion,granian
 
@@ -84,8 +84,29 @@ def print_table(name: str, title: str, rows: list[dict[str, Any]]) -> None:
         )
 
 
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """A server's row from its rounds: the round of median req/s (the lower of the two
+    middle ones for an even count), with every round's req/s; a failed or void round is
+    reported in its place, never measured away."""
+    for r in rounds:
+        if not r["ok"] or void_reason(r):
+            bad = dict(r)
+            break
+    else:
+        ranked = sorted(rounds, key=lambda r: r["rps"])
+        bad = None
+    row = bad if bad is not None else dict(ranked[(len(ranked) - 1) // 2])
+    row["rounds"] = len(rounds)
+    row["rounds_rps"] = [round(r["rps"], 1) if r["ok"] else None for r in rounds]
+    return row
+
+
 def _notes(r: dict[str, Any]) -> str:
     notes = []
+    if len(r.get("rounds_rps") or ()) > 1:
+        spread = [x for x in r["rounds_rps"] if x]
+        if spread:
+            notes.append(f"rounds {min(spread):.0f}..{max(spread):.0f}")
     if interference(r) > NOISY_PCT:
         notes.append(
             f"other processes took {r['others_on_server_cpu_pct']:.0f}% of the server's core "
@@ -132,6 +153,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="seconds of warm-up per server (default 2)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds per workload, the servers taking turns (forward, then backward); "
+        "each server's median round is reported (default 3, --quick 1)",
+    )
+    p.add_argument(
         "--settle",
         type=float,
         help="seconds to wait, before each server, for the two cores to be quiet (default 10)",
@@ -156,6 +183,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.settle = 5.0 if args.quick else 10.0
     if args.retries is None:
         args.retries = 0 if args.quick else 1
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if not 1 <= args.rounds <= 9:
+        p.error("--rounds must be 1..9")
     if not (1 <= args.duration <= 600 and 0 <= args.warmup <= 60 and 0 <= args.settle <= 600):
         p.error("--duration must be 1..600 s, --warmup 0..60 s, --settle 0..600 s")
     if not (1 <= args.connections <= 10000 and 0 <= args.retries <= 5):
@@ -237,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             "wsgi_threads": WSGI_THREADS,
             "settle_s": args.settle,
             "retries": args.retries,
+            "rounds": args.rounds,
             "nice": args.nice,
         },
         "tree": tree,
@@ -251,17 +283,22 @@ def main(argv: list[str] | None = None) -> int:
                 w = WORKLOADS_BY_NAME[name]
                 rows: list[dict[str, Any]] = results.setdefault(name, [])
                 report["workloads"][name] = {"title": w.title, "rows": rows}
-                for server in w.servers:
-                    if server not in args.server_names:
-                        continue
-                    if server == "bastion" and unavailable:
-                        rows.append({"server": server, "ok": False, "error": unavailable})
-                        continue
-                    print(f"  {w.name} / {server} ...", flush=True)
-                    row = measure_quietly(server, w, args, Path(tmp))
-                    if not row["ok"] and row.get("log_tail"):
-                        print("    " + row["log_tail"].replace("\n", "\n    "))
-                    rows.append(row)
+                servers = [s for s in w.servers if s in args.server_names]
+                if "bastion" in servers and unavailable:
+                    servers.remove("bastion")
+                    rows.append({"server": "bastion", "ok": False, "error": unavailable})
+                runs: dict[str, list[dict[str, Any]]] = {s: [] for s in servers}
+                for turn in range(args.rounds):
+                    # alternate the order, so that a machine slowing down or speeding up
+                    # over the rounds weighs on every server alike
+                    progress = f" (round {turn + 1} of {args.rounds})" if args.rounds > 1 else ""
+                    for server in servers if turn % 2 == 0 else servers[::-1]:
+                        print(f"  {w.name} / {server}{progress} ...", flush=True)
+                        row = measure_quietly(server, w, args, Path(tmp))
+                        if not row["ok"] and row.get("log_tail"):
+                            print("    " + row["log_tail"].replace("\n", "\n    "))
+                        runs[server].append(row)
+                rows.extend(median_round(runs[s]) for s in servers)
                 print_table(w.name, w.title, rows)
         except KeyboardInterrupt:
             print("\ninterrupted: servers stopped; writing what was measured")

@@ -27,7 +27,6 @@ module relies on; on any other Python :func:`immortalize` does nothing.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import sys
 import sysconfig
@@ -52,6 +51,12 @@ def supported() -> bool:
         and not sysconfig.get_config_var("Py_GIL_DISABLED")
         and not hasattr(sys, "gettotalrefcount")  # a debug build counts differently
     )
+
+
+if supported():
+    # (here, not when called: the supervisor imports this module before it may switch to
+    # a user who cannot read the installed files)
+    import ctypes
 
 
 def _resource_types() -> tuple[type, ...]:

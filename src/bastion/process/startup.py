@@ -136,7 +136,9 @@ def _import_serving_modules(config: Config) -> None:
     if config.admin.bind:
         import bastion.observe.recorder
     if config.tls.redirect_bind:
-        import bastion.edge.https_redirect  # noqa: F401
+        import bastion.edge.https_redirect
+    if config.workers.immortalize:
+        import bastion.process.immortal  # noqa: F401  (used after preload)
 
     # the compression packages the configuration uses (brotli, zstandard: extension
     # modules), when installed; a missing one is reported by the worker that needs it
