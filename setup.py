@@ -23,6 +23,7 @@ COMPILED = [
     "src/bastion/protocol/head.py",
     "src/bastion/protocol/state.py",
     "src/bastion/protocol/h1_exchange.py",
+    "src/bastion/protocol/h1_head.py",
     "src/bastion/protocol/h1_framing.py",
     "src/bastion/protocol/h1_reader.py",
     "src/bastion/protocol/http1.py",

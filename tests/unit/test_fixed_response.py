@@ -10,7 +10,8 @@ import pytest
 
 from bastion.edge.respond import FixedResponse
 from bastion.edge.types import RouteMatch
-from bastion.protocol.h1_exchange import H1Exchange, prepared_head
+from bastion.protocol.h1_exchange import H1Exchange
+from bastion.protocol.h1_head import prepared_head
 from tests.unit.h1_harness import make_conn
 
 MATCH = RouteMatch(0, {}, "/")

@@ -12,7 +12,8 @@ from typing import Final
 
 from bastion.config.schema import ReturnConfig
 from bastion.edge.types import RouteMatch
-from bastion.protocol.h1_exchange import H1Exchange, prepared_head
+from bastion.protocol.h1_exchange import H1Exchange
+from bastion.protocol.h1_head import prepared_head
 from bastion.protocol.types import Exchange
 
 # statuses that never carry a body (RFC 9110 6.4.1)

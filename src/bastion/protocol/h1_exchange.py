@@ -18,9 +18,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from bastion.protocol.errors import error_response, reason, status_line
+from bastion.protocol.errors import error_response, status_line
 from bastion.protocol.fields import (
-    InvalidField,
     as_bytes,
     check_header_name,
     check_header_value,
@@ -28,6 +27,16 @@ from bastion.protocol.fields import (
     known_header_values,
 )
 from bastion.protocol.flow import BODY, Flow
+from bastion.protocol.h1_head import (
+    HAS_DATE,
+    HAS_SERVER,
+    SPECIAL_HEADERS,
+    STATUS_LINES,
+    content_length_header,
+    header_lines,
+    status_line_checked,
+    trailer_section,
+)
 from bastion.protocol.head import RequestHead
 from bastion.protocol.sendfile import send_file
 from bastion.protocol.settings import ProtocolSettings
@@ -38,7 +47,7 @@ log: Final = logging.getLogger("bastion.error")
 #: the clock of request timings (a static in the compiled build: no lookup in ``time``)
 _clock: Final = time.perf_counter
 
-__all__ = ["H1Exchange", "H1Link", "prepared_head"]
+__all__ = ["H1Exchange", "H1Link"]
 
 # Pause reading when this much request body is buffered and the handler is not reading.
 BODY_HIGH_WATER: Final = 256 * 1024
@@ -56,65 +65,6 @@ STAGE_FILTERED: Final = 2  # the route's request filters let it through to the h
 STAGE_BODY: Final = 3  # the whole request body arrived (stays 0.0 without a body)
 STAGE_RESPONSE: Final = 4  # the response head was made
 STAGES: Final = 5
-
-_HAS_DATE: Final = 1
-_HAS_SERVER: Final = 2
-_SPECIAL: Final = {
-    b"content-length": 4,
-    b"transfer-encoding": 8,
-    b"connection": 16,
-    b"date": _HAS_DATE,
-    b"server": _HAS_SERVER,
-}
-
-_STATUS_LINES: Final = {s: status_line(s) for s in range(200, 600) if reason(s)}
-_cl_headers: Final[dict[int, bytes]] = {}
-
-
-def _status_line_checked(status: object) -> bytes:
-    if not isinstance(status, int) or not 100 <= status <= 999:
-        raise InvalidResponse(f"invalid status {status!r}")
-    if status < 200:
-        raise InvalidResponse(f"informational status {status} cannot be a final response")
-    return status_line(status)
-
-
-def _content_length_header(n: int) -> bytes:
-    line = _cl_headers.get(n)
-    if line is None:
-        line = b"content-length: %d\r\n" % n
-        if n < 65536 and len(_cl_headers) < 4096:
-            _cl_headers[n] = line
-    return line
-
-
-def prepared_head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The status line and header lines of a response made the same way every time (a
-    fixed response's), checked once, for :meth:`H1Exchange.start_prepared`; None when a
-    header is one the exchange must see (framing, Connection, Date, Server) or the
-    status is not a plain final one."""
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        return None
-    out = [line]
-    try:
-        for name, value in headers:
-            if check_header_name(name) in _SPECIAL:
-                return None
-            check_header_value(name, value)
-            out += (name, b": ", value, b"\r\n")
-    except InvalidField:
-        return None  # start_response refuses it on each request, as for any handler
-    return b"".join(out)
-
-
-def _header_lines(headers: Iterable[Any], out: list[bytes]) -> None:
-    """Append checked ``name: value`` lines (for 1xx and 101 heads, no framing rules)."""
-    for item in headers:
-        name, value = item
-        check_header_name(name)
-        check_header_value(name, value)
-        out += (name, b": ", value, b"\r\n")
 
 
 class H1Link(asyncio.Protocol):
@@ -149,17 +99,6 @@ class H1Link(asyncio.Protocol):
 
 #: the trailers of a request that had none (shared: only ever read)
 _NO_TRAILERS: Final[list[tuple[bytes, bytes]]] = []
-
-
-def _trailer_section(trailers: list[tuple[bytes, bytes]]) -> bytes:
-    """The last chunk with ``trailers`` (checked like header fields)."""
-    out = [b"0\r\n"]
-    for name, value in trailers:
-        check_header_name(name)
-        check_header_value(name, value)
-        out += (name, b": ", value, b"\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
 
 
 class H1Exchange:
@@ -419,7 +358,7 @@ class H1Exchange:
         if self.head.http_version == "1.0" or self._disconnected:
             return  # an HTTP/1.0 client must not get 1xx (RFC 9110 15.2)
         lines = [status_line(status)]
-        _header_lines(headers, lines)
+        header_lines(headers, lines)
         lines.append(b"\r\n")
         self._flow.write(b"".join(lines))
 
@@ -439,9 +378,9 @@ class H1Exchange:
         # each name and value is checked below whatever its type.
         if self._started:
             raise InvalidResponse("response already started")
-        line = _STATUS_LINES.get(status) if status.__class__ is int else None
+        line = STATUS_LINES.get(status) if status.__class__ is int else None
         if line is None:
-            line = _status_line_checked(status)
+            line = status_line_checked(status)
         link = self._link
         head = [line]
         names = known_header_names
@@ -454,23 +393,24 @@ class H1Exchange:
                 lname = check_header_name(name)
             if value not in values:
                 check_header_value(name, value)
-            if lname in _SPECIAL:
+            if lname in SPECIAL_HEADERS:
                 if self._special_header(lname, value):
-                    special |= _SPECIAL[lname]
+                    special |= SPECIAL_HEADERS[lname]
                     continue
-                special |= _SPECIAL[lname]
+                special |= SPECIAL_HEADERS[lname]
             head += (name, b": ", value, b"\r\n")
-        if not special & _HAS_DATE:
+        if not special & HAS_DATE:
             head.append(link.tracker.date_header)
-        if not special & _HAS_SERVER:
+        if not special & HAS_SERVER:
             server = link.settings.server_header
             if server:
                 head.append(server)
         self._begin(status, head)
 
     def start_prepared(self, status: int, prepared: bytes) -> None:
-        """:meth:`start_response` with a head made by :func:`prepared_head` (checked
-        once, not on every request)."""
+        """:meth:`start_response` with a head made by
+        :func:`~bastion.protocol.h1_head.prepared_head` (checked once, not on every
+        request)."""
         if self._started:
             raise InvalidResponse("response already started")
         link = self._link
@@ -518,12 +458,12 @@ class H1Exchange:
         """Add framing and connection headers; ``whole_body`` is the body length or -1."""
         cl = self._content_length
         if cl >= 0:
-            head.append(_content_length_header(cl))
+            head.append(content_length_header(cl))
         elif self.status == 204 or self.status == 304:
             pass
         elif whole_body > 0 or (whole_body == 0 and not self._no_body):
             self._content_length = whole_body
-            head.append(_content_length_header(whole_body))
+            head.append(content_length_header(whole_body))
         elif whole_body == 0:
             pass  # HEAD answered with neither body nor length: GET's length is unknown
         elif self.head.http_version == "1.1":
@@ -631,7 +571,7 @@ class H1Exchange:
         elif self._no_body:
             out = b""
         elif self._chunked:
-            last = _trailer_section(trailers) if trailers else b"0\r\n\r\n"
+            last = trailer_section(trailers) if trailers else b"0\r\n\r\n"
             out = (self._frame(body) + last) if body else last
         else:
             out = self._frame(body) if body else b""
@@ -702,7 +642,7 @@ class H1Exchange:
         if status != 101:
             raise InvalidResponse(f"a protocol switch is answered with 101, not {status!r}")
         lines = [status_line(101)]
-        _header_lines(headers, lines)
+        header_lines(headers, lines)
         lines.append(self._link.tracker.date_header)
         server = self._link.settings.server_header
         if server:
