@@ -37,5 +37,5 @@ def _workers_private_kib(immortalize: str) -> list[int]:
 def test_immortal_objects_leave_each_worker_less_private_memory() -> None:
     mortal = _workers_private_kib("false")
     immortal = _workers_private_kib("true")
-    # measured: about 6.8 MiB each with the setting off, 4.7 MiB on (docs/process.md)
+    # measured: about 6.6 MiB each with the setting off, 4.5 MiB on (docs/process.md)
     assert max(immortal) < 0.85 * min(mortal), (immortal, mortal)

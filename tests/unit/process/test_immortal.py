@@ -26,6 +26,13 @@ class Finalized:
     def __del__(self):
         finalized.append("object with __del__")
 
+class Holder:
+    def __init__(self, sock):
+        self.sock = sock
+        self.name = "holder"
+
+exported = bytearray(b"abc")
+
 def gen():
     yield 1
 
@@ -38,7 +45,10 @@ holder = {
     "socket": socket.socket(),
     "epoll": select.epoll(),
     "mmap": mmap.mmap(-1, 4096),
+    "memoryview": memoryview(exported),
+    "holder": Holder(socket.socket()),
 }
+vars(holder["holder"])  # (its __dict__ made a dict of its own)
 values = [holder["list"][0], holder["list"][2]]
 count, seconds = immortalize()
 
@@ -52,6 +62,7 @@ state["float in a list"] = refcount(values[0])
 state["tuple in a list"] = refcount(values[1])
 state["module dict"] = refcount(vars(sys.modules[__name__]))
 fds = {name: holder[name].fileno() for name in ("file", "socket", "epoll")}
+fds["socket held by an object"] = holder["holder"].sock.fileno()
 del values
 holder.clear()
 gc.collect()
@@ -62,8 +73,17 @@ for name, fd in fds.items():
         os.fstat(fd)
     except OSError:
         closed.append(name)
-print(json.dumps({"count": count, "state": state, "finalized": finalized, "closed": closed}))
+try:
+    exported.extend(b"def")  # (the memory view was freed: nothing exports it any more)
+    grew = True
+except BufferError:
+    grew = False
+print(json.dumps({"count": count, "state": state, "finalized": finalized, "closed": closed,
+                  "grew": grew}))
 """
+
+
+ALL_CLOSED = ["epoll", "file", "socket", "socket held by an object"]
 
 
 def _probe() -> dict[str, object]:
@@ -83,11 +103,13 @@ def test_objects_become_immortal_and_those_with_finalizers_or_resources_stay_mor
     for name in ("plain", "list", "function", "class", "float in a list", "tuple in a list"):
         assert state[name] == immortal, name
     assert state["module dict"] == immortal
-    for name in ("finalized", "generator", "file", "socket", "epoll", "mmap"):
+    stay = ("finalized", "generator", "file", "socket", "epoll", "mmap", "memoryview", "holder")
+    for name in stay:
         assert state[name] < 100, name
-    # and so, dropped, they are finalized and release their descriptors
+    # and so, dropped, they are finalized and release what they hold
     assert found["finalized"] == ["object with __del__"]
-    assert sorted(found["closed"]) == ["epoll", "file", "socket"]  # type: ignore[arg-type]
+    assert sorted(found["closed"]) == ALL_CLOSED  # type: ignore[arg-type]
+    assert found["grew"] is True
 
 
 @pytest.mark.skipif(supported(), reason="a Python without immortal objects")
@@ -97,4 +119,5 @@ def test_on_a_python_without_immortal_objects_nothing_changes() -> None:
     state = found["state"]
     assert isinstance(state, dict)
     assert all(count < 100 for count in state.values()), state
-    assert sorted(found["closed"]) == ["epoll", "file", "socket"]  # type: ignore[arg-type]
+    assert sorted(found["closed"]) == ALL_CLOSED  # type: ignore[arg-type]
+    assert found["grew"] is True
