@@ -53,6 +53,7 @@ def warn_restart_only(old: Config, new: Config) -> None:
         ("server.bind", old.server.bind != new.server.bind),
         ("server.reuse_port", old.server.reuse_port != new.server.reuse_port),
         ("workers.preload", old.workers.preload != new.workers.preload),
+        ("workers.immortalize", old.workers.immortalize != new.workers.immortalize),
         ("tls.redirect_bind", old.tls.redirect_bind != new.tls.redirect_bind),
         ("[[process]]", old.process != new.process),
     ):
