@@ -3,7 +3,10 @@ masker gives, however the payload is split across reads."""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -84,3 +87,16 @@ def test_frame_head_builds_the_frames_wsproto_builds(size: int) -> None:
     assert websocket.frame_head(2, size) + data == server.send(BytesMessage(data=data))
     text = "x" * size
     assert websocket.frame_head(1, size) + text.encode() == server.send(TextMessage(data=text))
+
+
+def test_the_c_masker_loads_without_the_websockets_package() -> None:
+    # (its package __init__ imports importlib.metadata: 1.7 MiB in every worker)
+    probe = (
+        "import sys, json; import bastion.protocol.websocket as w; "
+        "print(json.dumps([w.FAST_UNMASK, sorted(m for m in sys.modules "
+        "if m.startswith(('websockets', 'importlib.metadata')))]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(out.stdout) == [True, []]

@@ -19,7 +19,10 @@ and 1011 when the peer stops answering pings or the application fails.
 from __future__ import annotations
 
 import asyncio
-import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -51,13 +54,45 @@ __all__ = [
 # large messages); the ``websockets`` library ships the same operation in C (~1.3 us).
 # When it is installed (the ``bastion[websocket]`` extra), wsproto's masker is replaced
 # by one that calls it: same results, chunk by chunk, the key rotated the same way.
-# (Imported by name, not statically: the compiled build is type-checked where the
-# optional package is absent.)
-_apply_mask: Callable[[bytes | bytearray, bytes], bytes] | None
-try:
-    _apply_mask = importlib.import_module("websockets.speedups").apply_mask
-except (ImportError, AttributeError):  # no C speed-up: wsproto's own masker
-    _apply_mask = None
+# The extension module is loaded from its file alone: importing it by name would run
+# the websockets package's __init__, whose version module imports importlib.metadata
+# (zipfile, csv, email, ...: 1.7 MiB more in the supervisor and every worker, for a
+# package bastion takes one C function from).
+def _load_apply_mask() -> Callable[[bytes | bytearray, bytes], bytes] | None:
+    loaded = sys.modules.get("websockets.speedups")
+    if loaded is None:
+        try:
+            package = importlib.util.find_spec("websockets")
+        except (ImportError, ValueError):
+            return None
+        folders = package.submodule_search_locations if package is not None else None
+        for folder in folders or ():
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = os.path.join(folder, "speedups" + suffix)
+                if os.path.isfile(path):
+                    loader = importlib.machinery.ExtensionFileLoader("websockets.speedups", path)
+                    spec = importlib.util.spec_from_loader("websockets.speedups", loader)
+                    if spec is None:
+                        return None
+                    try:
+                        loaded = importlib.util.module_from_spec(spec)
+                        loader.exec_module(loaded)
+                    except ImportError:  # built for another Python
+                        continue
+                    finally:
+                        # (Python files a module like this one under its name; left
+                        # there without its package, an app's own ``import
+                        # websockets.speedups`` would find it and skip the package)
+                        if "websockets" not in sys.modules:
+                            sys.modules.pop("websockets.speedups", None)
+                    break
+            if loaded is not None:
+                break
+    apply_mask = getattr(loaded, "apply_mask", None)
+    return apply_mask if callable(apply_mask) else None
+
+
+_apply_mask = _load_apply_mask()  # None: no C speed-up, wsproto's own masker
 
 
 class _CMasker:
