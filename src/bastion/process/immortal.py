@@ -117,11 +117,13 @@ def immortalize() -> tuple[int, float]:
     word_at = _CTYPES.c_uint32.from_address
     referents = gc.get_referents
     mortal: dict[type, bool] = {}  # per class: must its objects stay mortal?
+    holders: set[int] = set()  # objects kept mortal for what they hold (seen once)
     count = 0
     while pending:
         obj = pending.pop()
-        word = word_at(id(obj) + _OFFSET)
-        if word.value & _SIGN:  # immortal already (Python's own, or seen before)
+        key = id(obj)
+        word = word_at(key + _OFFSET)
+        if word.value & _SIGN or key in holders:  # immortal already, or seen and kept
             continue
         kind = type(obj)
         keep = mortal.get(kind)
@@ -138,6 +140,7 @@ def immortalize() -> tuple[int, float]:
             kind.__flags__ & _HEAP_TYPE
             and any(d.__class__ is dict and _holds_mortal(d.values(), mortal) for d in inside)
         ):
+            holders.add(key)  # (two holders holding each other would be seen forever)
             continue
         word.value = IMMORTAL
         count += 1

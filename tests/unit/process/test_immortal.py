@@ -47,7 +47,11 @@ holder = {
     "mmap": mmap.mmap(-1, 4096),
     "memoryview": memoryview(exported),
     "holder": Holder(socket.socket()),
+    "holders holding each other": [Holder(socket.socket()), Holder(socket.socket())],
 }
+first, second = holder["holders holding each other"]
+first.peer, second.peer = second, first
+del first, second
 vars(holder["holder"])  # (its __dict__ made a dict of its own)
 values = [holder["list"][0], holder["list"][2]]
 count, seconds = immortalize()
