@@ -152,7 +152,11 @@ def share_with_workers() -> None:
     worker is forked (``workers.immortalize``; process/immortal.py)."""
     from bastion.process.immortal import immortalize
 
-    count, seconds = immortalize()
+    try:
+        count, seconds = immortalize()
+    except Exception as exc:  # a saving of memory, never a reason not to serve
+        logger.warning("workers.immortalize: left off (%s: %s)", type(exc).__name__, exc)
+        return
     if count:
         logger.debug("made %d objects immortal in %.2f s, shared with the workers", count, seconds)
 

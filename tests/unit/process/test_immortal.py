@@ -125,3 +125,19 @@ def test_on_a_python_without_immortal_objects_nothing_changes() -> None:
     assert all(count < 100 for count in state.values()), state
     assert sorted(found["closed"]) == ALL_CLOSED  # type: ignore[arg-type]
     assert found["grew"] is True
+
+
+def test_a_walk_that_fails_is_logged_and_bastion_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bastion.process import immortal, startup
+
+    def broken() -> tuple[int, float]:
+        raise TypeError("an object no walk expected")
+
+    monkeypatch.setattr(immortal, "immortalize", broken)
+    with caplog.at_level("WARNING"):
+        startup.share_with_workers()
+    assert [r.getMessage() for r in caplog.records] == [
+        "workers.immortalize: left off (TypeError: an object no walk expected)"
+    ]
