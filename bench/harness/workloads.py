@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -164,26 +165,43 @@ def rps_of(rows: dict[str, dict[str, Any]], name: str, key: str = "rps") -> floa
     return float(row[key])
 
 
+def _ratio(rows: dict[str, dict[str, Any]], peer: str) -> tuple[float, str] | None:
+    """bastion's req/s over ``peer``'s, and how it was found. Measured in rounds (both
+    servers measured in each, one soon after the other), the median of the rounds'
+    ratios: the machine's speed drifts between rounds by more than the differences
+    measured, and a ratio within one round cancels that drift, where the ratio of each
+    server's median round would not. Else the ratio of the two runs."""
+    ours, theirs = rps_of(rows, "bastion"), rps_of(rows, peer)
+    if ours is None or theirs is None:
+        return None
+    a, b = rows["bastion"].get("rounds_rps") or [], rows[peer].get("rounds_rps") or []
+    if len(a) > 1 and len(a) == len(b) and all(a) and all(b):
+        each = [x / y for x, y in zip(a, b, strict=True)]
+        shown = "/".join(f"{r:.2f}" for r in each)
+        return statistics.median(each), f" (median of rounds {shown})"
+    return ours / theirs, ""
+
+
 def _at_least(peer: str, factor: float) -> Callable[[dict[str, dict[str, Any]]], Any]:
     def check(rows: dict[str, dict[str, Any]]) -> tuple[bool | None, str]:
-        ours, theirs = rps_of(rows, "bastion"), rps_of(rows, peer)
-        if ours is None or theirs is None:
+        found = _ratio(rows, peer)
+        if found is None:
             return None, "no data"
-        ratio = ours / theirs
-        return ratio >= factor, f"{ratio:.2f}x{_per_cpu(rows, peer)}"
+        ratio, how = found
+        return ratio >= factor, f"{ratio:.2f}x{how}{_per_cpu(rows, peer)}"
 
     return check
 
 
 def _ahead_of_all(rows: dict[str, dict[str, Any]]) -> tuple[bool | None, str]:
-    ours = rps_of(rows, "bastion")
     peers = {
-        n: r for n in rows if n not in ("bastion", CEILING) and (r := rps_of(rows, n)) is not None
+        n: r for n in rows if n not in ("bastion", CEILING) and (r := _ratio(rows, n)) is not None
     }
-    if ours is None or not peers:
+    if not peers:
         return None, "no data"
-    best = max(peers, key=lambda n: peers[n])
-    return ours > peers[best], f"{ours / peers[best]:.2f}x best peer ({best}){_per_cpu(rows, best)}"
+    best = min(peers, key=lambda n: peers[n][0])  # the peer bastion leads least
+    ratio, how = peers[best]
+    return ratio > 1, f"{ratio:.2f}x best peer ({best}){how}{_per_cpu(rows, best)}"
 
 
 def _per_cpu(rows: dict[str, dict[str, Any]], peer: str) -> str:
