@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import importlib.machinery
 import importlib.util
-import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -62,32 +61,24 @@ def _load_apply_mask() -> Callable[[bytes | bytearray, bytes], bytes] | None:
     loaded = sys.modules.get("websockets.speedups")
     if loaded is None:
         try:
+            # the import system's own search, in the package's folders, without running
+            # the package
             package = importlib.util.find_spec("websockets")
+            folders = package.submodule_search_locations if package is not None else None
+            if not folders:  # (None would search sys.path itself)
+                return None
+            spec = importlib.machinery.PathFinder.find_spec("websockets.speedups", folders)
+            if spec is None or spec.loader is None:
+                return None
+            loaded = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(loaded)
         except (ImportError, ValueError):
             return None
-        folders = package.submodule_search_locations if package is not None else None
-        for folder in folders or ():
-            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-                path = os.path.join(folder, "speedups" + suffix)
-                if os.path.isfile(path):
-                    loader = importlib.machinery.ExtensionFileLoader("websockets.speedups", path)
-                    spec = importlib.util.spec_from_loader("websockets.speedups", loader)
-                    if spec is None:
-                        return None
-                    try:
-                        loaded = importlib.util.module_from_spec(spec)
-                        loader.exec_module(loaded)
-                    except ImportError:  # built for another Python
-                        continue
-                    finally:
-                        # (Python files a module like this one under its name; left
-                        # there without its package, an app's own ``import
-                        # websockets.speedups`` would find it and skip the package)
-                        if "websockets" not in sys.modules:
-                            sys.modules.pop("websockets.speedups", None)
-                    break
-            if loaded is not None:
-                break
+        finally:
+            # (Python files an extension module under its name; left there without its
+            # package, an app's own ``import websockets.speedups`` would skip the package)
+            if "websockets" not in sys.modules:
+                sys.modules.pop("websockets.speedups", None)
     apply_mask = getattr(loaded, "apply_mask", None)
     return apply_mask if callable(apply_mask) else None
 
