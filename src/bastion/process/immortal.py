@@ -126,10 +126,7 @@ def immortalize() -> tuple[int, float]:
         if word.value & _SIGN or key in holders:  # immortal already, or seen and kept
             continue
         kind = type(obj)
-        keep = mortal.get(kind)
-        if keep is None:
-            keep = mortal[kind] = _must_stay_mortal(kind)
-        if keep or obj is pending:
+        if _stays_mortal(kind, mortal) or obj is pending:
             continue
         inside = referents(obj)
         pending.extend(inside)
@@ -148,14 +145,15 @@ def immortalize() -> tuple[int, float]:
 
 
 def _holds_mortal(objects: Iterable[Any], mortal: dict[type, bool]) -> bool:
-    for item in objects:
-        kind = type(item)
-        keep = mortal.get(kind)
-        if keep is None:
-            keep = mortal[kind] = _must_stay_mortal(kind)
-        if keep:
-            return True
-    return False
+    return any(_stays_mortal(type(item), mortal) for item in objects)
+
+
+def _stays_mortal(kind: type, mortal: dict[type, bool]) -> bool:
+    """:func:`_must_stay_mortal`, answered once per class (``mortal`` keeps the answers)."""
+    keep = mortal.get(kind)
+    if keep is None:
+        keep = mortal[kind] = _must_stay_mortal(kind)
+    return keep
 
 
 def _must_stay_mortal(kind: type) -> bool:
