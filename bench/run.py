@@ -88,14 +88,9 @@ def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """A server's row from its rounds: the round of median req/s (the lower of the two
     middle ones for an even count), with every round's req/s; a failed or void round is
     reported in its place, never measured away."""
-    for r in rounds:
-        if not r["ok"] or void_reason(r):
-            bad = dict(r)
-            break
-    else:
-        ranked = sorted(rounds, key=lambda r: r["rps"])
-        bad = None
-    row = bad if bad is not None else dict(ranked[(len(ranked) - 1) // 2])
+    bad = [r for r in rounds if not r["ok"] or void_reason(r)]
+    ranked = bad or sorted(rounds, key=lambda r: r["rps"])
+    row = dict(ranked[0] if bad else ranked[(len(ranked) - 1) // 2])
     row["rounds"] = len(rounds)
     row["rounds_rps"] = [round(r["rps"], 1) if r["ok"] else None for r in rounds]
     return row
