@@ -223,13 +223,13 @@ class H1Reader(H1Link):
         idle keep-alive connection makes a new one when its next request starts, as
         nginx frees an idle connection's buffers."""
         if not self._in_head and not self._replay_head:
-            self._parser = None
-            self._feed_parser = _no_parser  # the bound method would keep it alive
+            self.drop_parser()
 
     def drop_parser(self) -> None:
-        """The connection is gone: let go of the parser, whose callbacks are this
-        connection's bound methods (a reference cycle that would keep both, and the
-        connection's last request, until the garbage collector runs)."""
+        """Let go of the parser (and of its bound ``feed_data``, which would keep it):
+        between requests, or for good when the connection is gone, since its callbacks
+        are this connection's bound methods (a reference cycle that would keep both, and
+        the connection's last request, until the garbage collector runs)."""
         self._parser = None
         self._feed_parser = _no_parser
 
