@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bastion.protocol import websocket
+from bastion.protocol import websocket, ws_mask
 
 pytest.importorskip("websockets.speedups")
 
@@ -22,8 +22,8 @@ def python_unmask(data: bytes, key: bytes) -> bytes:
 def test_the_c_masker_is_the_one_wsproto_uses() -> None:
     import wsproto.frame_protocol
 
-    assert websocket.FAST_UNMASK
-    assert wsproto.frame_protocol.XorMaskerSimple is websocket._CMasker
+    assert ws_mask.FAST_UNMASK
+    assert wsproto.frame_protocol.XorMaskerSimple is ws_mask._CMasker
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -31,7 +31,7 @@ def test_chunks_of_any_size_unmask_as_one(seed: int) -> None:
     rng = random.Random(seed)
     key = rng.randbytes(4)
     data = rng.randbytes(rng.randrange(0, 5000))
-    masker = websocket._CMasker(key)
+    masker = ws_mask._CMasker(key)
     out = bytearray()
     at = 0
     while at < len(data):
@@ -65,15 +65,15 @@ def test_a_masked_message_in_odd_pieces_through_a_session_parser() -> None:
 def test_unmask_of_whole_payloads(monkeypatch: pytest.MonkeyPatch, c_speedup: bool) -> None:
     """What the session uses on whole frames, with and without the C speed-up."""
     if not c_speedup:
-        monkeypatch.setattr(websocket, "_apply_mask", None)
+        monkeypatch.setattr(ws_mask, "_apply_mask", None)
     rng = random.Random(5)
     for size in [0, 1, 2, 3, 4, 5, 7, 125, 126, 4097, 65536, 65539]:
         key = rng.randbytes(4)
         data = rng.randbytes(size)
         framed = b"head" + data + b"tail"
         view = memoryview(framed)[4 : 4 + size]
-        assert websocket.unmask(view, key) == python_unmask(data, key)
-        assert type(websocket.unmask(data, key)) is bytes
+        assert ws_mask.unmask(view, key) == python_unmask(data, key)
+        assert type(ws_mask.unmask(data, key)) is bytes
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -92,7 +92,8 @@ def test_frame_head_builds_the_frames_wsproto_builds(size: int) -> None:
 def test_the_c_masker_loads_without_the_websockets_package() -> None:
     # (its package __init__ imports importlib.metadata: 1.7 MiB in every worker)
     probe = (
-        "import sys, json; import bastion.protocol.websocket as w; "
+        "import sys, json; import bastion.protocol.websocket; "
+        "import bastion.protocol.ws_mask as w; "
         "print(json.dumps([w.FAST_UNMASK, sorted(m for m in sys.modules "
         "if m.startswith(('websockets', 'importlib.metadata')))]))"
     )
