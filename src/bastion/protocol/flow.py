@@ -75,6 +75,7 @@ class Flow:
         "_send",
         "_unsent",
         "closed",
+        "encrypted",
         "grace",
         "loop",
         "min_rate",
@@ -126,6 +127,8 @@ class Flow:
         self.slow_since = 0.0
         self._rate_base = 0  # bytes the client had taken when the wait began
         self._fd = -1  # the socket, to ask the kernel what it has not delivered yet
+        #: the transport encrypts (TLS): bytes must go through it, never to the socket
+        self.encrypted = False
 
     def _wait(self, fut: asyncio.Future[None]) -> None:
         waiters = self._drain_waiters
@@ -139,6 +142,7 @@ class Flow:
         # the transport's write, bound once: a call through it needs no method lookup
         self._send = transport.write
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        self.encrypted = transport.get_extra_info("sslcontext") is not None
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -236,9 +240,11 @@ class Flow:
         return True
 
     def socket(self) -> socket.socket | None:
-        """The connection's socket, where there is one (not under TLS)."""
+        """The connection's socket, to send on directly, where there is one: not under
+        TLS, whose transport still shows the TCP socket beneath it (what went to that
+        socket would reach the client unencrypted, in the middle of the TLS stream)."""
         transport = self.transport
-        if transport is None or self.closed:
+        if transport is None or self.closed or self.encrypted:
             return None
         sock = transport.get_extra_info("socket")
         return sock if sock is not None else None
