@@ -27,6 +27,7 @@ COMPILED = [
     "src/bastion/protocol/h1_framing.py",
     "src/bastion/protocol/h1_reader.py",
     "src/bastion/protocol/http1.py",
+    "src/bastion/protocol/tls_transport.py",
     "src/bastion/edge/conditional.py",
     "src/bastion/edge/match.py",
     "src/bastion/edge/pipeline.py",

@@ -2,10 +2,10 @@
 
 A TLS listener accepts plain TCP connections; :class:`TLSAcceptor` is a connection's
 first protocol. It stops reading at once and asks the worker's :class:`HandshakeGate`
-for a slot. With one free, the gate starts TLS on the connection
-(``loop.start_tls``, which uvloop runs in C, the same record layer as before) within
-``tls.handshake_timeout``; once the handshake is done, the HTTP/1 connection is made on
-the TLS transport exactly as a listener with ``ssl=`` would have made it.
+for a slot. With one free, the gate puts bastion's TLS layer
+(:class:`~bastion.protocol.tls_transport.TLSTransport`) on the connection, which
+handshakes within ``tls.handshake_timeout``; once the handshake is done, the HTTP/1
+connection is made on top of it.
 
 Over ``tls.max_handshakes``, a connection waits, not read (it costs a socket and a
 small record), first come first served, for at most ``tls.handshake_wait`` seconds;
@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
 from bastion.observe.logging import logger
+from bastion.protocol.tls_transport import TLSTransport
 
 if TYPE_CHECKING:
     from bastion.protocol.http1 import HTTP1Protocol
@@ -80,7 +81,8 @@ class HandshakeGate:
         #: connections refused because no slot came free in time (since start)
         self.refused = 0
         self._waiting: collections.deque[TLSAcceptor] = collections.deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        # the TLS layers of the handshakes in progress, with their TCP transport
+        self._sessions: dict[TLSTransport, asyncio.Transport] = {}
         # the transports of the handshakes in progress, oldest first, with their start
         self._running: dict[asyncio.Transport, float] = {}
         self._evicting: set[asyncio.Transport] = set()  # cut, their slot not yet back
@@ -177,10 +179,24 @@ class HandshakeGate:
             self._refuse(conn.transport)
 
     def _start(self, conn: TLSAcceptor) -> None:
+        """Start the handshake on ``conn``'s connection: bastion's TLS layer becomes
+        its protocol, with the bytes read so far, and makes the HTTP connection on top
+        once the handshake is done."""
         self.active += 1
-        task = asyncio.get_running_loop().create_task(self._handshake(conn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            self._release()
+            return
+        loop = asyncio.get_running_loop()
+        rest = bytes(conn.buffer)
+        conn.transport = None
+        self._running[transport] = loop.time()
+        tls = TLSTransport(loop, transport, self.context, conn.make(), self._ended, self.timeout)
+        self._sessions[tls] = transport
+        transport.set_protocol(cast(asyncio.BaseProtocol, tls))  # (it has the methods)
+        if rest:
+            tls.data_received(rest)
+        transport.resume_reading()  # (the acceptor paused it when the first bytes came)
 
     def _release(self) -> None:
         self.active -= 1
@@ -195,49 +211,19 @@ class HandshakeGate:
         if self._waiting:
             self._schedule_sweep(asyncio.get_running_loop())
 
-    async def _handshake(self, conn: TLSAcceptor) -> None:
-        loop = asyncio.get_running_loop()
-        transport = conn.transport
-        if transport is None or transport.is_closing():
-            self._release()
+    def _ended(self, tls: TLSTransport, exc: BaseException | None) -> None:
+        """A handshake ended: done (``exc`` None), failed, timed out or cut."""
+        transport = self._sessions.pop(tls, None)
+        if transport is None:
             return
-        proto = conn.make()
-        # from here on the TLS protocol gets the bytes: take those read so far
-        rest = bytes(conn.buffer)
-        conn.transport = None
-        self._running[transport] = loop.time()
-        try:
-            if rest:
-                # start_tls puts its own protocol on the transport, then schedules that
-                # protocol's connection_made (which starts the handshake) and the resumed
-                # reading: this callback, scheduled first, runs between the two, so the
-                # bytes already read come before any the socket gives later
-                loop.call_soon(_feed, transport, rest)
-            tls_transport = await loop.start_tls(
-                transport,
-                proto,
-                self.context,
-                server_side=True,
-                ssl_handshake_timeout=self.timeout,
-            )
-        except OSError:  # (ssl.SSLError too) the handshake failed, timed out or was cut
-            if transport not in self._evicting:
-                self.failed += 1
-            transport.abort()
-            return
-        except Exception:
+        self._running.pop(transport, None)
+        evicted = transport in self._evicting
+        self._evicting.discard(transport)
+        if exc is not None and not evicted:
             self.failed += 1
-            logger.exception("TLS handshake with %s", transport.get_extra_info("peername"))
-            transport.abort()
-            return
-        finally:
-            self._running.pop(transport, None)
-            self._evicting.discard(transport)
-            self._release()
-        if tls_transport is None or tls_transport.is_closing():
-            transport.abort()
-            return
-        proto.connection_made(tls_transport)
+            if not isinstance(exc, (OSError, ssl.SSLError)):
+                logger.error("TLS handshake with %s: %r", transport.get_extra_info("peername"), exc)
+        self._release()
 
     def close(self) -> None:
         """The worker stops: close the connections waiting for a slot and those still
@@ -252,22 +238,8 @@ class HandshakeGate:
                 conn.timer.cancel()
             if conn.transport is not None:
                 conn.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-
-
-def _feed(transport: asyncio.Transport, data: bytes) -> None:
-    """Give ``data`` to the transport's (TLS) protocol as if the socket had read it."""
-    if transport.is_closing():
-        return
-    proto = cast(asyncio.BufferedProtocol, transport.get_protocol())
-    view = memoryview(data)
-    while view:
-        buf = memoryview(proto.get_buffer(len(view)))
-        n = min(len(buf), len(view))
-        buf[:n] = view[:n]
-        proto.buffer_updated(n)
-        view = view[n:]
+        for tls in list(self._sessions):
+            tls.abort()
 
 
 class TLSAcceptor(asyncio.Protocol):

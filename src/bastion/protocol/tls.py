@@ -30,29 +30,10 @@ _VERSIONS = {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303, "TLSv1.1": 0x0302, "TLSv1": 0
 _SUITES: dict[str, int] = {}
 
 
-class RecordSSLObject(ssl.SSLObject):
-    """An ``ssl.SSLObject`` whose ``read``, ``write`` and ``pending`` are the C methods
-    of the connection themselves. The event loop calls them for every TLS record it
-    takes in or sends (a read and two ``pending`` per request on a kept-alive connection,
-    and a write per response); ``ssl.SSLObject``'s own are Python wrappers that only
-    pass the call on, a Python frame each time."""
-
-    @classmethod
-    def _create(cls, *args: Any, **kwargs: Any) -> RecordSSLObject:
-        made: RecordSSLObject = super()._create(*args, **kwargs)  # type: ignore[misc]
-        inner = made._sslobj  # type: ignore[attr-defined]
-        made.read = inner.read  # type: ignore[method-assign]
-        made.write = inner.write  # type: ignore[method-assign]
-        made.pending = inner.pending  # type: ignore[method-assign]
-        return made
-
-
 class ServerContext(ssl.SSLContext):
-    """A server ``SSLContext`` that knows the PEM text of the certificate it serves,
-    and hands the event loop :class:`RecordSSLObject` connections."""
+    """A server ``SSLContext`` that knows the PEM text of the certificate it serves."""
 
     server_pem: str | None = None
-    sslobject_class = RecordSSLObject
 
 
 class TLSInfo:
