@@ -46,6 +46,8 @@ RESTART_DELAY = 1.0  # before restarting an admin process that died
 LIVE_WITHIN = 10.0  # /livez fails when the supervisor's loop has not turned for this long
 MAX_HEAD = 16384
 READ_TIMEOUT = 10.0
+#: on stop, how long the requests already taken may take to be answered (seconds)
+DRAIN_TIMEOUT = 2.0
 SSE_EVERY = 1.0
 STOP_SIGNAL = signal.SIGUSR1  # from the supervisor only (the admin ignores SIGTERM)
 
@@ -248,6 +250,7 @@ class AdminServer:
         self.snapshots = Snapshots(board)
         self.listeners: set[asyncio.Queue[bytes]] = set()
         self.stop = asyncio.Event()
+        self.clients: set[asyncio.Task[None]] = set()  # the connections being answered
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -261,6 +264,11 @@ class AdminServer:
             server.close()
             for q in list(self.listeners):
                 q.put_nowait(b"")
+            # Answer the connections already taken before going: during an upgrade
+            # (SIGUSR2) the next bastion's admin process shares the socket, and a probe
+            # this one accepted must get its answer, not a reset.
+            if self.clients:
+                await asyncio.wait(list(self.clients), timeout=DRAIN_TIMEOUT)
 
     async def _tick(self) -> None:
         """Once a second: watch the supervisor, and push a snapshot to the dashboards."""
@@ -290,6 +298,10 @@ class AdminServer:
         return bool(values[0]) and hmac.compare_digest(values[0].encode(), self.token)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.clients.add(task)
+            task.add_done_callback(self.clients.discard)
         try:
             await self._answer(reader, writer)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
