@@ -381,6 +381,22 @@ def test_jwt_refusals(site: Any) -> None:
     assert es(claims(exp=now - 60)) not in log
 
 
+def test_jwt_names_with_line_breaks_are_refused(site: Any) -> None:
+    """A signed token whose user claim holds CR/LF (an identity provider that lets
+    users choose their name) must not put a header of its choosing into the request."""
+    proc, keys, _, _ = site
+    for name in ("mallory\r\nX-Admin: 1", "mallory\nContent-Length: 0", "nul\x00"):
+        token = jwt.encode(claims(sub=name), keys.ec, algorithm="ES256", headers={"kid": "ec-1"})
+        r = get(proc, "/jwt/", headers=bearer(token))
+        assert r.status_code == 403, name
+        assert "auth" not in r.text
+    assert "the sub claim is not a usable name" in proc.log
+    ok = jwt.encode(claims(sub="dåvé"), keys.ec, algorithm="ES256", headers={"kid": "ec-1"})
+    r = get(proc, "/jwt/", headers={**bearer(ok), "X_Remote_User": "root"})
+    assert r.status_code == 200 and r.json()["auth"]["user"] == "dåvé"
+    assert r.json()["remote_user"] == "dåvé".encode().decode("latin-1")
+
+
 def test_jwks_refresh_on_unknown_kid_and_failure_keeps_keys(site: Any) -> None:
     proc, keys, state, _ = site
     assert state.jwks_fetches >= 1  # at start-up

@@ -92,11 +92,7 @@ def status(out: bytes) -> int:
     [
         b"/admin",
         b"//admin",
-        b"/./admin",
         b"/%61dmin",
-        b"/admin/../admin",
-        b"/%2e/admin",
-        b"/x/%2E%2E/admin",
         b"///admin",
     ],
 )
@@ -113,9 +109,7 @@ def test_every_spelling_of_admin_reaches_the_exact_route(
         b"/admin/users",
         b"//admin/users",
         b"/admin//users",
-        b"/./admin/./users",
         b"/%61dmin/users",
-        b"/admin/x/../users",
         b"/%61%64%6d%69%6e/users",
         # an encoded slash is routed as a slash: the app's PATH_INFO has "/admin/users",
         # so a rule on /admin/ must hold for it (access control depends on it)
@@ -148,19 +142,39 @@ def test_other_paths_reach_the_catch_all_app_with_the_raw_path(
 
 
 def test_the_app_gets_the_raw_path_of_a_normalised_request(site: BastionProcess) -> None:
-    code, _, body = get(site, b"//api/./v1/../items")
+    code, _, body = get(site, b"//api//v1/%69tems")
     assert code == 200
-    assert json.loads(body)["raw_path"] == "//api/./v1/../items"
+    assert json.loads(body)["raw_path"] == "//api//v1/%69tems"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/./admin",
+        b"/admin/../admin",
+        b"/%2e/admin",
+        b"/x/%2E%2E/admin",
+        b"/./admin/./users",
+        b"/admin/x/../users",
+        b"/admin/..",
+        b"/admin/.",
+        b"//api/./v1/../items",
+        b"/a/..%2Fadmin",
+    ],
+)
+def test_dot_segments_are_refused(site: BastionProcess, target: bytes) -> None:
+    """Clients remove them (RFC 3986 5.2.4); left in, the path would route as one path
+    and read as another in the app (docs/routing.md)."""
+    code, _, _ = get(site, target)
+    assert code == 400
 
 
 @pytest.mark.parametrize(
     "target",
     [
         b"/static/css/site.css",
-        b"/static/./css/site.css",
         b"//static//css/site.css",
         b"/%73tatic/css/%73ite.css",
-        b"/static/x/../css/site.css",
     ],
 )
 def test_static_files_match_the_normalised_path(site: BastionProcess, target: bytes) -> None:
@@ -169,12 +183,9 @@ def test_static_files_match_the_normalised_path(site: BastionProcess, target: by
 
 
 def test_dot_segments_cannot_leave_the_static_route(site: BastionProcess) -> None:
-    code, _, body = get(site, b"/static/../secret.txt")
-    # "/secret.txt" is not under /static/: the catch-all app answers, never the file
-    assert code == 200 and b"not to be served" not in body
-    assert json.loads(body)["raw_path"] == "/static/../secret.txt"
-    code, _, body = get(site, b"/static/%2e%2e/secret.txt")
-    assert code == 200 and b"not to be served" not in body
+    for target in (b"/static/../secret.txt", b"/static/%2e%2e/secret.txt"):
+        code, _, body = get(site, target)
+        assert code == 400 and b"not to be served" not in body
 
 
 # -- Host and the request line ------------------------------------------------------------

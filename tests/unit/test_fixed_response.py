@@ -4,6 +4,7 @@ the same bytes as the one checked on every request."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -56,7 +57,10 @@ def test_prepared_head_sends_what_start_response_sends(
     request = method + b" / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
     native = asyncio.run(serve(handler, request, wrap=False))
     generic = asyncio.run(serve(handler, request, wrap=True))
-    assert native == generic
+    # (the two may be a second apart: their Date lines are compared by shape only)
+    assert re.sub(rb"date: [^\r]*", b"date: -", native) == re.sub(
+        rb"date: [^\r]*", b"date: -", generic
+    )
     assert native.startswith(b"HTTP/1.1 %d " % status)
     assert native.count(b"\r\ndate: ") == 1
     if method != b"HEAD" and status != 204:

@@ -92,8 +92,10 @@ def feed(pieces: list[bytes], *, eof: bool = False) -> tuple[list[Request], Fake
 
 
 # -- valid requests ------------------------------------------------------------------------
-segment = st.text(alphabet="abcxyz019-._~%41", min_size=0, max_size=6).map(
-    lambda s: s.replace("%", "%25")
+segment = (
+    st.text(alphabet="abcxyz019-._~%41", min_size=0, max_size=6)
+    .map(lambda s: s.replace("%", "%25"))
+    .filter(lambda s: s not in (".", ".."))  # dot-segments are refused (another test)
 )
 paths = st.lists(segment, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
 queries = st.one_of(st.just(""), st.text(alphabet="abc=&19", min_size=1, max_size=8))

@@ -66,17 +66,17 @@ def route(**kw: object) -> RouteConfig:
     return msgspec.convert(kw, RouteConfig)
 
 
-EXACT = ["/admin", "//admin", "/./admin", "/%61dmin", "/admin/../admin", "/%2e/%61dmin"]
+EXACT = ["/admin", "//admin", "/%61dmin", "///%61dmin"]
 PREFIX = [
     "/admin/users",
     "//admin//users",
-    "/admin/./users",
     "/%61dmin/users",
-    "/x/../admin/users",
     # the app sees PATH_INFO /admin/users: routed as that (see edge.router.routing_path)
     "/admin%2Fusers",
 ]
 OTHER = ["/administrator", "/x/admin", "/%2561dmin"]
+# clients remove dot-segments; a path with one is refused (400) before any route
+DOTTED = ["/./admin", "/admin/../admin", "/%2e/%61dmin", "/x/../admin/users", "/a/..%2fb"]
 
 
 def test_every_spelling_reaches_the_same_route_on_the_real_protocol() -> None:
@@ -90,14 +90,18 @@ def test_every_spelling_reaches_the_same_route_on_the_real_protocol() -> None:
 
     router = Router(routes, [handler] * len(routes), handler)
 
-    async def main() -> bytes:
+    async def main(paths: list[str]) -> bytes:
         proto, transport, _ = make_conn(router)
-        for path in EXACT + PREFIX + OTHER:
+        for path in paths:
             proto.data_received(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path.encode())
             await settle()
         return bytes(transport.data)
 
-    out = asyncio.run(main())
+    for path in DOTTED:
+        out = asyncio.run(main([path]))
+        assert [r[0] for r in parse_responses(out)] == [400], path
+    assert not seen
+    out = asyncio.run(main(EXACT + PREFIX + OTHER))
     assert [r[0] for r in parse_responses(out)] == [200] * len(EXACT + PREFIX + OTHER)
     got = {raw.decode(): (index, rest) for index, rest, raw in seen}
     for path in EXACT:

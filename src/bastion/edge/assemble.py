@@ -25,9 +25,9 @@ routes naming it), then every part with a lifecycle
 (:class:`~bastion.edge.types.Lifecycle`), route by route; shutdown lets the worker's
 request tasks end, stops those parts in reverse order (the groups last), then the apps.
 
-An app mounted by a prefix route gets that prefix as its ``root_path`` (ASGI
-``root_path``, WSGI ``SCRIPT_NAME``) unless its own configuration sets one; when several
-prefix routes mount the same app, the first one gives the prefix.
+An app mounted by prefix routes gets, as its ``root_path`` (ASGI ``root_path``, WSGI
+``SCRIPT_NAME``), the path prefix every one of its prefix and exact routes shares, unless
+its own configuration sets one (see :func:`mount_point`).
 """
 
 from __future__ import annotations
@@ -86,11 +86,36 @@ def app_config(config: Config, name: str) -> AppConfig:
     app = config.app if name == DEFAULT_APP else config.apps[name]
     if app.root_path:
         return app
-    for route in config.routes:
-        if route.app == name and route.match == "prefix":
-            root = route.path.rstrip("/")
-            return msgspec.structs.replace(app, root_path=root) if root else app
-    return app
+    root = mount_point(config, name)
+    return msgspec.structs.replace(app, root_path=root) if root else app
+
+
+def mount_point(config: Config, name: str) -> str:
+    """Where app ``name`` is mounted: the longest path prefix (whole segments) that the
+    paths of all its prefix routes share, and under which its exact routes lie too; ""
+    for none. One route at ``/legacy`` mounts the app at ``/legacy``; routes at
+    ``/api/`` and ``/api/admin`` (the second for its access rules) at ``/api``; an app
+    also routed at ``/`` (or at ``/a`` and ``/b``) is mounted at the root. (A regex
+    route's paths cannot be known: it does not count.)"""
+    prefixes = [r.path.rstrip("/") for r in config.routes if r.app == name and r.match == "prefix"]
+    if not prefixes:
+        return ""
+    segments = prefixes[0].split("/")
+    for path in prefixes[1:]:
+        other = path.split("/")
+        n = 0
+        while n < len(segments) and n < len(other) and segments[n] == other[n]:
+            n += 1
+        segments = segments[:n]
+    root = "/".join(segments)
+    for r in config.routes:
+        if (
+            r.app == name
+            and r.match == "exact"
+            and not (r.path == root or r.path.startswith(root + "/"))
+        ):
+            return ""
+    return root
 
 
 def build_site(

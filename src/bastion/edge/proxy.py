@@ -39,6 +39,7 @@ from bastion.edge.proxy_headers import (
     HeaderRewrite,
     connection_names,
     last_chunk,
+    passable_request_trailers,
     passable_trailers,
     with_request_id,
 )
@@ -214,7 +215,12 @@ class _Forward:
     # -- request buffering (bastion.edge.proxy_buffer) --------------------------------
     async def buffer_then_forward(self) -> None:
         """Read the whole request body, then forward the request."""
-        if await buffer_body(self):
+        try:
+            buffered = await buffer_body(self)
+        except ClientDisconnected:
+            self.drop_body()
+            return  # the client left before its body was whole: nobody to answer
+        if buffered:
             # a body that can be sent again: idempotent methods may be retried
             self.retryable = self.head.method in IDEMPOTENT
             self.next_try()
@@ -318,7 +324,13 @@ class _Forward:
             if not self.finished:
                 self.try_failed(exc, reached=True)
             return
-        except (ClientDisconnected, asyncio.CancelledError):
+        except ClientDisconnected:
+            # the client left in the middle of its body: nobody to answer (and nothing
+            # to log: this task's end is not awaited)
+            if not self.finished:
+                self.give_up(conn)
+            return
+        except asyncio.CancelledError:
             if not self.finished:
                 self.give_up(conn)
             raise
@@ -353,7 +365,8 @@ class _Forward:
                 if chunked:
                     trailers = exchange.request_trailers
                     if trailers:
-                        conn.write(last_chunk(passable_trailers(trailers)))
+                        passable = passable_request_trailers(trailers, exchange.head)
+                        conn.write(last_chunk(passable))
                     else:
                         conn.write(b"0\r\n\r\n")
                 break

@@ -17,6 +17,7 @@ that starts with ``/``. Trailer fields pass minus those that must not be trailer
 from __future__ import annotations
 
 from typing import Final
+from urllib.parse import quote
 
 from bastion.observe.requestid import request_id as make_request_id
 from bastion.protocol.fields import NOT_TRAILERS, accepts_trailers
@@ -28,6 +29,7 @@ __all__ = [
     "HeaderRewrite",
     "connection_names",
     "last_chunk",
+    "passable_request_trailers",
     "passable_trailers",
     "with_request_id",
 ]
@@ -57,6 +59,10 @@ _SET_BY_PROXY: Final = frozenset(
     }
 )
 _VIA: Final = b"1.1 bastion"
+# what a path keeps unescaped when it is written again from its decoded text ("%": an
+# encoded slash stays "%2F" in the normalized path)
+_PATH_SAFE: Final = "/%:@!$&'()*+,;=-._~"
+_REAL_IP: Final = frozenset({b"x-real-ip", b"x-forwarded-port"})
 _NOTHING: Final[frozenset[bytes]] = frozenset()
 
 #: request headers handled apart (dropped, replaced, or looked at)
@@ -81,6 +87,20 @@ def passable_trailers(
 ) -> list[tuple[bytes, bytes]]:
     """``fields`` without those that must not be trailers."""
     return [(n, v) for n, v in fields if n not in NOT_TRAILERS and n not in dropped]
+
+
+def passable_request_trailers(
+    fields: list[tuple[bytes, bytes]], head: RequestHead
+) -> list[tuple[bytes, bytes]]:
+    """A client's request trailer ``fields`` that may go to the upstream: not those that
+    must not be trailers, nor any the request's head has (among them the identity header
+    authentication added) or the proxy sets, in any spelling of "-" as "_". An upstream
+    that merges trailers into the headers would otherwise take a trailer
+    ``X-Remote-User: admin`` as the identity."""
+    names = {n.replace(b"_", b"-") for n, _ in head.headers} | _SPECIAL | _REAL_IP
+    return [
+        (n, v) for n, v in fields if n not in NOT_TRAILERS and n.replace(b"_", b"-") not in names
+    ]
 
 
 def with_request_id(
@@ -137,8 +157,15 @@ class HeaderRewrite:
     def request_head(self, exchange: Exchange, framing: bytes, upgrade: bytes = b"") -> bytes:
         head = exchange.head
         path = head.raw_path
-        if self.prefix and path.startswith(self.prefix):
-            path = path[len(self.prefix) :] or b"/"
+        prefix = self.prefix
+        if prefix and not path.startswith(prefix):
+            # routed by its normalized spelling (``//api/x``, ``/%61pi/x``): strip the
+            # prefix from that, as nginx does, not pass the whole path on
+            normal = quote(head.normalized_path, safe=_PATH_SAFE).encode("ascii")
+            if normal.startswith(prefix):
+                path = normal
+        if prefix and path.startswith(prefix):
+            path = path[len(prefix) :] or b"/"
             if path[:1] != b"/":
                 path = b"/" + path
         query = head.query_string

@@ -626,9 +626,13 @@ class H1Exchange:
             # no zero-copy inside chunked framing: read and write blocks
             await send_file(flow, fd, offset, count, self._frame, zero_copy=False)
             return
-        self._sent += count
+        # never past the length the head announced: a file that grew since the app
+        # measured it must not spill its extra bytes into the connection's next response
+        left = self._content_length - self._sent
+        if count > left:
+            count = max(left, 0)
         try:
-            await send_file(flow, fd, offset, count, None, zero_copy=True)
+            self._sent += await send_file(flow, fd, offset, count, None, zero_copy=True)
         finally:
             if corked:
                 flow.cork(False)

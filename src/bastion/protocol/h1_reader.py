@@ -33,6 +33,7 @@ from bastion.protocol.h1_framing import (
     host_ok,
     parser_error_status,
 )
+from bastion.protocol.head import has_dot_segment
 from bastion.protocol.settings import ProtocolSettings
 from bastion.protocol.state import ConnectionTracker
 
@@ -383,6 +384,8 @@ class H1Reader(H1Link):
                 raw_path, query = url, b""  # (no tuple, no copies)
             else:
                 raw_path, query = url[:q], url[q + 1 :]
+            if has_dot_segment(raw_path):
+                raise self._remember(Reject(400, "dot-segment in the path"))
         elif url == b"*":
             if method != "OPTIONS":
                 raise self._remember(Reject(400, "asterisk-form target is for OPTIONS only"))
@@ -396,6 +399,8 @@ class H1Reader(H1Link):
                 authority, raw_path, query = absolute_target(url)
             except Reject as exc:
                 raise self._remember(exc) from None
+            if has_dot_segment(raw_path):
+                raise self._remember(Reject(400, "dot-segment in the path"))
             # RFC 9112 3.2.2: the target's authority replaces Host, for everything after
             for i in range(len(headers)):
                 if headers[i][0] == b"host":

@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 from bastion.protocol.tls import TLSInfo
 
-__all__ = ["RequestHead", "decode_path", "normalize_path"]
+__all__ = ["RequestHead", "decode_path", "has_dot_segment", "normalize_path"]
 
 _ENCODED_SLASH: Final = re.compile(rb"%2[fF]")
 _SLASHES: Final = re.compile(r"//+")
@@ -28,6 +28,25 @@ def decode_path(raw_path: bytes) -> str:
     if raw_path.isascii():
         return raw_path.decode()  # the common case, on the decoder's fast path
     return raw_path.decode("utf-8", "surrogateescape")
+
+
+_DOTS: Final = (b".", b"..")
+
+
+def has_dot_segment(raw_path: bytes) -> bool:
+    """Whether the path has a ``.`` or ``..`` segment, in any spelling (``/../``,
+    ``/%2e%2E/``, ``/..%2F``). Clients resolve them before sending (RFC 3986 5.2.4;
+    browsers, curl, httpx and urllib3 all do), and such a path would be routed as one
+    path and read by the app as another: the router resolves ``/admin/../x`` to ``/x``,
+    while a framework routes the text ``/admin/../x`` to its ``/admin/<path>`` handler,
+    past the access rules of ``/admin``. bastion refuses them (400). Only a path with
+    ``/.`` or ``%`` costs anything."""
+    if raw_path.find(b"/.") < 0 and raw_path.find(b"%") < 0:
+        return False
+    text = unquote_to_bytes(raw_path) if raw_path.find(b"%") >= 0 else raw_path
+    if text.find(b"/.") < 0:
+        return False
+    return any(part in _DOTS for part in text.split(b"/"))
 
 
 # raw paths with nothing to normalise, to their decoded text (bounded): a site's usual

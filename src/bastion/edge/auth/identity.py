@@ -24,7 +24,7 @@ from bastion.edge.wrap import ExchangeWithHead
 from bastion.observe.logging import logger
 from bastion.protocol.types import Exchange
 
-__all__ = ["CONTEXT_KEY", "Gate", "refuse"]
+__all__ = ["CONTEXT_KEY", "Gate", "refuse", "usable_name"]
 
 #: the key of the identity in ``head.context``: environ / scope["extensions"] key
 CONTEXT_KEY = "bastion.auth"
@@ -40,11 +40,13 @@ class Gate:
     def __init__(self, method: str, identity_header: str, strip: Iterable[str] = ()) -> None:
         self.method = method
         self.header = identity_header.lower().encode("latin-1") if identity_header else b""
-        names = {n.lower().encode("latin-1") for n in strip}
+        names = {n.lower().encode("latin-1").replace(b"_", b"-") for n in strip}
         if self.header:
-            names.add(self.header)
+            names.add(self.header.replace(b"_", b"-"))
         #: request headers a client may not set on this route (the identity header, the
-        #: headers forward auth copies in)
+        #: headers forward auth copies in), in any spelling of "-" as "_": CGI-style
+        #: servers and frameworks read ``X_Remote_User`` as ``X-Remote-User``
+        #: (both become HTTP_X_REMOTE_USER)
         self.strip = frozenset(names)
 
     def admit(
@@ -62,9 +64,22 @@ class Gate:
         head = exchange.head
         strip = self.strip
         headers = (
-            [(k, v) for k, v in head.headers if k not in strip] if strip else head.headers.copy()
+            [(k, v) for k, v in head.headers if k.replace(b"_", b"-") not in strip]
+            if strip
+            else head.headers.copy()
         )
+        if strip:
+            # a client that names a header in Connection has a proxy drop it (hop by
+            # hop): it must not get the identity header bastion adds dropped that way
+            for i, (k, v) in enumerate(headers):
+                if k == b"connection":
+                    tokens = [t.strip() for t in v.split(b",")]
+                    kept = [t for t in tokens if t.lower().replace(b"_", b"-") not in strip]
+                    if len(kept) != len(tokens):
+                        headers[i] = (k, b", ".join(kept))
         headers.extend(add_headers)
+        if user is not None and not usable_name(user):
+            raise ValueError("an identity with a control character")  # (callers check)
         if self.header and user is not None:
             headers.append((self.header, user.encode("utf-8")))
         info: dict[str, object] = {"user": user, "method": self.method}
@@ -74,6 +89,12 @@ class Gate:
         context[CONTEXT_KEY] = info
         new = head.replace(headers=headers, user=user, context=context, query_string=query_string)
         return ExchangeWithHead(exchange, new)
+
+
+def usable_name(user: str) -> bool:
+    """Whether ``user`` can be passed on as an identity: at most 1,024 characters and no
+    control character (a CR or LF in a request header would end it there)."""
+    return len(user) <= 1024 and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in user)
 
 
 def client_text(exchange: Exchange) -> str:

@@ -30,7 +30,7 @@ from jwt.types import Options
 
 from bastion.clients.jwks import JwksFetcher, JwksFetchError
 from bastion.config.auth_schema import JwtAuthConfig
-from bastion.edge.auth.identity import Gate, refuse
+from bastion.edge.auth.identity import Gate, refuse, usable_name
 from bastion.edge.types import FilterResult, RouteMatch
 from bastion.observe.logging import logger
 from bastion.protocol.types import Exchange
@@ -211,6 +211,12 @@ class JwtFilter:
         user = claims.get(cfg.user_claim)
         if not isinstance(user, str) or not user:
             refuse(exchange, "jwt", f"no {cfg.user_claim} claim", status=403)
+            return None
+        if not usable_name(user):
+            # the name goes into WSGI REMOTE_USER, the access log and, on proxy routes,
+            # a request header: a line break in it would start a header (or a request)
+            # of the token holder's choosing
+            refuse(exchange, "jwt", f"the {cfg.user_claim} claim is not a usable name", status=403)
             return None
         if cfg.cache_size:
             exp = claims.get("exp")
