@@ -145,6 +145,16 @@ def test_wsgi_sees_https(certs: Certs) -> None:
         assert env["SSL_CLIENT_VERIFY"] == "NONE" and "SSL_CLIENT_S_DN" not in env
 
 
+def test_wsgi_sees_the_server_name_the_client_asked_for(certs: Certs) -> None:
+    with serve("tls_apps:wsgi_app", *tls_args(certs)) as srv:
+        by_name = httpx.get(
+            srv.url.replace("127.0.0.1", "localhost"), verify=certs.client_context()
+        )
+        assert by_name.json()["SSL_TLS_SNI"] == "localhost"
+        by_address = httpx.get(srv.url, verify=certs.client_context())  # no SNI for an IP
+        assert by_address.json()["SSL_TLS_SNI"] == ""
+
+
 def test_websocket_scope_scheme_is_wss(certs: Certs) -> None:
     import asyncio
 

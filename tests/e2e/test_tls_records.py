@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,3 +234,90 @@ def test_a_forged_record_ends_that_connection_only(
         c.close()
     r = httpx.get(srv.url.replace("127.0.0.1", "localhost") + "/after", verify=context)
     assert r.status_code == 200 and r.json()["path"] == "/after"
+
+
+def test_a_close_notify_after_pipelined_requests_still_gets_every_answer(
+    tls: tuple[BastionProcess, ssl.SSLContext],
+) -> None:
+    """TLS 1.3 lets a client close its side and go on reading (RFC 8446 6.1), as
+    ``shutdown(SHUT_WR)`` does on plain TCP."""
+    srv, context = tls
+    c = Client(port(srv), context)
+    try:
+        c.send(b"".join(b"GET /mib?%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % i for i in range(3)))
+        try:
+            c.tls.unwrap()  # our close_notify, right behind the requests
+        except ssl.SSLWantReadError:
+            pass
+        c.flush()
+        data = b""
+        while chunk := c.recv():
+            data += chunk
+        assert data.count(b"HTTP/1.1 200") == 3
+        assert data.count(b"x") >= 3 * 1024 * 1024
+    finally:
+        c.close()
+    assert "has no effect when using ssl" not in srv.log
+
+
+def test_connections_bastion_closes_free_their_place_at_once(tmp_path: Path) -> None:
+    """Closing sends close_notify and closes TCP: bastion does not wait for the client's
+    close_notify (a client gone from the network never sends one). Idle kept-alive
+    connections of clients that never read again leave at the keep-alive timeout, and a
+    new client gets in; a stop does not wait for them either."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost", "127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    issued.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    args = ["--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem")]
+    args += ["--workers", "1", "--max-connections", "5", "--keepalive-timeout", "1"]
+
+    with serve("http_echo:app", *args) as srv:
+        url = srv.url.replace("127.0.0.1", "localhost")
+        idle = []
+        for _ in range(5):
+            s = client.wrap_socket(
+                socket.create_connection(("127.0.0.1", port(srv))), server_hostname="localhost"
+            )
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")  # then never read
+            idle.append(s)
+        start = time.monotonic()
+        while True:
+            r = httpx.get(url + "/in", verify=client, timeout=5)
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503
+            assert time.monotonic() - start < 10, "the idle connections kept their places"
+            time.sleep(0.3)
+        keep = client.wrap_socket(
+            socket.create_connection(("127.0.0.1", port(srv))), server_hostname="localhost"
+        )
+        keep.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        keep.recv(100)
+        srv.signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert srv.wait(15) == 0
+        assert time.monotonic() - stopped < 10
+        for s in [*idle, keep]:
+            s.close()
+
+
+def test_a_response_cut_short_by_the_app_ends_without_close_notify(
+    tls: tuple[BastionProcess, ssl.SSLContext],
+) -> None:
+    """HTTP/1.0: the body ends where the connection does. A clean close_notify would
+    tell the client the body is whole; bastion drops the connection instead."""
+    srv, context = tls
+    c = Client(port(srv), context)
+    try:
+        c.send(b"GET /crash HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        data = b""
+        with pytest.raises((ssl.SSLEOFError, ConnectionResetError)):
+            while chunk := c.recv():
+                data += chunk
+            raise AssertionError(f"a clean close_notify after {data!r}")
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"half of it")
+    finally:
+        c.close()

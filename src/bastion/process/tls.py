@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from bastion.config.errors import DEFAULT, ConfigError, Source, problem
 from bastion.config.schema import TLSConfig
-from bastion.protocol.tls import ServerContext
+from bastion.protocol.tls import SNI_ATTRIBUTE, ServerContext
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -84,16 +84,20 @@ def load_tls(config: TLSConfig, sources: Mapping[str, Source] | None = None) -> 
         tls.files.extend(f for f in files if f)
         for name in names:
             tls.by_name.setdefault(name.lower().rstrip("."), ctx)
-    if len(made) > 1:
+    several = len(made) > 1
 
-        def choose(sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
-            if name:
-                found = tls.pick(name)
-                if found is not None and found is not ctx:
-                    sslobj.context = found
-            return None
+    def choose(sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        # the name the client asked for, which the server side's SSLObject does not
+        # keep (its server_hostname is the client side's): SSL_TLS_SNI, the ASGI TLS
+        # extension's server name
+        setattr(sslobj, SNI_ATTRIBUTE, name or "")
+        if name and several:
+            found = tls.pick(name)
+            if found is not None and found is not ctx:
+                sslobj.context = found
+        return None
 
-        default.sni_callback = choose
+    default.sni_callback = choose
     return tls
 
 

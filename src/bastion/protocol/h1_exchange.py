@@ -608,6 +608,11 @@ class H1Exchange:
             if stages is not None:
                 stages[STAGE_RESPONSE] = time.perf_counter()
             self._flow.write(error_response(500, self._link.tracker.date_header))
+        else:
+            # the response began: drop the connection (a reset; under TLS no
+            # close_notify), so that no client takes a cut body, even one whose end is
+            # the connection's close, for a whole one
+            self._flow.abort()
         self._link.exchange_done(self)
 
     async def sendfile(self, fd: int, offset: int, count: int) -> None:

@@ -26,6 +26,8 @@ _SHORT = {
     "domainComponent": "DC",
     "userId": "UID",
 }
+#: where the listener's SNI callback leaves the name a client asked for, on its SSLObject
+SNI_ATTRIBUTE = "bastion_server_name"
 _VERSIONS = {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303, "TLSv1.1": 0x0302, "TLSv1": 0x0301}
 _SUITES: dict[str, int] = {}
 
@@ -68,7 +70,7 @@ class TLSInfo:
         #: the ALPN protocol agreed on ("http/1.1"), or ""
         self.alpn: str = ssl_object.selected_alpn_protocol() or ""
         #: the name the client asked for (SNI), or ""
-        self.server_name: str = ssl_object.server_hostname or ""
+        self.server_name: str = getattr(ssl_object, SNI_ATTRIBUTE, "") or ""
         context = ssl_object.context
         self.server_cert: str | None = (
             context.server_pem if isinstance(context, ServerContext) else None

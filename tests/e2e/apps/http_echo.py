@@ -11,6 +11,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Echoes the request: method, path, query, headers and body length/prefix as JSON.
 
     ``/stream`` answers with 5 chunks, 0.2 s apart, with no Content-Length.
+    ``/crash`` sends half a body, then raises.
     ``/big`` answers with 4 MiB, ``/mib`` with 1 MiB (made for each request). ``/slow``
     waits 3 s first. ``/ticks/...`` streams a line every 50 ms (for 20 s at most) while
     it waits for ``http.disconnect`` and prints it when it comes.
@@ -34,6 +35,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             return
         print(f"http_echo: {message['type']} on {path}", flush=True)
         return
+    if path == "/crash":
+        # a response cut short by the app: half a body, then an exception
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"half of it", "more_body": True})
+        raise RuntimeError("the app failed in the middle of its response")
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for i in range(5):
