@@ -321,3 +321,40 @@ def test_a_response_cut_short_by_the_app_ends_without_close_notify(
         assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"half of it")
     finally:
         c.close()
+
+
+def test_responses_clients_do_not_read_count_against_max_pending_output(tmp_path: Path) -> None:
+    """The encrypted bytes waiting for slow clients are in the TCP transport's buffer,
+    where ``limits.max_pending_output`` looks: over it, the slowest are dropped."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost", "127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    issued.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    (tmp_path / "bastion.toml").write_text(
+        f"""
+[server]
+bind = ["127.0.0.1:0"]
+[workers]
+count = 1
+[limits]
+max_pending_output = "24m"
+[timeouts]
+min_send_rate = 0
+[tls]
+certfile = "{tmp_path / "cert.pem"}"
+keyfile = "{tmp_path / "key.pem"}"
+"""
+    )
+    with serve("slow_reader:app", "-c", str(tmp_path / "bastion.toml")) as srv:
+        stalled = []
+        for _ in range(3):  # 3 x 32 MiB (more than the kernel's buffers), none read
+            raw = socket.create_connection(("127.0.0.1", port(srv)))
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s = context.wrap_socket(raw, server_hostname="localhost")
+            s.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            stalled.append(s)
+        srv.wait_for_log(r"limits.max_pending_output is \d+\): dropped the \d+ slowest", 15)
+        for s in stalled:
+            s.close()
