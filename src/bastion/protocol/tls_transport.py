@@ -77,8 +77,14 @@ class TLSTransport:
         self.ssl_object: ssl.SSLObject = context.wrap_bio(
             self._incoming, self._outgoing, server_side=True
         )
-        # the C object itself, for the calls made on every record
+        # the C object itself, for the calls made on every record, and those calls
+        # bound once (a call through them needs no method lookup)
         self._ssl: Any = getattr(self.ssl_object, "_sslobj", self.ssl_object)
+        self._decrypt: Any = self._ssl.read
+        self._decrypted: Any = self._ssl.pending
+        self._encrypt: Any = self._ssl.write
+        self._sealed: Any = self._outgoing.read
+        self._send: Any = tcp.write
         self._app: Any = app
         self._on_handshake: HandshakeDone | None = on_handshake
         self._state = HANDSHAKE
@@ -187,29 +193,31 @@ class TLSTransport:
     def _read(self) -> None:
         """Decrypt what came in and hand it on, while the app reads."""
         incoming = self._incoming
-        tls = self._ssl
+        decrypt = self._decrypt
         try:
-            while True:
-                # what is still encrypted, and what OpenSSL decrypted but did not give
-                # yet: checking first spares the exception that ends a read loop
-                # otherwise (a few µs); a record's text is never longer than the record
-                size = incoming.pending + tls.pending()
-                if size <= 0:
-                    break
-                data = tls.read(size if size < READ_MAX else READ_MAX)
+            # what is still encrypted, and what OpenSSL decrypted but did not give yet:
+            # checking first spares the exception that ends a read loop otherwise (a few
+            # µs); a record's text is never longer than the record
+            size = incoming.pending + self._decrypted()
+            while size > 0:
+                asked = size if size < READ_MAX else READ_MAX
+                data = decrypt(asked)
                 if not data:  # the client's close_notify
                     self._close_notified()
                     break
                 self._app.data_received(data)
                 if self._paused or self._state != OPEN:
                     break
+                size = incoming.pending
+                if len(data) == asked:  # (less: OpenSSL gave all it had)
+                    size += self._decrypted()
         except ssl.SSLWantReadError:
             pass  # the rest of a record is still on its way
         except (ssl.SSLError, OSError, ValueError) as exc:
             self._fatal(exc)
             return
         if self._outgoing.pending:  # (a key update's answer)
-            self._tcp.write(self._outgoing.read())
+            self._send(self._sealed())
 
     def _close_notified(self) -> None:
         if not self._made:
@@ -232,11 +240,11 @@ class TLSTransport:
         if self._state != OPEN or not len(data):
             return
         try:
-            self._ssl.write(data)
+            self._encrypt(data)
         except (ssl.SSLError, OSError, ValueError) as exc:
             self._fatal(exc)
             return
-        self._tcp.write(self._outgoing.read())
+        self._send(self._sealed())
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         if self._state != OPEN:
