@@ -28,7 +28,7 @@ ALL_SRC    := $(shell find src -name '*.py')
 PURE_TESTS := tests/unit tests/e2e/test_installed_package.py tests/e2e/test_cli.py \
 	tests/e2e/test_http1_e2e.py tests/e2e/test_slow_readers_e2e.py \
 	tests/e2e/test_wsgi_validate.py tests/e2e/test_compress_headers.py tests/e2e/test_routes.py \
-	tests/e2e/test_immortal_memory.py
+	tests/e2e/test_immortal_memory.py tests/e2e/test_tls_records.py
 
 .PHONY: run test lint typecheck unit e2e bench bench-static system-deps clean check-pythons
 

@@ -237,6 +237,10 @@ forwarded_allow_ips = ["127.0.0.1"]
 users_file = "{users}"
 """
     + limited("/addr", "1/m", 2)
+    + limited("/login", "1/m", 3)
+    + """[routes.auth_basic]
+users_file = "{users}"
+"""
 )
 
 
@@ -275,6 +279,13 @@ def test_keys_header_identity_and_address_behind_proxy(tmp_path: Path) -> None:
         assert codes("/addr", 3, headers=one) == [200, 200, 429]
         assert codes("/addr", 2, headers=two) == [200, 200]
         assert codes("/addr", 2) == [200, 200]  # the proxy itself
+        # an address limit runs before authentication: guessed passwords count, and
+        # past the limit not even the right one is checked (as nginx's limit_req)
+        three = {"X-Forwarded-For": "10.0.0.3"}
+        assert codes("/login", 4, headers=three, auth=("alice", "guess")) == [401] * 3 + [429]
+        assert codes("/login", 1, headers=three, auth=("alice", "pw-alice")) == [429]
+        four = {"X-Forwarded-For": "10.0.0.4"}
+        assert codes("/login", 1, headers=four, auth=("alice", "pw-alice")) == [200]
 
 
 def stat(redis: RedisServer, name: str) -> int:

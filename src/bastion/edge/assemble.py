@@ -48,7 +48,7 @@ from bastion.config.tables import DEFAULT_APP
 from bastion.edge.access import access_filter
 from bastion.edge.auth import auth_filter
 from bastion.edge.pipeline import AppHandler, Lifecycles, Pipeline
-from bastion.edge.ratelimit import rate_limit_filter
+from bastion.edge.ratelimit import rate_limit_before_auth, rate_limit_filter
 from bastion.edge.redirect import redirect_handler
 from bastion.edge.respond import NOT_FOUND, method_not_allowed, return_handler
 from bastion.edge.router import Router, routing_path
@@ -68,8 +68,15 @@ worker's tasks; returns the route's filter, or None when its configuration asks 
 nothing (then the route pays nothing for it)."""
 
 #: The request filters a route may get, in the order they run (the real client address
-#: before anything that looks at it, access control, authentication, rate limiting).
-REQUEST_FILTERS: tuple[RequestFilterFactory, ...] = (access_filter, auth_filter, rate_limit_filter)
+#: before anything that looks at it): access control, the rate limits keyed by address
+#: or header (so that failed logins count), authentication, the rate limits keyed by
+#: the authenticated user or API key.
+REQUEST_FILTERS: tuple[RequestFilterFactory, ...] = (
+    access_filter,
+    rate_limit_before_auth,
+    auth_filter,
+    rate_limit_filter,
+)
 
 
 def app_names(config: Config) -> list[str]:

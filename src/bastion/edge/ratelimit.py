@@ -33,7 +33,7 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from bastion.config.ratelimit_schema import RateLimitConfig, RouteRateLimitConfig
 from bastion.config.schema import Config, RouteConfig
@@ -53,6 +53,7 @@ __all__ = [
     "RateError",
     "RateLimitFilter",
     "parse_rate",
+    "rate_limit_before_auth",
     "rate_limit_filter",
 ]
 
@@ -418,12 +419,38 @@ def route_scope(route: RouteConfig, index: int) -> str:
     return f"{route.host}{route.path}#{index}"
 
 
+#: limits whose key is known before authentication: they run before it, so that the
+#: requests it refuses count too (password guessing is limited, as nginx's limit_req
+#: runs before auth_basic)
+BEFORE_AUTH: Final = ("address", "header")
+
+
+def _route_limits(
+    config: Config, route: RouteConfig | None, tasks: WorkerTasks, before_auth: bool
+) -> RateLimitFilter | None:
+    if route is None or not route.rate_limit:
+        return None
+    limits = [
+        Limit(cfg, route_scope(route, i))
+        for i, cfg in enumerate(route.rate_limit)
+        if (cfg.key in BEFORE_AUTH) == before_auth
+    ]
+    if not limits:
+        return None
+    return RateLimitFilter(limits, _backend(config.rate_limit, tasks))
+
+
+def rate_limit_before_auth(
+    config: Config, route: RouteConfig | None, tasks: WorkerTasks
+) -> RateLimitFilter | None:
+    """The route's limits keyed by client address or a header, as one filter that runs
+    before authentication; None when it has none."""
+    return _route_limits(config, route, tasks, before_auth=True)
+
+
 def rate_limit_filter(
     config: Config, route: RouteConfig | None, tasks: WorkerTasks
 ) -> RateLimitFilter | None:
-    """The route's rate limits as one filter, or None when it has none."""
-    if route is None or not route.rate_limit:
-        return None
-    backend = _backend(config.rate_limit, tasks)
-    limits = [Limit(cfg, route_scope(route, i)) for i, cfg in enumerate(route.rate_limit)]
-    return RateLimitFilter(limits, backend)
+    """The route's limits keyed by the authenticated user or API key, as one filter that
+    runs after authentication; None when it has none."""
+    return _route_limits(config, route, tasks, before_auth=False)

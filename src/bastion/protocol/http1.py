@@ -217,12 +217,17 @@ class HTTP1Protocol(H1Reader):
         per_client = self.tracker.per_client
         count = per_client.get(host, 0)
         if count >= settings.max_connections_per_client:
-            log.warning(
-                "refused a connection from %s: it has %d open on this worker "
-                "(limits.max_connections_per_client)",
-                host,
-                count,
-            )
+            tracker = self.tracker
+            tracker.refused_per_client += 1
+            refused = tracker.refused_per_client
+            if refused == 1 or refused % 1000 == 0:  # (a flood must not flood the log)
+                log.warning(
+                    "refused %d connection(s) over limits.max_connections_per_client; "
+                    "the latest from %s, which has %d open on this worker",
+                    refused,
+                    host,
+                    count,
+                )
             return False
         per_client[host] = count + 1
         self._counted_as = host

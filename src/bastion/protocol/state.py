@@ -115,6 +115,7 @@ class ConnectionTracker:
         "rate_limited",
         "ready",
         "ready_scheduled",
+        "refused_per_client",
         "requests_served",
         "servers",
         "sessions_ended",
@@ -160,6 +161,8 @@ class ConnectionTracker:
         self.rate_limited = 0
         self.sessions_ended = 0
         self.tls_handshakes = 0
+        #: connections refused by limits.max_connections_per_client (since start)
+        self.refused_per_client = 0
         self._routes = 1
         self._route_fixed = -1
         self._per_route = 0
