@@ -116,6 +116,10 @@ class TLSTransport:
             self._handshake_failed(ConnectionResetError("the client closed during the handshake"))
             return None
         if state == OPEN and self._made:
+            if not self._paused and self._incoming.pending:
+                self._read()  # records that came with the end go first
+                if self._state != OPEN or not self._made:
+                    return None
             keep = self._app.eof_received()
             return True if keep else None
         return None
@@ -269,6 +273,9 @@ class TLSTransport:
         """Send ``close_notify``, then close the TCP connection once its buffer is sent."""
         state = self._state
         if state >= CLOSING:
+            return
+        if state == HANDSHAKE:
+            self.abort()  # (nothing to say yet; the gate gets its slot back)
             return
         self._state = CLOSING
         self._cancel_timers()
