@@ -30,6 +30,10 @@ def decode_path(raw_path: bytes) -> str:
     return raw_path.decode("utf-8", "surrogateescape")
 
 
+# raw paths with nothing to normalise, to their decoded text (bounded): a site's usual
+# paths are looked up once instead of searched three times per request
+_PLAIN: Final[dict[bytes, str]] = {}
+
 _DOTS: Final = (b".", b"..")
 
 
@@ -40,18 +44,15 @@ def has_dot_segment(raw_path: bytes) -> bool:
     path and read by the app as another: the router resolves ``/admin/../x`` to ``/x``,
     while a framework routes the text ``/admin/../x`` to its ``/admin/<path>`` handler,
     past the access rules of ``/admin``. bastion refuses them (400). Only a path with
-    ``/.`` or ``%`` costs anything."""
+    ``/.`` or ``%`` costs anything (one seen before, a lookup)."""
+    if raw_path in _PLAIN:
+        return False  # a path seen before with nothing to normalise (the usual case)
     if raw_path.find(b"/.") < 0 and raw_path.find(b"%") < 0:
         return False
     text = unquote_to_bytes(raw_path) if raw_path.find(b"%") >= 0 else raw_path
     if text.find(b"/.") < 0:
         return False
     return any(part in _DOTS for part in text.split(b"/"))
-
-
-# raw paths with nothing to normalise, to their decoded text (bounded): a site's usual
-# paths are looked up once instead of searched three times per request
-_PLAIN: Final[dict[bytes, str]] = {}
 
 
 def normalize_path(raw_path: bytes, path: str) -> str:
