@@ -315,6 +315,30 @@ def test_redirect_listener_sends_plain_http_to_https(certs: Certs) -> None:
             assert sock.recv(100).startswith(b"HTTP/1.1 400")
 
 
+def test_redirect_listener_behind_a_proxy_protocol_balancer(certs: Certs) -> None:
+    """A load balancer that sends PROXY headers on :80 and :443 (AWS NLB, HAProxy):
+    the redirect listener named in server.proxy_protocol reads the header first."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        redirect = f"127.0.0.1:{probe.getsockname()[1]}"
+    env = {"BASTION_TLS__REDIRECT_BIND": redirect}
+    with serve("tls_apps:asgi_app", *tls_args(certs, "--proxy-protocol", redirect), env=env) as srv:
+        https = srv.addresses[0]
+        with socket.create_connection(("127.0.0.1", int(redirect.rsplit(":", 1)[1])), 5) as s:
+            s.sendall(
+                b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n"
+                b"GET /x HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n"
+            )
+            out = b""
+            while chunk := s.recv(4096):
+                out += chunk
+        assert out.startswith(b"HTTP/1.1 308"), out[:100]
+        assert f"location: https://example.test:{port_of(https)}/x".encode() in out.lower()
+        # the TLS listener expects no header: it was not named
+        r = httpx.get(https.replace("127.0.0.1", "localhost") + "/", verify=certs.client_context())
+        assert r.status_code == 200
+
+
 def test_a_client_that_never_handshakes_is_closed(certs: Certs) -> None:
     env = {"BASTION_TLS__HANDSHAKE_TIMEOUT": "1"}
     with (

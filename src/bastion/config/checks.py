@@ -140,12 +140,18 @@ def _check_proxies(config: Config, src: Callable[[str], Source]) -> Iterator[str
                 src("server.forwarded_allow_ips"), f"server.forwarded_allow_ips[{i}]", str(e)
             )
     binds = {b.strip() for b in server.bind}
+    redirects = {b.strip() for b in config.tls.redirect_bind}
     for i, entry in enumerate(server.proxy_protocol):
-        if entry.strip() != "*" and entry.strip() not in binds:
+        if entry.strip() != "*" and entry.strip() not in binds | redirects:
+            also = (
+                f" or tls.redirect_bind {toml_value(list(config.tls.redirect_bind))}"
+                if redirects
+                else ""
+            )
             yield problem(
                 src("server.proxy_protocol"),
                 f"server.proxy_protocol[{i}]",
-                f'expected one of server.bind {toml_value(list(server.bind))} or "*", '
+                f'expected one of server.bind {toml_value(list(server.bind))}{also} or "*", '
                 f"got {toml_value(entry)}",
             )
 

@@ -270,7 +270,10 @@ class _Worker:
 
                     redirect = HttpsRedirect(https_port(listeners))
                 server = await self.loop.create_server(
-                    functools.partial(HTTP1Protocol, settings, redirect, tracker),
+                    proxied(
+                        functools.partial(HTTP1Protocol, settings, redirect, tracker),
+                        expects_proxy(self.config.server, lst.spec.text, redirect=True),
+                    ),
                     sock=sock,
                     backlog=self.config.server.backlog,
                 )

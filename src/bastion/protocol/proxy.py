@@ -196,11 +196,12 @@ def parse_proxy_header(data: bytes) -> ProxyHeader | None:
     raise ProxyError("no PROXY header")
 
 
-def expects_proxy(server: ServerConfig, bind: str) -> bool:
-    """Whether connections to the listener of ``bind`` (its ``server.bind`` text) start
-    with a PROXY header."""
+def expects_proxy(server: ServerConfig, bind: str, redirect: bool = False) -> bool:
+    """Whether connections to the listener of ``bind`` (its ``server.bind`` text, or its
+    ``tls.redirect_bind`` text with ``redirect``) start with a PROXY header. ``"*"``
+    stands for every ``server.bind`` listener; a redirect listener is named itself."""
     entries = [e.strip() for e in server.proxy_protocol]
-    return "*" in entries or bind.strip() in entries
+    return ("*" in entries and not redirect) or bind.strip() in entries
 
 
 def proxied(make: Callable[[], HTTP1Protocol], expect: bool) -> Callable[[], asyncio.Protocol]:
