@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 from server import BastionProcess, serve
+from tls_certs import make_certs
 
 SIZE = 3 * 1024 * 1024 + 17  # past the static route's in-memory cache
 
@@ -25,12 +25,7 @@ SIZE = 3 * 1024 * 1024 + 17  # past the static route's in-memory cache
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ssl.SSLContext, Path]]:
     root = tmp_path_factory.mktemp("tls-files")
-    ca = trustme.CA()
-    issued = ca.issue_cert("localhost", "127.0.0.1")
-    issued.cert_chain_pems[0].write_to_path(str(root / "cert.pem"))
-    issued.private_key_pem.write_to_path(str(root / "key.pem"))
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
+    _, _, client = make_certs(root)
     files = root / "files"
     files.mkdir()
     big = files / "big.bin"

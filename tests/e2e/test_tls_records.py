@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 from server import BastionProcess, serve
+from tls_certs import make_certs
 
 
 class Client:
@@ -109,14 +109,8 @@ class Client:
 def tls(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[BastionProcess, ssl.SSLContext]]:
-    root: Path = tmp_path_factory.mktemp("tls-records")
-    ca = trustme.CA()
-    issued = ca.issue_cert("localhost", "127.0.0.1")
-    issued.cert_chain_pems[0].write_to_path(str(root / "cert.pem"))
-    issued.private_key_pem.write_to_path(str(root / "key.pem"))
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    args = ["--certfile", str(root / "cert.pem"), "--keyfile", str(root / "key.pem")]
+    cert, key, client = make_certs(tmp_path_factory.mktemp("tls-records"))
+    args = ["--certfile", cert, "--keyfile", key]
     with serve("http_echo:app", "--workers", "1", *args) as srv:
         yield srv, client
 
@@ -265,13 +259,8 @@ def test_connections_bastion_closes_free_their_place_at_once(tmp_path: Path) -> 
     close_notify (a client gone from the network never sends one). Idle kept-alive
     connections of clients that never read again leave at the keep-alive timeout, and a
     new client gets in; a stop does not wait for them either."""
-    ca = trustme.CA()
-    issued = ca.issue_cert("localhost", "127.0.0.1")
-    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
-    issued.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    args = ["--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem")]
+    cert, key, client = make_certs(tmp_path)
+    args = ["--certfile", cert, "--keyfile", key]
     args += ["--workers", "1", "--max-connections", "5", "--keepalive-timeout", "1"]
 
     with serve("http_echo:app", *args) as srv:
@@ -326,12 +315,7 @@ def test_a_response_cut_short_by_the_app_ends_without_close_notify(
 def test_responses_clients_do_not_read_count_against_max_pending_output(tmp_path: Path) -> None:
     """The encrypted bytes waiting for slow clients are in the TCP transport's buffer,
     where ``limits.max_pending_output`` looks: over it, the slowest are dropped."""
-    ca = trustme.CA()
-    issued = ca.issue_cert("localhost", "127.0.0.1")
-    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
-    issued.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+    cert, key, context = make_certs(tmp_path)
     (tmp_path / "bastion.toml").write_text(
         f"""
 [server]
@@ -343,8 +327,8 @@ max_pending_output = "24m"
 [timeouts]
 min_send_rate = 0
 [tls]
-certfile = "{tmp_path / "cert.pem"}"
-keyfile = "{tmp_path / "key.pem"}"
+certfile = "{cert}"
+keyfile = "{key}"
 """
     )
     with serve("slow_reader:app", "-c", str(tmp_path / "bastion.toml")) as srv:
