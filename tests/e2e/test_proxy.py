@@ -194,6 +194,14 @@ def test_host_rewritten_prefix_stripped_and_location_mapped_back(tmp_path: Path)
         assert r.headers["location"] == "/api/login?next=/users?id=3"
         assert up.requests[0].target == "/users?id=3"
         assert up.requests[0].header("host") == "internal.svc"
+        # other spellings of the prefix are routed here, and stripped as well
+        for spelling, stripped in (
+            ("//api/users", "/users"),
+            ("/%61pi/users", "/users"),
+            ("/%61pi/caf%C3%A9/%ff", "/caf%C3%A9/%FF"),
+        ):
+            assert httpx.get(p.url + spelling).status_code == 302, spelling
+            assert up.requests[-1].target == stripped, spelling
 
 
 def test_chunked_both_ways_head_204_304_and_early_hints(tmp_path: Path) -> None:
