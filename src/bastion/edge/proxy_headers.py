@@ -161,9 +161,9 @@ class HeaderRewrite:
         if prefix and not path.startswith(prefix):
             # routed by its normalized spelling (``//api/x``, ``/%61pi/x``): strip the
             # prefix from that, as nginx does, not pass the whole path on
-            normal = quote(
-                head.normalized_path, safe=_PATH_SAFE, errors="surrogateescape"
-            ).encode("ascii")
+            normal = quote(head.normalized_path, safe=_PATH_SAFE, errors="surrogateescape").encode(
+                "ascii"
+            )
             if normal.startswith(prefix):
                 path = normal
         if prefix and path.startswith(prefix):
