@@ -384,8 +384,6 @@ class H1Reader(H1Link):
                 raw_path, query = url, b""  # (no tuple, no copies)
             else:
                 raw_path, query = url[:q], url[q + 1 :]
-            if has_dot_segment(raw_path):
-                raise self._remember(Reject(400, "dot-segment in the path"))
         elif url == b"*":
             if method != "OPTIONS":
                 raise self._remember(Reject(400, "asterisk-form target is for OPTIONS only"))
@@ -399,8 +397,6 @@ class H1Reader(H1Link):
                 authority, raw_path, query = absolute_target(url)
             except Reject as exc:
                 raise self._remember(exc) from None
-            if has_dot_segment(raw_path):
-                raise self._remember(Reject(400, "dot-segment in the path"))
             # RFC 9112 3.2.2: the target's authority replaces Host, for everything after
             for i in range(len(headers)):
                 if headers[i][0] == b"host":
@@ -408,6 +404,8 @@ class H1Reader(H1Link):
                     break
             else:
                 headers.append((b"host", authority))  # HTTP/1.0 may send none
+        if has_dot_segment(raw_path):  # (origin and absolute forms alike; "*" has none)
+            raise self._remember(Reject(400, "dot-segment in the path"))
         if body_expected and framing is not None:
             if parser.should_upgrade():
                 self._replay_head = (

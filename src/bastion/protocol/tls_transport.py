@@ -220,8 +220,7 @@ class TLSTransport:
         except (ssl.SSLError, OSError, ValueError) as exc:
             self._fatal(exc)
             return
-        if self._outgoing.pending:  # (a key update's answer)
-            self._send(self._sealed())
+        self._flush()  # (a key update's answer)
 
     def _close_notified(self) -> None:
         if not self._made:
@@ -235,9 +234,8 @@ class TLSTransport:
         self._tcp.abort()
 
     def _flush(self) -> None:
-        outgoing = self._outgoing
-        if outgoing.pending:
-            self._tcp.write(outgoing.read())
+        if self._outgoing.pending:
+            self._send(self._sealed())
 
     # -- the transport of the protocol above ---------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
