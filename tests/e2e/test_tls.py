@@ -169,6 +169,19 @@ def test_websocket_scope_scheme_is_wss(certs: Certs) -> None:
         assert asyncio.run(talk(url)) == "wss"
 
 
+def test_tls_on_a_unix_socket_is_announced_and_spoken(certs: Certs, tmp_path: Path) -> None:
+    path = tmp_path / "tls.sock"
+    with serve("tls_apps:asgi_app", *tls_args(certs, "--bind", f"unix:{path}")) as srv:
+        assert f"listening on unix:{path} (TLS)" in srv.log
+        raw = socket.socket(socket.AF_UNIX)
+        raw.settimeout(10)
+        raw.connect(str(path))
+        with certs.client_context().wrap_socket(raw, server_hostname="localhost") as sock:
+            status, body = request(sock)
+        assert status == 200
+        assert body["scheme"] == "https"
+
+
 def test_tls_1_1_is_refused_and_1_2_accepted(certs: Certs) -> None:
     with serve("tls_apps:asgi_app", *tls_args(certs)) as srv:
         port = port_of(srv.url)

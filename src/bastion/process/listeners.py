@@ -45,9 +45,16 @@ class Listener:
     reuse_port: bool = False  # workers bind their own SO_REUSEPORT socket
     redirect: bool = False  # a tls.redirect_bind listener: answers 308 to https
     inherited_unix_path: str = ""  # a socket file made by the bastion this one upgrades
+    tls: bool = False  # speaks TLS (a TCP listener's URL says https://)
 
     def describe(self) -> str:
-        return f"{self.url} ({self.origin})" if self.origin else self.url
+        # a Unix socket's URL has no scheme to say TLS with: said beside it
+        notes = [
+            n
+            for n in ("TLS" if self.tls and self.url.startswith("unix:") else "", self.origin)
+            if n
+        ]
+        return f"{self.url} ({', '.join(notes)})" if notes else self.url
 
 
 def _tcp_url(sock: socket.socket) -> str:
@@ -264,9 +271,13 @@ def open_redirect_listeners(
 
 
 def mark_tls(listeners: list[Listener]) -> None:
-    """Say ``https://`` in the URLs of listeners that speak TLS."""
+    """Mark the listeners that speak TLS (all but the redirect ones): ``https://`` in
+    their URLs, "(TLS)" beside a Unix socket's."""
     for lst in listeners:
-        if not lst.redirect and lst.url.startswith("http://"):
+        if lst.redirect:
+            continue
+        lst.tls = True
+        if lst.url.startswith("http://"):
             lst.url = "https://" + lst.url[len("http://") :]
 
 
