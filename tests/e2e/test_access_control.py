@@ -25,6 +25,11 @@ forwarded_allow_ips = ["::1"]
 close_timeout = 1.0  # the raw client below never answers the close
 
 [[routes]]
+host = "private.test"
+app = "default"
+access = ["deny all"]
+
+[[routes]]
 path = "/admin"
 app = "default"
 access = ["allow 10.0.0.0/8", "deny all"]
@@ -194,3 +199,28 @@ def test_websocket_upgrade_denied(site: BastionProcess, family: str, target: str
 def test_websocket_upgrade_allowed_for_the_right_client(site: BastionProcess) -> None:
     code, _ = status(address(site, "v6"), "/admin/ws", WS + "X-Forwarded-For: 10.9.9.9\r\n")
     assert code == 101
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "private.test",
+        "PRIVATE.test",
+        "private.test.",
+        "private.test:",
+        "private.test.:",
+        "private.test:8080",
+    ],
+)
+def test_no_spelling_of_a_denied_host_gets_past(site: BastionProcess, host: str) -> None:
+    addr = address(site, "v4")
+    for request in (
+        f"GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+        f"GET http://{host}/x HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+    ):
+        with socket.create_connection(addr, timeout=10) as s:
+            s.sendall(request.encode())
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        assert out.startswith(b"HTTP/1.1 403 "), (request, out[:80])

@@ -149,11 +149,35 @@ def test_trusted_proxy_client_address_is_forwarded(tmp_path: Path) -> None:
         )
         req = up.requests[1]
         assert req.all("x-forwarded-for") == ["198.51.100.1, 203.0.113.7, 127.0.0.1"]
-        assert req.all("forwarded") == ['for=198.51.100.1, for="[2001:db8::1]", for=127.0.0.1']
+        # the proxy sets X-Forwarded-*: the Forwarded it passed on is the client's own
+        # claim, so it is made anew from the client bastion found
+        host = f"{p.host_port[0]}:{p.host_port[1]}"
+        assert req.all("forwarded") == [f'for=203.0.113.7;proto=http;host="{host}", for=127.0.0.1']
+        assert req.all("x-real-ip") == ["203.0.113.7"]
         httpx.get(p.url + "/")  # no chain: the trusted peer is the client
         req = up.requests[2]
         assert req.all("x-forwarded-for") == ["127.0.0.1"]
         assert req.all("forwarded")[0].startswith("for=127.0.0.1;proto=http;host=")
+
+
+def test_behind_proxies_that_set_forwarded_the_client_x_forwarded_for_is_not_kept(
+    tmp_path: Path,
+) -> None:
+    top = '[server]\nforwarded_allow_ips = ["127.0.0.1"]\nforwarded_header = "forwarded"\n'
+    with RawServer(echo) as up, proxy(tmp_path, [up.address], top=top) as p:
+        httpx.get(
+            p.url + "/",
+            headers={
+                "X-Forwarded-For": "6.6.6.6",
+                "X-Forwarded-Port": "8443",
+                "Forwarded": 'for=198.51.100.1, for="[2001:db8::1]"',
+            },
+        )
+        req = up.requests[0]
+        assert req.all("forwarded") == ['for=198.51.100.1, for="[2001:db8::1]", for=127.0.0.1']
+        assert req.all("x-forwarded-for") == ["2001:db8::1, 127.0.0.1"]
+        assert req.all("x-real-ip") == ["2001:db8::1"]
+        assert req.all("x-forwarded-port") == ["8443"]  # (from the trusted proxy)
 
 
 def test_untrusted_peer_forwarding_headers_are_replaced(tmp_path: Path) -> None:
@@ -165,9 +189,21 @@ def test_untrusted_peer_forwarding_headers_are_replaced(tmp_path: Path) -> None:
                 "X-Forwarded-Proto": "https",
                 "X-Forwarded-Host": "evil.example",
                 "Forwarded": "for=203.0.113.7;proto=https",
+                # other spellings a WSGI server upstream reads as the same names
+                "X_Forwarded_For": "6.6.6.6",
+                "X-Forwarded_Proto": "https",
+                "x_forwarded_host": "evil.example",
+                "X-Real-IP": "6.6.6.6",
+                "X_Real_IP": "6.6.6.6",
+                "X-Forwarded-Port": "443",
+                "X_Request_ID": "forged",
             },
         )
         req = up.requests[0]
+        names = [name.lower() for name, _ in req.headers]
+        assert not [n for n in names if "_" in n], names
+        assert req.all("x-real-ip") == ["127.0.0.1"]
+        assert req.all("x-forwarded-port") == []
         assert req.all("x-forwarded-for") == ["127.0.0.1"]
         assert req.all("x-forwarded-proto") == ["http"]
         assert req.all("x-forwarded-host") == [f"{p.host_port[0]}:{p.host_port[1]}"]
@@ -199,6 +235,10 @@ def test_host_rewritten_prefix_stripped_and_location_mapped_back(tmp_path: Path)
             ("//api/users", "/users"),
             ("/%61pi/users", "/users"),
             ("/%61pi/caf%C3%A9/%ff", "/caf%C3%A9/%FF"),
+            # an encoded "%" stays encoded: the upstream decodes once, as bastion did
+            ("//api/%2561dmin/x", "/%2561dmin/x"),
+            ("/%61pi/x/%252e%252e/y", "/x/%252e%252e/y"),
+            ("/%61pi/a%2Fb//c", "/a%2Fb/c"),
         ):
             assert httpx.get(p.url + spelling).status_code == 302, spelling
             assert up.requests[-1].target == stripped, spelling
@@ -218,9 +258,9 @@ def test_chunked_both_ways_head_204_304_and_early_hints(tmp_path: Path) -> None:
         if req.target == "/304":
             return b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n'
         if req.target == "/hints":
-            return b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n" + response(
-                200, b"final"
-            )
+            # (a Content-Length on a 1xx is not passed on: a client could take it for real)
+            hints = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n"
+            return hints + b"Content-Length: 5\r\n\r\n" + response(200, b"final")
         return response(200, b"%d:%s" % (len(req.body), req.body[:5]))
 
     with RawServer(handler) as up, proxy(tmp_path, [up.address]) as p:
@@ -245,8 +285,10 @@ def test_chunked_both_ways_head_204_304_and_early_hints(tmp_path: Path) -> None:
             assert r.status_code == 200
         out = raw(p, b"GET /hints HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 103 Early Hints\r\n"), out[:200]
-        assert b"link: </s.css>; rel=preload" in out.lower()
-        assert out.endswith(b"final")
+        hints, _, final = out.partition(b"\r\n\r\n")
+        assert b"link: </s.css>; rel=preload" in hints.lower()
+        assert b"content-length" not in hints.lower(), hints
+        assert final.startswith(b"HTTP/1.1 200 ") and out.endswith(b"final")
 
 
 def test_pooled_connections_are_reused(tmp_path: Path) -> None:
@@ -419,3 +461,50 @@ def test_headers_named_by_connection_are_dropped_wherever_they_stand(tmp_path: P
         assert req.target == "/q?x-before"
         assert req.header("x-before") is None and req.header("x-after") is None
         assert req.header("x-kept") == "2" and req.header("connection") is None
+
+
+def test_only_the_routes_upgrades_are_passed_on(tmp_path: Path) -> None:
+    # An upstream that speaks h2c would take the HTTP/2 requests after the switch past
+    # the routes, access rules and authentication: Upgrade passes only for the route's
+    # ``upgrades`` (WebSocket unless configured), anything else is served as plain HTTP.
+    def switch(req: Request) -> bytes:
+        if req.header("upgrade") is not None:
+            return (
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+            )
+        return response(200, b"plain")
+
+    asks = [b"h2c", b"H2C", b"websocket, h2c", b"echo"]
+    with RawServer(switch) as up, proxy(tmp_path, [up.address]) as p:
+        for asked in asks:
+            out = raw(
+                p,
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                b"Upgrade: " + asked + b"\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+            )
+            assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"plain"), (asked, out)
+        assert [r.header("upgrade") for r in up.requests] == [None] * len(asks)
+        assert all(r.header("http2-settings") is None for r in up.requests)
+        up.requests.clear()
+        out = raw(
+            p,
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            timeout=1.0,
+        )
+        assert out.startswith(b"HTTP/1.1 101 "), out[:100]
+        assert up.requests[0].header("upgrade") == "WebSocket"
+        # an HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8)
+        up.requests.clear()
+        out = raw(
+            p,
+            b"GET / HTTP/1.0\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"plain"), out[:100]
+        assert up.requests[0].header("upgrade") is None
+    with RawServer(switch) as up, proxy(tmp_path, [up.address], route=', upgrades = ["h2c"]') as p:
+        out = raw(
+            p, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", 1.0
+        )
+        assert out.startswith(b"HTTP/1.1 101 "), out[:100]

@@ -13,6 +13,7 @@ from upstream_servers import RawServer, Request, response
 
 LOG = '[log]\naccess = "json"'
 BACK = ", response_request_id = true"
+UPGRADES = ', upgrades = ["echo"]'
 
 
 def upstream_id(req: Request) -> bytes:
@@ -73,7 +74,7 @@ def test_informational_and_switching_heads_carry_the_request_id_too(tmp_path: Pa
         )
         return hints + response(200, b"final", [("X-Request-ID", "up")])
 
-    with RawServer(heads) as up, proxy(tmp_path, [up.address], route=BACK) as p:
+    with RawServer(heads) as up, proxy(tmp_path, [up.address], route=BACK + UPGRADES) as p:
         out = raw(
             p, b"GET /hints HTTP/1.1\r\nHost: x\r\nX-Request-ID: req-3\r\nConnection: close\r\n\r\n"
         )

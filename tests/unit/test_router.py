@@ -128,6 +128,10 @@ def test_host_only_routes_do_not_match_other_hosts() -> None:
         (b"example.com.", "example.com"),
         (b"[::1]:8000", "[::1]"),
         (b"127.0.0.1:80", "127.0.0.1"),
+        # an empty port (RFC 3986 allows it) must not make another name of a host route's
+        (b"admin.test:", "admin.test"),
+        (b"Admin.Test.:", "admin.test"),
+        (b"[::1]:", "[::1]"),
     ],
 )
 def test_host_header_normalized(raw: bytes, host: str) -> None:

@@ -418,6 +418,11 @@ class ProxyConfig(_Section, frozen=True):
     # closed (0: never); HAProxy's "timeout tunnel" (its documented example: 1h) --
     # nginx's proxy_read_timeout of 60 s would cut WebSockets that ping less often
     tunnel_idle_timeout: NonNegativeFloat = 3600.0
+    # the protocols a client may switch to through this route (its Upgrade value, one
+    # protocol, any case); any other Upgrade is dropped and the request served as plain
+    # HTTP. nginx forwards no Upgrade unless told to; h2c must never pass by default (it
+    # would carry requests past the routes, access rules and authentication)
+    upgrades: tuple[str, ...] = ("websocket",)
     # send the request id (the one sent upstream and logged) back to the client as
     # X-Request-ID, in place of any the upstream answered with; nginx add_header
     # X-Request-ID $request_id

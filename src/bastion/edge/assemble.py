@@ -264,7 +264,9 @@ class Site(_Served):
             self.upstreams = Upstreams(config.upstreams, tasks)
         pipelines = [
             Pipeline(
-                self._route_handler(route, gateways, tasks, self.upstreams),
+                self._route_handler(
+                    route, gateways, tasks, self.upstreams, config.server.forwarded_header
+                ),
                 request_filters=_request_filters(request_filters, config, route, tasks),
                 response_filters=filters.for_route(route),
                 tasks=tasks,
@@ -286,6 +288,7 @@ class Site(_Served):
         gateways: dict[str, Gateway],
         tasks: WorkerTasks,
         upstreams: Upstreams | None,
+        forwarded_header: str = "x-forwarded",
     ) -> RouteHandler:
         if route.app:
             return AppHandler(gateways[route.app].handler)
@@ -301,7 +304,7 @@ class Site(_Served):
             assert upstreams is not None
             group = upstreams.get(route.proxy.upstream)
             prefix = route.path if route.match == "prefix" else ""
-            return ProxyHandler(route.proxy, group.cfg, tasks, prefix, group)
+            return ProxyHandler(route.proxy, group.cfg, tasks, prefix, group, forwarded_header)
         assert route.respond is not None  # the config checks allow nothing else
         return return_handler(route.respond)
 

@@ -18,10 +18,12 @@ no body, or when the connection was never made; anything else gets 502 (504 for 
 timeout, 503 when no server can take it) with a short plain-text body, or, once the
 response has started, a cut connection.
 
-A request that asks to switch protocols (``Upgrade: websocket``) is forwarded with its
-``Connection: upgrade`` and ``Upgrade`` headers; when the upstream answers ``101`` the
-client's connection is taken over and joined to the upstream connection byte for byte
-(:class:`~bastion.upstream.tunnel.Tunnel`).
+A request that asks to switch to a protocol the route passes (``upgrades``: WebSocket
+unless configured) is forwarded with its ``Connection: upgrade`` and ``Upgrade``
+headers; when the upstream answers ``101`` the client's connection is taken over and
+joined to the upstream connection byte for byte
+(:class:`~bastion.upstream.tunnel.Tunnel`). Any other ``Upgrade`` is dropped (an h2c
+upgrade would carry HTTP/2 requests past the routes and their rules).
 
 A chunked response's trailer fields go to a client that sent ``TE: trailers`` (minus
 those that must not be trailers), in the last chunk. With ``buffer_request`` the body is
@@ -91,6 +93,7 @@ class ProxyHandler:
         tasks: WorkerTasks,
         prefix: str = "",
         upstream: Upstream | None = None,
+        forwarded_header: str = "x-forwarded",
     ) -> None:
         self.cfg = cfg
         #: whether this handler starts and stops its group (not when the site's
@@ -108,9 +111,12 @@ class ProxyHandler:
         self.heads = HeaderRewrite(
             prefix.rstrip("/").encode() if cfg.strip_prefix else b"",
             cfg.host.encode("latin-1") if cfg.host else b"",
+            forwarded_header == "forwarded",
         )
         #: the request id goes back to the client (``response_request_id``)
         self.request_id_back = cfg.response_request_id
+        #: the Upgrade values passed on (``upgrades``), lower-cased
+        self.upgrades = frozenset(u.strip().lower().encode("latin-1") for u in cfg.upgrades)
         #: the thread that writes and reads buffered bodies' temporary files
         self.disk = DiskThread()
 
@@ -204,10 +210,13 @@ class _Forward:
         self.body = b""
         self.body_file: IO[bytes] | None = None
         self.body_size = -1
-        #: the protocol the client asks to switch to (b"": none, or it cannot switch)
+        #: the protocol the client asks to switch to (b"": none, it cannot switch, or
+        #: the route does not pass that protocol: then served as plain HTTP)
         self.upgrade = b""
         if exchange.can_upgrade:
-            self.upgrade = head.header(b"upgrade") or b""
+            upgrade = head.header(b"upgrade") or b""
+            if upgrade.strip().lower() in handler.upgrades:
+                self.upgrade = upgrade
         self.tries_left = handler.retries + 1
         #: the end of the total ``timeout`` across tries (0: none)
         self.until = 0.0

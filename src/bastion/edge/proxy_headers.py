@@ -16,12 +16,13 @@ that starts with ``/``. Trailer fields pass minus those that must not be trailer
 
 from __future__ import annotations
 
+import re
 from typing import Final
 from urllib.parse import quote
 
 from bastion.observe.requestid import request_id as make_request_id
 from bastion.protocol.fields import NOT_TRAILERS, accepts_trailers
-from bastion.protocol.head import RequestHead
+from bastion.protocol.head import RequestHead, decode_path
 from bastion.protocol.types import Exchange
 
 __all__ = [
@@ -59,14 +60,16 @@ _SET_BY_PROXY: Final = frozenset(
     }
 )
 _VIA: Final = b"1.1 bastion"
-# what a path keeps unescaped when it is written again from its decoded text ("%": an
-# encoded slash stays "%2F" in the normalized path)
-_PATH_SAFE: Final = "/%:@!$&'()*+,;=-._~"
+# what a path keeps unescaped when it is written again from its decoded text (a "%" is
+# written "%25": the upstream decodes what it gets once, as bastion did)
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
+_ENCODED_SLASH: Final = re.compile(rb"%2[fF]")
+_SLASHES: Final = re.compile(rb"//+")
 _REAL_IP: Final = frozenset({b"x-real-ip", b"x-forwarded-port"})
 _NOTHING: Final[frozenset[bytes]] = frozenset()
 
 #: request headers handled apart (dropped, replaced, or looked at)
-_SPECIAL: Final = HOP_BY_HOP | _SET_BY_PROXY | {b"content-length", b"x-request-id"}
+_SPECIAL: Final = HOP_BY_HOP | _SET_BY_PROXY | _REAL_IP | {b"content-length", b"x-request-id"}
 
 # client address -> (its X-Forwarded-For value, Forwarded's for= part), bounded
 _FORWARDED_FOR: Final[dict[str, tuple[bytes, bytes]]] = {}
@@ -145,14 +148,32 @@ def connection_names(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(names)
 
 
+def normal_escaped(raw_path: bytes) -> bytes:
+    """``raw_path`` decoded, then escaped again the one way: repeated slashes merged, an
+    encoded slash kept as ``%2F``, a ``%`` that was encoded written ``%25`` (so
+    ``%2561`` stays the text ``%61`` for an upstream that decodes once, and never
+    becomes ``a``), anything not safe in a path escaped. (Dot-segments never get
+    here: bastion refuses them.)"""
+    escaped = b"%2F".join(
+        [
+            quote(decode_path(piece), safe=_PATH_SAFE, errors="surrogateescape").encode("ascii")
+            for piece in _ENCODED_SLASH.split(raw_path)
+        ]
+    )
+    return _SLASHES.sub(b"/", escaped) if escaped.find(b"//") >= 0 else escaped
+
+
 class HeaderRewrite:
     """The request and response heads a proxy route passes on: with ``prefix``
     (``strip_prefix``) taken off the path and put back on ``Location``, and ``host``
     (``host``) in place of the client's ``Host`` when set."""
 
-    def __init__(self, prefix: bytes, host: bytes) -> None:
+    def __init__(self, prefix: bytes, host: bytes, rfc7239: bool = False) -> None:
         self.prefix = prefix
         self.host = host
+        #: the trusted proxies set ``Forwarded`` (``server.forwarded_header``), not the
+        #: ``X-Forwarded-*`` family
+        self.rfc7239 = rfc7239
 
     def request_head(self, exchange: Exchange, framing: bytes, upgrade: bytes = b"") -> bytes:
         head = exchange.head
@@ -161,9 +182,7 @@ class HeaderRewrite:
         if prefix and not path.startswith(prefix):
             # routed by its normalized spelling (``//api/x``, ``/%61pi/x``): strip the
             # prefix from that, as nginx does, not pass the whole path on
-            normal = quote(head.normalized_path, safe=_PATH_SAFE, errors="surrogateescape").encode(
-                "ascii"
-            )
+            normal = normal_escaped(path)
             if normal.startswith(prefix):
                 path = normal
         if prefix and path.startswith(prefix):
@@ -190,8 +209,14 @@ class HeaderRewrite:
                     dropped = connection_names(head.headers)
                 elif name == b"te" and not te:
                     te = accepts_trailers(head.headers)
+                elif name == b"x-forwarded-port" and exchange.forwarded_by is not None:
+                    out.append(name + b": " + value + b"\r\n")  # a trusted proxy's
                 continue
             if dropped is not None and name in dropped:
+                continue
+            if name.find(b"_") >= 0 and name.replace(b"_", b"-") in _SPECIAL:
+                # ``X_Forwarded_For``: a WSGI server upstream makes it the environ key of
+                # the header bastion sets (HTTP_X_FORWARDED_FOR), and may put it first
                 continue
             out.append(name + b": " + value + b"\r\n")
         if dropped:
@@ -211,7 +236,7 @@ class HeaderRewrite:
         scheme = b"https" if head.scheme == "https" else b"http"
         by = exchange.forwarded_by
         if by is not None:  # a trusted proxy: its chain is kept and the peer appended
-            self.forwarded_chain(head, by, forwarded, scheme, host, out)
+            self.forwarded_chain(head, by, forwarded, scheme, host, out, self.rfc7239)
         else:
             out.append(b"x-forwarded-for: " + forwarded[0] + b"\r\nx-forwarded-proto: " + scheme)
             if host:
@@ -220,7 +245,9 @@ class HeaderRewrite:
                 out.append(b';host="' + host.replace(b'"', b"") + b'"\r\n')
             else:
                 out.append(b"\r\nforwarded: " + forwarded[1] + b";proto=" + scheme + b"\r\n")
-        out.append(b"via: 1.1 bastion\r\n")
+        # the client's address as bastion resolved it (what Traefik sets, and nginx's
+        # usual proxy_set_header X-Real-IP $remote_addr): never the client's own
+        out.append(b"x-real-ip: " + forwarded[0] + b"\r\nvia: 1.1 bastion\r\n")
         if te:  # the client takes trailers: the upstream may send them
             out.append(b"te: trailers\r\n")
         if upgrade:
@@ -239,17 +266,21 @@ class HeaderRewrite:
         scheme: bytes,
         host: bytes,
         out: list[bytes],
+        rfc7239: bool = False,
     ) -> None:
-        """The forwarding headers of a request from the trusted proxy ``by``: the
-        ``X-Forwarded-For`` and ``Forwarded`` it sent, with its own address appended
-        (nginx's ``$proxy_add_x_forwarded_for``); ``X-Forwarded-Proto`` and ``-Host``
-        are the client's, as bastion resolved them."""
+        """The forwarding headers of a request from the trusted proxy ``by``: the chain
+        of the family it sets (``X-Forwarded-For``, or ``Forwarded`` when ``rfc7239``),
+        with its own address appended (nginx's ``$proxy_add_x_forwarded_for``); the
+        other family made anew from the client bastion resolved (the proxy passed the
+        client's own on untouched: an upstream reading it would get the client's
+        claims); ``X-Forwarded-Proto`` and ``-Host`` are the client's, as bastion
+        resolved them."""
         fors: list[bytes] = []
         elements: list[bytes] = []
         for name, value in head.headers:
-            if name == b"x-forwarded-for":
+            if name == b"x-forwarded-for" and not rfc7239:
                 fors.extend(v.strip() for v in value.split(b",") if v.strip())
-            elif name == b"forwarded":
+            elif name == b"forwarded" and rfc7239:
                 elements.extend(v.strip() for v in value.split(b",") if v.strip())
         peer = _FORWARDED_FOR.get(by)
         if peer is None:

@@ -164,13 +164,15 @@ def routing_path(path: str) -> str:
 
 
 def normalize_host(value: bytes) -> str:
-    """The host name of a Host header: lower-case, without port or trailing dot."""
+    """The host name of a Host header: lower-case, without port or trailing dot. An
+    empty port (``admin.example:``, which RFC 3986 allows) goes too: the name is the
+    one a host route must match, as nginx and the frameworks read it."""
     host = value.decode("latin-1").lower()
     if host.startswith("["):
         end = host.find("]")
         return host[: end + 1] if end > 0 else host
     name, sep, port = host.rpartition(":")
-    if sep and port.isdigit():
+    if sep and (not port or port.isdigit()):
         host = name
     return host.rstrip(".")
 

@@ -101,6 +101,20 @@ class H1Link(asyncio.Protocol):
 _NO_TRAILERS: Final[list[tuple[bytes, bytes]]] = []
 
 
+def _framing_field(pair: Any) -> bool:
+    """Whether a response header pair names Content-Length or Transfer-Encoding (a
+    malformed pair is left to :func:`header_lines` to refuse)."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        return False
+    name = pair[0]
+    if isinstance(name, str):
+        name = name.encode("latin-1", "replace")
+    if not isinstance(name, bytes):
+        return False
+    lname = name.lower()
+    return lname == b"content-length" or lname == b"transfer-encoding"
+
+
 class H1Exchange:
     """One HTTP/1.x request and its response (implements ``protocol.types.Exchange``)."""
 
@@ -358,7 +372,9 @@ class H1Exchange:
         if self.head.http_version == "1.0" or self._disconnected:
             return  # an HTTP/1.0 client must not get 1xx (RFC 9110 15.2)
         lines = [status_line(status)]
-        header_lines(headers, lines)
+        # no framing field: a 1xx has no content (RFC 9110 8.6, 15.2), and a client that
+        # believed a Content-Length here would take the final response for a body
+        header_lines([h for h in headers if not _framing_field(h)], lines)
         lines.append(b"\r\n")
         self._flow.write(b"".join(lines))
 

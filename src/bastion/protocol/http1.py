@@ -314,8 +314,10 @@ class HTTP1Protocol(H1Reader):
         if ex is None or self._phase not in PARSING:
             return
         # Until its handler decides, whatever follows may be the new protocol's: hold it.
-        # Served as plain HTTP instead, the connection closes after the response.
-        ex.can_upgrade = True
+        # Served as plain HTTP instead, the connection closes after the response. An
+        # HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8: it may have come through
+        # a 1.0 proxy that did not drop it): served as plain HTTP, then closed.
+        ex.can_upgrade = ex.head.http_version == "1.1"
         ex.keep_alive = False
         self._upgrade_rest = rest
         self.flow.pause_reading(HANDOVER)
