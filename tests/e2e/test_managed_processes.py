@@ -179,3 +179,62 @@ cwd = "{tmp_path}"
             for pid in children:
                 if _live(pid):  # (the test failed: leave nothing behind)
                     os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pattern: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+                state = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[0]
+            except OSError:
+                continue
+            if pattern.encode() in cmdline and state != "Z":
+                found.append(int(entry))
+    return found
+
+
+def test_what_a_shell_wrapper_started_is_stopped_with_it(tmp_path: Path) -> None:
+    # "sh" passes no signal on: the whole process group is signalled, and what is left
+    # of it when the program ends is killed
+    marker = f"marker-{os.getpid()}-{tmp_path.name}"
+    py = sys.executable
+    (tmp_path / "kids.sh").write_text(
+        f"{py} -c 'import time; time.sleep(301)' {marker} &\n"
+        f"{py} -c 'import time; print(\"up\", flush=True); time.sleep(302)' {marker}\n"
+    )
+    config = _config(
+        tmp_path,
+        f"""
+[[process]]
+name = "wrapper"
+command = ["sh", "kids.sh"]
+cwd = "{tmp_path}"
+stop_timeout = 2
+""",
+    )
+    with BastionProcess(["serve", "-c", str(config)]) as srv:
+        srv.wait_for_log(r"\[wrapper\] up", 10)
+        wait_until(lambda: len(_alive(marker)) >= 2, 5, "the wrapper's children")
+        assert srv.stop() == 0
+    wait_until(lambda: not _alive(marker), 5, "nothing of the process group left")
+
+
+def test_a_process_that_floods_its_output_does_not_hold_the_supervisor(tmp_path: Path) -> None:
+    # a program writing lines far faster than they are logged: signals are still acted on
+    config = _config(
+        tmp_path,
+        """
+[[process]]
+name = "flood"
+command = ["yes"]
+stop_timeout = 1
+""",
+    )
+    with BastionProcess(["serve", "-c", str(config)]) as srv:
+        srv.wait_for_log(r"\[flood\] y", 10)
+        assert get(srv.url)[0] == 200
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=15) == 0

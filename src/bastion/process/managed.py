@@ -4,8 +4,11 @@ The supervisor starts each one (``subprocess.Popen``, its own session so a Ctrl-
 terminal reaches it only through bastion), reads its output through a pipe in the main
 loop and logs each line as ``[name] line``, restarts it with a growing delay when it
 ends, and on shutdown stops them one after the other, last declared first: the stop
-signal, then ``SIGKILL`` after ``stop_timeout``. If the supervisor itself dies (even by
-SIGKILL), each gets its stop signal from the kernel (see :mod:`bastion.process.pdeath`).
+signal, then ``SIGKILL`` after ``stop_timeout``, each time to the program's whole process
+group (what a shell wrapper started too); whatever is left of the group when the
+program itself ends is killed. If the supervisor itself dies (even by SIGKILL), each
+program gets its stop signal from the kernel (see :mod:`bastion.process.pdeath`); what
+they started does not (a cgroup, as systemd's, catches those).
 """
 
 from __future__ import annotations
@@ -81,8 +84,11 @@ class Managed:
         self.start_at = math.inf
         logger.info("process %s started (pid %d)", cfg.name, self.proc.pid)
 
-    def read_output(self) -> bool:
-        """Log the complete lines available; False once the pipe is at its end."""
+    def read_output(self, whole: bool = False) -> bool:
+        """Log the complete lines available; False once the pipe is at its end. One read
+        of the pipe per call unless ``whole``: a program writing faster than lines are
+        logged would otherwise hold the supervisor's loop (signals, heartbeats, the
+        health endpoints) for as long as it kept writing."""
         if self.proc is None or self.proc.stdout is None:
             return False
         while True:
@@ -97,6 +103,8 @@ class Managed:
                 return False
             self.buffer += chunk
             self._flush(final=False)
+            if not whole:
+                return True  # the rest at the loop's next turn (the pipe stays readable)
 
     def _flush(self, final: bool) -> None:
         *lines, rest = self.buffer.split(b"\n")
@@ -118,10 +126,14 @@ class Managed:
         """Its process ended with wait ``status``: log it and plan a restart."""
         assert self.proc is not None
         self.proc.returncode = os.waitstatus_to_exitcode(status)
-        self.read_output()
+        self.read_output(whole=True)
         self.close_output()
         pid = self.proc.pid
         how = describe_status(status)
+        if _kill_group(pid, signal.SIGKILL):
+            # what it started (``sh -c "a & b"``, ``npm start``) must not outlive it: left
+            # running, it would keep the ports and files its next run needs
+            logger.warning("process %s: killed what was left of its process group", self.name)
         self.proc = None
         self.kill_at = math.inf
         if stopping:
@@ -165,12 +177,24 @@ class Managed:
         self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
+        """``sig`` to its whole process group (its own session, made at its start): a
+        shell or a launcher passes no signal on to what it started."""
         if self.proc is None:
             return
-        try:
-            os.kill(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
+        if not _kill_group(self.proc.pid, sig):
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def _kill_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to the process group ``pgid``; False if it has no process left."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 class ManagedProcesses:
