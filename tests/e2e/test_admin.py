@@ -163,6 +163,36 @@ def test_token_guards_everything_but_the_probes() -> None:
         assert httpx.get(admin + "/livez", timeout=5).status_code == 200
 
 
+def test_a_reload_rotates_the_admin_token(tmp_path: Path) -> None:
+    import signal
+
+    token = tmp_path / "admin-token"
+    token.write_text("first\n")
+    config = tmp_path / "bastion.toml"
+    config.write_text(f'[app]\ntarget = "admin_app:app"\n[admin]\ntoken_file = "{token}"\n')
+    with serve("-c", str(config), "--workers", "1", "--bind", "127.0.0.1:0", *ADMIN) as server:
+        admin = admin_url(server)
+        first = {"authorization": "Bearer first"}
+        second = {"authorization": "Bearer second"}
+        assert httpx.get(admin + "/metrics", headers=first, timeout=5).status_code == 200
+        token.write_text("second\n")  # a leaked token, rotated by reload
+        mark = len(server.log)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload complete" in server.log[mark:], 20), server.log
+
+        def rotated() -> bool:
+            try:
+                return httpx.get(admin + "/metrics", headers=second, timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        assert wait_until(rotated, 10), server.log[mark:]
+        assert httpx.get(admin + "/metrics", headers=first, timeout=5).status_code == 401
+        assert httpx.get(admin + "/livez", timeout=5).status_code == 200
+        assert ": restarting it" not in server.log[mark:]  # (no crash-restart warning)
+
+
 def test_public_admin_address_is_refused_unless_allowed() -> None:
     server = serve("admin_app:app", "--workers", "1", "--admin", "0.0.0.0:0", wait_ready=False)
     with server:

@@ -119,6 +119,7 @@ class AdminSide:
         self.restart_at = 0.0
         self.stopping = False
         self.stacks_dir = ""
+        self.renewing = False  # stopped to start again with a reload's settings
 
     @property
     def fds(self) -> list[int]:
@@ -159,10 +160,35 @@ class AdminSide:
         if not pid or pid != self.pid:
             return False
         self.pid = 0
-        if not self.stopping:
+        if self.renewing:
+            self.renewing = False
+            self.restart_at = time.monotonic()  # at once, with the new settings
+        elif not self.stopping:
             logger.warning("the admin process %s: restarting it", describe_status(status))
             self.restart_at = time.monotonic() + RESTART_DELAY
         return True
+
+    def reconfigure(self, config: Config) -> None:
+        """Take a reload's configuration: a new token (``token``, or ``token_file``'s
+        line, read again) restarts the admin process with it, so that rotating a token
+        by reload works. (A new ``bind`` takes a restart of bastion: the reload says
+        so.) Connections wait in the socket's queue the moment it takes."""
+        try:
+            token = read_token(config.admin)
+        except ConfigError as exc:
+            logger.error("SIGHUP: %s: the admin listener keeps its token", exc)
+            return
+        self.config = config
+        if token == self.token:
+            return
+        self.token = token
+        logger.info("SIGHUP: a new admin token: restarting the admin process with it")
+        if self.pid and not self.stopping:
+            self.renewing = True
+            try:
+                os.kill(self.pid, STOP_SIGNAL)
+            except ProcessLookupError:
+                pass
 
     def due(self, close_fds: list[int]) -> None:
         """Restart the admin process if it died and its delay is over."""

@@ -52,6 +52,10 @@ def warn_restart_only(old: Config, new: Config) -> None:
     for name, needs in (
         ("server.bind", old.server.bind != new.server.bind),
         ("server.reuse_port", old.server.reuse_port != new.server.reuse_port),
+        ("server.backlog", old.server.backlog != new.server.backlog),
+        ("server.unix_socket_mode", old.server.unix_socket_mode != new.server.unix_socket_mode),
+        ("admin.bind", old.admin.bind != new.admin.bind),
+        ("admin.allow_public", old.admin.allow_public != new.admin.allow_public),
         ("workers.preload", old.workers.preload != new.workers.preload),
         ("workers.immortalize", old.workers.immortalize != new.workers.immortalize),
         ("tls.redirect_bind", old.tls.redirect_bind != new.tls.redirect_bind),

@@ -517,6 +517,7 @@ class Supervisor:
         self.target = worker_count(config)
         if self.admin is not None:  # the new routes' metric labels, before any fork
             self.admin.board.name_routes(route_labels(config))
+            self.admin.reconfigure(config)
         if config.log != old.log:
             setup_logging(config.log)
 
