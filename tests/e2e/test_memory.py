@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 import threading
 
+from admin_tools import admin_url, metrics, sample
 from proc_tools import KeepAliveLoad, Load, assert_no_failures, child_pids, get, wait_until
 from server import serve
 
 
 def test_a_leaking_worker_is_recycled_with_no_failed_request() -> None:
     env = {"BASTION_WORKERS__MEMORY_CHECK_INTERVAL": "0.3"}
-    args = ("proc_leak:app", "--workers", "2", "--max-memory", "120m")
+    args = ("proc_leak:app", "--workers", "2", "--max-memory", "120m", "--admin", "127.0.0.1:0")
     with serve(*args, env=env) as srv:
         first = child_pids(srv.pid)
         # every request leaks, on new connections and on kept-alive ones alike
@@ -27,6 +28,9 @@ def test_a_leaking_worker_is_recycled_with_no_failed_request() -> None:
         assert m is not None and float(m.group(2)) > 120
         assert int(m.group(1)) in first
         wait_until(lambda: int(m.group(1)) not in child_pids(srv.pid), 15, "the old worker")
+        # counted, for the dashboard and alerts
+        found = metrics(admin_url(srv))
+        assert sample(found, "bastion_worker_restarts_total", cause="max_memory") >= 1
         assert srv.stop() == 0
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from pathlib import Path
 
-from proc_tools import get, wait_until
+from proc_tools import child_pids, get, wait_until
 from server import APPS, serve
 
 
@@ -26,6 +28,12 @@ def test_reload_serves_the_edited_code(tmp_path: Path) -> None:
         app.write_text(app.read_text() + "\nthis is not python\n")
         srv.wait_for_log(r"reload failed", 20, start=mark)
         assert get(srv.url)[1].startswith("second ")
+        # a closing terminal's SIGHUP reaches every process of the group: a reload, and
+        # the file watcher must live on
+        mark = len(srv.log)
+        for pid in [srv.pid, *child_pids(srv.pid)]:
+            os.kill(pid, signal.SIGHUP)
+        srv.wait_for_log(r"reload (complete|failed)", 20, start=mark)
         # fixed again: served
         app.write_text(
             app.read_text().replace("this is not python", "").replace('"second {', '"third {')

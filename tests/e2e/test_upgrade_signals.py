@@ -21,6 +21,10 @@ async def app(scope, receive, send):
         return
     if scope["path"] == "/log":
         logging.getLogger("myapp").warning("app line from worker %d", os.getpid())
+    if scope["path"] == "/slow":
+        import asyncio
+        await asyncio.sleep(3)
+        logging.getLogger("myapp").warning("slow line from worker %d", os.getpid())
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok %d" % os.getpid()})
 """
@@ -72,6 +76,35 @@ def test_sigusr1_reopens_the_log_files_of_the_supervisor_and_workers(tmp_path: P
         assert srv.proc is not None and srv.proc.poll() is None
         assert srv.stop() == 0
         assert "bastion stopped" in error_log.read_text()
+
+
+def test_sigusr1_reaches_a_worker_finishing_its_requests_after_a_reload(tmp_path: Path) -> None:
+    import threading
+
+    (tmp_path / "logging_app.py").write_text(LOGGING_APP)
+    error_log = tmp_path / "error.log"
+    access_log = tmp_path / "access.log"
+    args = ["serve", "logging_app:app", "--workers", "1", "--bind", "127.0.0.1:0"]
+    args += ["--error-log-file", str(error_log), "--access-log", "json"]
+    args += ["--access-log-file", str(access_log)]
+    with BastionProcess(args, cwd=tmp_path, wait_ready=False) as srv:
+        wait_until(lambda: error_log.exists() and " ready: " in error_log.read_text(), 20)
+        url = re.findall(r"listening on (http://\S+)", error_log.read_text())[0]
+        slow: list[int] = []
+        request = threading.Thread(target=lambda: slow.append(get(url, "/slow")[0]))
+        request.start()
+        time.sleep(0.5)  # the request is in the worker
+        srv.signal(signal.SIGHUP)  # the worker is replaced and finishes it while retiring
+        wait_until(lambda: "(reloaded)" in error_log.read_text(), 10, "the old worker retiring")
+        error_log.rename(tmp_path / "error.log.1")
+        access_log.rename(tmp_path / "access.log.1")
+        srv.signal(signal.SIGUSR1)
+        request.join(10)
+        assert slow == [200]
+        wait_until(lambda: error_log.exists() and "slow line" in error_log.read_text(), 10)
+        wait_until(lambda: access_log.exists() and "/slow" in access_log.read_text(), 10)
+        assert "/slow" not in (tmp_path / "access.log.1").read_text()
+        assert srv.stop() == 0
 
 
 def test_signals_a_process_manager_may_send_do_not_stop_bastion() -> None:

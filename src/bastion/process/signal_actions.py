@@ -83,7 +83,9 @@ def _reopen_logs(sup: Supervisor) -> None:
         reopened = False
     logger.info("SIGUSR1 received: %s", "log files reopened" if reopened else "logs reopened")
     for child in sup.children.values():
-        if child.state is State.READY:
+        # retiring ones too: they still log (their last requests, their WebSockets'
+        # ends); a starting one ignores SIGHUP and opens the files by name anyway
+        if child.state is State.READY or child.state is State.RETIRING:
             child.signal(signal.SIGHUP)
 
 

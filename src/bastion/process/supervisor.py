@@ -491,8 +491,12 @@ class Supervisor:
                 self.children.values(),
                 self.config.workers,
                 time.monotonic(),
-                lambda child: self._try_spawn(child, for_reload=False),
+                self._replace_over_memory,
             )
+
+    def _replace_over_memory(self, child: Child) -> None:
+        self._count_restart(child, "max_memory")
+        self._try_spawn(child, for_reload=False)
 
     def _retire_blocked(self, child: Child, now: float) -> None:
         child.unlink()

@@ -66,7 +66,12 @@ def main(argv: list[str]) -> int:
     dirs = argv[1:] or ["."]
     logging.basicConfig(format=FORMAT, datefmt=DATE_FORMAT, level=logging.INFO)
     log = logging.getLogger("bastion.watch")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us
+    # the supervisor stops us; the signals a process group gets (a closing terminal's
+    # SIGHUP, a Ctrl-C, job control, logrotate's and upgrade's) are the supervisor's
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
+    for sig in (signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
     watch_filter = watchfiles.PythonFilter(extra_extensions=(".toml",))
     watching = False
     for changes in watchfiles.watch(

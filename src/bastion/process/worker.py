@@ -198,6 +198,9 @@ class _Worker:
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
+                # (closing the loop put SIGHUP's default back, which ends a process: a
+                # log reopen the supervisor sends now must find it ignored)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     async def _main(self) -> int:
         from bastion.edge.assemble import build_site
