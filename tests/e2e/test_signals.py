@@ -116,6 +116,31 @@ def test_sighup_with_broken_code_keeps_the_old_workers(tmp_path: Path) -> None:
         assert srv.proc is not None and srv.proc.poll() is None
 
 
+def test_a_failed_reload_keeps_the_configuration_too(tmp_path: Path) -> None:
+    # more workers asked for with code that does not import: the reload fails, and the
+    # supervisor does not go on starting workers that cannot start
+    app = tmp_path / "proc_breaks2.py"
+    shutil.copy(APPS / "proc_app.py", app)
+    config = tmp_path / "bastion.toml"
+    base = '[app]\ntarget = "proc_breaks2:app"\n[server]\nbind = ["127.0.0.1:0"]\n'
+    config.write_text(base + "[workers]\ncount = 1\n")
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    with BastionProcess(["serve", "-c", str(config)], cwd=tmp_path, env=env) as srv:
+        before = child_pids(srv.pid)
+        app.write_text(app.read_text() + "\nraise ImportError('proc_breaks2: half-deployed')\n")
+        config.write_text(base + "[workers]\ncount = 3\n")
+        mark = len(srv.log)
+        srv.signal(signal.SIGHUP)
+        srv.wait_for_log(r"reload failed: keeping the running workers", 20, start=mark)
+        time.sleep(1)  # (a worker started beside the replacement fails too)
+        failed = srv.log.count("could not start")
+        time.sleep(4)  # then none is started again and again with the broken code
+        assert srv.log.count("could not start") == failed, srv.log[mark:]
+        assert "and their configuration" in srv.log[mark:]
+        assert child_pids(srv.pid) == before
+        assert get(srv.url)[0] == 200
+
+
 def test_sighup_rereads_the_config_file_and_keeps_it_if_invalid(tmp_path: Path) -> None:
     config = tmp_path / "bastion.toml"
     config.write_text(

@@ -102,6 +102,7 @@ def start_reload(sup: Supervisor) -> None:
         if new is None:
             return
         config, tls = new
+        sup.before_reload = (sup.config, sup.tls, sup.generation)
         sup._apply_config(config)
         sup.tls = tls_after_reload(tls, sup.tls)
     sup.generation += 1
@@ -122,13 +123,29 @@ def advance_reload(sup: Supervisor) -> None:
             reload_failed(sup)
         return
     sup.reloading = False
+    sup.before_reload = None
     count = len(sup._serving())
     logger.info("reload complete: %d worker%s serving", count, "s"[: count - 1])
     sup.notify.ready(f"serving with {count} worker{'s'[: count - 1]}")
 
 
 def reload_failed(sup: Supervisor) -> None:
-    """A replacement could not start: the reload ends, the running workers serve on."""
+    """A replacement could not start: the reload ends, the running workers serve on.
+    When none of them was replaced yet (the usual case: the new code does not import),
+    the configuration they were started with stays in force too: a ``workers.count``
+    raised with the broken code would otherwise keep the supervisor starting workers
+    that cannot start."""
     sup.reloading = False
-    logger.error("reload failed: keeping the running workers")
+    previous, sup.before_reload = sup.before_reload, None
+    replaced = any(
+        c.generation == sup.generation and c.state is State.READY for c in sup.children.values()
+    )
+    if previous is not None and not replaced:
+        config, tls, generation = previous
+        sup._apply_config(config, warn=False)
+        sup.tls = tls
+        sup.generation = generation
+        logger.error("reload failed: keeping the running workers and their configuration")
+    else:
+        logger.error("reload failed: keeping the running workers")
     sup.notify.ready("reload failed: serving with the running workers")

@@ -119,6 +119,8 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.listeners: list[Listener] = []
         self.tls: ServerTLS | None = None
+        #: what a reload in progress replaced: configuration, TLS, generation
+        self.before_reload: tuple[Config, ServerTLS | None, int] | None = None
         self.loaded: Any = None
         self.heartbeat = HeartbeatTable()
         self.signals = SignalQueue()
@@ -515,8 +517,9 @@ class Supervisor:
                 self.admin.board.count_restart(cause)
 
     # -- reload (process/rolling_reload.py) -------------------------------------------
-    def _apply_config(self, config: Config) -> None:
-        warn_restart_only(self.config, config)
+    def _apply_config(self, config: Config, warn: bool = True) -> None:
+        if warn:
+            warn_restart_only(self.config, config)
         old, self.config = self.config, config
         self.target = worker_count(config)
         if self.admin is not None:  # the new routes' metric labels, before any fork
