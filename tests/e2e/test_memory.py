@@ -45,3 +45,11 @@ def test_growing_memory_is_reported_without_a_limit() -> None:
         srv.wait_for_log(r"memory \(PSS\) grew at each of its last \d+ checks", 10)
         assert "workers.max_memory would recycle it" in srv.log
         assert srv.stop() == 0
+
+
+def test_a_limit_below_a_fresh_worker_says_so() -> None:
+    env = {"BASTION_WORKERS__MEMORY_CHECK_INTERVAL": "0.3"}
+    with serve("proc_app:app", "--workers", "1", "--max-memory", "4m", env=env) as srv:
+        srv.wait_for_log(r"workers\.max_memory is below what a fresh worker takes, raise it", 15)
+        assert get(srv.url)[0] == 200
+        assert srv.stop() == 0

@@ -508,3 +508,12 @@ def test_only_the_routes_upgrades_are_passed_on(tmp_path: Path) -> None:
             p, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", 1.0
         )
         assert out.startswith(b"HTTP/1.1 101 "), out[:100]
+
+
+def test_a_request_without_host_gets_the_servers_name_upstream(tmp_path: Path) -> None:
+    # HTTP/1.0 may come without Host; the request goes upstream as HTTP/1.1, which must
+    # have one (nginx sends the upstream's name)
+    with RawServer(echo) as up, proxy(tmp_path, [up.address]) as p:
+        out = raw(p, b"GET /h HTTP/1.0\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200 "), out[:100]
+        assert up.requests[0].all("host") == [up.address]

@@ -51,11 +51,14 @@ def test_toml_values() -> None:
 
 def test_process_tables_are_rendered_and_read_back(tmp_path: Path) -> None:
     source = tmp_path / "bastion.toml"
+    celery = tmp_path / "celery"  # (a program the checks find: the config names it)
+    celery.write_text("#!/bin/sh\n")
+    celery.chmod(0o755)
     source.write_text(
         '[app]\ntarget = "main:app"\n'
-        '[[process]]\nname = "celery"\ncommand = ["celery", "-A", "proj", "worker"]\n'
+        f'[[process]]\nname = "celery"\ncommand = ["{celery}", "-A", "proj", "worker"]\n'
         'env = { BROKER = "redis://127.0.0.1" }\nstop_signal = "SIGINT"\n'
-        '[[process]]\nname = "beat"\ncommand = "celery -A proj beat"\nrestart = "on-failure"\n'
+        f'[[process]]\nname = "beat"\ncommand = "{celery} -A proj beat"\nrestart = "on-failure"\n'
     )
     config = load_config(file=str(source), env={}, cli={})
     assert [p.name for p in config.process] == ["celery", "beat"]

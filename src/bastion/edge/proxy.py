@@ -299,7 +299,11 @@ class _Forward:
         conn.start(self, method == "HEAD", bool(self.upgrade))
         if not framing and (method == "POST" or method == "PUT" or method == "PATCH"):
             framing = b"content-length: 0\r\n"
-        conn.write(self.handler.heads.request_head(exchange, framing, self.upgrade))
+        conn.write(
+            self.handler.heads.request_head(
+                exchange, framing, self.upgrade, conn.server.spec.authority
+            )
+        )
 
     def request_sent(self) -> None:
         upstream = self.upstream

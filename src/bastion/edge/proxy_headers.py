@@ -175,7 +175,11 @@ class HeaderRewrite:
         #: ``X-Forwarded-*`` family
         self.rfc7239 = rfc7239
 
-    def request_head(self, exchange: Exchange, framing: bytes, upgrade: bytes = b"") -> bytes:
+    def request_head(
+        self, exchange: Exchange, framing: bytes, upgrade: bytes = b"", server: bytes = b""
+    ) -> bytes:
+        """The head of the request sent upstream (``server``: the upstream server's
+        authority, the ``Host`` of a request that came without one: HTTP/1.0 may)."""
         head = exchange.head
         path = head.raw_path
         prefix = self.prefix
@@ -228,6 +232,8 @@ class HeaderRewrite:
             out.append(b"host: " + self.host + b"\r\n")
         elif host:
             out.append(b"host: " + host + b"\r\n")
+        elif server:
+            out.append(b"host: " + server + b"\r\n")  # (HTTP/1.1 upstream needs one)
         client = head.client
         address = client[0] if client is not None else "unix"
         forwarded = _FORWARDED_FOR.get(address)

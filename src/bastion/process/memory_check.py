@@ -56,10 +56,15 @@ def check_memory(
         if any(c.predecessor is not None for c in children):
             continue  # a replacement is starting: one at a time
         logger.warning(
-            "worker %d uses %s (%s), over workers.max_memory (%s): replacing it",
+            "worker %d uses %s (%s), over workers.max_memory (%s): replacing it%s",
             child.pid,
             mib(size),
             workers.memory_metric.upper(),
             mib(limit),
+            # over at its first reading: its replacement will be too, and so on
+            "; it was over at its first check: workers.max_memory is below what a "
+            "fresh worker takes, raise it"
+            if watch.checks == 1
+            else "",
         )
         replace(child)
