@@ -202,24 +202,36 @@ def _free_port() -> int:
 
 
 def test_sigusr2_with_an_admin_listener_on_a_fixed_port(tmp_path: Path) -> None:
-    """The new bastion inherits the admin socket: the admin answers all along."""
+    """The new bastion inherits the admin socket: the admin answers all along, and one
+    bastion at a time answers there (the old one until the new one takes over): a
+    readiness probe never sees the new one starting nor the old one draining, and the
+    metrics never go back to the old bastion's once the new one's appeared."""
     import threading
+    import urllib.error
     import urllib.request
 
     port = _free_port()
     new_pid = 0
     answers: list[int] = []
+    starts: list[str] = []
     failures: list[str] = []
     done = threading.Event()
 
     def probe() -> None:
         while not done.is_set():
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=5) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
                     answers.append(r.status)
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+                found = re.search(r"^bastion_start_time_seconds (\S+)$", text, re.M)
+                if found and (not starts or starts[-1] != found.group(1)):
+                    starts.append(found.group(1))
+            except urllib.error.HTTPError as exc:
+                answers.append(exc.code)
             except Exception as exc:  # counted, not raised
                 failures.append(repr(exc))
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     with serve("proc_app:app", "--workers", "1", "--admin", f"127.0.0.1:{port}") as srv:
         prober = threading.Thread(target=probe, daemon=True)
@@ -237,6 +249,8 @@ def test_sigusr2_with_an_admin_listener_on_a_fixed_port(tmp_path: Path) -> None:
             done.set()
             prober.join(10)
             assert not failures, failures[:3]
+            assert set(answers) == {200}, answers
+            assert len(starts) <= 2, starts  # the old bastion's, then the new one's
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=5) as r:
                 assert r.status == 200
         finally:

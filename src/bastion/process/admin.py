@@ -120,6 +120,10 @@ class AdminSide:
         self.stopping = False
         self.stacks_dir = ""
         self.renewing = False  # stopped to start again with a reload's settings
+        #: an upgrade's new bastion on the old one's socket: its admin process waits
+        #: until it takes over, so that one bastion at a time answers there
+        self.held = False
+        self.inherited = False  # the socket came from the bastion this one upgrades
 
     @property
     def fds(self) -> list[int]:
@@ -130,6 +134,7 @@ class AdminSide:
         """Bind the admin socket (raises ConfigError), or take the ``inherited`` one (an
         upgrade), and say where it is."""
         self.token = read_token(self.config.admin)
+        self.inherited = inherited is not None
         if inherited is not None:
             self.sock = inherited
         else:
@@ -141,7 +146,7 @@ class AdminSide:
 
     def start(self, close_fds: list[int]) -> None:
         """Fork the admin process."""
-        if self.sock is None or self.stopping:
+        if self.sock is None or self.stopping or self.held:
             return
         stacks.register_supervisor()
         # the supervisor is alive: /livez says so from the first request (an upgraded
@@ -199,6 +204,18 @@ class AdminSide:
             except OSError as exc:
                 logger.error("cannot start the admin process: %s", exc)
                 self.restart_at = time.monotonic() + RESTART_DELAY
+
+    def hand_over(self) -> None:
+        """The new bastion of an upgrade took over (this one drains): its admin process
+        answers on the shared socket from now on, so this one's stops, for good, and
+        probes and scrapes never alternate between the two."""
+        self.stopping = True
+        self.restart_at = 0.0
+        if self.pid:
+            try:
+                os.kill(self.pid, STOP_SIGNAL)
+            except ProcessLookupError:
+                pass
 
     def retiring(self, slot: int) -> None:
         self.board.set_state(slot, RETIRING)

@@ -43,6 +43,8 @@ def on_signal(sup: Supervisor, sig: int) -> None:
                 sup.upgrade.new.pid,
             )
             sup.upgrade.hand_over_files(sup.listeners)
+            if sup.admin is not None:
+                sup.admin.hand_over()
             sup._stop(immediate=False, retire=True)
         elif sup.phase != "stopping":
             name = signal.Signals(sig).name

@@ -147,6 +147,8 @@ class Supervisor:
         if opened is None:
             return EXIT_FAILED
         self.tls, self.listeners = opened
+        if self.admin is not None and self.upgrade.old and self.admin.inherited:
+            self.admin.held = True  # the old bastion's admin answers until we take over
         try:
             if self.config.workers.preload and uses_default_app(self.config):
                 loaded, self.loaded = preload(self.config)
@@ -384,6 +386,9 @@ class Supervisor:
                 self.admin.board.set_ready(True)
             banner(self.config, self.listeners, len(self._serving()), interface)
             self.upgrade.take_over(self.listeners, self.pidfile)
+            if self.admin is not None and self.admin.held:
+                self.admin.held = False
+                self._start_admin()
             count = len(self._serving())
             self.notify.ready(
                 f"serving with {count} worker{'s'[: count - 1]}",
