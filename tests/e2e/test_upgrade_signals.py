@@ -272,3 +272,50 @@ def test_a_second_bastion_on_a_taken_admin_port_fails_at_start() -> None:
         assert f"admin.bind: cannot listen on 127.0.0.1:{port}" in second.log, second.log
         assert "in use" in second.log
         assert get(first.url)[0] == 200
+
+
+def test_sigterm_while_the_new_bastion_starts_stops_both(tmp_path: Path) -> None:
+    """An operator's stop during an upgrade is a stop, not the handover: the new bastion
+    (still importing the app) is stopped too, and nothing serves on afterwards."""
+    app = tmp_path / "proc_slowup.py"
+    slow = tmp_path / "slow"
+    app.write_text(
+        "import os, time\n"
+        f"if os.path.exists({str(slow)!r}):\n    time.sleep(4)\n"
+        + (APPS / "proc_app.py").read_text()
+    )
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    new_pid = 0
+    with serve("proc_slowup:app", "--workers", "1", cwd=tmp_path, env=env) as srv:
+        try:
+            slow.write_text("")
+            mark = len(srv.log)
+            srv.signal(signal.SIGUSR2)
+            found = srv.wait_for_log(r"started a new bastion \(pid (\d+)\)", 10, start=mark)
+            new_pid = int(found.group(1))
+            time.sleep(0.5)  # the new one is importing the app
+            srv.signal(signal.SIGTERM)
+            assert srv.wait(20) == 0
+            wait_until(lambda: not _alive(new_pid), 15, "the new bastion to stop too")
+            assert "received during an upgrade: stopping" in srv.log
+            assert "handing over" not in srv.log
+            try:
+                get(srv.url)
+            except OSError:
+                pass
+            else:
+                raise AssertionError("something still serves after the stop")
+        finally:
+            if new_pid:
+                _stop_pid(new_pid)
+
+
+def test_sigusr2_while_draining_is_ignored() -> None:
+    env = {"BASTION_WORKERS__DRAIN_DELAY": "2"}
+    with serve("proc_app:app", "--workers", "1", env=env) as srv:
+        srv.signal(signal.SIGTERM)
+        srv.wait_for_log(r"not ready, serving 2s more", 10)
+        srv.signal(signal.SIGUSR2)  # a stop under way is not undone by an upgrade
+        srv.wait_for_log(r"SIGUSR2 received while draining: ignored", 10)
+        assert srv.wait(20) == 0
+        assert "started a new bastion" not in srv.log

@@ -35,8 +35,13 @@ def on_signal(sup: Supervisor, sig: int) -> None:
     if sig == signal.SIGCHLD:
         return
     if sig in (signal.SIGTERM, signal.SIGINT):
-        if sup.phase != "stopping" and sup.upgrade.new is not None and sig == signal.SIGTERM:
-            # (most likely from the new bastion, ready to serve)
+        if (
+            sup.phase != "stopping"
+            and sup.upgrade.new is not None
+            and sig == signal.SIGTERM
+            and sup.upgrade.new_took_over()
+        ):
+            # from the new bastion, ready to serve (it said so first)
             logger.info(
                 "SIGTERM received while the new bastion (pid %d) runs: handing over "
                 "and stopping gracefully",
@@ -48,6 +53,15 @@ def on_signal(sup: Supervisor, sig: int) -> None:
             sup._stop(immediate=False, retire=True)
         elif sup.phase != "stopping":
             name = signal.Signals(sig).name
+            if sup.upgrade.new is not None:
+                # an operator's stop while the new bastion starts: both stop
+                logger.info(
+                    "%s received during an upgrade: stopping, and the new bastion (pid %d)",
+                    name,
+                    sup.upgrade.new.pid,
+                )
+                sup._stop(immediate=False)
+                return
             if sig == signal.SIGTERM and _drain_first(sup):
                 return
             logger.info("%s received: stopping gracefully", name)
@@ -94,9 +108,10 @@ def _reopen_logs(sup: Supervisor) -> None:
 def _start_upgrade(sup: Supervisor) -> None:
     """SIGUSR2: start a new bastion on the same sockets (see process/upgrade.py)."""
     upgrade = sup.upgrade
-    if sup.phase != "running" or upgrade.new is not None or upgrade.handed_over:
+    draining = sup.drain_at != math.inf
+    if sup.phase != "running" or upgrade.new is not None or upgrade.handed_over or draining:
         busy = f"upgrading (new bastion pid {upgrade.new.pid})" if upgrade.new else sup.phase
-        logger.info("SIGUSR2 received while %s: ignored", busy)
+        logger.info("SIGUSR2 received while %s: ignored", "draining" if draining else busy)
         return
     admin = sup.admin.sock if sup.admin is not None else None
     upgrade.start(sup.listeners, admin, sup.config.admin.bind)

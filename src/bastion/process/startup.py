@@ -39,6 +39,7 @@ from bastion.process.upgrade import (
     close_unused,
     take_inherited,
     take_inherited_admin,
+    take_ready_fd,
     upgrading_from,
 )
 
@@ -69,6 +70,7 @@ def open_before_fork(
     inherited = take_inherited()
     inherited_admin = take_inherited_admin(config.admin.bind)  # (None if unbound)
     upgrade.old = upgrading_from()
+    upgrade.ready_write = take_ready_fd()
     listeners: list[Listener] = []
     try:
         listeners = open_listeners(config.server, inherited)

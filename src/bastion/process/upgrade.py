@@ -32,13 +32,20 @@ from bastion.process.systemd import write_pidfile
 INHERITED_ENV = "_BASTION_INHERITED"  # (not BASTION_*: those are settings)
 ADMIN_ENV = "_BASTION_INHERITED_ADMIN"  # the admin socket: {"fd": ..., "bind": ...}
 UPGRADE_FROM_ENV = "_BASTION_UPGRADE_FROM"
+#: the write end of a pipe the new bastion writes one byte to when it takes over, just
+#: before its SIGTERM: the old one tells that SIGTERM from an operator's
+READY_ENV = "_BASTION_UPGRADE_READY_FD"
 
 
 def hand_over(
-    listeners: list[Listener], admin: socket.socket | None = None, admin_bind: str = ""
+    listeners: list[Listener],
+    admin: socket.socket | None = None,
+    admin_bind: str = "",
+    ready_fd: int = -1,
 ) -> subprocess.Popen[bytes]:
     """Start the new bastion with ``listeners`` (and the ``admin`` socket, bound for
-    ``admin_bind``) inherited; return its process."""
+    ``admin_bind``; ``ready_fd``, the pipe it says it took over on) inherited; return
+    its process."""
     entries: list[dict[str, object]] = []
     fds: list[int] = []
     for lst in listeners:
@@ -62,6 +69,10 @@ def hand_over(
     if admin is not None:
         fds.append(admin.fileno())
         env[ADMIN_ENV] = json.dumps({"fd": admin.fileno(), "bind": admin_bind})
+    env.pop(READY_ENV, None)
+    if ready_fd >= 0:
+        fds.append(ready_fd)
+        env[READY_ENV] = str(ready_fd)
     argv = [sys.executable, *sys.orig_argv[1:]]
     return subprocess.Popen(argv, env=env, pass_fds=fds)
 
@@ -129,6 +140,20 @@ def upgrading_from() -> int:
     return int(text) if text.isdigit() else 0
 
 
+def take_ready_fd() -> int:
+    """The pipe to tell the old bastion this one took over on, or -1 (not kept by the
+    workers and processes this one starts)."""
+    text = os.environ.pop(READY_ENV, "")
+    if not text.isdigit():
+        return -1
+    fd = int(text)
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        return -1
+    return fd
+
+
 def close_unused(inherited: dict[str, list[Listener]]) -> None:
     """Close inherited sockets the new configuration no longer binds."""
     for listeners in inherited.values():
@@ -149,22 +174,51 @@ class Upgrade:
         self.old = 0  # the supervisor this one replaces (it was started by one)
         self.handed_over = False  # the new bastion is ready: it owns the sockets now
         self.took_over = False  # this bastion replaced another one
+        self.ready_read = -1  # (old side) the new bastion writes here when it takes over
+        self.ready_write = -1  # (new side) where to say so to the old one
 
     def start(
         self, listeners: list[Listener], admin: socket.socket | None, admin_bind: str
     ) -> None:
         """SIGUSR2: start a new bastion (the code now on disk) on the same sockets; it
         stops this one once its workers are ready."""
+        self._close_ready()
         try:
-            self.new = hand_over(listeners, admin, admin_bind)
+            read, write = os.pipe()
         except OSError as exc:
             logger.error("SIGUSR2: cannot start a new bastion: %s", exc)
             return
+        os.set_blocking(read, False)
+        try:
+            self.new = hand_over(listeners, admin, admin_bind, write)
+        except OSError as exc:
+            os.close(read)
+            logger.error("SIGUSR2: cannot start a new bastion: %s", exc)
+            return
+        finally:
+            os.close(write)
+        self.ready_read = read
         logger.info(
             "SIGUSR2 received: started a new bastion (pid %d) on the same sockets; this "
             "one serves until it is ready",
             self.new.pid,
         )
+
+    def new_took_over(self) -> bool:
+        """Whether the new bastion said it took over (its SIGTERM is the handover, not
+        an operator's stop)."""
+        if self.ready_read < 0:
+            return False
+        try:
+            said = os.read(self.ready_read, 1)
+        except (BlockingIOError, OSError):
+            return False
+        return said == b"r"
+
+    def _close_ready(self) -> None:
+        if self.ready_read >= 0:
+            os.close(self.ready_read)
+            self.ready_read = -1
 
     def hand_over_files(self, listeners: list[Listener]) -> None:
         """The new bastion is ready (it sent SIGTERM): it owns the sockets, and removes
@@ -179,6 +233,7 @@ class Upgrade:
             return False
         self.new.returncode = os.waitstatus_to_exitcode(status)
         self.new = None
+        self._close_ready()
         if not self.handed_over:
             logger.error(
                 "upgrade failed: the new bastion (pid %d) %s; this one goes on serving",
@@ -208,7 +263,15 @@ class Upgrade:
             write_pidfile(pidfile)
         if old and old == os.getppid():
             logger.info("upgrade complete: stopping the previous bastion (pid %d)", old)
+            if self.ready_write >= 0:
+                try:
+                    os.write(self.ready_write, b"r")
+                except OSError:
+                    pass
             os.kill(old, signal.SIGTERM)
+        if self.ready_write >= 0:
+            os.close(self.ready_write)
+            self.ready_write = -1
 
 
 __all__ = [
@@ -217,5 +280,6 @@ __all__ = [
     "hand_over",
     "take_inherited",
     "take_inherited_admin",
+    "take_ready_fd",
     "upgrading_from",
 ]
