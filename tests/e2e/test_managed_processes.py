@@ -238,3 +238,35 @@ stop_timeout = 1
         assert srv.proc is not None
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(timeout=15) == 0
+
+
+def test_what_a_wrapper_started_gets_the_stops_grace(tmp_path: Path) -> None:
+    # the wrapper ends at once on SIGTERM; what it started takes a second to finish
+    # cleanly: it is not killed before the stop's deadline
+    py = sys.executable
+    done = tmp_path / "clean-exit"
+    (tmp_path / "child.py").write_text(
+        "import signal, sys, time\n"
+        "def bye(*_):\n"
+        "    time.sleep(1)\n"
+        f"    open({str(done)!r}, 'w').close()\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('child up', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    (tmp_path / "wrap.sh").write_text(f"{py} child.py &\nsleep 300\n")
+    config = _config(
+        tmp_path,
+        f"""
+[[process]]
+name = "wrapped"
+command = ["sh", "wrap.sh"]
+cwd = "{tmp_path}"
+stop_timeout = 5
+""",
+    )
+    with BastionProcess(["serve", "-c", str(config)]) as srv:
+        srv.wait_for_log(r"\[wrapped\] child up", 10)
+        assert srv.stop() == 0
+    assert done.exists(), srv.log

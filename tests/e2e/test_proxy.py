@@ -154,8 +154,10 @@ def test_trusted_proxy_client_address_is_forwarded(tmp_path: Path) -> None:
         host = f"{p.host_port[0]}:{p.host_port[1]}"
         assert req.all("forwarded") == [f'for=203.0.113.7;proto=http;host="{host}", for=127.0.0.1']
         assert req.all("x-real-ip") == ["203.0.113.7"]
+        httpx.get(p.url + "/", headers={"X-Forwarded-Port": "8443"})
+        assert up.requests[-1].all("x-forwarded-port") == ["8443"]  # (the proxy's)
         httpx.get(p.url + "/")  # no chain: the trusted peer is the client
-        req = up.requests[2]
+        req = up.requests[3]
         assert req.all("x-forwarded-for") == ["127.0.0.1"]
         assert req.all("forwarded")[0].startswith("for=127.0.0.1;proto=http;host=")
 
@@ -177,7 +179,8 @@ def test_behind_proxies_that_set_forwarded_the_client_x_forwarded_for_is_not_kep
         assert req.all("forwarded") == ['for=198.51.100.1, for="[2001:db8::1]", for=127.0.0.1']
         assert req.all("x-forwarded-for") == ["2001:db8::1, 127.0.0.1"]
         assert req.all("x-real-ip") == ["2001:db8::1"]
-        assert req.all("x-forwarded-port") == ["8443"]  # (from the trusted proxy)
+        # (a proxy that sets Forwarded does not set it: the client's claim)
+        assert req.all("x-forwarded-port") == []
 
 
 def test_untrusted_peer_forwarding_headers_are_replaced(tmp_path: Path) -> None:

@@ -91,6 +91,12 @@ def test_short_and_long_forms_and_no_app_needed(tmp_path: Path) -> None:
             "bastion.toml:7: routes[0].proxy.strip_prefix: needs a prefix route",
         ),
         (
+            UP + '[[routes]]\npath = "/"\n'
+            'proxy = { upstream = "api", upgrades = ["web socket"] }\n',
+            "routes[0].proxy.upgrades: expected protocol names as Upgrade carries them "
+            '(websocket), got "web socket"',
+        ),
+        (
             UP + '[[routes]]\npath = "/"\nproxy = "api"\nreturn = { body = "x" }\n',
             "routes[0]: expected exactly one handler (app, static, redirect, return or proxy), "
             "got return and proxy",

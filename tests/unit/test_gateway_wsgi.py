@@ -161,6 +161,7 @@ def test_environ_is_complete(mode: str) -> None:
         ("[::1]:9000", ("::1", 9000), "[::1]", "9000"),
         ("[::1]", ("::1", 9000), "[::1]", "80"),
         ("example.org", ("127.0.0.1", 8000), "example.org", "80"),
+        ("example.org:", ("127.0.0.1", 8000), "example.org", "80"),  # an empty port
         (None, ("192.0.2.1", 8123), "192.0.2.1", "8123"),
         (None, ("/run/app.sock", None), "localhost", "80"),
     ],

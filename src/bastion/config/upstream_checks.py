@@ -8,6 +8,7 @@ Like :mod:`.checks`, each function yields messages and raises nothing.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 
 from bastion.config.errors import Source, problem
@@ -80,6 +81,10 @@ def _check_tls_files(name: str, upstream: UpstreamConfig, src: Src) -> Iterator[
         yield problem(src(label), label, "a key needs its certificate: set tls_certfile too")
 
 
+# an Upgrade protocol name: a token, optionally "/version" (RFC 9110 7.8)
+_PROTOCOL = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)?")
+
+
 def check_proxy_route(config: Config, index: int, src: Src) -> Iterator[str]:
     route = config.routes[index]
     proxy = route.proxy
@@ -105,3 +110,12 @@ def check_proxy_route(config: Config, index: int, src: Src) -> Iterator[str]:
     if proxy.strip_prefix and route.match != "prefix":
         flag_label = route_label(index, "proxy", "strip_prefix")
         yield problem(src(flag_label), flag_label, 'needs a prefix route (match = "prefix")')
+    for name in proxy.upgrades:
+        if not _PROTOCOL.fullmatch(name):
+            up_label = route_label(index, "proxy", "upgrades")
+            yield problem(
+                src(up_label),
+                up_label,
+                f"expected protocol names as Upgrade carries them (websocket), got "
+                f"{toml_value(name)}",
+            )

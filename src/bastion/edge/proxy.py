@@ -300,9 +300,7 @@ class _Forward:
         if not framing and (method == "POST" or method == "PUT" or method == "PATCH"):
             framing = b"content-length: 0\r\n"
         conn.write(
-            self.handler.heads.request_head(
-                exchange, framing, self.upgrade, conn.server.spec.authority
-            )
+            self.handler.heads.request_head(exchange, framing, self.upgrade, conn.server.authority)
         )
 
     def request_sent(self) -> None:

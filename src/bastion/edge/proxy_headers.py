@@ -213,8 +213,13 @@ class HeaderRewrite:
                     dropped = connection_names(head.headers)
                 elif name == b"te" and not te:
                     te = accepts_trailers(head.headers)
-                elif name == b"x-forwarded-port" and exchange.forwarded_by is not None:
-                    out.append(name + b": " + value + b"\r\n")  # a trusted proxy's
+                elif (
+                    name == b"x-forwarded-port"
+                    and not self.rfc7239
+                    and exchange.forwarded_by is not None
+                ):
+                    # a trusted proxy of the X-Forwarded-* family sets it (AWS's, GCP's)
+                    out.append(name + b": " + value + b"\r\n")
                 continue
             if dropped is not None and name in dropped:
                 continue

@@ -150,7 +150,8 @@ class EnvironBuilder:
             if ":" in host and not host.endswith("]"):
                 name_part, _, port = host.rpartition(":")
                 env["SERVER_NAME"] = name_part
-                env["SERVER_PORT"] = port
+                # ("host:" has an empty port, which PEP 3333 does not allow)
+                env["SERVER_PORT"] = port or _DEFAULT_PORTS.get(head.scheme, "80")
             else:
                 env["SERVER_NAME"] = host
                 env["SERVER_PORT"] = _DEFAULT_PORTS.get(head.scheme, "80")

@@ -42,6 +42,10 @@ class Managed:
         self.kill_at = math.inf
         self.buffer = b""
         self.restarts = 0
+        #: the process group of a run whose program ended while what it started still
+        #: runs (a shell wrapper's children), and when those get SIGKILL
+        self.group = 0
+        self.group_kill_at = math.inf
 
     @property
     def name(self) -> str:
@@ -84,14 +88,14 @@ class Managed:
         self.start_at = math.inf
         logger.info("process %s started (pid %d)", cfg.name, self.proc.pid)
 
-    def read_output(self, whole: bool = False) -> bool:
-        """Log the complete lines available; False once the pipe is at its end. One read
-        of the pipe per call unless ``whole``: a program writing faster than lines are
-        logged would otherwise hold the supervisor's loop (signals, heartbeats, the
-        health endpoints) for as long as it kept writing."""
+    def read_output(self, reads: int = 1) -> bool:
+        """Log the complete lines available; False once the pipe is at its end. At most
+        ``reads`` reads of the pipe (64 KiB each) per call: a program writing faster
+        than lines are logged would otherwise hold the supervisor's loop (signals,
+        heartbeats, the health endpoints) for as long as it kept writing."""
         if self.proc is None or self.proc.stdout is None:
             return False
-        while True:
+        for _ in range(reads):
             try:
                 chunk = os.read(self.fd, 65536)
             except BlockingIOError:
@@ -103,8 +107,7 @@ class Managed:
                 return False
             self.buffer += chunk
             self._flush(final=False)
-            if not whole:
-                return True  # the rest at the loop's next turn (the pipe stays readable)
+        return True  # the rest at the loop's next turn (the pipe stays readable)
 
     def _flush(self, final: bool) -> None:
         *lines, rest = self.buffer.split(b"\n")
@@ -126,14 +129,24 @@ class Managed:
         """Its process ended with wait ``status``: log it and plan a restart."""
         assert self.proc is not None
         self.proc.returncode = os.waitstatus_to_exitcode(status)
-        self.read_output(whole=True)
+        # what it wrote last (bounded: what it started may hold the pipe and write on)
+        self.read_output(reads=16)
         self.close_output()
         pid = self.proc.pid
         how = describe_status(status)
-        if _kill_group(pid, signal.SIGKILL):
-            # what it started (``sh -c "a & b"``, ``npm start``) must not outlive it: left
-            # running, it would keep the ports and files its next run needs
-            logger.warning("process %s: killed what was left of its process group", self.name)
+        if _kill_group(pid, 0):
+            # What it started (``sh -c "a & b"``, ``npm start``) still runs: it must not
+            # outlive it (it would keep the ports and files its next run needs), but it
+            # gets the stop's grace: the stop signal (already sent when stopping), then
+            # SIGKILL at the stop's deadline.
+            now = time.monotonic()
+            if self.kill_at == math.inf:
+                _kill_group(pid, self.stop_signal)
+                self.group_kill_at = now + self.cfg.stop_timeout
+            else:
+                self.group_kill_at = self.kill_at
+            self.group = pid
+            logger.info("process %s: stopping what is left of its process group", self.name)
         self.proc = None
         self.kill_at = math.inf
         if stopping:
@@ -187,9 +200,29 @@ class Managed:
             except ProcessLookupError:
                 pass
 
+    def check_group(self, now: float) -> bool:
+        """Follow what is left of an ended run's process group: SIGKILL at its deadline.
+        True when it has just gone."""
+        if not self.group:
+            return False
+        if not _kill_group(self.group, 0):
+            self.group, self.group_kill_at = 0, math.inf
+            return True
+        if now >= self.group_kill_at:
+            logger.warning("process %s: killing what is left of its process group", self.name)
+            _kill_group(self.group, signal.SIGKILL)
+            self.group_kill_at = now + 1.0  # (then gone; checked again)
+        return False
+
+    def kill_group(self) -> None:
+        if self.group:
+            _kill_group(self.group, signal.SIGKILL)
+            self.group, self.group_kill_at = 0, math.inf
+
 
 def _kill_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to the process group ``pgid``; False if it has no process left."""
+    """Send ``sig`` to the process group ``pgid`` (0: only whether it has a process);
+    False if it has no process left."""
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
@@ -211,7 +244,7 @@ class ManagedProcesses:
 
     @property
     def running(self) -> bool:
-        return any(m.proc is not None for m in self.entries)
+        return any(m.proc is not None or m.group for m in self.entries)
 
     @property
     def fds(self) -> list[int]:
@@ -219,8 +252,9 @@ class ManagedProcesses:
         return [m.fd for m in self.entries if m.fd >= 0]
 
     def deadlines(self) -> list[float]:
-        """When the loop must wake up for them: a start or a kill."""
-        return [min(m.start_at, m.kill_at) for m in self.entries]
+        """When the loop must wake up for them: a start or a kill (what is left of a
+        process group is looked at every tick)."""
+        return [min(m.start_at, m.kill_at, m.group_kill_at) for m in self.entries]
 
     def start(self, managed: Managed) -> None:
         managed.start()
@@ -250,9 +284,16 @@ class ManagedProcesses:
     def check(self, now: float, stopping: bool) -> None:
         """Kill the ones past their stop timeout; start the ones whose delay is over."""
         for managed in self.entries:
+            if managed.check_group(now) and stopping:
+                self.stop_next()  # (its group gone: the one declared before it now)
             if now >= managed.kill_at:
                 managed.kill()
-            elif managed.proc is None and now >= managed.start_at and not stopping:
+            elif (
+                managed.proc is None
+                and not managed.group  # (its last run's processes first)
+                and now >= managed.start_at
+                and not stopping
+            ):
                 self.start(managed)
 
     def stop(self, now: float, immediate: bool, kill_after: float) -> None:
@@ -274,6 +315,8 @@ class ManagedProcesses:
         now = time.monotonic()
         for managed in reversed(self.entries):
             managed.start_at = math.inf
+            if managed.group:
+                return  # what it started is still stopping
             if managed.proc is not None:
                 if managed.kill_at == math.inf:
                     managed.stop(now)
@@ -286,3 +329,4 @@ class ManagedProcesses:
                 managed.kill()
                 managed.proc.wait()
                 managed.close_output()
+            managed.kill_group()

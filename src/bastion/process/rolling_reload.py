@@ -102,7 +102,8 @@ def start_reload(sup: Supervisor) -> None:
         if new is None:
             return
         config, tls = new
-        sup.before_reload = (sup.config, sup.tls, sup.generation)
+        if sup.before_reload is None:  # (a reload during a reload: the first one's)
+            sup.before_reload = (sup.config, sup.tls, sup.generation)
         sup._apply_config(config)
         sup.tls = tls_after_reload(tls, sup.tls)
     sup.generation += 1
@@ -141,10 +142,11 @@ def reload_failed(sup: Supervisor) -> None:
         c.generation == sup.generation and c.state is State.READY for c in sup.children.values()
     )
     if previous is not None and not replaced:
-        config, tls, generation = previous
-        sup._apply_config(config, warn=False)
+        # (the generation stays: a worker of the failed one still starting is outdated
+        # at the next reload, as the running ones are)
+        config, tls, _ = previous
+        sup._apply_config(config, restoring=True)
         sup.tls = tls
-        sup.generation = generation
         logger.error("reload failed: keeping the running workers and their configuration")
     else:
         logger.error("reload failed: keeping the running workers")

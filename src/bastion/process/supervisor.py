@@ -502,8 +502,8 @@ class Supervisor:
             )
 
     def _replace_over_memory(self, child: Child) -> None:
-        self._count_restart(child, "max_memory")
-        self._try_spawn(child, for_reload=False)
+        if self._try_spawn(child, for_reload=False) is not None:
+            self._count_restart(child, "max_memory")
 
     def _retire_blocked(self, child: Child, now: float) -> None:
         child.unlink()
@@ -522,14 +522,17 @@ class Supervisor:
                 self.admin.board.count_restart(cause)
 
     # -- reload (process/rolling_reload.py) -------------------------------------------
-    def _apply_config(self, config: Config, warn: bool = True) -> None:
-        if warn:
+    def _apply_config(self, config: Config, restoring: bool = False) -> None:
+        """Take a reload's ``config`` (``restoring``: the one before a failed reload, with
+        no warning, and the admin token as it is now: a token rotated stays rotated)."""
+        if not restoring:
             warn_restart_only(self.config, config)
         old, self.config = self.config, config
         self.target = worker_count(config)
         if self.admin is not None:  # the new routes' metric labels, before any fork
             self.admin.board.name_routes(route_labels(config))
-            self.admin.reconfigure(config)
+            if not restoring:
+                self.admin.reconfigure(config)
         if config.log != old.log:
             setup_logging(config.log)
 

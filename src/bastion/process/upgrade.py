@@ -32,8 +32,10 @@ from bastion.process.systemd import write_pidfile
 INHERITED_ENV = "_BASTION_INHERITED"  # (not BASTION_*: those are settings)
 ADMIN_ENV = "_BASTION_INHERITED_ADMIN"  # the admin socket: {"fd": ..., "bind": ...}
 UPGRADE_FROM_ENV = "_BASTION_UPGRADE_FROM"
-#: the write end of a pipe the new bastion writes one byte to when it takes over, just
-#: before its SIGTERM: the old one tells that SIGTERM from an operator's
+#: the write end of a pipe to the old bastion: the new one writes ``s`` at its start
+#: and ``r`` when it takes over, just before its SIGTERM, so the old one tells that
+#: SIGTERM from an operator's. (A new bastion that never said ``s``, a version from
+#: before the pipe, is taken at its word: its SIGTERM is the handover.)
 READY_ENV = "_BASTION_UPGRADE_READY_FD"
 
 
@@ -149,6 +151,7 @@ def take_ready_fd() -> int:
     fd = int(text)
     try:
         os.set_inheritable(fd, False)
+        os.write(fd, b"s")  # (this bastion will say when it takes over)
     except OSError:
         return -1
     return fd
@@ -175,6 +178,7 @@ class Upgrade:
         self.handed_over = False  # the new bastion is ready: it owns the sockets now
         self.took_over = False  # this bastion replaced another one
         self.ready_read = -1  # (old side) the new bastion writes here when it takes over
+        self.ready_said = b""  # (old side) what it wrote so far
         self.ready_write = -1  # (new side) where to say so to the old one
 
     def start(
@@ -205,17 +209,20 @@ class Upgrade:
         )
 
     def new_took_over(self) -> bool:
-        """Whether the new bastion said it took over (its SIGTERM is the handover, not
-        an operator's stop)."""
-        if self.ready_read < 0:
-            return False
-        try:
-            said = os.read(self.ready_read, 1)
-        except (BlockingIOError, OSError):
-            return False
-        return said == b"r"
+        """Whether the new bastion took over (then its SIGTERM is the handover, not an
+        operator's stop): it said so, or it is a version that says nothing."""
+        while self.ready_read >= 0:
+            try:
+                said = os.read(self.ready_read, 16)
+            except (BlockingIOError, OSError):
+                break
+            if not said:
+                break
+            self.ready_said += said
+        return b"r" in self.ready_said or not self.ready_said
 
     def _close_ready(self) -> None:
+        self.ready_said = b""
         if self.ready_read >= 0:
             os.close(self.ready_read)
             self.ready_read = -1

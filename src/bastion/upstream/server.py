@@ -39,6 +39,7 @@ class Server:
     """A member of an upstream group."""
 
     __slots__ = (
+        "authority",
         "check_fails",
         "check_passes",
         "consecutive_failures",
@@ -69,6 +70,7 @@ class Server:
         self.spec = spec
         # the spec's fields read on every request, as native attributes
         self.label = spec.label  # how logs and error bodies name it
+        self.authority = spec.authority  # the Host of a request that came without one
         self.weight = spec.weight
         self.max_conns = spec.max_conns  # 0 = no limit
         #: idle keep-alive connections, most recently used last
