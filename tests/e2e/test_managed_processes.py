@@ -195,6 +195,20 @@ def _alive(pattern: str) -> list[int]:
     return found
 
 
+def _shell_process(tmp_path: Path, name: str, script: str, stop_timeout: float) -> Path:
+    """A configuration with one [[process]]: ``sh script`` run in ``tmp_path``."""
+    return _config(
+        tmp_path,
+        f"""
+[[process]]
+name = "{name}"
+command = ["sh", "{script}"]
+cwd = "{tmp_path}"
+stop_timeout = {stop_timeout}
+""",
+    )
+
+
 def test_what_a_shell_wrapper_started_is_stopped_with_it(tmp_path: Path) -> None:
     # "sh" passes no signal on: the whole process group is signalled, and what is left
     # of it when the program ends is killed
@@ -204,16 +218,7 @@ def test_what_a_shell_wrapper_started_is_stopped_with_it(tmp_path: Path) -> None
         f"{py} -c 'import time; time.sleep(301)' {marker} &\n"
         f"{py} -c 'import time; print(\"up\", flush=True); time.sleep(302)' {marker}\n"
     )
-    config = _config(
-        tmp_path,
-        f"""
-[[process]]
-name = "wrapper"
-command = ["sh", "kids.sh"]
-cwd = "{tmp_path}"
-stop_timeout = 2
-""",
-    )
+    config = _shell_process(tmp_path, "wrapper", "kids.sh", stop_timeout=2)
     with BastionProcess(["serve", "-c", str(config)]) as srv:
         srv.wait_for_log(r"\[wrapper\] up", 10)
         wait_until(lambda: len(_alive(marker)) >= 2, 5, "the wrapper's children")
@@ -256,16 +261,7 @@ def test_what_a_wrapper_started_gets_the_stops_grace(tmp_path: Path) -> None:
         "time.sleep(300)\n"
     )
     (tmp_path / "wrap.sh").write_text(f"{py} child.py &\nsleep 300\n")
-    config = _config(
-        tmp_path,
-        f"""
-[[process]]
-name = "wrapped"
-command = ["sh", "wrap.sh"]
-cwd = "{tmp_path}"
-stop_timeout = 5
-""",
-    )
+    config = _shell_process(tmp_path, "wrapped", "wrap.sh", stop_timeout=5)
     with BastionProcess(["serve", "-c", str(config)]) as srv:
         srv.wait_for_log(r"\[wrapped\] child up", 10)
         assert srv.stop() == 0

@@ -47,16 +47,27 @@ def _stop_pid(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def test_sigusr1_reopens_the_log_files_of_the_supervisor_and_workers(tmp_path: Path) -> None:
+def _logging_to_files(tmp_path: Path, workers: int) -> tuple[list[str], Path, Path]:
+    """``bastion serve`` arguments for the logging app with its error and access logs
+    in files (logrotate's case); the arguments and the two files."""
     (tmp_path / "logging_app.py").write_text(LOGGING_APP)
     error_log = tmp_path / "error.log"
     access_log = tmp_path / "access.log"
-    args = ["serve", "logging_app:app", "--workers", "2", "--bind", "127.0.0.1:0"]
+    args = ["serve", "logging_app:app", "--workers", str(workers), "--bind", "127.0.0.1:0"]
     args += ["--error-log-file", str(error_log), "--access-log", "json"]
     args += ["--access-log-file", str(access_log)]
+    return args, error_log, access_log
+
+
+def _url_once_ready(error_log: Path) -> str:
+    wait_until(lambda: error_log.exists() and " ready: " in error_log.read_text(), 20)
+    return re.findall(r"listening on (http://\S+)", error_log.read_text())[0]
+
+
+def test_sigusr1_reopens_the_log_files_of_the_supervisor_and_workers(tmp_path: Path) -> None:
+    args, error_log, access_log = _logging_to_files(tmp_path, 2)
     with BastionProcess(args, cwd=tmp_path, wait_ready=False) as srv:
-        wait_until(lambda: error_log.exists() and " ready: " in error_log.read_text(), 20)
-        url = re.findall(r"listening on (http://\S+)", error_log.read_text())[0]
+        url = _url_once_ready(error_log)
         assert get(url, "/log")[0] == 200
         wait_until(lambda: access_log.exists() and access_log.read_text().count("\n") == 1, 10)
         # logrotate: rename, then SIGUSR1
@@ -81,15 +92,9 @@ def test_sigusr1_reopens_the_log_files_of_the_supervisor_and_workers(tmp_path: P
 def test_sigusr1_reaches_a_worker_finishing_its_requests_after_a_reload(tmp_path: Path) -> None:
     import threading
 
-    (tmp_path / "logging_app.py").write_text(LOGGING_APP)
-    error_log = tmp_path / "error.log"
-    access_log = tmp_path / "access.log"
-    args = ["serve", "logging_app:app", "--workers", "1", "--bind", "127.0.0.1:0"]
-    args += ["--error-log-file", str(error_log), "--access-log", "json"]
-    args += ["--access-log-file", str(access_log)]
+    args, error_log, access_log = _logging_to_files(tmp_path, 1)
     with BastionProcess(args, cwd=tmp_path, wait_ready=False) as srv:
-        wait_until(lambda: error_log.exists() and " ready: " in error_log.read_text(), 20)
-        url = re.findall(r"listening on (http://\S+)", error_log.read_text())[0]
+        url = _url_once_ready(error_log)
         slow: list[int] = []
         request = threading.Thread(target=lambda: slow.append(get(url, "/slow")[0]))
         request.start()
