@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # The per-request modules are compiled with mypyc at install time (see setup.py), so a
 # change to them means a reinstall. BASTION_COMPILE=0 make ... installs pure Python.
-COMPILED_SRC := $(wildcard src/bastion/protocol/*.py src/bastion/gateway/*.py src/bastion/edge/*.py)
+COMPILED_SRC := $(wildcard src/bastion/protocol/*.py src/bastion/gateway/*.py src/bastion/edge/*.py \
+	src/bastion/upstream/*.py src/bastion/observe/requestid.py)
 
 # `make test` also runs the fast tests on a pure-Python install: a second venv with a
 # regular (not editable) install built from a copy of the sources without the compiled

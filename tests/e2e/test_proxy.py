@@ -353,6 +353,7 @@ def test_failing_server_is_ejected_then_recovers(tmp_path: Path) -> None:
             codes = [c.get(p.url + "/").status_code for _ in range(10)]
         assert codes.count(500) == 2  # two failures in a row, then out
         assert len(sick.requests) == 2
+        p.wait_for_log(rf"upstream back: server {sick.address} ejected for 1s after 2 failures", 5)
         state["fail"] = False
         time.sleep(1.3)
         with httpx.Client() as c:

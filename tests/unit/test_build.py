@@ -42,6 +42,21 @@ def compiled_list() -> list[str]:
 COMPILED = compiled_list()
 
 
+def test_make_rebuilds_when_any_compiled_module_changes() -> None:
+    # the Makefile's stamp depends on COMPILED_SRC: a compiled module outside it would
+    # keep its old compiled code after an edit (make says "up to date")
+    import fnmatch
+    import re
+
+    makefile = (SETUP.parent / "Makefile").read_text()
+    found = re.search(r"^COMPILED_SRC := \$\(wildcard (.*?)\)$", makefile, re.M | re.S)
+    assert found is not None
+    patterns = found.group(1).replace("\\\n", " ").split()
+    for module in COMPILED:
+        path = "src/" + module.replace(".", "/") + ".py"
+        assert any(fnmatch.fnmatch(path, pattern) for pattern in patterns), path
+
+
 def test_the_compiled_list_names_real_modules() -> None:
     assert len(COMPILED) >= 10, COMPILED  # the per-request modules, not a stub
     assert len(set(COMPILED)) == len(COMPILED)

@@ -350,8 +350,18 @@ class Upstream:
         out = sum(1 for s in group if s.ejected_until > now)
         if (out + 1) * 100 > self.cfg.max_ejected_percent * len(group):
             return  # ejecting it would take too much of the group out
+        failures = server.consecutive_failures
         server.eject(now, self.cfg.fail_timeout)
         server.close_idle()
+        # (once per ejection: at most one line per server and fail_timeout)
+        logger.warning(
+            "upstream %s: server %s ejected for %gs after %d failures in a row "
+            "(connect errors, 5xx, bad responses, timeouts)",
+            self.name,
+            server.label,
+            server.ejected_until - now,
+            failures,
+        )
 
     def record_success(self, server: Server) -> None:
         server.succeeded()
