@@ -5,10 +5,12 @@ terminal reaches it only through bastion), reads its output through a pipe in th
 loop and logs each line as ``[name] line``, restarts it with a growing delay when it
 ends, and on shutdown stops them one after the other, last declared first: the stop
 signal, then ``SIGKILL`` after ``stop_timeout``, each time to the program's whole process
-group (what a shell wrapper started too); whatever is left of the group when the
-program itself ends is killed. If the supervisor itself dies (even by SIGKILL), each
-program gets its stop signal from the kernel (see :mod:`bastion.process.pdeath`); what
-they started does not (a cgroup, as systemd's, catches those).
+group (what a shell wrapper started too); what is left of the group when the program
+itself ends gets the same grace (the stop signal, then ``SIGKILL``), and the program is
+started again only once its group is gone. If the supervisor itself dies (even by
+SIGKILL), each program gets its stop signal from the kernel (see
+:mod:`bastion.process.pdeath`); what they started does not (a cgroup, as systemd's,
+catches those).
 """
 
 from __future__ import annotations

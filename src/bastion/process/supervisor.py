@@ -553,7 +553,9 @@ class Supervisor:
             self.notify.stopping()
         self.phase = "stopping"
         self.drain_at = math.inf
-        if self.admin is not None:
+        if self.admin is not None and not self.upgrade.handed_over:
+            # (handed over: the new bastion serves and its admin says so; this one's
+            # admin, stopping, must not answer "draining" meanwhile)
             self.admin.board.set_draining()
         self.reloading = False
         self.managed.stop(now, immediate, kill_after=QUIT_WAIT)
