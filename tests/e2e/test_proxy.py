@@ -423,6 +423,9 @@ BAD = {
     ),
     "/twocl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 9\r\n\r\nok",
     "/huge": b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70000 + b"\r\n\r\nok",
+    # a coding other than chunked: close-delimited, or one the client would not be told of
+    "/identity": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nhello",
+    "/gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     "/extra": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
     b"Content-Length: 8\r\n\r\nsmuggled",
 }
@@ -438,7 +441,7 @@ def test_malformed_responses_give_502_and_the_connection_is_discarded(tmp_path: 
 
     with RawServer(handler) as up, proxy(tmp_path, [up.address], upstream="retries = 0") as p:
         with httpx.Client() as c:
-            for path in ("/status", "/clte", "/twocl", "/huge"):
+            for path in ("/status", "/clte", "/twocl", "/huge", "/identity", "/gzip"):
                 r = c.get(p.url + path)
                 assert r.status_code == 502, (path, r.text)
                 assert "smuggled" not in r.text

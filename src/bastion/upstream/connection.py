@@ -313,6 +313,11 @@ class UpstreamConnection(asyncio.Protocol):
                 raise UpstreamProtocolError("several different Content-Length headers")
             self._cl = value
         elif name == b"transfer-encoding":
+            if self._te or value.strip().lower() != b"chunked":
+                # (nginx answers 502 too): a coding under "chunked" (gzip, chunked)
+                # would reach the client undeclared once the framing is redone, and
+                # "identity" or a close-delimited coding has no framing to redo
+                raise UpstreamProtocolError("a Transfer-Encoding other than chunked")
             self._te = True
         elif name == b"connection":
             self._connection_tokens += b"," + value.lower()
