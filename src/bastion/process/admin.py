@@ -190,10 +190,7 @@ class AdminSide:
         logger.info("SIGHUP: a new admin token: restarting the admin process with it")
         if self.pid and not self.stopping:
             self.renewing = True
-            try:
-                os.kill(self.pid, STOP_SIGNAL)
-            except ProcessLookupError:
-                pass
+            self._tell_to_stop()
 
     def due(self, close_fds: list[int]) -> None:
         """Restart the admin process if it died and its delay is over."""
@@ -211,6 +208,10 @@ class AdminSide:
         probes and scrapes never alternate between the two."""
         self.stopping = True
         self.restart_at = 0.0
+        self._tell_to_stop()
+
+    def _tell_to_stop(self) -> None:
+        """STOP_SIGNAL to the admin process, if it runs (reaped later, in the loop)."""
         if self.pid:
             try:
                 os.kill(self.pid, STOP_SIGNAL)

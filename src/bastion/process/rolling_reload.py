@@ -103,7 +103,7 @@ def start_reload(sup: Supervisor) -> None:
             return
         config, tls = new
         if sup.before_reload is None:  # (a reload during a reload: the first one's)
-            sup.before_reload = (sup.config, sup.tls, sup.generation)
+            sup.before_reload = (sup.config, sup.tls)
         sup._apply_config(config)
         sup.tls = tls_after_reload(tls, sup.tls)
     sup.generation += 1
@@ -144,7 +144,7 @@ def reload_failed(sup: Supervisor) -> None:
     if previous is not None and not replaced:
         # (the generation stays: a worker of the failed one still starting is outdated
         # at the next reload, as the running ones are)
-        config, tls, _ = previous
+        config, tls = previous
         sup._apply_config(config, restoring=True)
         sup.tls = tls
         logger.error("reload failed: keeping the running workers and their configuration")

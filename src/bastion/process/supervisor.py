@@ -119,8 +119,8 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.listeners: list[Listener] = []
         self.tls: ServerTLS | None = None
-        #: what a reload in progress replaced: configuration, TLS, generation
-        self.before_reload: tuple[Config, ServerTLS | None, int] | None = None
+        #: what a reload in progress replaced: configuration and TLS
+        self.before_reload: tuple[Config, ServerTLS | None] | None = None
         self.loaded: Any = None
         self.heartbeat = HeartbeatTable()
         self.signals = SignalQueue()
