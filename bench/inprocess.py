@@ -135,6 +135,7 @@ def handlers(static_root: str) -> dict[str, Any]:
         # one route to the app; one fixed response; both with the two filters
         "route-asgi": site(routes=[{"path": "/", "app": "default"}]),
         "route-asgi+f": site(routes=[{"path": "/", "app": "default"}], **filters),
+        "route-return": site(routes=[{"path": "/", "return": {"body": "hi"}}]),
         "route-return+f": site(routes=[{"path": "/", "return": {"body": "hi"}}], **filters),
         # a 1 KiB file from a static route (from memory), and the same answered 304
         "static-1k": static_site(static_root),

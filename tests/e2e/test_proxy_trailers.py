@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from server import BastionProcess
 from test_proxy import proxy, raw
 from upstream_servers import RawServer, Request, response
 
@@ -113,3 +114,39 @@ def test_trailer_fields_named_by_connection_are_removed(tmp_path: Path) -> None:
         # named by the head's Connection, or by one in the trailer section: hop-by-hop
         assert trailers == {b"x-digest": b"abc"}
         assert len(up.requests) == 1
+
+
+def test_request_trailers_cannot_forge_what_forward_auth_sets(tmp_path: Path) -> None:
+    """On an anonymous pass (the auth service names no user) the head has no identity
+    header; a trailer of that name, or of a header the auth service's answer supplies,
+    is dropped all the same, in any spelling."""
+
+    def auth(req: Request) -> bytes:
+        return response(200, b"", [("X-Auth-Groups", "staff")])
+
+    def echo(req: Request) -> bytes:
+        return response(200, req.body)
+
+    with RawServer(auth) as auth_up, RawServer(echo) as up:
+        config = tmp_path / "fwd.toml"
+        config.write_text(
+            f'[upstreams.back]\nservers = ["{up.address}"]\n\n'
+            '[[routes]]\npath = "/"\nproxy = { upstream = "back" }\n'
+            f'[routes.auth_forward]\nurl = "http://{auth_up.address}/check"\n'
+            'response_headers = ["X-Auth-Groups"]\nidentity_header = "X-Remote-User"\n'
+        )
+        with BastionProcess(
+            ["serve", "-c", str(config), "--bind", "127.0.0.1:0", "--workers", "1"]
+        ) as p:
+            out = raw(
+                p,
+                b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"Trailer: x-remote-user\r\nConnection: close\r\n\r\n"
+                b"5\r\nhello\r\n0\r\nx-remote-user: admin\r\nX_Remote_User: admin\r\n"
+                b"x-auth-groups: admins\r\nX_Auth_Groups: admins\r\nx-checksum: 1234\r\n\r\n",
+            )
+            assert out.startswith(b"HTTP/1.1 200 "), (out, p.log)
+            req = up.requests[0]
+            assert req.body == b"hello"
+            assert req.all("x-auth-groups") == ["staff"]
+            assert req.trailers == [("x-checksum", "1234")]

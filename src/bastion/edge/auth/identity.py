@@ -22,9 +22,10 @@ from collections.abc import Iterable, Mapping
 
 from bastion.edge.wrap import ExchangeWithHead
 from bastion.observe.logging import logger
+from bastion.protocol.head import RequestHead
 from bastion.protocol.types import Exchange
 
-__all__ = ["CONTEXT_KEY", "Gate", "refuse", "usable_name"]
+__all__ = ["CONTEXT_KEY", "Admitted", "Gate", "refuse", "usable_name"]
 
 #: the key of the identity in ``head.context``: environ / scope["extensions"] key
 CONTEXT_KEY = "bastion.auth"
@@ -88,7 +89,28 @@ class Gate:
         context = dict(head.context) if head.context else {}
         context[CONTEXT_KEY] = info
         new = head.replace(headers=headers, user=user, context=context, query_string=query_string)
-        return ExchangeWithHead(exchange, new)
+        return Admitted(exchange, new, strip) if strip else ExchangeWithHead(exchange, new)
+
+
+class Admitted(ExchangeWithHead):
+    """An accepted request whose request trailers cannot carry the headers its route
+    strips: on an anonymous pass the head has no identity header for the proxy to hold a
+    trailer ``X-Remote-User: admin`` against, and an upstream that merges trailers into
+    the headers would take it as the identity."""
+
+    __slots__ = ("_strip",)
+
+    def __init__(self, inner: Exchange, head: RequestHead, strip: frozenset[bytes]) -> None:
+        super().__init__(inner, head)
+        self._strip = strip
+
+    @property
+    def request_trailers(self) -> list[tuple[bytes, bytes]]:
+        fields = self._inner.request_trailers
+        if not fields:
+            return fields
+        strip = self._strip
+        return [(n, v) for n, v in fields if n.replace(b"_", b"-") not in strip]
 
 
 def usable_name(user: str) -> bool:
