@@ -362,6 +362,43 @@ def test_failing_server_is_ejected_then_recovers(tmp_path: Path) -> None:
         assert len(sick.requests) >= 4  # back in rotation
 
 
+@pytest.mark.parametrize(
+    ("fail_statuses", "ejected_by"), [("gateway", 503), ("none", None)]
+)
+def test_fail_statuses_choose_which_answers_eject(
+    tmp_path: Path, fail_statuses: str, ejected_by: int | None
+) -> None:
+    """A 500 the app gives at will does not eject a server with ``fail_statuses`` set
+    to "gateway" or "none"; a 503 still does with "gateway", never with "none"."""
+    state = {"status": 500}
+
+    def app(req: Request) -> bytes:
+        return response(state["status"], b"app")
+
+    with (
+        RawServer(app) as one,
+        RawServer(app) as two,
+        proxy(
+            tmp_path,
+            [one.address, two.address],
+            upstream=f'balance = "round_robin"\nmax_fails = 2\nfail_statuses = "{fail_statuses}"',
+        ) as p,
+        httpx.Client() as c,
+    ):
+        codes = [c.get(p.url + "/").status_code for _ in range(8)]
+        assert codes == [500] * 8
+        assert len(one.requests) == len(two.requests) == 4  # neither was ejected
+        state["status"] = 503
+        codes = [c.get(p.url + "/").status_code for _ in range(8)]
+        assert codes == [503] * 8
+        if ejected_by is None:
+            assert len(one.requests) == len(two.requests) == 8
+            assert "ejected" not in p.log
+        else:
+            # each failed twice in a row; one of the two stays in (max_ejected_percent)
+            p.wait_for_log(r"upstream back: server \S+ ejected for 10s after 2 failures", 5)
+
+
 def test_first_byte_timeout_gives_504_and_retries_get(tmp_path: Path) -> None:
     import asyncio
 
@@ -426,6 +463,12 @@ BAD = {
     # a coding other than chunked: close-delimited, or one the client would not be told of
     "/identity": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nhello",
     "/gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    # a chunk size past any integer's range, or not a number: the head was good, the
+    # body broke before any of it reached the client
+    "/chunk-size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"f" * 40
+    + b"\r\nok\r\n0\r\n\r\n",
+    "/chunk-junk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
     "/extra": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
     b"Content-Length: 8\r\n\r\nsmuggled",
 }
@@ -441,7 +484,16 @@ def test_malformed_responses_give_502_and_the_connection_is_discarded(tmp_path: 
 
     with RawServer(handler) as up, proxy(tmp_path, [up.address], upstream="retries = 0") as p:
         with httpx.Client() as c:
-            for path in ("/status", "/clte", "/twocl", "/huge", "/identity", "/gzip"):
+            for path in (
+                "/status",
+                "/clte",
+                "/twocl",
+                "/huge",
+                "/identity",
+                "/gzip",
+                "/chunk-size",
+                "/chunk-junk",
+            ):
                 r = c.get(p.url + path)
                 assert r.status_code == 502, (path, r.text)
                 assert "smuggled" not in r.text
@@ -454,6 +506,16 @@ def test_malformed_responses_give_502_and_the_connection_is_discarded(tmp_path: 
             assert c.get(p.url + "/ok").text == "fine"
         with pytest.raises(httpx.HTTPError):
             httpx.get(p.url + "/truncated")  # the body had started: the client is cut
+
+
+def test_trace_is_answered_405_and_never_forwarded(tmp_path: Path) -> None:
+    with RawServer(echo) as up, proxy(tmp_path, [up.address]) as p:
+        r = httpx.request("TRACE", p.url + "/t", headers={"Cookie": "s=1"})
+        assert r.status_code == 405, r.text
+        assert "TRACE" not in r.headers["allow"] and "GET" in r.headers["allow"]
+        assert "s=1" not in r.text
+        assert httpx.get(p.url + "/t").text == "/t"
+        assert [req.method for req in up.requests] == ["GET"]
 
 
 def test_headers_named_by_connection_are_dropped_wherever_they_stand(tmp_path: Path) -> None:

@@ -261,7 +261,7 @@ class FakeExchange:
         self._drain_waiters.append(fut)
         await fut
 
-    def fail(self, exc: BaseException | None = None) -> None:
+    def fail(self, exc: BaseException | None = None, status: int = 500) -> None:
         if self.failed:
             return
         if self.finished:
@@ -272,9 +272,9 @@ class FakeExchange:
         if self._disconnected:
             pass  # nobody to answer
         elif not self.head_sent:  # nothing on the wire yet: the 500 can still go out
-            self.status = 500
+            self.status = status
             self.response_headers = []
-            self.body = bytearray(b"Internal Server Error")
+            self.body = bytearray(b"Internal Server Error" if status == 500 else b"Bad Gateway")
         else:
             self.aborted = True
         self._done.set()

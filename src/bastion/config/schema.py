@@ -328,6 +328,7 @@ class HeadersConfig(_Section, frozen=True):
 
 
 Balance = Literal["peak_ewma", "round_robin", "least_requests", "hash"]
+FailStatuses = Literal["5xx", "gateway", "none"]
 
 
 class UpstreamConfig(_Section, frozen=True):
@@ -354,6 +355,10 @@ class UpstreamConfig(_Section, frozen=True):
     keepalive_timeout: PositiveFloat = 60.0
     # consecutive connect errors or 5xx that eject a server; Envoy consecutive_5xx 5
     max_fails: PositiveInt = 5
+    # which answers count as failures besides errors and timeouts: every 5xx (Envoy
+    # consecutive_5xx), 502/503/504 only (Envoy consecutive_gateway_failure), or none
+    # (nginx max_fails)
+    fail_statuses: FailStatuses = "5xx"
     # the first ejection's length, doubled on each ejection in a row up to 10x;
     # Envoy base_ejection_time 30 s, nginx fail_timeout 10 s
     fail_timeout: PositiveFloat = 10.0

@@ -11,8 +11,9 @@ arrives; when the client reads slowly the upstream connection stops being read.
 Rewriting the heads, both ways, is :mod:`bastion.edge.proxy_headers`; the request id
 goes back to the client with ``response_request_id``.
 
-Failures: a connect error, a timeout before the response head, a 5xx or a malformed
-response counts against the server (passive ejection). A request that got no response
+Failures: a connect error, a timeout before the response head, a malformed response or
+a status of ``fail_statuses`` (any 5xx by default) counts against the server (passive
+ejection). A request that got no response
 byte is tried once more on another server (``retries``) when it is idempotent and had
 no body, or when the connection was never made; anything else gets 502 (504 for a
 timeout, 503 when no server can take it) with a short plain-text body, or, once the
@@ -24,6 +25,9 @@ headers; when the upstream answers ``101`` the client's connection is taken over
 joined to the upstream connection byte for byte
 (:class:`~bastion.upstream.tunnel.Tunnel`). Any other ``Upgrade`` is dropped (an h2c
 upgrade would carry HTTP/2 requests past the routes and their rules).
+
+``TRACE`` is answered 405 and never forwarded, as nginx does: the upstream's echo would
+show the client the fields bastion adds to its request.
 
 A chunked response's trailer fields go to a client that sent ``TE: trailers`` (minus
 those that must not be trailers), in the last chunk. With ``buffer_request`` the body is
@@ -58,7 +62,13 @@ from bastion.upstream.tunnel import Tunnel
 
 __all__ = ["ProxyHandler"]
 
-IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: ``fail_statuses``: the response statuses that count against a server
+FAIL_STATUSES: Final = {
+    "5xx": frozenset(range(500, 600)),
+    "gateway": frozenset((502, 503, 504)),
+    "none": frozenset[int](),
+}
 #: the sticky cookie lasts the browser session and is not for scripts
 STICKY_ATTRS: Final = b"; Path=/; HttpOnly; SameSite=Lax"
 
@@ -69,7 +79,7 @@ class _Timeout(UpstreamError):
 
 def _error(exchange: Exchange, status: int, text: str, request_id: bool = False) -> None:
     if exchange.response_started:
-        exchange.fail()
+        exchange.fail(status=status)  # answered with it when nothing reached the client yet
         return
     body = text.encode() + b"\n"
     headers = [
@@ -81,6 +91,19 @@ def _error(exchange: Exchange, status: int, text: str, request_id: bool = False)
         headers.append((b"x-request-id", make_request_id(exchange.head).encode("ascii")))
     exchange.start_response(status, headers)
     exchange.finish(body if exchange.head.method != "HEAD" else b"")
+
+
+def _trace_refused(exchange: Exchange) -> None:
+    body = b"405 Method Not Allowed\n"
+    exchange.start_response(
+        405,
+        [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"allow", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        ],
+    )
+    exchange.finish(body)
 
 
 class ProxyHandler:
@@ -106,6 +129,8 @@ class ProxyHandler:
         self.timeout = upstream_cfg.timeout
         self.first_byte_timeout = upstream_cfg.first_byte_timeout
         self.read_timeout = upstream_cfg.read_timeout
+        #: the response statuses that count against a server (``fail_statuses``)
+        self.fail_statuses = FAIL_STATUSES[upstream_cfg.fail_statuses]
         self.tasks = tasks
         #: how this route rewrites the heads it passes on
         self.heads = HeaderRewrite(
@@ -135,6 +160,11 @@ class ProxyHandler:
         self.disk.shutdown()
 
     def __call__(self, exchange: Exchange, match: RouteMatch) -> None:
+        if exchange.head.method == "TRACE":
+            # as nginx does: a TRACE echoed by the upstream would show the client what
+            # bastion adds to its request (the identity header, forwarding fields)
+            _trace_refused(exchange)
+            return
         forward = _Forward(self, exchange)
         if forward.has_body and self.cfg.buffer_request:
             self.tasks.spawn(forward.buffer_then_forward())
@@ -412,7 +442,9 @@ class _Forward:
         if self.started or exchange.response_started:
             self.drop_body()
             logger.warning("upstream %s: %s (response cut)", server.label, exc)
-            exchange.fail()
+            # the response's head may not have reached the client yet: then it gets 502
+            # (the upstream's answer was bad), not 500
+            exchange.fail(status=502)
             return
         if (
             self.tries_left > 0
@@ -541,7 +573,7 @@ class _Forward:
         self.drop_body()
         conn = self.conn
         self.conn = None
-        if self.status >= 500:
+        if self.status in self.handler.fail_statuses:
             upstream.record_failure(server, upstream.now())
         else:
             upstream.record_success(server)

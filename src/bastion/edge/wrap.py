@@ -84,8 +84,8 @@ class ExchangeWrapper:
     async def drain(self) -> None:
         await self._inner.drain()
 
-    def fail(self, exc: BaseException | None = None) -> None:
-        self._inner.fail(exc)
+    def fail(self, exc: BaseException | None = None, status: int = 500) -> None:
+        self._inner.fail(exc, status)
 
     async def sendfile(self, fd: int, offset: int, count: int) -> None:
         await self._inner.sendfile(fd, offset, count)

@@ -601,7 +601,7 @@ class H1Exchange:
     async def drain(self) -> None:
         await self._flow.drain()
 
-    def fail(self, exc: BaseException | None = None) -> None:
+    def fail(self, exc: BaseException | None = None, status: int = 500) -> None:
         if self._finished:
             return
         if exc is not None and not isinstance(exc, ClientDisconnected):
@@ -619,11 +619,11 @@ class H1Exchange:
         if not self._started or (self._head is not None and not self._wrote):
             self._started = True
             self._wrote = True
-            self.status = 500
+            self.status = status
             stages = self.stages
             if stages is not None:
                 stages[STAGE_RESPONSE] = time.perf_counter()
-            self._flow.write(error_response(500, self._link.tracker.date_header))
+            self._flow.write(error_response(status, self._link.tracker.date_header))
         else:
             # the response began: drop the connection (a reset; under TLS no
             # close_notify), so that no client takes a cut body, even one whose end is

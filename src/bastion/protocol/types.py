@@ -161,8 +161,9 @@ class Exchange(Protocol):
         """Wait while the client is not reading fast enough (transport paused)."""
         ...
 
-    def fail(self, exc: BaseException | None = None) -> None:
-        """The handler failed: send 500 if nothing was sent yet, else drop the connection.
+    def fail(self, exc: BaseException | None = None, status: int = 500) -> None:
+        """The handler failed: send ``status`` (500, or 502 for a proxy whose upstream's
+        response broke) if nothing was sent yet, else drop the connection.
 
         ``exc`` is the exception, for the error log. Safe to call more than once.
         """
