@@ -94,6 +94,15 @@ def next_outdated(children: Iterable[Child], generation: int) -> Child | None:
 def start_reload(sup: Supervisor) -> None:
     """SIGHUP: the configuration read again, then the workers replaced one by one
     (ignored unless the supervisor is running)."""
+    if sup.awaiting_change and sup.phase == "starting":
+        if sup.reload_config is not None:
+            new = read_new_config(sup.reload_config)
+            if new is None:
+                return
+            sup._apply_config(new[0])
+            sup.tls = tls_after_reload(new[1], sup.tls)
+        sup.retry_after_change()
+        return
     if sup.phase != "running":
         logger.info("SIGHUP received while %s: ignored", sup.phase)
         return

@@ -127,6 +127,10 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.generation = 0
         self.reloading = False
+        #: --reload: the workers could not start with the code as it is; no worker is
+        #: started again until the watcher reports a change (SIGHUP)
+        self.awaiting_change = False
+        self.failure_shown = ""  # the start-up error last shown while awaiting a change
         self.backoff = BACKOFF_MIN
         self.respawn_at = 0.0
         self.startup_deadline = math.inf
@@ -307,7 +311,7 @@ class Supervisor:
 
     def _reconcile(self) -> None:
         """Start or retire workers until the target number is serving or starting."""
-        if self.phase == "stopping":
+        if self.phase == "stopping" or self.awaiting_change:
             return
         serving = self._serving()
         missing = self.target - len(serving)
@@ -349,8 +353,8 @@ class Supervisor:
     def _on_message(self, child: Child, msg: Message) -> None:
         if msg.kind == "failed":
             child.failure = msg.message
-            if self.phase == "starting":
-                self._fatal(msg.message)
+            if self.phase == "starting" and self.watcher.proc is None:
+                self._fatal(msg.message)  # (--reload waits for a fix: see _on_exit)
         elif msg.kind == "ready":
             self._on_ready(child, msg.interface)
         elif (
@@ -437,6 +441,9 @@ class Supervisor:
                 logger.warning("worker %d %s", child.pid, how)
             return
         if self.phase == "starting":
+            if (child.failure or failed) and self.watcher.proc is not None:
+                self._await_change(child, child.failure or how)
+                return
             self._fatal(child.failure or f"worker {child.pid} {how} while starting")
             return
         if child.failure or failed:
@@ -535,6 +542,29 @@ class Supervisor:
                 self.admin.reconfigure(config)
         if config.log != old.log:
             setup_logging(config.log)
+
+    # -- --reload: waiting for the code to be fixed ------------------------------------
+    def _await_change(self, child: Child, failure: str) -> None:
+        """--reload, the first start: the app does not start with the code as it is.
+        Wait for the watcher's next change instead of stopping, as a development
+        server does: the error is shown once and fixed in the editor."""
+        if self.awaiting_change and failure == self.failure_shown:
+            logger.error("worker %d could not start: the same error", child.pid)
+        else:
+            logger.error("worker %d could not start: %s", child.pid, failure)
+        self.failure_shown = failure
+        if not self.awaiting_change:
+            self.awaiting_change = True
+            self.startup_deadline = math.inf
+            logger.error("--reload: waiting for a change to the code to start again")
+
+    def retry_after_change(self) -> None:
+        """SIGHUP while awaiting a change: start the workers again, on the new code."""
+        self.awaiting_change = False
+        self.failure_shown = ""
+        self.generation += 1
+        self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout
+        logger.info("--reload: code changed: starting the workers again")
 
     # -- stopping ----------------------------------------------------------------------
     def _fatal(self, message: str) -> None:
