@@ -4,6 +4,7 @@ requests it was answering with it: the supervisor says how many."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -59,3 +60,5 @@ def test_a_blocked_worker_is_logged_with_the_request_that_blocked_it() -> None:
             10,
         )
         assert srv.stop() == 0
+    # once: not again as a bare warning
+    assert len(re.findall(rf"worker {hung} was killed by SIGKILL", srv.log)) == 1, srv.log

@@ -437,7 +437,7 @@ class Supervisor:
                 logger.info("worker %d stopped", child.pid)
             elif os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGTERM, signal.SIGUSR2):
                 logger.debug("worker %d %s", child.pid, how)  # stopped before it could drain
-            else:
+            elif not (lost and child.reason):  # (else logged with what it held, just now)
                 logger.warning("worker %d %s", child.pid, how)
             return
         if self.phase == "starting":
