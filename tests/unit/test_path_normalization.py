@@ -10,7 +10,7 @@ import pytest
 from bastion.config.schema import RouteConfig
 from bastion.edge.router import Router
 from bastion.edge.types import RouteMatch
-from bastion.protocol.head import RequestHead, decode_path, normalize_path
+from bastion.protocol.head import RequestHead, decode_path, has_dot_segment, normalize_path
 from bastion.protocol.types import Exchange
 from tests.unit.h1_harness import make_conn, parse_responses, settle
 
@@ -76,7 +76,24 @@ PREFIX = [
 ]
 OTHER = ["/administrator", "/x/admin", "/%2561dmin"]
 # clients remove dot-segments; a path with one is refused (400) before any route
-DOTTED = ["/./admin", "/admin/../admin", "/%2e/%61dmin", "/x/../admin/users", "/a/..%2fb"]
+DOTTED = [
+    "/./admin",
+    "/admin/../admin",
+    "/%2e/%61dmin",
+    "/x/../admin/users",
+    "/a/..%2fb",
+    "/x/..;/admin",
+    "/x/.;y/admin",
+]
+# a ";" elsewhere is only text
+NOT_DOTTED = ["/a;b/..x", "/x/...;/y", "/;../x", "/x/.a;b"]
+
+
+def test_dot_segments_with_path_parameters() -> None:
+    for path in DOTTED:
+        assert has_dot_segment(path.encode()), path
+    for path in NOT_DOTTED:
+        assert not has_dot_segment(path.encode()), path
 
 
 def test_every_spelling_reaches_the_same_route_on_the_real_protocol() -> None:

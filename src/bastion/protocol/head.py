@@ -43,8 +43,10 @@ def has_dot_segment(raw_path: bytes) -> bool:
     browsers, curl, httpx and urllib3 all do), and such a path would be routed as one
     path and read by the app as another: the router resolves ``/admin/../x`` to ``/x``,
     while a framework routes the text ``/admin/../x`` to its ``/admin/<path>`` handler,
-    past the access rules of ``/admin``. bastion refuses them (400). Only a path with
-    ``/.`` or ``%`` costs anything (one seen before, a lookup)."""
+    past the access rules of ``/admin``. bastion refuses them (400), also with path
+    parameters (``/..;x/``, ``/.;/``), which Java servers (Tomcat, Jetty) strip from a
+    segment before resolving it: ``/public/..;/admin`` is ``/admin`` to them. Only a
+    path with ``/.`` or ``%`` costs anything (one seen before, a lookup)."""
     if raw_path in _PLAIN:
         return False  # a path seen before with nothing to normalise (the usual case)
     if raw_path.find(b"/.") < 0 and raw_path.find(b"%") < 0:
@@ -52,7 +54,10 @@ def has_dot_segment(raw_path: bytes) -> bool:
     text = unquote_to_bytes(raw_path) if raw_path.find(b"%") >= 0 else raw_path
     if text.find(b"/.") < 0:
         return False
-    return any(part in _DOTS for part in text.split(b"/"))
+    return any(
+        part in _DOTS or (part.find(b";") > 0 and part.partition(b";")[0] in _DOTS)
+        for part in text.split(b"/")
+    )
 
 
 def normalize_path(raw_path: bytes, path: str) -> str:
