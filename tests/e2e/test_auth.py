@@ -76,7 +76,7 @@ secret_file = "{secret}"
 path = "/rsapem/"
 app = "default"
 [routes.auth_jwt]
-algorithms = ["RS256"]
+algorithms = ["RS256", "ES256"]
 public_key_file = "{rsa_pem}"
 
 [[routes]]
@@ -135,6 +135,8 @@ def make_handler(state: Services) -> type[BaseHTTPRequestHandler]:
                 self.reply(
                     200, b"", {"X-Auth-User": "carol", "X-Auth-Groups": "admins", "X-Other": "no"}
                 )
+            elif auth == "Bearer long":  # a user name nobody can pass on
+                self.reply(200, b"", {"X-Auth-User": "a" * 1100})
             elif auth == "Bearer banned":
                 self.reply(403, b"banned here\n", {"Content-Type": "text/plain"})
             else:
@@ -356,6 +358,7 @@ def test_jwt_refusals(site: Any) -> None:
     import hmac
 
     sig = base64.urlsafe_b64encode(hmac.new(pem, signing_input, "sha256").digest()).rstrip(b"=")
+    mixed = base64.urlsafe_b64encode(b'{"alg":"ES256"}').rstrip(b"=").decode()
     cases = {
         "expired": (es(claims(exp=now - 60)), "/jwt/"),
         "not yet valid": (es(claims(nbf=now + 600)), "/jwt/"),
@@ -367,6 +370,9 @@ def test_jwt_refusals(site: Any) -> None:
         "hs not listed": (jwt.encode(claims(), HS_SECRET, algorithm="HS256"), "/jwt/"),
         "malformed": ("not.a.token", "/jwt/"),
         "missing exp": (es(claims(exp=None)), "/jwt/"),
+        # an allowed algorithm naming another kind of key than the route's (ES256 with
+        # its RSA key): no signature needed to send it
+        "es256 with an rsa key": (f"{mixed}.{body}.AAAA", "/rsapem/"),
     }
     for name, (token, path) in cases.items():
         r = get(proc, path, headers=bearer(token))
@@ -379,6 +385,8 @@ def test_jwt_refusals(site: Any) -> None:
     for reason in ("expired", "not yet valid", "wrong audience", "wrong issuer", "bad signature"):
         assert "from 127.0.0.1" in log and f": {reason}" in log, reason
     assert es(claims(exp=now - 60)) not in log
+    assert "the key does not fit the token's algorithm" in log
+    assert "Traceback" not in log
 
 
 def test_jwt_names_with_line_breaks_are_refused(site: Any) -> None:
@@ -442,8 +450,13 @@ def test_forward_auth(site: Any) -> None:
     assert seen["x-forwarded-proto"] == "http"
     assert seen["authorization"] == "Bearer good"
     assert "cookie" not in seen
-    r = get(proc, "/fwd/page", headers=bearer("banned"))
+    r = get(proc, "/fwd/p%61ge", headers=bearer("banned"))
     assert (r.status_code, r.text) == (403, "banned here\n")
+    # logged as sent, still percent-encoded (nothing decoded can start a log line)
+    proc.wait_for_log(r"auth forward refused GET /fwd/p%61ge from 127\.0\.0\.1")
+    r = get(proc, "/fwd/page", headers=bearer("long"))
+    assert r.status_code == 403
+    proc.wait_for_log(r"auth forward refused GET /fwd/page from .*not a usable name")
     r = get(proc, "/fwd/page")
     assert r.status_code == 302
     assert r.headers["location"] == "https://login.test/?next=x"

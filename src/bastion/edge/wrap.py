@@ -17,9 +17,18 @@ from bastion.protocol.flow import Flow
 from bastion.protocol.head import RequestHead
 from bastion.protocol.types import Exchange, Session
 
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # (only the compiler reads it: no dependency at run time)
+
+    def mypyc_attr(*_: object, **__: object) -> Callable[[type], type]:  # type: ignore[misc]
+        return lambda cls: cls
+
+
 __all__ = ["ExchangeWithHead", "ExchangeWrapper"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ExchangeWrapper:
     """Implements :class:`~bastion.protocol.types.Exchange` by delegating to ``inner``."""
 
@@ -108,6 +117,7 @@ class ExchangeWrapper:
         return self._inner.take_over(status, headers, session)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ExchangeWithHead(ExchangeWrapper):
     """``inner`` presenting the request ``head`` (make it with ``inner.head.replace()``)."""
 

@@ -33,7 +33,7 @@ from bastion.protocol.h1_framing import (
     host_ok,
     parser_error_status,
 )
-from bastion.protocol.head import has_dot_segment
+from bastion.protocol.head import path_refusal
 from bastion.protocol.settings import ProtocolSettings
 from bastion.protocol.state import ConnectionTracker
 
@@ -404,8 +404,9 @@ class H1Reader(H1Link):
                     break
             else:
                 headers.append((b"host", authority))  # HTTP/1.0 may send none
-        if has_dot_segment(raw_path):  # (origin and absolute forms alike; "*" has none)
-            raise self._remember(Reject(400, "dot-segment in the path"))
+        refusal = path_refusal(raw_path)  # (origin and absolute forms; "*" has none)
+        if refusal:
+            raise self._remember(Reject(400, refusal))
         if body_expected and framing is not None:
             if parser.should_upgrade():
                 self._replay_head = (

@@ -15,9 +15,10 @@ from urllib.parse import unquote_to_bytes
 
 from bastion.protocol.tls import TLSInfo
 
-__all__ = ["RequestHead", "decode_path", "has_dot_segment", "normalize_path"]
+__all__ = ["RequestHead", "decode_path", "has_dot_segment", "normalize_path", "path_refusal"]
 
 _ENCODED_SLASH: Final = re.compile(rb"%2[fF]")
+_CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f]")
 _SLASHES: Final = re.compile(r"//+")
 
 
@@ -35,6 +36,23 @@ def decode_path(raw_path: bytes) -> str:
 _PLAIN: Final[dict[bytes, str]] = {}
 
 _DOTS: Final = (b".", b"..")
+
+
+def path_refusal(raw_path: bytes) -> str:
+    """Why a request with this path is refused (400), or "" when it is not: a
+    dot-segment (:func:`has_dot_segment`), or a control character once decoded
+    (``%0A``, ``%00``...). No path needs one, and one would be matched as one path and
+    read as another: ``/admin%0A`` is under no ``/admin`` rule, while a framework whose
+    route pattern ends in ``$`` (Starlette, FastAPI) routes ``/admin\\n`` to
+    ``/admin``, past the rules, authentication and rate limits of that route. (A raw
+    control character never gets this far: the parser refuses it.)"""
+    if raw_path in _PLAIN:
+        return ""
+    if raw_path.find(b"%") >= 0 and _CONTROL.search(unquote_to_bytes(raw_path)) is not None:
+        return "control character in the path"
+    if has_dot_segment(raw_path):
+        return "dot-segment in the path"
+    return ""
 
 
 def has_dot_segment(raw_path: bytes) -> bool:

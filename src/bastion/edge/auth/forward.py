@@ -24,7 +24,7 @@ import asyncio
 
 from bastion.clients.forward import ForwardClient, ForwardTimeout, ForwardUnreachable
 from bastion.config.auth_schema import ForwardAuthConfig
-from bastion.edge.auth.identity import Gate, client_text
+from bastion.edge.auth.identity import Gate, client_text, logged_path, refuse, usable_name
 from bastion.edge.types import FilterResult, RouteMatch
 from bastion.observe.logging import logger
 from bastion.protocol.types import Exchange
@@ -110,12 +110,18 @@ class ForwardFilter:
                     if k == self.user_header:
                         user = v.decode("utf-8", "replace")
                         break
+            if user and not usable_name(user):
+                # it would go into REMOTE_USER, the access log and a request header
+                refuse(
+                    exchange, "forward", "the auth service's user is not a usable name", status=403
+                )
+                return None
             return self.gate.admit(exchange, user or None, add_headers=add)
         head = exchange.head
         logger.warning(
             "auth forward refused %s %s from %s: the auth service answered %d",
             head.method,
-            head.path,
+            logged_path(head),
             client_text(exchange),
             answer.status,
         )
@@ -132,7 +138,7 @@ class ForwardFilter:
         logger.error(
             "auth forward: %s %s from %s: %s (%d)",
             head.method,
-            head.path,
+            logged_path(head),
             client_text(exchange),
             reason,
             status,

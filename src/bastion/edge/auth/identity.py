@@ -25,7 +25,7 @@ from bastion.observe.logging import logger
 from bastion.protocol.head import RequestHead
 from bastion.protocol.types import Exchange
 
-__all__ = ["CONTEXT_KEY", "Admitted", "Gate", "refuse", "usable_name"]
+__all__ = ["CONTEXT_KEY", "Admitted", "Gate", "logged_path", "refuse", "usable_name"]
 
 #: the key of the identity in ``head.context``: environ / scope["extensions"] key
 CONTEXT_KEY = "bastion.auth"
@@ -119,6 +119,13 @@ def usable_name(user: str) -> bool:
     return len(user) <= 1024 and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in user)
 
 
+def logged_path(head: RequestHead) -> str:
+    """The path for a log line: as the client sent it (still percent-encoded, as nginx
+    logs it), so that no decoded line break or other control character can start a log
+    line of the client's choosing; without the query, which may hold an API key."""
+    return head.raw_path.decode("latin-1")
+
+
 def client_text(exchange: Exchange) -> str:
     client = exchange.head.client
     if client is None:
@@ -142,7 +149,7 @@ def refuse(
         "auth %s refused %s %s from %s: %s (%d)",
         method,
         head.method,
-        head.path,
+        logged_path(head),
         client_text(exchange),
         reason,
         status,

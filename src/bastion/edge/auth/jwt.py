@@ -208,6 +208,17 @@ class JwtFilter:
             reason = _describe(exc)
             refuse(exchange, "jwt", reason, challenge=f'{self.challenge}, error="invalid_token"')
             return None
+        except (TypeError, ValueError):
+            # the token's (allowed) algorithm names another kind of key than the one it
+            # selected (RS256 with an EC key): PyJWT fails to load the key, in no
+            # PyJWTError; anyone can send such a token, so no traceback for it
+            refuse(
+                exchange,
+                "jwt",
+                "the key does not fit the token's algorithm",
+                challenge=f'{self.challenge}, error="invalid_token"',
+            )
+            return None
         user = claims.get(cfg.user_claim)
         if not isinstance(user, str) or not user:
             refuse(exchange, "jwt", f"no {cfg.user_claim} claim", status=403)
