@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -272,6 +273,43 @@ def test_basic_unknown_user_costs_as_much_as_a_wrong_password(site: Any) -> None
     unknown = statistics.median(timed(f"ghost{i}", "no") for i in range(5))
     assert wrong > 0.005, wrong  # argon2 ran
     assert unknown > wrong * 0.4, (unknown, wrong)
+
+
+def burst(proc: Any, heads: list[tuple[str, dict[str, str]]]) -> list[int]:
+    """Send each request (source address, headers) on its own connection, all before
+    reading any answer; the statuses in order."""
+    host, port = proc.host_port
+    socks = []
+    for source, headers in heads:
+        s = socket.create_connection((host, port), timeout=10, source_address=(source, 0))
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        socks.append((s, f"GET /basic/ HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode()))
+    for s, request in socks:
+        s.sendall(request)
+    statuses = []
+    for s, _ in socks:
+        with s:
+            statuses.append(int(s.recv(65536).split(b" ", 2)[1]))
+    return statuses
+
+
+def test_basic_checks_per_client_are_capped_and_shared(site: Any) -> None:
+    """One client guessing passwords over many connections gets 429 beyond its two
+    checks under way, at once; another client's login is not refused meanwhile; the same
+    credentials sent at once (a browser loading a page) share one check: no 429."""
+    proc, _, _, users = site
+    assert passwd(users, "dave", "daves pw").returncode == 0
+    time.sleep(1.2)  # the file is looked at once a second
+    guesses = [("127.0.0.1", basic("alice", f"guess {i}")) for i in range(8)]
+    statuses = burst(proc, [*guesses, ("127.0.0.2", basic("dave", "daves pw"))])
+    assert set(statuses[:8]) <= {401, 429}, statuses
+    assert statuses[:8].count(429) >= 4, statuses
+    assert statuses[8] == 200, statuses
+    proc.wait_for_log(r"auth basic refused GET /basic/ from 127\.0\.0\.1:\d+: too many password")
+    assert passwd(users, "erin", "erins pw").returncode == 0
+    time.sleep(1.2)
+    same = burst(proc, [("127.0.0.1", basic("erin", "erins pw"))] * 6)
+    assert same == [200] * 6, same
 
 
 def test_passwd_change_and_delete_take_effect(site: Any) -> None:

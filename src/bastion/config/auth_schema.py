@@ -39,6 +39,9 @@ class BasicAuthConfig(_Table, frozen=True):
     cache_size: NonNegativeInt = 1024  # entries per worker; 0 = no cache
     # argon2 checks at once per worker, each in a thread (each takes tens of ms and 64 MiB)
     max_concurrency: PositiveInt = 2
+    # checks of different credentials one client address may have waiting or running at
+    # once per worker; more get 429 (the same credentials sent at once share one check)
+    max_checks_per_client: PositiveInt = 2
 
 
 class ApiKeyAuthConfig(_Table, frozen=True):

@@ -10,6 +10,13 @@ entries: the key is an HMAC (with a random key made per worker) of user and pass
 so the cache holds no password and a different password for the same user is a miss.
 A changed users file (checked at most once a second) empties the cache: a removed user
 or a changed password takes effect within a second.
+
+Requests with the same credentials that arrive while they are being checked (a browser
+loading a page's resources at once) wait for that one check. A client address may have
+at most ``max_checks_per_client`` checks of different credentials waiting or running;
+more get 429 at once, so that one client guessing passwords over many connections cannot
+fill the queue that everyone's first login waits in. A check nobody waits for any more
+(its clients left) is dropped from the queue.
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ import secrets
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from bastion.config.auth_schema import BasicAuthConfig
-from bastion.edge.auth.identity import Gate, refuse
+from bastion.edge.auth.identity import Gate, client_text, logged_path, refuse
 from bastion.edge.auth.users_file import read_users
 from bastion.edge.types import FilterResult, RouteMatch
 from bastion.observe.logging import logger
@@ -60,6 +68,30 @@ def parse_basic(value: bytes | None) -> tuple[str, bytes] | None:
         return None
 
 
+def refuse_busy(exchange: Exchange, user: str) -> None:
+    """429: the client has ``max_checks_per_client`` checks under way already."""
+    head = exchange.head
+    logger.warning(
+        "auth basic refused %s %s from %s: too many password checks under way for this "
+        "client (user %r) (429)",
+        head.method,
+        logged_path(head),
+        client_text(exchange),
+        user,
+    )
+    body = b"Too Many Requests\n"
+    exchange.start_response(
+        429,
+        [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"retry-after", b"1"),
+            (b"cache-control", b"no-store"),
+        ],
+    )
+    exchange.finish(b"" if head.method == "HEAD" else body)
+
+
 def verify(digest: str | None, password: bytes) -> bool:
     """Whether ``password`` matches ``digest`` (None: an unknown user, checked against a
     dummy hash so that it takes as long, and then refused)."""
@@ -87,6 +119,10 @@ class BasicFilter:
         self.cache_key = secrets.token_bytes(32)
         self.pool: ThreadPoolExecutor | None = None
         self.limit = cfg.max_concurrency
+        #: checks waiting or running: cache key -> [the check, how many requests wait]
+        self.checking: dict[bytes, list[Any]] = {}
+        #: checks waiting or running per client address
+        self.per_client: dict[str, int] = {}
 
     async def startup(self) -> None:
         self.pool = ThreadPoolExecutor(self.limit, thread_name_prefix="bastion-argon2")
@@ -138,14 +174,54 @@ class BasicFilter:
             del self.cache[key]
         return self._check(exchange, user, password, key)
 
+    def _start_check(
+        self, exchange: Exchange, digest: str | None, password: bytes, key: bytes
+    ) -> list[Any] | None:
+        """The check of these credentials: the one under way, or a new one; None when
+        the client has too many under way already."""
+        entry = self.checking.get(key)
+        if entry is not None and not entry[0].cancelled():
+            entry[1] += 1
+            return entry
+        client = exchange.head.client
+        address = client[0] if client is not None else ""
+        count = self.per_client.get(address, 0)
+        if count >= self.cfg.max_checks_per_client:
+            return None
+        self.per_client[address] = count + 1
+        check = asyncio.get_running_loop().run_in_executor(self.pool, verify, digest, password)
+        entry = [check, 1]
+        self.checking[key] = entry
+
+        def done(_: object) -> None:
+            if self.checking.get(key) is entry:
+                del self.checking[key]
+            left = self.per_client.get(address, 1) - 1
+            if left > 0:
+                self.per_client[address] = left
+            else:
+                self.per_client.pop(address, None)
+
+        check.add_done_callback(done)
+        return entry
+
     async def _check(
         self, exchange: Exchange, user: str, password: bytes, key: bytes
     ) -> Exchange | None:
         digest = self.users.get(user)
         stamp = self.stamp
-        pool = self.pool
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(pool, verify, digest, password)
+        entry = self._start_check(exchange, digest, password, key)
+        if entry is None:
+            refuse_busy(exchange, user)
+            return None
+        check = entry[0]
+        try:
+            # shielded: another request may wait for the same check
+            ok = await asyncio.shield(check)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0 and not check.done():
+                check.cancel()  # nobody waits for it: dropped if still queued
         if not ok:
             why = "unknown user" if digest is None else "wrong password"
             refuse(exchange, "basic", f"{why} for {user!r}", challenge=self.challenge)
