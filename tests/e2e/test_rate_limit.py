@@ -279,6 +279,15 @@ def test_keys_header_identity_and_address_behind_proxy(tmp_path: Path) -> None:
         assert codes("/addr", 3, headers=one) == [200, 200, 429]
         assert codes("/addr", 2, headers=two) == [200, 200]
         assert codes("/addr", 2) == [200, 200]  # the proxy itself
+        # an IPv6 client counts by its /64 (limits.client_ipv6_prefix): a new address
+        # of the same network for each request gets no new allowance; another network,
+        # and an IPv4-mapped spelling of an IPv4 client, are their own
+        same = [{"X-Forwarded-For": f"2001:db8:1:2::{i:x}"} for i in range(1, 4)]
+        assert [get(site, "/addr", headers=h).status_code for h in same] == [200, 200, 429]
+        other = {"X-Forwarded-For": "2001:db8:1:3::1"}
+        assert codes("/addr", 2, headers=other) == [200, 200]
+        mapped = {"X-Forwarded-For": "::ffff:10.0.0.2"}
+        assert codes("/addr", 1, headers=mapped) == [429]  # 10.0.0.2 used its two
         # an address limit runs before authentication: guessed passwords count, and
         # past the limit not even the right one is checked (as nginx's limit_req)
         three = {"X-Forwarded-For": "10.0.0.3"}

@@ -140,6 +140,10 @@ class LimitsConfig(_Section, frozen=True):
     # max_connections, so that no fewer than four addresses can fill a worker; browsers
     # open at most 6 per host. nginx limit_conn has no default (off). 0 = no limit
     max_connections_per_client: NonNegativeInt = 256
+    # the IPv6 prefix that counts as one client for per-client limits (connections per
+    # client, address-keyed rate limits, auth_basic's checks): a host is usually given a
+    # /64 and can use any address of it; 128 = each address. nginx counts each address
+    client_ipv6_prefix: Annotated[int, msgspec.Meta(ge=32, le=128)] = 64
     # max requests on one keep-alive connection; nginx keepalive_requests 1000
     max_keepalive_requests: NonNegativeInt = 1000
     # per worker: response bytes written but not yet taken by slow clients; above it the

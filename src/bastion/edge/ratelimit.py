@@ -40,6 +40,7 @@ from bastion.config.schema import Config, RouteConfig
 from bastion.edge.types import FilterResult, RouteMatch
 from bastion.edge.wrap import ExchangeWrapper
 from bastion.observe.logging import logger
+from bastion.protocol.client_group import client_group
 from bastion.protocol.head import RequestHead
 from bastion.protocol.types import Exchange
 from bastion.tasks import WorkerTasks
@@ -98,9 +99,19 @@ def _sf_string(text: str) -> str:
 class Limit:
     """One limit of a route, ready to use: its rate, burst, key and counter name."""
 
-    __slots__ = ("burst", "burst_us", "header", "interval_us", "kind", "name", "policy", "scope")
+    __slots__ = (
+        "burst",
+        "burst_us",
+        "header",
+        "interval_us",
+        "ipv6_prefix",
+        "kind",
+        "name",
+        "policy",
+        "scope",
+    )
 
-    def __init__(self, cfg: RouteRateLimitConfig, scope: str) -> None:
+    def __init__(self, cfg: RouteRateLimitConfig, scope: str, ipv6_prefix: int = 64) -> None:
         rate = parse_rate(cfg.rate)
         self.burst = cfg.burst or rate.requests
         self.interval_us = max(1, round(rate.interval * 1_000_000))
@@ -112,6 +123,8 @@ class Limit:
         self.scope = cfg.name or scope
         #: its item of RateLimit-Policy
         self.policy = f"{_sf_string(self.name)};q={rate.requests};w={rate.period}"
+        #: an IPv6 client counts by its prefix of this many bits (limits.client_ipv6_prefix)
+        self.ipv6_prefix = ipv6_prefix
 
     def key(self, head: RequestHead) -> str:
         """The counter of ``head``'s client for this limit."""
@@ -131,7 +144,9 @@ class Limit:
                     value = "k:" + name
         if value is None:
             client = head.client
-            value = "a:" + (client[0] if client is not None else "unix")
+            value = "a:" + (
+                client_group(client[0], self.ipv6_prefix) if client is not None else "unix"
+            )
         if len(value) > _MAX_KEY:
             value = value[:2] + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
         return f"{self.scope}|{value}"
@@ -431,7 +446,7 @@ def _route_limits(
     if route is None or not route.rate_limit:
         return None
     limits = [
-        Limit(cfg, route_scope(route, i))
+        Limit(cfg, route_scope(route, i), config.limits.client_ipv6_prefix)
         for i, cfg in enumerate(route.rate_limit)
         if (cfg.key in BEFORE_AUTH) == before_auth
     ]

@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Final, cast
 
+from bastion.protocol.client_group import client_group
 from bastion.protocol.errors import error_response
 from bastion.protocol.flow import BODY, HANDOVER, PIPELINE, RESPONSES, Flow
 from bastion.protocol.h1_exchange import STAGE_DISPATCH, H1Exchange
@@ -214,6 +215,7 @@ class HTTP1Protocol(H1Reader):
         forwarded = settings.forwarded
         if forwarded is not None and forwarded.trusts(host):
             return True
+        host = client_group(host, settings.client_ipv6_prefix)  # (an IPv6 client: its /64)
         per_client = self.tracker.per_client
         count = per_client.get(host, 0)
         if count >= settings.max_connections_per_client:

@@ -32,6 +32,7 @@ class ProtocolSettings:
     __slots__ = (
         "access_log",
         "body_timeout",
+        "client_ipv6_prefix",
         "debug",
         "forwarded",
         "header_timeout",
@@ -70,6 +71,7 @@ class ProtocolSettings:
         rate_grace: float = 5.0,
         max_pending_output: int = 128 * 1024 * 1024,
         max_connections_per_client: int = 256,
+        client_ipv6_prefix: int = 64,
         server_header: str = "bastion",
         debug: bool = False,
         access_log: AccessLog | None = None,
@@ -93,6 +95,8 @@ class ProtocolSettings:
         self.rate_grace = rate_grace
         self.max_pending_output = max_pending_output or (1 << 62)  # 0 = no limit
         self.max_connections_per_client = max_connections_per_client  # 0 = no limit
+        #: an IPv6 client is counted by its prefix of this many bits (client_group)
+        self.client_ipv6_prefix = client_ipv6_prefix
         self.server_header = (
             b"server: " + server_header.encode("latin-1") + b"\r\n" if server_header else b""
         )
@@ -123,6 +127,7 @@ class ProtocolSettings:
             rate_grace=tmo.rate_grace,
             max_pending_output=lim.max_pending_output,
             max_connections_per_client=lim.max_connections_per_client,
+            client_ipv6_prefix=lim.client_ipv6_prefix,
             server_header=config.server.server_header,
             debug=config.server.debug,
             access_log=access_log,

@@ -41,7 +41,7 @@ def auth_filter(
             from bastion.edge.auth.basic import BasicFilter
         except ImportError as exc:
             raise _need("auth_basic", exc) from exc
-        return BasicFilter(route.auth_basic)
+        return BasicFilter(route.auth_basic, config.limits.client_ipv6_prefix)
     if route.auth_jwt is not None:
         try:
             from bastion.edge.auth.jwt import JwtFilter

@@ -40,6 +40,7 @@ from bastion.edge.auth.identity import Gate, client_text, logged_path, refuse
 from bastion.edge.auth.users_file import read_users
 from bastion.edge.types import FilterResult, RouteMatch
 from bastion.observe.logging import logger
+from bastion.protocol.client_group import client_group
 from bastion.protocol.types import Exchange
 
 __all__ = ["BasicFilter", "parse_basic"]
@@ -106,7 +107,7 @@ class BasicFilter:
     """A route's ``auth_basic`` filter; a :class:`~bastion.edge.types.Lifecycle` (its
     threads)."""
 
-    def __init__(self, cfg: BasicAuthConfig) -> None:
+    def __init__(self, cfg: BasicAuthConfig, ipv6_prefix: int = 64) -> None:
         self.cfg = cfg
         self.path = cfg.users_file
         self.gate = Gate("basic", cfg.identity_header)
@@ -119,6 +120,7 @@ class BasicFilter:
         self.cache_key = secrets.token_bytes(32)
         self.pool: ThreadPoolExecutor | None = None
         self.limit = cfg.max_concurrency
+        self.ipv6_prefix = ipv6_prefix  # an IPv6 client counts by its /64 (client_group)
         #: checks waiting or running: cache key -> [the check, how many requests wait]
         self.checking: dict[bytes, list[Any]] = {}
         #: checks waiting or running per client address
@@ -184,7 +186,7 @@ class BasicFilter:
             entry[1] += 1
             return entry
         client = exchange.head.client
-        address = client[0] if client is not None else ""
+        address = client_group(client[0], self.ipv6_prefix) if client is not None else ""
         count = self.per_client.get(address, 0)
         if count >= self.cfg.max_checks_per_client:
             return None
