@@ -25,7 +25,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 def entries() -> dict[str, str]:
     text = DOC.read_text()
-    parts = re.split(r"^### `([a-z_]+\.[a-z_]+)`\n", text, flags=re.MULTILINE)
+    parts = re.split(r"^### `([a-z0-9_]+\.[a-z0-9_]+)`\n", text, flags=re.MULTILINE)
     found: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         found[name] = re.split(r"^#{1,3} ", body, maxsplit=1, flags=re.MULTILINE)[0]
