@@ -561,6 +561,7 @@ keys = { "x" = "abc" }
     assert "HS* algorithms need secret_file" in err
     assert 'no such file: "missing.pem"' in err
     assert "expected the SHA-256 of the key in hex" in err
+    assert 'got "abc"' in err and "{toml_value" not in err
 
 
 def test_missing_extra_is_named(tmp_path: Path) -> None:

@@ -362,9 +362,7 @@ def test_failing_server_is_ejected_then_recovers(tmp_path: Path) -> None:
         assert len(sick.requests) >= 4  # back in rotation
 
 
-@pytest.mark.parametrize(
-    ("fail_statuses", "ejected_by"), [("gateway", 503), ("none", None)]
-)
+@pytest.mark.parametrize(("fail_statuses", "ejected_by"), [("gateway", 503), ("none", None)])
 def test_fail_statuses_choose_which_answers_eject(
     tmp_path: Path, fail_statuses: str, ejected_by: int | None
 ) -> None:
@@ -397,6 +395,45 @@ def test_fail_statuses_choose_which_answers_eject(
         else:
             # each failed twice in a row; one of the two stays in (max_ejected_percent)
             p.wait_for_log(r"upstream back: server \S+ ejected for 10s after 2 failures", 5)
+
+
+def test_dead_primaries_give_way_to_the_backup(tmp_path: Path) -> None:
+    """Two primaries that refuse connections are both ejected (a server nobody can
+    reach is of no use, whatever max_ejected_percent says), and the backup takes every
+    request: clients stop seeing 502s after the first few."""
+    dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    with RawServer(echo) as backup:
+        servers = [*dead, f"{backup.address} backup"]
+        with proxy(tmp_path, servers, upstream="max_fails = 2") as p, httpx.Client() as c:
+            codes = [c.get(p.url + f"/{i}").status_code for i in range(40)]
+            assert codes[-30:] == [200] * 30, codes
+            assert codes.count(502) <= 4, codes
+            for address in dead:
+                p.wait_for_log(rf"upstream back: server {address} ejected", 5)
+
+
+def test_a_timeout_on_the_only_server_is_504_without_details(tmp_path: Path) -> None:
+    """A GET that times out is tried again (retries = 1), finds no other server, and
+    is answered 504, not 502; in time (deadlines are checked a quarter of the shortest
+    timeout apart); the client learns no server address nor the failure's detail,
+    which goes to the log."""
+    import asyncio
+
+    async def slow(req: Request) -> bytes:
+        await asyncio.sleep(5)
+        return response(200, b"late")
+
+    with (
+        RawServer(slow) as up,
+        proxy(tmp_path, [up.address], upstream="first_byte_timeout = 0.5") as p,
+    ):
+        start = time.monotonic()
+        r = httpx.get(p.url + "/slow", timeout=10)
+        elapsed = time.monotonic() - start
+        assert r.status_code == 504, r.text
+        assert r.text == "504 Gateway Timeout (upstream back)\n"
+        assert elapsed < 2.2, elapsed  # (it was 2.5 s and more, checked 2.5 s apart)
+        p.wait_for_log(r"upstream back: timed out waiting for the response \(0\.5 s\)", 5)
 
 
 def test_first_byte_timeout_gives_504_and_retries_get(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import os
 import pwd
 import signal
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,55 @@ def test_pidfile_is_written_and_removed(tmp_path: Path) -> None:
         assert pidfile.read_text() == f"{srv.pid}\n"
         assert srv.stop() == 0
     assert not pidfile.exists()
+
+
+def test_a_second_bastion_does_not_take_a_running_ones_pidfile(tmp_path: Path) -> None:
+    """As gunicorn does: the second refuses to start (it would take the file and remove
+    it when it stops, and signals sent by the file would then reach nobody); a file
+    left by a bastion that died, or naming a process that is no bastion, is taken."""
+    pidfile = tmp_path / "bastion.pid"
+    with serve("proc_app:app", "--workers", "1", "--pidfile", str(pidfile)) as first:
+        second = serve(
+            "proc_app:app", "--workers", "1", "--pidfile", str(pidfile), wait_ready=False
+        )
+        with second:
+            assert second.wait(15) == 1
+            wait_until(lambda: f"names pid {first.pid}, a bastion that is running" in second.log, 5)
+        assert pidfile.read_text() == f"{first.pid}\n"
+        assert first.stop() == 0
+    with subprocess.Popen(["sleep", "30"]) as other:  # a live process that is no bastion
+        pidfile.write_text(f"{other.pid}\n")
+        try:
+            with serve("proc_app:app", "--workers", "1", "--pidfile", str(pidfile)) as third:
+                assert pidfile.read_text() == f"{third.pid}\n"
+                assert third.stop() == 0
+        finally:
+            other.kill()
+
+
+def test_a_pidfile_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    # (not a `bastion check` error: a runtime directory such as /run/myproject is often
+    # made by the service manager just before the start)
+    srv = serve("proc_app:app", "--pidfile", str(tmp_path / "no" / "x.pid"), wait_ready=False)
+    with srv:
+        assert srv.wait(15) == 1
+        wait_until(lambda: f"server.pidfile: cannot write {tmp_path}/no/x.pid" in srv.log, 5)
+        assert ".tmp" not in srv.log
+
+
+def test_log_files_that_cannot_be_opened_are_named(tmp_path: Path) -> None:
+    missing = tmp_path / "no"
+    env = {"BASTION_LOG__ERROR_FILE": str(missing / "error.log")}
+    srv = serve("proc_app:app", env=env, wait_ready=False)
+    with srv:
+        assert srv.wait(15) == 1
+        wait_until(lambda: f"log.error_file: cannot open {missing}/error.log" in srv.log, 5)
+        assert "Traceback" not in srv.log
+    env = {"BASTION_LOG__ACCESS": "json", "BASTION_LOG__ACCESS_FILE": str(missing / "a.log")}
+    srv = serve("proc_app:app", env=env, wait_ready=False)
+    with srv:
+        assert srv.wait(15) == 1
+        wait_until(lambda: f"log.access_file: cannot open {missing}/a.log" in srv.log, 5)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change user")

@@ -478,7 +478,30 @@ def test_missing_certificate_file(certs: Certs) -> None:
 
 def test_key_that_does_not_match(certs: Certs) -> None:
     err = start_error("--certfile", certs.cert, "--keyfile", certs.alt_key)
-    assert f"tls.keyfile: {certs.alt_key}: the private key does not match the certificate" in err
+    assert (
+        f"command line --keyfile: tls.keyfile: {certs.alt_key}: the private key does not "
+        "match the certificate" in err
+    )
+
+
+def test_problems_name_the_line_of_their_key(certs: Certs, tmp_path: Path) -> None:
+    """In a file, a problem with the key names the keyfile's line, and one with a
+    second [[tls.certificates]] entry that entry's lines, not the first one's."""
+    config = tmp_path / "tls.toml"
+    config.write_text(
+        "[tls]\n"
+        f'certfile = "{certs.cert}"\n'
+        f'keyfile = "{certs.alt_key}"\n'
+        "\n[[tls.certificates]]\n"
+        f'certfile = "{certs.cert}"\n'
+        f'keyfile = "{certs.key}"\n'
+        "\n[[tls.certificates]]\n"
+        'certfile = "/nonexistent/second.crt"\n'
+        f'keyfile = "{certs.key}"\n'
+    )
+    err = start_error("-c", str(config))
+    assert f"tls.toml:3: tls.keyfile: {certs.alt_key}: the private key does not match" in err
+    assert "tls.toml:10: tls.certificates[1].certfile: /nonexistent/second.crt" in err
 
 
 def test_certificate_that_is_not_pem(certs: Certs, bad: Path) -> None:

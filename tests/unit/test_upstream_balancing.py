@@ -178,6 +178,34 @@ def test_never_more_than_the_configured_share_is_ejected() -> None:
     assert one.primary[0].available(0.0)  # the only server stays
 
 
+def test_unreachable_servers_go_past_the_share_but_never_the_last() -> None:
+    """A server that refuses connections helps nobody: ejected whatever the share,
+    as nginx does, except the last one that can take requests; one that answers badly
+    is held to the share (a failure every server shows must not empty the group)."""
+    up = group(3, max_fails=1, max_ejected_percent=50)
+    a, b, c = up.primary
+    up.record_failure(a, 0.0, connected=False)
+    up.record_failure(b, 0.0, connected=False)
+    assert [s.available(0.0) for s in (a, b, c)] == [False, False, True]
+    up.record_failure(c, 0.0, connected=False)
+    assert c.available(0.0)  # the last one stays
+    answered = group(3, max_fails=1, max_ejected_percent=50)
+    for s in answered.primary:
+        answered.record_failure(s, 0.0)  # (bad answers)
+    assert sum(not s.available(0.0) for s in answered.primary) == 1
+
+
+def test_every_primary_may_go_when_a_backup_can_take_over() -> None:
+    cfg = UpstreamConfig(servers=("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80 backup"), max_fails=1)
+    up = Upstream("g", cfg)
+    for s in up.primary:
+        up.record_failure(s, 0.0)  # (5xx answers: past max_ejected_percent, 50)
+    assert not any(s.available(0.0) for s in up.primary)
+    assert all(up.choose(0.0, None) is up.backup[0] for _ in range(5))
+    up.record_failure(up.backup[0], 0.0, connected=False)
+    assert up.backup[0].available(0.0)  # the last one that can take requests
+
+
 def test_backups_only_when_no_primary_can_take_it() -> None:
     cfg = UpstreamConfig(
         servers=("10.0.0.1:80", "10.0.0.2:80 backup"), max_fails=1, max_ejected_percent=100

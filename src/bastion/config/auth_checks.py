@@ -70,7 +70,7 @@ def check_auth(route: RouteConfig, at: At) -> Iterator[str]:
                 yield problem(
                     *at("auth_api_key", "keys"),
                     f"{key_name}: expected the SHA-256 of the key in hex (64 digits; "
-                    "`bastion apikey` prints one), got {toml_value(digest)}",
+                    f"`bastion apikey` prints one), got {toml_value(digest)}",
                 )
         if not keys.keys:
             yield problem(*at("auth_api_key", "keys"), "no keys: no request could pass")

@@ -246,6 +246,14 @@ class _Builder:
                     )
                     continue
                 self.set(key, value, at(section, name))
+                if isinstance(value, list):
+                    # a list of tables ([[tls.certificates]]): each key of each table
+                    # has its own line, for the messages about it (tls.certificates[1])
+                    for j, table in enumerate(value):
+                        if isinstance(table, dict):
+                            for sub in table:
+                                label = f"{section}.{name}[{j}].{sub}"
+                                self.sources[label] = at(section, name, j, sub)
 
     def _add_processes(self, body: object, at: _At) -> None:
         if not isinstance(body, list):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import ClassVar
 
 from bastion.config.schema import CompressConfig
 from bastion.edge.encoders import Codec, StreamEncoder, build_codecs
@@ -130,7 +131,7 @@ class CompressSettings:
         "types",
     )
 
-    MAX_CACHED_TYPES = 512
+    MAX_CACHED_TYPES: ClassVar[int] = 512
 
     def __init__(self, cfg: CompressConfig, codecs: Sequence[Codec]) -> None:
         self.codecs: dict[str, Codec] = {c.name: c for c in codecs}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 __all__ = ["EncodingChooser", "choose_encoding", "parse_accept_encoding"]
 
@@ -94,7 +95,7 @@ class EncodingChooser:
 
     __slots__ = ("_available", "_cache")
 
-    MAX_CACHED = 256
+    MAX_CACHED: ClassVar[int] = 256
 
     def __init__(self, available: Sequence[str]) -> None:
         self._available = tuple(available)

@@ -52,6 +52,7 @@ from bastion.edge.proxy_headers import (
 from bastion.edge.types import RouteMatch
 from bastion.observe.logging import logger
 from bastion.observe.requestid import request_id as make_request_id
+from bastion.protocol.errors import reason
 from bastion.protocol.fields import accepts_trailers
 from bastion.protocol.types import ClientDisconnected, Exchange, InvalidResponse
 from bastion.tasks import WorkerTasks
@@ -77,11 +78,14 @@ class _Timeout(UpstreamError):
     pass
 
 
-def _error(exchange: Exchange, status: int, text: str, request_id: bool = False) -> None:
+def _error(exchange: Exchange, status: int, upstream: str, request_id: bool = False) -> None:
+    """Answer ``status`` for a failure of ``upstream`` (logged by the caller with what
+    went wrong: the client learns no server address nor any detail of the failure, as
+    with nginx's error pages)."""
     if exchange.response_started:
         exchange.fail(status=status)  # answered with it when nothing reached the client yet
         return
-    body = text.encode() + b"\n"
+    body = f"{status} {reason(status)} (upstream {upstream})\n".encode()
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
@@ -194,6 +198,7 @@ class _Forward:
         "has_body",
         "head",
         "last",
+        "last_status",
         "response_fields",
         "retryable",
         "sending",
@@ -219,6 +224,7 @@ class _Forward:
         #: whose frames hold this forward (a cycle only the garbage collector breaks,
         #: keeping the request and a spilled body's file until it runs)
         self.last = ""
+        self.last_status = 502  # the status of the last try's failure (504: a timeout)
         self.started = False  # a response byte arrived
         self.finished = False
         self.sending = False  # a task is streaming the request body
@@ -303,10 +309,11 @@ class _Forward:
             self.drop_body()
             back = self.handler.request_id_back
             if self.last:  # the other servers are out: the last error stands
-                _error(self.exchange, 502, f"upstream {upstream.name}: {self.last}", back)
+                logger.warning("upstream %s: %s (no other server to try)", upstream.name, self.last)
+                _error(self.exchange, self.last_status, upstream.name, back)
             else:
-                text = f"no server of upstream {upstream.name} can take requests"
-                _error(self.exchange, 503, text, back)
+                logger.warning("upstream %s: no server can take requests", upstream.name)
+                _error(self.exchange, 503, upstream.name, back)
             return
         self.server = server
         self.head.upstream = server.label  # for the access log
@@ -437,7 +444,7 @@ class _Forward:
         self.conn = None
         if conn is not None:
             conn.abort()
-        upstream.record_failure(server, upstream.now())
+        upstream.record_failure(server, upstream.now(), connected=reached)
         exchange = self.exchange
         if self.started or exchange.response_started:
             self.drop_body()
@@ -454,6 +461,7 @@ class _Forward:
             and upstream.budget.try_retry(upstream.now())
         ):
             self.last = str(exc)
+            self.last_status = 504 if isinstance(exc, _Timeout) else 502
             if self.tried is None:
                 self.tried = [server]
             else:
@@ -464,8 +472,7 @@ class _Forward:
         self.drop_body()
         logger.warning("upstream %s: %s", server.label, exc)
         status = 504 if isinstance(exc, _Timeout) else 502
-        text = f"upstream {upstream.name}: {exc}"
-        _error(exchange, status, text, self.handler.request_id_back)
+        _error(exchange, status, upstream.name, self.handler.request_id_back)
 
     def timed_out(self) -> None:
         timeout = self.handler.ucfg

@@ -283,5 +283,11 @@ def make_access_log(cfg: LogConfig, routes: Sequence[str] = ()) -> AccessLog | N
     if cfg.access_file in ("", "-"):
         writer = _Writer(sys.stdout.buffer, owned=False)
     else:
-        writer = _Writer(open(cfg.access_file, "ab"), owned=True)  # noqa: SIM115
+        try:
+            stream = open(cfg.access_file, "ab")  # noqa: SIM115
+        except OSError as exc:
+            raise OSError(
+                f"log.access_file: cannot open {cfg.access_file}: {exc.strerror or exc}"
+            ) from None
+        writer = _Writer(stream, owned=True)
     return AccessLog(cfg.access, writer, routes)

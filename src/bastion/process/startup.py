@@ -28,6 +28,7 @@ from bastion.process.listeners import (
     open_redirect_listeners,
 )
 from bastion.process.systemd import (
+    PidfileError,
     PrivilegeError,
     drop_privileges,
     remove_pidfile,
@@ -97,7 +98,7 @@ def open_before_fork(
         if server.user or server.group:
             who = drop_privileges(server.user, server.group)
             logger.info("running as %s", who)
-    except (OSError, PrivilegeError) as exc:
+    except (OSError, PrivilegeError, PidfileError) as exc:
         close_listeners(listeners)
         if pidfile:
             remove_pidfile(pidfile)
@@ -194,7 +195,9 @@ def banner(config: Config, listeners: list[Listener], count: int, interface: str
     logger.info(
         "bastion %s ready: serving %s (%s) with %d worker%s, pid %d",
         __version__,
-        config.app.target if uses_default_app(config) else f"{len(config.routes)} routes",
+        config.app.target
+        if uses_default_app(config)
+        else f"{len(config.routes)} route{'s'[: len(config.routes) != 1]}",
         (interface or "?").upper(),
         count,
         "" if count == 1 else "s",

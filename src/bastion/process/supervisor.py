@@ -105,7 +105,14 @@ def run(config: Config, *, reload: ReloadConfig | None = None) -> int:
     flags) on SIGHUP; it may raise to report an invalid configuration, which is logged
     and the running configuration kept. Without it SIGHUP re-imports the app only.
     """
-    setup_logging(config.log)
+    try:
+        setup_logging(config.log)
+    except OSError as exc:
+        path = config.log.error_file
+        sys.stderr.write(
+            f"bastion: error: log.error_file: cannot open {path}: {exc.strerror or exc}\n"
+        )
+        return EXIT_FAILED
     return Supervisor(config, reload).run()
 
 

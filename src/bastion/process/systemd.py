@@ -48,12 +48,47 @@ class Notifier:
         self.send("STOPPING=1", "STATUS=stopping")
 
 
-def write_pidfile(path: str) -> None:
-    """Write our pid to ``path`` atomically (a temporary file renamed over it)."""
+class PidfileError(Exception):
+    pass
+
+
+def running_bastion(path: str) -> int:
+    """The pid ``path`` names when that process is running and is a bastion (another
+    instance), else 0: a pidfile left by one that died, or naming a pid the system has
+    since given to another program, is stale."""
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+    if pid <= 0 or pid == os.getpid():
+        return 0
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return 0  # (no such process)
+    return pid if b"bastion" in cmdline else 0
+
+
+def write_pidfile(path: str, replacing: int = 0) -> None:
+    """Write our pid to ``path`` atomically (a temporary file renamed over it); refuse
+    while another bastion that the file names is running, as gunicorn does (the second
+    would take the file, and remove it when it stops: signals sent by the file would then
+    reach nobody). ``replacing``: the bastion this one takes over from (an upgrade)."""
+    other = running_bastion(path)
+    if other and other != replacing:
+        raise PidfileError(
+            f"server.pidfile: {path} names pid {other}, a bastion that is running: stop it "
+            "first, or give this one another pidfile"
+        )
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise PidfileError(f"server.pidfile: cannot write {path}: {exc.strerror}") from None
 
 
 def remove_pidfile(path: str) -> None:

@@ -70,11 +70,17 @@ def load_tls(config: TLSConfig, sources: Mapping[str, Source] | None = None) -> 
             )
         )
     for certfile, keyfile, password_file, names, prefix in entries:
-        where = src.get("tls.certificates" if prefix != "tls" else f"{prefix}.certfile", DEFAULT)
         try:
             ctx, found = _context(config, certfile, keyfile, password_file, prefix)
             made.append((ctx, names or tuple(found), [certfile, keyfile]))
         except _Problems as exc:
+            # where the key the problem is about was set (--keyfile, the file's line),
+            # else where its entry's certificate was
+            where = (
+                src.get(exc.label)
+                or src.get(f"{prefix}.certfile")
+                or src.get("tls.certificates", DEFAULT)
+            )
             problems.append(problem(where, exc.label, exc.detail))
     if problems:
         raise ConfigError(problems)

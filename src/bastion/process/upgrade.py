@@ -27,7 +27,7 @@ from bastion.config.binds import BindError, parse_bind
 from bastion.observe.logging import logger
 from bastion.process.children import describe_status
 from bastion.process.listeners import Listener, ListenerError, adopt_fd
-from bastion.process.systemd import write_pidfile
+from bastion.process.systemd import PidfileError, write_pidfile
 
 INHERITED_ENV = "_BASTION_INHERITED"  # (not BASTION_*: those are settings)
 ADMIN_ENV = "_BASTION_INHERITED_ADMIN"  # the admin socket: {"fd": ..., "bind": ...}
@@ -267,7 +267,10 @@ class Upgrade:
         old, self.old = self.old, 0
         self.took_over = bool(old)
         if old and pidfile:
-            write_pidfile(pidfile)
+            try:
+                write_pidfile(pidfile, replacing=old)
+            except PidfileError as exc:
+                logger.error("%s", exc)
         if old and old == os.getppid():
             logger.info("upgrade complete: stopping the previous bastion (pid %d)", old)
             if self.ready_write >= 0:

@@ -165,7 +165,8 @@ class Upstream:
 
     def _schedule_sweep(self) -> None:
         assert self._loop is not None
-        delay = min(self.cfg.keepalive_timeout, 5.0) / 2
+        # a quarter of the shortest timeout (at most 1 s): a deadline is met within it
+        delay = self.tick
         if self.cfg.timeout:  # the total timeout is enforced to within a quarter of it
             delay = min(delay, max(self.cfg.timeout / 4, 0.05))
         self._sweeper = self._loop.call_later(delay, self._sweep)
@@ -342,14 +343,37 @@ class Upstream:
         server.idle.append(conn)
 
     # -- health ----------------------------------------------------------------------
-    def record_failure(self, server: Server, now: float) -> None:
+    def record_failure(self, server: Server, now: float, connected: bool = True) -> None:
+        """A try on ``server`` failed (``connected``: it took the connection, then
+        answered badly or not in time); ``max_fails`` in a row eject it."""
         server.failed()
         if server.consecutive_failures < self.cfg.max_fails:
             return
+        if not self._may_eject(server, now, connected):
+            return
+        self._eject(server, now)
+
+    def _may_eject(self, server: Server, now: float, connected: bool) -> bool:
+        """Never the last server that can take requests. Beyond that, a server that
+        cannot be reached is of no use to anyone and goes (as nginx's max_fails does);
+        one that answers badly goes only while ``max_ejected_percent`` of its group
+        stays in (Envoy's outlier detection): a failure every server shows (a bug of
+        the app's, a database down) must not empty the group. The primary servers may
+        all go when a backup can take their requests (that is what backups are for)."""
+        others = [
+            s for s in self.servers if s is not server and s.healthy and s.ejected_until <= now
+        ]
+        if not others:
+            return False
+        if not connected:
+            return True
+        if not server.spec.backup and any(s.spec.backup for s in others):
+            return True
         group = self.backup if server.spec.backup else self.primary
         out = sum(1 for s in group if s.ejected_until > now)
-        if (out + 1) * 100 > self.cfg.max_ejected_percent * len(group):
-            return  # ejecting it would take too much of the group out
+        return (out + 1) * 100 <= self.cfg.max_ejected_percent * len(group)
+
+    def _eject(self, server: Server, now: float) -> None:
         failures = server.consecutive_failures
         server.eject(now, self.cfg.fail_timeout)
         server.close_idle()
