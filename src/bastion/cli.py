@@ -392,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolved = load(ns, os.environ, require_app=ns.command == "serve")
         from bastion.process.tls import load_tls
 
-        load_tls(resolved.config.tls, resolved.sources)  # the files: a problem stops here
+        # the files: a problem stops here (serve loads them again when it starts)
+        load_tls(resolved.config.tls, resolved.sources, warn=ns.command == "check")
     except ConfigError as e:
         _error(str(e))
         return e.exit_code

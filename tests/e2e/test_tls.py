@@ -484,6 +484,40 @@ def test_key_that_does_not_match(certs: Certs) -> None:
     )
 
 
+def test_check_warns_of_names_sent_to_an_unexpected_certificate(
+    certs: Certs, tmp_path: Path
+) -> None:
+    """A name given in ``names`` that the certificate does not hold, and a name two
+    entries serve (the first wins): both would go unnoticed until a client complains."""
+    config = tmp_path / "sni.toml"
+    config.write_text(
+        "[tls]\n"
+        f'certfile = "{certs.cert}"\n'
+        f'keyfile = "{certs.key}"\n'
+        "\n[[tls.certificates]]\n"
+        f'certfile = "{certs.alt_cert}"\n'
+        f'keyfile = "{certs.alt_key}"\n'
+        'names = ["alt.example", "www.example.org"]\n'
+        "\n[[tls.certificates]]\n"
+        f'certfile = "{certs.alt_cert}"\n'
+        f'keyfile = "{certs.alt_key}"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "bastion", "check", "tls_apps:asgi_app", "-c", str(config)],
+        cwd=APPS,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "tls.certificates[0].names: www.example.org is not a name of the certificate" in (
+        proc.stderr
+    )
+    assert "alt.example is served by an earlier certificate" in proc.stderr
+    assert "localhost" not in proc.stderr  # (no warning about names that are fine)
+
+
 def test_problems_name_the_line_of_their_key(certs: Certs, tmp_path: Path) -> None:
     """In a file, a problem with the key names the keyfile's line, and one with a
     second [[tls.certificates]] entry that entry's lines, not the first one's."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from bastion.config.errors import DEFAULT, ConfigError, Source, problem
 from bastion.config.schema import TLSConfig
+from bastion.observe.logging import logger
 from bastion.protocol.tls import SNI_ATTRIBUTE, ServerContext
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -49,8 +50,12 @@ class _Problems(Exception):
         self.detail = detail
 
 
-def load_tls(config: TLSConfig, sources: Mapping[str, Source] | None = None) -> ServerTLS | None:
-    """The contexts ``config`` describes (None when TLS is off); raise ConfigError."""
+def load_tls(
+    config: TLSConfig, sources: Mapping[str, Source] | None = None, *, warn: bool = True
+) -> ServerTLS | None:
+    """The contexts ``config`` describes (None when TLS is off); raise ConfigError.
+    ``warn``: log the names that go to an unexpected certificate (off for the check
+    ``serve`` makes before it starts, which loads them again)."""
     if not config.certfile and not config.certificates:
         return None
     src = sources or {}
@@ -73,6 +78,16 @@ def load_tls(config: TLSConfig, sources: Mapping[str, Source] | None = None) -> 
         try:
             ctx, found = _context(config, certfile, keyfile, password_file, prefix)
             made.append((ctx, names or tuple(found), [certfile, keyfile]))
+            for name in names if warn else ():
+                if not _covers(found, name):
+                    logger.warning(
+                        "%s.names: %s is not a name of the certificate in %s (%s): clients "
+                        "asking for it get a certificate they will refuse",
+                        prefix,
+                        name,
+                        certfile,
+                        ", ".join(found) or "no names",
+                    )
         except _Problems as exc:
             # where the key the problem is about was set (--keyfile, the file's line),
             # else where its entry's certificate was
@@ -89,7 +104,17 @@ def load_tls(config: TLSConfig, sources: Mapping[str, Source] | None = None) -> 
     for ctx, names, files in made:
         tls.files.extend(f for f in files if f)
         for name in names:
-            tls.by_name.setdefault(name.lower().rstrip("."), ctx)
+            key = name.lower().rstrip(".")
+            if key in tls.by_name:
+                if warn and tls.by_name[key] is not ctx:
+                    logger.warning(
+                        "tls: %s is served by an earlier certificate; the one in %s is "
+                        "not used for it",
+                        name,
+                        files[0],
+                    )
+                continue
+            tls.by_name[key] = ctx
     several = len(made) > 1
 
     def choose(sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
@@ -197,6 +222,19 @@ def _context(
     end = cert_pem.find(b"-----END CERTIFICATE-----", first)
     ctx.server_pem = cert_pem[first : end + 25].decode("ascii", "replace") + "\n"
     return ctx, _names(certfile)
+
+
+def _covers(names: list[str], name: str) -> bool:
+    """Whether a certificate for ``names`` is valid for ``name`` (a wildcard covers one
+    label)."""
+    want = name.lower().rstrip(".")
+    for have in names:
+        have = have.lower().rstrip(".")
+        if have == want:
+            return True
+        if have.startswith("*.") and "." in want and want.split(".", 1)[1] == have[2:]:
+            return True
+    return False
 
 
 def _names(certfile: str) -> list[str]:
