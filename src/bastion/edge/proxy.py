@@ -450,8 +450,8 @@ class _Forward:
             self.drop_body()
             logger.warning("upstream %s: %s (response cut)", server.label, exc)
             # the response's head may not have reached the client yet: then it gets 502
-            # (the upstream's answer was bad), not 500
-            exchange.fail(status=502)
+            # (the upstream's answer was bad) or 504 (it stopped coming), not 500
+            exchange.fail(status=504 if isinstance(exc, _Timeout) else 502)
             return
         if (
             self.tries_left > 0
@@ -496,7 +496,9 @@ class _Forward:
 
     # -- ResponseSink ----------------------------------------------------------------
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.started = True
+        # (an informational answer is not the response: its first-byte deadline stands,
+        # and a timeout after it is still a 504)
+        self.started = status >= 200 or status == 101
         exchange = self.exchange
         if status == 101:
             self.switch(headers)

@@ -179,10 +179,11 @@ class BasicFilter:
     def _start_check(
         self, exchange: Exchange, digest: str | None, password: bytes, key: bytes
     ) -> list[Any] | None:
-        """The check of these credentials: the one under way, or a new one; None when
-        the client has too many under way already."""
+        """The check of these credentials against ``digest``: the one under way, or a
+        new one; None when the client has too many under way already."""
         entry = self.checking.get(key)
-        if entry is not None and not entry[0].cancelled():
+        # (one against another digest began before the users file changed: not joined)
+        if entry is not None and not entry[0].cancelled() and entry[2] == digest:
             entry[1] += 1
             return entry
         client = exchange.head.client
@@ -192,7 +193,7 @@ class BasicFilter:
             return None
         self.per_client[address] = count + 1
         check = asyncio.get_running_loop().run_in_executor(self.pool, verify, digest, password)
-        entry = [check, 1]
+        entry = [check, 1, digest]
         self.checking[key] = entry
 
         def done(_: object) -> None:
@@ -211,7 +212,6 @@ class BasicFilter:
         self, exchange: Exchange, user: str, password: bytes, key: bytes
     ) -> Exchange | None:
         digest = self.users.get(user)
-        stamp = self.stamp
         entry = self._start_check(exchange, digest, password, key)
         if entry is None:
             refuse_busy(exchange, user)
@@ -224,12 +224,17 @@ class BasicFilter:
             entry[1] -= 1
             if entry[1] == 0 and not check.done():
                 check.cancel()  # nobody waits for it: dropped if still queued
+        self._fresh_users(time.monotonic())
+        if self.users.get(user) != digest:
+            # the users file changed during the check (the user removed, the password
+            # changed): check again against what it says now
+            return await self._check(exchange, user, password, key)
         if not ok:
             why = "unknown user" if digest is None else "wrong password"
             refuse(exchange, "basic", f"{why} for {user!r}", challenge=self.challenge)
             return None
         cfg = self.cfg
-        if cfg.cache_size and cfg.cache_ttl and stamp == self.stamp:
+        if cfg.cache_size and cfg.cache_ttl:
             cache = self.cache
             cache[key] = (user, time.monotonic() + cfg.cache_ttl)
             while len(cache) > cfg.cache_size:
