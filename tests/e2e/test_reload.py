@@ -90,6 +90,59 @@ def test_reload_waits_for_a_fix_when_the_app_is_broken_at_start(tmp_path: Path) 
         assert srv.stop() == 0
 
 
+def test_a_fix_saved_while_a_start_is_under_way_is_not_missed(tmp_path: Path) -> None:
+    """The code changes while the workers of a start import (a slow import that will
+    fail): when that start fails, the next begins at once on the code now on disk."""
+    app = tmp_path / "proc_slow.py"
+    good = (APPS / "proc_app.py").read_text()
+    app.write_text(good + "\nraise RuntimeError('broken v1')\n")
+    port = free_port()
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    args = ["proc_slow:app", "--workers", "1", "--reload", "--bind", f"127.0.0.1:{port}"]
+    with serve(*args, cwd=tmp_path, env=env, wait_ready=False) as srv:
+        srv.wait_for_log(r"--reload: waiting for a change to the code", 20)
+        srv.wait_for_log(r"watching \. for changes", 10)
+        mark = len(srv.log)
+        app.write_text(good + "\nimport time\ntime.sleep(2)\nraise RuntimeError('broken v2')\n")
+        srv.wait_for_log(r"starting the workers again", 10, start=mark)
+        time.sleep(0.5)  # (the worker is importing the slow version)
+        app.write_text(good.replace('body = f"ok {', 'body = f"fixed {'))
+        wait_until(
+            lambda: get(f"http://127.0.0.1:{port}")[1].startswith("fixed "), 25, "the fixed code"
+        )
+        assert srv.stop() == 0
+
+
+def test_a_start_that_fails_in_one_worker_of_two_waits_then_serves(tmp_path: Path) -> None:
+    """One worker starts and another does not (an app that starts only once): the one
+    that started is stopped too, and bastion waits for the code to change rather than
+    sit half-started; fixed, both serve, and a worker that dies then is replaced."""
+    app = tmp_path / "proc_once.py"
+    lock = tmp_path / "started"
+    good = (APPS / "proc_app.py").read_text()
+    app.write_text(
+        good + f"\nimport os as _os\n_os.close(_os.open({str(lock)!r}, _os.O_CREAT | _os.O_EXCL))\n"
+    )
+    port = free_port()
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    args = ["proc_once:app", "--workers", "2", "--reload", "--bind", f"127.0.0.1:{port}"]
+    with serve(*args, cwd=tmp_path, env=env, wait_ready=False) as srv:
+        srv.wait_for_log(r"--reload: waiting for a change to the code", 20)
+        srv.wait_for_log(r"watching \. for changes", 10)
+        wait_until(lambda: len(child_pids(srv.pid)) <= 1, 10, "the started worker to stop")
+        app.write_text(good)
+        wait_until(lambda: get(f"http://127.0.0.1:{port}")[0] == 200, 20, "the fixed code")
+        srv.wait_for_log(r"ready: serving proc_once:app \(ASGI\) with 2 workers", 10)
+        workers = [p for p in child_pids(srv.pid) if p != srv.pid]
+        serving = {int(get(f"http://127.0.0.1:{port}")[1].split()[1]) for _ in range(20)}
+        victim = next(iter(serving))
+        os.kill(victim, signal.SIGKILL)
+        srv.wait_for_log(rf"worker {victim} was killed by SIGKILL unexpectedly", 10)
+        wait_until(lambda: get(f"http://127.0.0.1:{port}")[0] == 200, 10, "a worker")
+        assert srv.proc is not None and srv.proc.poll() is None, workers
+        assert srv.stop() == 0
+
+
 def test_reload_with_preload_is_refused() -> None:
     srv = serve("proc_app:app", "--reload", "--preload", wait_ready=False)
     with srv:

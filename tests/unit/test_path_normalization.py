@@ -96,6 +96,29 @@ def test_dot_segments_with_path_parameters() -> None:
         assert not has_dot_segment(path.encode()), path
 
 
+def test_semicolons_are_refused_unless_allowed() -> None:
+    def statuses(paths: list[bytes], **settings: object) -> list[int]:
+        async def main() -> list[int]:
+            proto, transport, _ = make_conn(echo_path, **settings)
+            for path in paths:
+                proto.data_received(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path)
+                await settle()
+            return [r[0] for r in parse_responses(bytes(transport.data))]
+
+        return asyncio.run(main())
+
+    paths = [b"/a;b", b"/a%3Bb/c", b"/x/..;/admin"]
+    assert statuses(paths[:1]) == [400]
+    assert statuses(paths[1:2]) == [400]
+    assert statuses(paths[:2], allow_path_semicolons=True) == [200, 200]
+    assert statuses(paths[2:], allow_path_semicolons=True) == [400]  # (a dot-segment)
+
+
+def echo_path(ex: Exchange) -> None:
+    ex.start_response(200, [(b"content-length", b"0")])
+    ex.finish()
+
+
 def test_every_spelling_reaches_the_same_route_on_the_real_protocol() -> None:
     routes = [route(path="/admin", match="exact"), route(path="/admin/"), route(path="/")]
     seen: list[tuple[int, str, bytes]] = []

@@ -70,6 +70,10 @@ class ServerConfig(_Section, frozen=True):
     reuse_port: bool = False
     server_header: str = "bastion"  # "" sends no Server header
     debug: bool = False  # tracebacks in 500 responses, only to clients on loopback
+    # a ";" in a request's path is refused (400) unless this: Java servers drop ";..."
+    # from a path segment, so /admin;x/ would be routed past /admin's rules (Spring
+    # Security's StrictHttpFirewall refuses it by default too)
+    allow_path_semicolons: bool = False
     # proxies whose X-Forwarded-* / Forwarded headers are believed: addresses, networks
     # ("10.0.0.0/8"), "unix" (peers on a Unix socket), "*" (anyone: dangerous); none by
     # default, like uvicorn/gunicorn --forwarded-allow-ips without 127.0.0.1

@@ -103,6 +103,12 @@ def start_reload(sup: Supervisor) -> None:
             sup.tls = tls_after_reload(new[1], sup.tls)
         sup.retry_after_change()
         return
+    if sup.phase == "starting" and sup.watcher.proc is not None:
+        # --reload: a change while the workers start; if this start fails, the next one
+        # begins at once, on the new code
+        sup.change_pending = True
+        logger.info("--reload: code changed while starting")
+        return
     if sup.phase != "running":
         logger.info("SIGHUP received while %s: ignored", sup.phase)
         return

@@ -45,7 +45,12 @@ from bastion.process.heartbeat import HeartbeatTable
 from bastion.process.listeners import Listener, close_listeners
 from bastion.process.managed import Managed, ManagedProcesses
 from bastion.process.memory_check import check_memory, first_watch
-from bastion.process.rolling_reload import advance_reload, reload_failed, warn_restart_only
+from bastion.process.rolling_reload import (
+    advance_reload,
+    reload_failed,
+    start_reload,
+    warn_restart_only,
+)
 from bastion.process.signal_actions import on_signal
 from bastion.process.signals import SignalQueue
 from bastion.process.startup import (
@@ -138,6 +143,9 @@ class Supervisor:
         #: started again until the watcher reports a change (SIGHUP)
         self.awaiting_change = False
         self.failure_shown = ""  # the start-up error last shown while awaiting a change
+        #: --reload: the code changed while the workers were starting (a start that
+        #: fails then tries again at once, on the new code)
+        self.change_pending = False
         self.backoff = BACKOFF_MIN
         self.respawn_at = 0.0
         self.startup_deadline = math.inf
@@ -405,6 +413,9 @@ class Supervisor:
                 f"serving with {count} worker{'s'[: count - 1]}",
                 mainpid=os.getpid() if self.upgrade.took_over else 0,  # systemd: the new main pid
             )
+            if self.change_pending:  # --reload: the code changed while they started
+                self.change_pending = False
+                start_reload(self)
         if child.for_reload:
             advance_reload(self)
 
@@ -560,14 +571,31 @@ class Supervisor:
         else:
             logger.error("worker %d could not start: %s", child.pid, failure)
         self.failure_shown = failure
+        # the others of this start go too (a half-started bastion has no way to become
+        # "running" with a worker missing): the next start begins from none
+        now = time.monotonic()
+        for other in list(self.children.values()):
+            if other is child or other.state is State.RETIRING:
+                continue
+            other.unlink()
+            other.state = State.RETIRING
+            other.reason = "stopped: the code does not start"
+            other.kill_at = now + 2.0
+            other.signal(signal.SIGTERM)
         if not self.awaiting_change:
             self.awaiting_change = True
             self.startup_deadline = math.inf
+            if self.change_pending:
+                # the code changed while this start was under way: try the new code now
+                self.change_pending = False
+                start_reload(self)
+                return
             logger.error("--reload: waiting for a change to the code to start again")
 
     def retry_after_change(self) -> None:
         """SIGHUP while awaiting a change: start the workers again, on the new code."""
         self.awaiting_change = False
+        self.change_pending = False
         self.failure_shown = ""
         self.generation += 1
         self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout

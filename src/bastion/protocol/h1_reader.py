@@ -76,6 +76,7 @@ class H1Reader(H1Link):
         "_pending_reject",
         "_replay_head",
         "_replaying",
+        "_semicolons",
         "_trailers",
         "_url",
     )
@@ -96,6 +97,7 @@ class H1Reader(H1Link):
         self._in_head = False  # between the first byte of a head and its end
         self._head_bytes = 0
         self._max_url = settings.max_request_line
+        self._semicolons = settings.allow_path_semicolons
         self._max_hsize = settings.max_header_size
         self._max_hcount = settings.max_header_count
         # a head may be the request line plus the header block, with line endings
@@ -404,7 +406,8 @@ class H1Reader(H1Link):
                     break
             else:
                 headers.append((b"host", authority))  # HTTP/1.0 may send none
-        refusal = path_refusal(raw_path)  # (origin and absolute forms; "*" has none)
+        # (origin and absolute forms; "*" has none)
+        refusal = path_refusal(raw_path, self._semicolons)
         if refusal:
             raise self._remember(Reject(400, refusal))
         if body_expected and framing is not None:

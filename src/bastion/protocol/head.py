@@ -38,18 +38,26 @@ _PLAIN: Final[dict[bytes, str]] = {}
 _DOTS: Final = (b".", b"..")
 
 
-def path_refusal(raw_path: bytes) -> str:
+def path_refusal(raw_path: bytes, semicolons: bool = False) -> str:
     """Why a request with this path is refused (400), or "" when it is not: a
-    dot-segment (:func:`has_dot_segment`), or a control character once decoded
-    (``%0A``, ``%00``...). No path needs one, and one would be matched as one path and
-    read as another: ``/admin%0A`` is under no ``/admin`` rule, while a framework whose
-    route pattern ends in ``$`` (Starlette, FastAPI) routes ``/admin\\n`` to
-    ``/admin``, past the rules, authentication and rate limits of that route. (A raw
+    dot-segment (:func:`has_dot_segment`), a control character once decoded (``%0A``,
+    ``%00``...), or a ``;`` (also ``%3B``) unless ``semicolons``. Each would have the
+    path matched as one and read as another: ``/admin%0A`` is under no ``/admin``
+    rule, while a framework whose route pattern ends in ``$`` (Starlette, FastAPI)
+    routes ``/admin\\n`` to ``/admin``; ``/admin;x/secret`` is under no ``/admin``
+    rule either, while Java servers (Tomcat, Jetty) drop ``;...`` from each segment and
+    serve ``/admin/secret`` (Spring Security refuses ``;`` by default for this). (A raw
     control character never gets this far: the parser refuses it.)"""
+    if not semicolons and raw_path.find(b";") >= 0:
+        return "';' in the path (server.allow_path_semicolons)"
     if raw_path in _PLAIN:
         return ""
-    if raw_path.find(b"%") >= 0 and _CONTROL.search(unquote_to_bytes(raw_path)) is not None:
-        return "control character in the path"
+    if raw_path.find(b"%") >= 0:
+        text = unquote_to_bytes(raw_path)
+        if _CONTROL.search(text) is not None:
+            return "control character in the path"
+        if not semicolons and text.find(b";") >= 0:
+            return "';' in the path (server.allow_path_semicolons)"
     if has_dot_segment(raw_path):
         return "dot-segment in the path"
     return ""

@@ -31,6 +31,7 @@ class ProtocolSettings:
 
     __slots__ = (
         "access_log",
+        "allow_path_semicolons",
         "body_timeout",
         "client_ipv6_prefix",
         "debug",
@@ -72,6 +73,7 @@ class ProtocolSettings:
         max_pending_output: int = 128 * 1024 * 1024,
         max_connections_per_client: int = 256,
         client_ipv6_prefix: int = 64,
+        allow_path_semicolons: bool = False,
         server_header: str = "bastion",
         debug: bool = False,
         access_log: AccessLog | None = None,
@@ -97,6 +99,8 @@ class ProtocolSettings:
         self.max_connections_per_client = max_connections_per_client  # 0 = no limit
         #: an IPv6 client is counted by its prefix of this many bits (client_group)
         self.client_ipv6_prefix = client_ipv6_prefix
+        #: a ";" in a path is refused unless this (path_refusal)
+        self.allow_path_semicolons = allow_path_semicolons
         self.server_header = (
             b"server: " + server_header.encode("latin-1") + b"\r\n" if server_header else b""
         )
@@ -128,6 +132,7 @@ class ProtocolSettings:
             max_pending_output=lim.max_pending_output,
             max_connections_per_client=lim.max_connections_per_client,
             client_ipv6_prefix=lim.client_ipv6_prefix,
+            allow_path_semicolons=srv.allow_path_semicolons,
             server_header=config.server.server_header,
             debug=config.server.debug,
             access_log=access_log,
