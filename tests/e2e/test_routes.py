@@ -208,7 +208,7 @@ def test_static_only_site_needs_no_app(tmp_path: Path) -> None:
     with proc:
         assert httpx.get(proc.url + "/", timeout=10).text == "<h1>home</h1>\n"
         assert httpx.get(proc.url + "/index.html", timeout=10).status_code == 200
-        assert "ready: serving 1 route (" in proc.log
+        assert "ready: serving 1 route with 1 worker" in proc.log  # (no app: no interface)
 
 
 def test_static_on_the_command_line_before_the_app(tmp_path: Path) -> None:

@@ -239,3 +239,12 @@ def test_peak_ewma_treats_differences_under_the_floor_as_ties() -> None:
     b.observe_latency(0.020, now)  # twenty milliseconds is slower: it loses
     counts = Counter(p2c.choose([a, b], now, b"").spec.host for _ in range(2000))
     assert counts["10.0.0.2"] == 0, counts
+
+
+def test_no_server_is_logged_at_most_once_a_second() -> None:
+    up = group(2)
+    assert up.no_server(100.0) == 0  # logged
+    assert up.no_server(100.5) == -1  # (not logged)
+    assert up.no_server(100.9) == -1
+    assert up.no_server(101.2) == 2  # logged, with the two that were not
+    assert up.no_server(101.3) == -1

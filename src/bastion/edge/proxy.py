@@ -312,7 +312,13 @@ class _Forward:
                 logger.warning("upstream %s: %s (no other server to try)", upstream.name, self.last)
                 _error(self.exchange, self.last_status, upstream.name, back)
             else:
-                logger.warning("upstream %s: no server can take requests", upstream.name)
+                unlogged = upstream.no_server(upstream.now())
+                if unlogged >= 0:
+                    logger.warning(
+                        "upstream %s: no server can take requests%s",
+                        upstream.name,
+                        f" ({unlogged} more since the last such line)" if unlogged else "",
+                    )
                 _error(self.exchange, 503, upstream.name, back)
             return
         self.server = server

@@ -192,13 +192,14 @@ def banner(config: Config, listeners: list[Listener], count: int, interface: str
     gateway is ``interface`` (``asgi``/``wsgi``)."""
     for lst in listeners:
         logger.info("listening on %s", lst.describe())
+    if uses_default_app(config):
+        what = f"{config.app.target} ({(interface or '?').upper()})"
+    else:  # (the routes' apps, if any, may be of either kind)
+        what = f"{len(config.routes)} route{'s'[: len(config.routes) != 1]}"
     logger.info(
-        "bastion %s ready: serving %s (%s) with %d worker%s, pid %d",
+        "bastion %s ready: serving %s with %d worker%s, pid %d",
         __version__,
-        config.app.target
-        if uses_default_app(config)
-        else f"{len(config.routes)} route{'s'[: len(config.routes) != 1]}",
-        (interface or "?").upper(),
+        what,
         count,
         "" if count == 1 else "s",
         os.getpid(),

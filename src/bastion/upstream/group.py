@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import socket
 import ssl
 from collections.abc import Awaitable, Sequence
@@ -106,6 +107,9 @@ class Upstream:
         self._sweeper: asyncio.TimerHandle | None = None
         #: requests sent and not yet answered in full, for their deadlines
         self.active: set[InFlight] = set()
+        # the last "no server can take requests" line, and the requests since (no_server)
+        self._no_server_logged = -math.inf
+        self._no_server_unlogged = 0
         # deadlines are checked this often: a quarter of the shortest timeout, at most 1 s
         self.tick = min(
             1.0, cfg.first_byte_timeout / 4, cfg.read_timeout / 4, cfg.keepalive_timeout / 2
@@ -389,6 +393,18 @@ class Upstream:
 
     def record_success(self, server: Server) -> None:
         server.succeeded()
+
+    def no_server(self, now: float) -> int:
+        """A request found no server that could take it: -1 when that was logged less
+        than a second ago (an outage must not write a line per request), else how many
+        such requests went unlogged since the last line."""
+        if now - self._no_server_logged < 1.0:
+            self._no_server_unlogged += 1
+            return -1
+        self._no_server_logged = now
+        unlogged = self._no_server_unlogged
+        self._no_server_unlogged = 0
+        return unlogged
 
 
 def _is_name(host: str) -> bool:
