@@ -248,3 +248,4 @@ def test_no_server_is_logged_at_most_once_a_second() -> None:
     assert up.no_server(100.9) == -1
     assert up.no_server(101.2) == 2  # logged, with the two that were not
     assert up.no_server(101.3) == -1
+    assert up.no_server(3600.0) == 0  # (the one of an outage long over is not counted)

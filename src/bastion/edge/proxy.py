@@ -317,7 +317,7 @@ class _Forward:
                     logger.warning(
                         "upstream %s: no server can take requests%s",
                         upstream.name,
-                        f" ({unlogged} more since the last such line)" if unlogged else "",
+                        f" ({unlogged} more in the second before)" if unlogged else "",
                     )
                 _error(self.exchange, 503, upstream.name, back)
             return

@@ -142,7 +142,6 @@ class Supervisor:
         #: --reload: the workers could not start with the code as it is; no worker is
         #: started again until the watcher reports a change (SIGHUP)
         self.awaiting_change = False
-        self.failure_shown = ""  # the start-up error last shown while awaiting a change
         #: --reload: the code changed while the workers were starting (a start that
         #: fails then tries again at once, on the new code)
         self.change_pending = False
@@ -565,12 +564,8 @@ class Supervisor:
     def _await_change(self, child: Child, failure: str) -> None:
         """--reload, the first start: the app does not start with the code as it is.
         Wait for the watcher's next change instead of stopping, as a development
-        server does: the error is shown once and fixed in the editor."""
-        if self.awaiting_change and failure == self.failure_shown:
-            logger.error("worker %d could not start: the same error", child.pid)
-        else:
-            logger.error("worker %d could not start: %s", child.pid, failure)
-        self.failure_shown = failure
+        server does: the error is shown, and fixed in the editor."""
+        logger.error("worker %d could not start: %s", child.pid, failure)
         # the others of this start go too (a half-started bastion has no way to become
         # "running" with a worker missing): the next start begins from none
         now = time.monotonic()
@@ -596,7 +591,6 @@ class Supervisor:
         """SIGHUP while awaiting a change: start the workers again, on the new code."""
         self.awaiting_change = False
         self.change_pending = False
-        self.failure_shown = ""
         self.generation += 1
         self.startup_deadline = time.monotonic() + self.config.workers.startup_timeout
         logger.info("--reload: code changed: starting the workers again")

@@ -398,11 +398,13 @@ class Upstream:
         """A request found no server that could take it: -1 when that was logged less
         than a second ago (an outage must not write a line per request), else how many
         such requests went unlogged since the last line."""
-        if now - self._no_server_logged < 1.0:
+        since = now - self._no_server_logged
+        if since < 1.0:
             self._no_server_unlogged += 1
             return -1
+        # (requests of an outage that ended long ago are not this one's to report)
+        unlogged = self._no_server_unlogged if since < 2.0 else 0
         self._no_server_logged = now
-        unlogged = self._no_server_unlogged
         self._no_server_unlogged = 0
         return unlogged
 
