@@ -11,6 +11,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def child_pids(pid: int) -> set[int]:
     """The live (not zombie) children of ``pid``, read from /proc."""
     found = set()

@@ -5,18 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import time
 from pathlib import Path
 
-from proc_tools import child_pids, get, wait_until
+from proc_tools import child_pids, free_port, get, wait_until
 from server import APPS, serve
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_reload_serves_the_edited_code(tmp_path: Path) -> None:

@@ -52,13 +52,14 @@ def path_refusal(raw_path: bytes, semicolons: bool = False) -> str:
         return "';' in the path (server.allow_path_semicolons)"
     if raw_path in _PLAIN:
         return ""
+    text = raw_path
     if raw_path.find(b"%") >= 0:
-        text = unquote_to_bytes(raw_path)
+        text = unquote_to_bytes(raw_path)  # (once, for every check below)
         if _CONTROL.search(text) is not None:
             return "control character in the path"
         if not semicolons and text.find(b";") >= 0:
             return "';' in the path (server.allow_path_semicolons)"
-    if has_dot_segment(raw_path):
+    if _dotted(text):
         return "dot-segment in the path"
     return ""
 
@@ -75,9 +76,14 @@ def has_dot_segment(raw_path: bytes) -> bool:
     path with ``/.`` or ``%`` costs anything (one seen before, a lookup)."""
     if raw_path in _PLAIN:
         return False  # a path seen before with nothing to normalise (the usual case)
-    if raw_path.find(b"/.") < 0 and raw_path.find(b"%") < 0:
-        return False
-    text = unquote_to_bytes(raw_path) if raw_path.find(b"%") >= 0 else raw_path
+    if raw_path.find(b"%") < 0:
+        return _dotted(raw_path)
+    return _dotted(unquote_to_bytes(raw_path))
+
+
+def _dotted(text: bytes) -> bool:
+    """Whether the decoded path ``text`` has a dot-segment (with or without
+    parameters)."""
     if text.find(b"/.") < 0:
         return False
     return any(

@@ -36,7 +36,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from bastion.config.auth_schema import BasicAuthConfig
-from bastion.edge.auth.identity import Gate, client_text, logged_path, refuse
+from bastion.edge.auth.identity import Gate, refuse
 from bastion.edge.auth.users_file import read_users
 from bastion.edge.types import FilterResult, RouteMatch
 from bastion.observe.logging import logger
@@ -67,30 +67,6 @@ def parse_basic(value: bytes | None) -> tuple[str, bytes] | None:
         return user.decode("utf-8"), password
     except UnicodeDecodeError:
         return None
-
-
-def refuse_busy(exchange: Exchange, user: str) -> None:
-    """429: the client has ``max_checks_per_client`` checks under way already."""
-    head = exchange.head
-    logger.warning(
-        "auth basic refused %s %s from %s: too many password checks under way for this "
-        "client (user %r) (429)",
-        head.method,
-        logged_path(head),
-        client_text(exchange),
-        user,
-    )
-    body = b"Too Many Requests\n"
-    exchange.start_response(
-        429,
-        [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode("ascii")),
-            (b"retry-after", b"1"),
-            (b"cache-control", b"no-store"),
-        ],
-    )
-    exchange.finish(b"" if head.method == "HEAD" else body)
 
 
 def verify(digest: str | None, password: bytes) -> bool:
@@ -214,7 +190,12 @@ class BasicFilter:
         digest = self.users.get(user)
         entry = self._start_check(exchange, digest, password, key)
         if entry is None:
-            refuse_busy(exchange, user)
+            refuse(
+                exchange,
+                "basic",
+                f"too many password checks under way for this client (user {user!r})",
+                status=429,
+            )
             return None
         check = entry[0]
         try:

@@ -30,7 +30,7 @@ __all__ = ["CONTEXT_KEY", "Admitted", "Gate", "logged_path", "refuse", "usable_n
 #: the key of the identity in ``head.context``: environ / scope["extensions"] key
 CONTEXT_KEY = "bastion.auth"
 
-_REASONS = {401: b"Unauthorized\n", 403: b"Forbidden\n"}
+_REASONS = {401: b"Unauthorized\n", 403: b"Forbidden\n", 429: b"Too Many Requests\n"}
 
 
 class Gate:
@@ -142,8 +142,8 @@ def refuse(
     status: int = 401,
     challenge: str = "",
 ) -> None:
-    """Answer ``status`` (401 with ``challenge`` as ``WWW-Authenticate``, or 403) and log
-    one line. ``reason`` must never hold a credential."""
+    """Answer ``status`` (401 with ``challenge`` as ``WWW-Authenticate``, 403, or 429 with
+    ``Retry-After: 1``) and log one line. ``reason`` must never hold a credential."""
     head = exchange.head
     logger.warning(
         "auth %s refused %s %s from %s: %s (%d)",
@@ -162,5 +162,7 @@ def refuse(
     ]
     if status == 401 and challenge:
         headers.append((b"www-authenticate", challenge.encode("latin-1")))
+    elif status == 429:
+        headers.append((b"retry-after", b"1"))
     exchange.start_response(status, headers)
     exchange.finish(b"" if head.method == "HEAD" else body)
