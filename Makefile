@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # The per-request modules are compiled with mypyc at install time (see setup.py), so a
-# change to them means a reinstall. BASTION_COMPILE=0 make ... installs pure Python.
+# change to them means a reinstall. BASTION_COMPILE=0 make ... installs pure Python; the
+# compiled builds below ask for BASTION_COMPILE=1, so one mypyc cannot make fails loudly.
 COMPILED_SRC := $(wildcard src/bastion/protocol/*.py src/bastion/gateway/*.py src/bastion/edge/*.py \
 	src/bastion/upstream/*.py src/bastion/observe/requestid.py)
 
@@ -36,7 +37,7 @@ PURE_TESTS := tests/unit tests/e2e/test_installed_package.py tests/e2e/test_cli.
 $(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -e '.[test]'
+	BASTION_COMPILE=$${BASTION_COMPILE:-1} $(PY) -m pip install -e '.[test]'
 	touch $(STAMP)
 
 $(PURE_STAMP): pyproject.toml setup.py README.md $(ALL_SRC)
@@ -80,7 +81,7 @@ check-pythons: system-deps
 		rm -rf $$copy && mkdir -p $$copy; \
 		tar -c --exclude='*.so' --exclude=__pycache__ --exclude='*.egg-info' \
 			pyproject.toml setup.py README.md src | tar -x -C $$copy; \
-		$$venv/bin/python -m pip install -q "$$copy[test]"; \
+		BASTION_COMPILE=1 $$venv/bin/python -m pip install -q "$$copy[test]"; \
 		echo "== Python $$v, compiled"; \
 		$$venv/bin/python -m pytest -q -n 2 -p no:cacheprovider $(PURE_TESTS); \
 	done

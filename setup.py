@@ -4,7 +4,10 @@ The compiled modules are the same typed Python as the sources, made into extensi
 modules; on this project's benchmark (bench/inprocess.py) they cut the CPU bastion spends
 per request by roughly a quarter. ``BASTION_COMPILE=0`` installs pure Python instead (the
 same behaviour, slower), which is also what happens where mypyc or a C compiler is
-missing. All other metadata lives in pyproject.toml.
+missing. ``BASTION_COMPILE=1`` makes the compiled build a requirement: where it cannot
+be made, the install fails with mypyc's reason instead of falling back (the project's
+own builds ask for it, so a build that silently lost its compiled modules cannot pass
+for one that has them). All other metadata lives in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -70,18 +73,24 @@ def remove_stale_builds() -> None:
 
 
 def ext_modules() -> list[Any]:
-    if os.environ.get("BASTION_COMPILE", "1") == "0":
+    wanted = os.environ.get("BASTION_COMPILE", "")
+    if wanted == "0":
         remove_stale_builds()
         return []
+    required = wanted == "1"
     try:
         from mypyc.build import mypycify
     except ImportError:
+        if required:
+            raise SystemExit("bastion: BASTION_COMPILE=1 but mypyc is not installed") from None
         print("bastion: mypyc is not available; installing pure Python", file=sys.stderr)
         remove_stale_builds()
         return []
     try:
         return list(mypycify(COMPILED, opt_level="3"))
-    except (Exception, SystemExit) as exc:  # mypyc refused, or no compiler: fall back
+    except (Exception, SystemExit) as exc:  # mypyc refused, or no compiler
+        if required:
+            raise SystemExit(f"bastion: BASTION_COMPILE=1 but mypyc refused: {exc}") from exc
         print(f"bastion: not compiling ({exc}); installing pure Python", file=sys.stderr)
         remove_stale_builds()
         return []
