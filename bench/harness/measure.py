@@ -36,6 +36,8 @@ def run_wrk(w: Workload, port: int, seconds: float, args: argparse.Namespace) ->
     cmd += ["--latency", "--timeout", "5s"]
     if w.post:
         cmd += ["-s", str(BENCH / "post_10k.lua")]
+    if w.accept_encoding:
+        cmd += ["-H", f"Accept-Encoding: {w.accept_encoding}"]
     cmd.append(f"http://{HOST}:{port}/")
     out = subprocess.run(
         pinned(CLIENT_CPU, args.nice, cmd),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import gzip
 import http.client
 import os
 import signal
@@ -39,10 +41,14 @@ def server_command(server: str, w: Workload, port: int) -> list[str]:
     if server == "bastion":
         cmd = [str(PROJECT_PY), "-m", "bastion", "serve", w.target, "--workers", "1"]
         cmd += ["--bind", f"{HOST}:{port}", "--interface", w.interface, "--log-level", "warning"]
+        if w.bastion_config:
+            cmd += ["--config", str(APPS / w.bastion_config)]
         if w.interface == "wsgi":
             mode = ["threads", "--threads", str(WSGI_THREADS)] if w.threads else ["inline"]
             cmd += ["--wsgi-mode", *mode]
         return cmd
+    if w.peer_target:
+        w = dataclasses.replace(w, target=w.peer_target)
     if server == "ceiling":
         return [
             *(str(PROJECT_PY), str(BENCH / "ceiling.py"), "--interface", w.interface),
@@ -138,6 +144,8 @@ def probe(w: Workload, port: int) -> str | None:
         if w.post:
             headers = {"Content-Type": "application/octet-stream"}
             conn.request("POST", "/", body=POST_BODY, headers=headers)
+        elif w.accept_encoding:
+            conn.request("GET", "/", headers={"Accept-Encoding": w.accept_encoding})
         else:
             conn.request("GET", "/")
         resp = conn.getresponse()
@@ -146,6 +154,11 @@ def probe(w: Workload, port: int) -> str | None:
         conn.close()
     if resp.status != 200:
         return f"status {resp.status}: {body[:200]!r}"
+    if w.accept_encoding:
+        encoding = resp.getheader("content-encoding", "")
+        if encoding != w.accept_encoding:
+            return f"Content-Encoding {encoding!r}, expected {w.accept_encoding!r}"
+        body = gzip.decompress(body)
     if not w.expect(body):
         return f"unexpected body: {body[:200]!r}"
     return None

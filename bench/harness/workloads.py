@@ -34,6 +34,10 @@ class Workload:
     expect: Callable[[bytes], bool]  # does a 200 response body look right?
     post: bool = False  # POST 10 KiB (post_10k.lua) instead of GET
     threads: bool = False  # WSGI app on a thread pool of WSGI_THREADS
+    # the request's Accept-Encoding; the answer must then be encoded so (gzip only)
+    accept_encoding: str = ""
+    bastion_config: str = ""  # a config file under bench/apps bastion is given (-c)
+    peer_target: str = ""  # the target the other servers run, when not ``target``
 
 
 def _is_hello(body: bytes) -> bool:
@@ -49,6 +53,13 @@ def _is_json(body: bytes) -> bool:
 
 def _is_echo(body: bytes) -> bool:
     return body == POST_BODY
+
+
+def _is_item_list(body: bytes) -> bool:
+    try:
+        return len(json.loads(body)["items"]) == 120
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 WORKLOADS = (
@@ -110,6 +121,17 @@ WORKLOADS = (
         "flask_json:app",
         ("bastion", *WSGI_PEERS),
         _is_json,
+    ),
+    Workload(
+        "asgi-gzip",
+        "ASGI 8 KiB JSON gzipped (bastion's [compress]; others: Starlette's GZipMiddleware)",
+        "asgi",
+        "gzip_json:app",
+        ("bastion", "granian", "uvicorn"),
+        _is_item_list,
+        accept_encoding="gzip",
+        bastion_config="compress.toml",
+        peer_target="gzip_json:with_middleware",
     ),
 )
 WORKLOADS_BY_NAME = {w.name: w for w in WORKLOADS}
