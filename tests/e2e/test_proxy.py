@@ -616,6 +616,34 @@ def test_only_the_routes_upgrades_are_passed_on(tmp_path: Path) -> None:
         assert out.startswith(b"HTTP/1.1 101 "), out[:100]
 
 
+def test_a_101_without_its_upgrade_headers_is_refused(tmp_path: Path) -> None:
+    # Without Upgrade and Connection: upgrade (both MUSTs of RFC 9110 7.8) the parser
+    # would read the new protocol's first bytes, sent with the head, as HTTP: they were
+    # lost and the tunnel cut. The client gets 502 instead; the full 101 still works.
+    def switch(req: Request) -> bytes:
+        frame = b"\x81\x05hello"  # a WebSocket text frame, sent with the 101's head
+        if req.target == "/bare":
+            return b"HTTP/1.1 101 Switching Protocols\r\n\r\n" + frame
+        if req.target == "/upgrade-only":
+            return b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n" + frame
+        return (
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n" + frame
+        )
+
+    ask = (
+        b" HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with RawServer(switch) as up, proxy(tmp_path, [up.address], upstream="retries = 0") as p:
+        for path in (b"/bare", b"/upgrade-only"):
+            out = raw(p, b"GET " + path + ask, timeout=2.0)
+            assert out.startswith(b"HTTP/1.1 502 "), (path, out[:200])
+        out = raw(p, b"GET /full" + ask, timeout=1.0)
+        assert out.startswith(b"HTTP/1.1 101 "), out[:200]
+        assert out.endswith(b"\r\n\r\n\x81\x05hello"), out[-40:]
+
+
 def test_a_request_without_host_gets_the_servers_name_upstream(tmp_path: Path) -> None:
     # HTTP/1.0 may come without Host; the request goes upstream as HTTP/1.1, which must
     # have one (nginx sends the upstream's name)

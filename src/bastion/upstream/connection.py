@@ -335,6 +335,11 @@ class UpstreamConnection(asyncio.Protocol):
         if status == 101 or self.parser.should_upgrade():
             if status != 101 or not self._upgrade:
                 raise UpstreamProtocolError("an upgrade nobody asked for")
+            if not self.parser.should_upgrade():
+                # RFC 9110 7.8: a 101 names the new protocol in Upgrade, listed in
+                # Connection. Without them llhttp does not stop at the head's end, and
+                # the new protocol's first bytes would be read as HTTP and lost.
+                raise UpstreamProtocolError("a 101 without Upgrade and Connection: upgrade")
             # the sink takes the client's connection over and sets self.tunnel (or
             # closes this connection when it cannot)
             self.sink = None
