@@ -38,6 +38,7 @@ FOUNDATION_LABELS = {
     "wsgi-threads": "WSGI plaintext, 8 threads",
     "wsgi-echo": "WSGI 10 KiB echo",
     "flask-json": "Flask JSON",
+    "asgi-gzip": "ASGI 8 KiB JSON, gzip",
 }
 FOUNDATION_COLUMNS = {
     CEILING: "ceiling",
@@ -133,6 +134,10 @@ def _bastion_cell(row: dict[str, Any], extra: Callable[[dict[str, Any]], str] | 
 def _run_cell(path: Path, report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     commit, dirty = tree_of(report)
     notes = [f"`{path.stem}`", commit + (" **dirty tree**" if dirty else "")]
+    # ratios to a compiled peer move with the processor (Granian's Rust gains more than
+    # Python on some): the machine is named with every run
+    if cpu := str(report.get("machine", {}).get("cpu_model", "")):
+        notes.append(cpu.replace("(R)", ""))
     disturbed = [
         f"{r['server']} {interference(r):.0f}%"
         for r in rows

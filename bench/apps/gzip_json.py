@@ -9,6 +9,8 @@ no ``ETag``, so every response is compressed again.
 
 import json
 
+from raw_asgi import lifespan
+
 ITEMS = [
     {
         "id": i,
@@ -21,16 +23,6 @@ ITEMS = [
 BODY = json.dumps({"items": ITEMS}).encode()  # 8,098 bytes; 1,291 gzipped at level 5
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 GZIP_LEVEL = 5  # bastion's compress.gzip_level default
-
-
-async def lifespan(receive, send):
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def app(scope, receive, send):
