@@ -327,6 +327,25 @@ def test_a_peer_that_does_not_answer_pings_is_closed_with_1011(
     wait_for_log(pinging_server, "ws_app: disconnect 1011")
 
 
+def test_an_app_sending_to_a_dead_peer_is_released_when_it_is_dropped(
+    pinging_server: BastionProcess,
+) -> None:
+    """The app blocks in send() while the peer reads nothing; when the peer is found
+    dead (no pong) the session ends, and so must the app's wait (it lasted until the
+    send timeout, a minute, after the session had closed)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(pinging_server.host_port)
+    raw = RawWebSocket(*pinging_server.host_port, path="/flood", sock=sock)
+    try:
+        line = wait_for_log(pinging_server, "ws_app: flood ended after", timeout=8)
+        took = float(line.split("ws_app: flood ended after ")[1].split(" s")[0])
+        assert took < 5, line
+    finally:
+        raw.close()
+
+
 def test_compression_off_is_not_negotiated(pinging_server: BastionProcess) -> None:
     async def main() -> None:
         async with connect(ws_url(pinging_server, "/echo"), compression="deflate") as ws:
@@ -358,4 +377,39 @@ def test_a_socket_whose_app_does_not_receive_stops_being_read(
     assert sent < 64 * MiB, sent
     line = wait_for_log(pinging_server, "ws_app: sink read", timeout=15)
     assert int(line.split()[-1]) > 4
+    raw.close()
+
+
+def test_pings_from_a_peer_that_does_not_read_get_one_pong_for_the_latest(
+    server: BastionProcess,
+) -> None:
+    """A pong for every ping of a client that reads nothing piled up in the worker
+    without bound (a flood of pings grew it by hundreds of MiB). While the client does
+    not read, only the latest ping is owed a pong (RFC 6455 5.5.3), sent when it reads
+    again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the connection
+    sock.settimeout(10)
+    sock.connect(server.host_port)
+    raw = RawWebSocket(*server.host_port, path="/echo", sock=sock)
+    # 25 MB of pongs: more than the kernel's buffers take (up to 4 MiB each way here)
+    count = 200_000
+    payloads = [b"%06d" % i + b"-" * 119 for i in range(count)]  # 125 bytes each
+    # masked with the key 0 (any key is valid), so that the bytes need no masking here
+    wire = b"".join(b"\x89\xfd\x00\x00\x00\x00" + p for p in payloads)
+    started = time.monotonic()
+    for at in range(0, len(wire), 65536):
+        raw.sock.sendall(wire[at : at + 65536])
+    time.sleep(1.0)  # the client reads nothing for a while
+    pongs = []
+    while not pongs or pongs[-1] != payloads[-1]:
+        opcode, payload, _, _ = raw.recv_frame()
+        assert opcode == 0xA
+        pongs.append(payload)
+    # what fit in the buffers before the client stopped reading, then the latest
+    assert len(pongs) < count // 2, len(pongs)
+    assert time.monotonic() - started < 30
+    assert pongs == sorted(pongs)  # in order, none twice
+    raw.send_frame(0x1, b"still open")
+    assert raw.recv_frame()[:2] == (0x1, b"still open")
     raw.close()

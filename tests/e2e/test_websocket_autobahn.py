@@ -245,6 +245,24 @@ def test_an_unmasked_client_frame_fails_with_1002(ws: RawWebSocket) -> None:
     fails_with(ws, 1002)
 
 
+@pytest.mark.parametrize(
+    "wire",
+    [
+        frame(TEXT, b"", mask=False),  # 2 bytes: shorter than any masked frame's head
+        frame(CLOSE, struct.pack("!H", 1000), mask=False),  # 4 bytes
+        frame(BINARY, b"abc", mask=False),  # 5 bytes
+    ],
+    ids=["2-byte text", "4-byte close", "5-byte binary"],
+)
+def test_a_short_unmasked_client_frame_fails_with_1002_at_once(
+    ws: RawWebSocket, wire: bytes
+) -> None:
+    # (the session waited for the 4-byte mask key such a frame does not have)
+    ws.sock.settimeout(3)
+    ws.sock.sendall(wire)
+    fails_with(ws, 1002)
+
+
 # -- 9 Limits (scaled down: the server's limit here is 1 MiB) -----------------------------------
 def test_9_a_message_at_the_limit_passes_and_one_byte_more_fails(ws: RawWebSocket) -> None:
     echo(ws, BINARY, bytes(1024 * 1024))
@@ -289,6 +307,7 @@ def _inflate(data: bytes) -> bytes:
         ("permessage-deflate; unknown=1, permessage-deflate", "permessage-deflate"),
         ("permessage-deflate; server_max_window_bits=8", None),
         ("permessage-deflate; server_max_window_bits", None),
+        ("permessage-deflate; server_max_window_bits=012", None),  # RFC 7692 7.1.2.1
         ("x-webkit-deflate-frame", None),
     ],
 )
@@ -311,6 +330,34 @@ def test_12_compressed_messages_both_ways(server: BastionProcess) -> None:
         opcode, payload, _, rsv = ws.recv_frame()
         assert (opcode, rsv) == (TEXT, 4)
         assert _inflate(payload) == message
+    ws.close()
+
+
+@pytest.mark.parametrize("opcode", [TEXT, BINARY])
+def test_12_a_ping_between_compressed_fragments(server: BastionProcess, opcode: int) -> None:
+    """RFC 6455 5.4: a control frame may come between a message's fragments; the
+    compressed message is inflated whole (RFC 7692 6.2), and the next one too."""
+    import zlib
+
+    ws = RawWebSocket(*server.host_port, extra=DEFLATE)
+    inflater = zlib.decompressobj(-15)  # the server keeps its context between messages
+    first = ("fragmented ✓ " * 80).encode()
+    data = _deflate(first)
+    half = len(data) // 2
+    ws.send_frame(opcode, data[:half], fin=False, rsv=4)
+    ws.send_frame(PING, b"between")
+    ws.send_frame(CONT, data[half:], fin=True)
+    second = b"the next message"
+    ws.send_frame(opcode, _deflate(second), rsv=4)
+    got = []
+    while len(got) < 2:
+        op, payload, fin, rsv = ws.recv_frame()
+        if op == PONG:
+            assert payload == b"between"
+            continue
+        assert (op, fin, rsv) == (opcode, True, 4), (op, payload[:50])
+        got.append(inflater.decompress(payload + b"\x00\x00\xff\xff"))
+    assert got == [first, second]
     ws.close()
 
 

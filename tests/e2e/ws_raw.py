@@ -10,8 +10,16 @@ import struct
 
 
 class RawWebSocket:
-    def __init__(self, host: str, port: int, path: str = "/echo", extra: str = "") -> None:
-        self.sock = socket.create_connection((host, port), timeout=10)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str = "/echo",
+        extra: str = "",
+        sock: socket.socket | None = None,
+    ) -> None:
+        """The handshake on a new connection (or on ``sock``, connected already)."""
+        self.sock = sock if sock is not None else socket.create_connection((host, port), timeout=10)
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"

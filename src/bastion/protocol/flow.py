@@ -385,6 +385,11 @@ class Flow:
         self.slow_since = 0.0
         self._wake_all()
 
+    def wake_waiters(self) -> None:
+        """Wake whoever waits to write (a session that ended: its writer must not wait
+        on a peer that may never read again)."""
+        self._wake_all()
+
     def _wake_all(self) -> None:
         waiters = self._drain_waiters
         if waiters:

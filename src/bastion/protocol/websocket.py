@@ -96,6 +96,7 @@ class WebSocketSession:
         "_pending",
         "_pinged",
         "_plain",
+        "_pong_owed",
         "_queue",
         "_rx",
         "_rx_need",
@@ -142,6 +143,7 @@ class WebSocketSession:
         self._heard = True  # something came from the peer since the last timer tick
         self._pinged = False  # a keep-alive ping is out, unanswered
         self._dead = False  # the frame stream is broken (after a protocol error): discard
+        self._pong_owed: bytes | None = None  # a ping's payload, to answer once writable
         self._timer: asyncio.TimerHandle | None = None
         self._closing_timer: asyncio.TimerHandle | None = None
         self.state = OPEN
@@ -155,6 +157,7 @@ class WebSocketSession:
     def start(self, flow: Flow) -> None:
         """The connection is ours: ``flow`` is what :meth:`Exchange.take_over` returned."""
         self._flow = flow
+        flow.on_writable = self._writable
         interval = self.settings.ping_interval
         if interval > 0:
             self._timer = self._loop.call_later(interval, self._tick)
@@ -203,6 +206,10 @@ class WebSocketSession:
                 return b""
             b0 = data[pos]
             b1 = data[pos + 1]
+            if (b0 & 0xF0) != 0x80 or not b1 & 0x80:
+                # a fragment, a reserved bit, an unmasked frame: wsproto's (checked before
+                # waiting for a mask key, which an unmasked frame of 2 to 5 bytes lacks)
+                break
             size = b1 & 0x7F
             if size < 126:
                 head = pos + 6
@@ -218,8 +225,6 @@ class WebSocketSession:
             elif size == 127:
                 size = int.from_bytes(data[pos + 2 : pos + 10], "big")
             opcode = b0 & 0x0F
-            if (b0 & 0xF0) != 0x80 or not b1 & 0x80:
-                break  # a fragment, a reserved bit, an unmasked frame: wsproto's
             if opcode == 1 or opcode == 2:
                 if size > limit:
                     break  # wsproto reads it as it comes; 1009 once the limit is passed
@@ -275,7 +280,14 @@ class WebSocketSession:
             elif kind is Ping:
                 assert isinstance(event, Ping)
                 if conn.state is ConnectionState.OPEN:
-                    self._write(conn.send(event.response()))
+                    flow = self._flow
+                    if flow is not None and flow.write_paused:
+                        # The peer does not read what we send: a pong for each of its
+                        # pings would pile up here without bound. Only the latest ping
+                        # needs one (RFC 6455 5.5.3); it goes when the peer reads again.
+                        self._pong_owed = bytes(event.payload)
+                    else:
+                        self._write(conn.send(event.response()))
             elif kind is Pong:
                 self._pinged = False
             elif kind is CloseConnection:
@@ -409,8 +421,9 @@ class WebSocketSession:
         return flow is not None and flow.write_paused and not flow.closed
 
     async def drain(self) -> None:
-        """Wait while the peer reads slower than we write."""
-        if self._flow is not None:
+        """Wait while the peer reads slower than we write (not once the session is
+        over: its close wakes this wait too)."""
+        if self._flow is not None and self.state != CLOSED:
             await self._flow.drain()
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
@@ -464,6 +477,14 @@ class WebSocketSession:
             # frame; a peer that reads nothing is dropped by the send timeout
             self._flow.close()
 
+    def _writable(self) -> None:
+        """The peer reads again: the pong held back for its latest ping goes now."""
+        payload = self._pong_owed
+        if payload is not None:
+            self._pong_owed = None
+            if self._conn.state is ConnectionState.OPEN:
+                self._write(self._conn.send(Pong(payload=payload)))
+
     def _write(self, data: bytes | bytearray) -> None:
         flow = self._flow
         if flow is not None:
@@ -484,11 +505,12 @@ class WebSocketSession:
             self._timer = self._loop.call_later(settings.ping_interval, self._tick)
             return
         if self._pinged:
-            # no pong, nothing at all, for ping_timeout: a dead peer
+            # no pong, nothing at all, for ping_timeout: a dead peer, dropped (a close
+            # would wait, for the send timeout, on a peer that reads nothing)
             self.close_code = INTERNAL_ERROR
             self.fail(INTERNAL_ERROR, "keepalive ping timeout")
             if flow is not None:
-                flow.close()
+                flow.abort()
             return
         self._pinged = True
         self._write(self._conn.send(Ping(payload=b"bastion")))
@@ -508,6 +530,7 @@ class WebSocketSession:
         flow = self._flow
         if flow is not None:
             flow.resume_reading(SESSION)
+            flow.wake_waiters()  # an app waiting to send learns the session is over
         self._wake()
 
     def _wake(self) -> None:

@@ -206,8 +206,10 @@ def _negotiate_deflate(offer: bytes, limit: int) -> tuple[PerMessageDeflate, byt
         seen.add(name)
         if name.endswith(b"_window_bits"):
             if eq:
-                if not value.isdigit() or not 9 <= int(value) <= 15:
-                    return None  # 8 is legal, but zlib cannot inflate raw deflate with it
+                # one or two digits, no leading zero (RFC 7692 7.1.2.1); 8 is legal, but
+                # zlib cannot inflate raw deflate with it
+                if not value.isdigit() or value[:1] == b"0" or not 9 <= int(value) <= 15:
+                    return None
                 bits = int(value)
             elif name == b"server_max_window_bits":
                 return None  # server_max_window_bits needs a value
@@ -275,7 +277,16 @@ class BoundedDeflate(PerMessageDeflate):
         rsv: RsvBits,
         payload_length: int,
     ) -> CloseReason | RsvBits:
-        if self._inbound_compressed is None and not opcode.iscontrol():
+        if opcode.iscontrol():
+            # A control frame may come between the fragments of a message (RFC 6455
+            # 5.4): it is never compressed and leaves the message's state alone
+            # (wsproto's own handling forgot that the message was compressed, so its
+            # next fragments were taken as plain bytes and the inflater's window broke).
+            if rsv.rsv1:
+                return CloseReason.PROTOCOL_ERROR
+            self._inbound_is_compressible = False
+            return RsvBits(True, False, False)
+        if self._inbound_compressed is None:
             self.inflated = 0  # a new message starts
         return super().frame_inbound_header(proto, opcode, rsv, payload_length)
 
@@ -302,9 +313,11 @@ class BoundedDeflate(PerMessageDeflate):
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
     ) -> bytes | CloseReason | None:
+        if not self._inbound_is_compressible:
+            return None  # a control frame: the message it may interrupt goes on
         if not fin:
             return None
-        if not self._inbound_is_compressible or not self._inbound_compressed:
+        if not self._inbound_compressed:
             self._inbound_compressed = None
             return None
         out = self._inflate(b"\x00\x00\xff\xff")

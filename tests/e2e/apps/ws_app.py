@@ -14,6 +14,8 @@ Paths (the query string picks options):
 * ``/sink``: accepts, sends ``ready`` and receives nothing for 30 s, then reports how
   many messages it can read in 1 s (backpressure).
 * ``/count``: accepts and prints how many messages it received when the client leaves.
+* ``/flood``: accepts and sends 64 KiB messages until ``send`` fails, then prints how
+  long that took and what it raised.
 * HTTP requests get ``http``.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -89,6 +92,19 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "extensions": sorted(scope.get("extensions", {})),
         }
         await send({"type": "websocket.send", "text": json.dumps(info)})
+    if path == "/flood":
+        # sends until it cannot: to a client that reads nothing, send() blocks, and must
+        # end once the session is over
+        sent = 0
+        started = time.monotonic()
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"f" * 65536})
+                sent += 1
+        except Exception as exc:
+            took = time.monotonic() - started
+            print(f"ws_app: flood ended after {took:.1f} s: {type(exc).__name__}", flush=True)
+        return
     if path == "/sink":
         await send({"type": "websocket.send", "text": "ready"})
         await asyncio.sleep(float(query.get("wait", "30")))
