@@ -346,6 +346,36 @@ def test_an_app_sending_to_a_dead_peer_is_released_when_it_is_dropped(
         raw.close()
 
 
+def test_output_waiting_for_slow_websocket_clients_counts_against_the_budget() -> None:
+    """limits.max_pending_output bounds what a worker holds for clients that do not
+    read, WebSocket sessions included: two sessions each holding a 12 MiB message pass
+    the 4 MiB budget, and one is dropped within a second or two, not after
+    timeouts.send."""
+    env = {
+        "BASTION_LIMITS__MAX_PENDING_OUTPUT": "4m",
+        "BASTION_WEBSOCKET__PING_INTERVAL": "0",
+        "BASTION_WEBSOCKET__COMPRESSION": "false",
+    }
+    with serve("ws_app:app", "--workers", "1", env=env) as proc:
+        clients = []
+        try:
+            for _ in range(2):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.settimeout(10)
+                sock.connect(proc.host_port)
+                path = f"/flood?size={12 * MiB}"
+                clients.append(RawWebSocket(*proc.host_port, path=path, sock=sock))
+                time.sleep(0.3)
+            line = wait_for_log(proc, "ws_app: flood ended after", timeout=8)
+            took = float(line.split("ws_app: flood ended after ")[1].split(" s")[0])
+            assert took < 5, line
+            assert "limits.max_pending_output" in proc.log
+        finally:
+            for c in clients:
+                c.close()
+
+
 def test_compression_off_is_not_negotiated(pinging_server: BastionProcess) -> None:
     async def main() -> None:
         async with connect(ws_url(pinging_server, "/echo"), compression="deflate") as ws:
@@ -391,16 +421,19 @@ def test_pings_from_a_peer_that_does_not_read_get_one_pong_for_the_latest(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the connection
     sock.settimeout(10)
     sock.connect(server.host_port)
-    raw = RawWebSocket(*server.host_port, path="/echo", sock=sock)
+    raw = RawWebSocket(*server.host_port, path="/mark", sock=sock)
     # 25 MB of pongs: more than the kernel's buffers take (up to 4 MiB each way here)
     count = 200_000
     payloads = [b"%06d" % i + b"-" * 119 for i in range(count)]  # 125 bytes each
     # masked with the key 0 (any key is valid), so that the bytes need no masking here
     wire = b"".join(b"\x89\xfd\x00\x00\x00\x00" + p for p in payloads)
+    # then a message the app logs: once it is logged, every ping before it was read
+    token = b"done-%d" % time.monotonic_ns()
+    wire += b"\x81" + bytes([0x80 | len(token)]) + b"\x00\x00\x00\x00" + token
     started = time.monotonic()
     for at in range(0, len(wire), 65536):
         raw.sock.sendall(wire[at : at + 65536])
-    time.sleep(1.0)  # the client reads nothing for a while
+    wait_for_log(server, f"ws_app: mark {token.decode()}", timeout=30)  # nothing read yet
     pongs = []
     while not pongs or pongs[-1] != payloads[-1]:
         opcode, payload, _, _ = raw.recv_frame()
@@ -410,6 +443,6 @@ def test_pings_from_a_peer_that_does_not_read_get_one_pong_for_the_latest(
     assert len(pongs) < count // 2, len(pongs)
     assert time.monotonic() - started < 30
     assert pongs == sorted(pongs)  # in order, none twice
-    raw.send_frame(0x1, b"still open")
-    assert raw.recv_frame()[:2] == (0x1, b"still open")
+    raw.send_frame(0x9, b"still open")
+    assert raw.recv_frame()[:2] == (0xA, b"still open")
     raw.close()

@@ -634,7 +634,13 @@ class HTTP1Protocol(H1Reader):
             flow.abort()
             return
         phase = self._phase
-        if phase in (CLOSED, UPGRADED):
+        if phase == CLOSED:
+            return
+        if phase == UPGRADED:
+            # a WebSocket session or a proxied tunnel: what waits for a slow client
+            # counts against limits.max_pending_output like a response does
+            if flow.slow_since:
+                self.tracker.waiting_to_send(self, flow.slow_since, flow.buffered())
             return
         ex = self._parsing
         if ex is not None and self._body_too_slow(ex, now):

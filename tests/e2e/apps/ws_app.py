@@ -14,8 +14,9 @@ Paths (the query string picks options):
 * ``/sink``: accepts, sends ``ready`` and receives nothing for 30 s, then reports how
   many messages it can read in 1 s (backpressure).
 * ``/count``: accepts and prints how many messages it received when the client leaves.
-* ``/flood``: accepts and sends 64 KiB messages until ``send`` fails, then prints how
-  long that took and what it raised.
+* ``/mark``: accepts and prints each text message it receives, as ``ws_app: mark TEXT``.
+* ``/flood?size=N``: accepts and sends messages of N bytes (64 KiB) until ``send``
+  fails, then prints how long that took and what it raised.
 * HTTP requests get ``http``.
 """
 
@@ -97,9 +98,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         # end once the session is over
         sent = 0
         started = time.monotonic()
+        message = b"f" * int(query.get("size", "65536"))
         try:
             while True:
-                await send({"type": "websocket.send", "bytes": b"f" * 65536})
+                await send({"type": "websocket.send", "bytes": message})
                 sent += 1
         except Exception as exc:
             took = time.monotonic() - started
@@ -130,6 +132,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             return
         count += 1
         if path == "/count":
+            continue
+        if path == "/mark":
+            print(f"ws_app: mark {message.get('text')}", flush=True)
             continue
         if message.get("text") is not None:
             await send({"type": "websocket.send", "text": message["text"]})
