@@ -4,8 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # The per-request modules are compiled with mypyc at install time (see setup.py), so a
-# change to them means a reinstall. BASTION_COMPILE=0 make ... installs pure Python; the
-# compiled builds below ask for BASTION_COMPILE=1, so one mypyc cannot make fails loudly.
+# change to them means a reinstall. BASTION_COMPILE=0 make ... installs pure Python. The
+# builds for the tests and benchmarks ask for BASTION_COMPILE=1, so a build mypyc or the
+# C compiler cannot make fails loudly there; `make run` takes pure Python in that case.
+# (The stamp does not record the mode: after switching, `make clean` first.)
+COMPILE_DEFAULT := 1
+run: COMPILE_DEFAULT :=
 COMPILED_SRC := $(wildcard src/bastion/protocol/*.py src/bastion/gateway/*.py src/bastion/edge/*.py \
 	src/bastion/upstream/*.py src/bastion/observe/requestid.py)
 
@@ -37,7 +41,7 @@ PURE_TESTS := tests/unit tests/e2e/test_installed_package.py tests/e2e/test_cli.
 $(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	BASTION_COMPILE=$${BASTION_COMPILE:-1} $(PY) -m pip install -e '.[test]'
+	BASTION_COMPILE=$${BASTION_COMPILE-$(COMPILE_DEFAULT)} $(PY) -m pip install -e '.[test]'
 	touch $(STAMP)
 
 $(PURE_STAMP): pyproject.toml setup.py README.md $(ALL_SRC)

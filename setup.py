@@ -5,9 +5,9 @@ modules; on this project's benchmark (bench/inprocess.py) they cut the CPU basti
 per request by roughly a quarter. ``BASTION_COMPILE=0`` installs pure Python instead (the
 same behaviour, slower), which is also what happens where mypyc or a C compiler is
 missing. ``BASTION_COMPILE=1`` makes the compiled build a requirement: where it cannot
-be made, the install fails with mypyc's reason instead of falling back (the project's
-own builds ask for it, so a build that silently lost its compiled modules cannot pass
-for one that has them). All other metadata lives in pyproject.toml.
+be made, the install fails with mypyc's or the compiler's reason instead of falling
+back (the project's own builds ask for it, so that a build that silently lost its
+compiled modules cannot pass for one that has them). All other metadata lives in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 from typing import Any
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError, CompileError, ExecError, PlatformError
 
 # Modules on the path of every request. Everything else stays interpreted.
 COMPILED = [
@@ -72,16 +74,37 @@ def remove_stale_builds() -> None:
                 os.remove(os.path.join(folder, name))
 
 
+def required() -> bool:
+    return os.environ.get("BASTION_COMPILE", "") == "1"
+
+
+class OptionalBuildExt(build_ext):  # type: ignore[misc]
+    """Compiling the C that mypyc wrote needs a C compiler and Python's headers: where
+    they are missing, install pure Python instead (or fail, with BASTION_COMPILE=1)."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except (CCompilerError, CompileError, ExecError, PlatformError, OSError) as exc:
+            if required():
+                raise SystemExit(
+                    f"bastion: BASTION_COMPILE=1 but the C build failed ({exc}); "
+                    "BASTION_COMPILE=0 installs pure Python"
+                ) from exc
+            print(f"bastion: not compiling ({exc}); installing pure Python", file=sys.stderr)
+            self.extensions: list[Any] = []
+            remove_stale_builds()
+
+
 def ext_modules() -> list[Any]:
     wanted = os.environ.get("BASTION_COMPILE", "")
     if wanted == "0":
         remove_stale_builds()
         return []
-    required = wanted == "1"
     try:
         from mypyc.build import mypycify
     except ImportError:
-        if required:
+        if required():
             raise SystemExit("bastion: BASTION_COMPILE=1 but mypyc is not installed") from None
         print("bastion: mypyc is not available; installing pure Python", file=sys.stderr)
         remove_stale_builds()
@@ -89,11 +112,11 @@ def ext_modules() -> list[Any]:
     try:
         return list(mypycify(COMPILED, opt_level="3"))
     except (Exception, SystemExit) as exc:  # mypyc refused, or no compiler
-        if required:
+        if required():
             raise SystemExit(f"bastion: BASTION_COMPILE=1 but mypyc refused: {exc}") from exc
         print(f"bastion: not compiling ({exc}); installing pure Python", file=sys.stderr)
         remove_stale_builds()
         return []
 
 
-setup(ext_modules=ext_modules())
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": OptionalBuildExt})

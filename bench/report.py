@@ -2,10 +2,12 @@
 """Write bench/README.md's tables of figures from the results files (never by hand).
 
 For each workload the table takes the newest results file in bench/results/ that measured
-it with bastion (leaving out ``--quick`` runs), so that a row's ratios all come from one
-run. Each row names its run and says when the tree measured differed from its commit
-(``dirty``), when other processes disturbed a server's run, when wrk used all of its core,
-and when a run was void. The tables go between the marker comments
+it with bastion and every server the workload compares it with (leaving out ``--quick``
+runs; a run of some servers only, ``--servers``, counts only when no full run exists), so
+that a row's ratios all come from one run. Each row names its run and its processor, and
+says when the tree measured differed from its commit (``dirty``), when other processes
+disturbed a server's run, when wrk used all of its core, and when a run was void. The
+tables go between the marker comments
 ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->`` of the README.
 
     .venv/bin/python bench/report.py            # rewrite the tables (make bench runs it)
@@ -78,14 +80,21 @@ def load_results(directory: Path, prefix: str) -> list[tuple[Path, dict[str, Any
 
 
 def newest_rows(
-    files: list[tuple[Path, dict[str, Any]]], workload: str
+    files: list[tuple[Path, dict[str, Any]]], workload: str, servers: tuple[str, ...] = ()
 ) -> tuple[Path, dict[str, Any], list[dict[str, Any]]] | None:
-    """The newest run of ``workload`` with a bastion row: (file, report, rows)."""
+    """The newest run of ``workload`` with a bastion row and a row for each of
+    ``servers`` (else the newest with a bastion row): (file, report, rows)."""
+    partial = None
     for path, report in files:
         rows = report.get("workloads", {}).get(workload, {}).get("rows", [])
-        if any(r.get("server") == "bastion" for r in rows):
+        measured = {r.get("server") for r in rows}
+        if "bastion" not in measured:
+            continue
+        if measured.issuperset(servers):
             return path, report, rows
-    return None
+        if partial is None:
+            partial = path, report, rows
+    return partial
 
 
 def tree_of(report: dict[str, Any]) -> tuple[str, bool]:
@@ -160,6 +169,7 @@ def table(
     labels: dict[str, str],
     columns: dict[str, str],
     bastion_extra: Callable[[dict[str, Any]], str] | None = None,
+    servers: dict[str, tuple[str, ...]] | None = None,
 ) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
     """The markdown lines of one table, and the rows each workload's line came from."""
     lines = [
@@ -168,7 +178,7 @@ def table(
     ]
     used: dict[str, list[dict[str, Any]]] = {}
     for workload, label in labels.items():
-        found = newest_rows(files, workload)
+        found = newest_rows(files, workload, (servers or {}).get(workload, ()))
         if found is None:
             continue
         path, report, rows = found
@@ -197,7 +207,8 @@ def target_lines(targets: list[dict[str, Any]]) -> list[str]:
 def foundation_section(directory: Path) -> list[str]:
     files = load_results(directory, "")
     labels = {w.name: FOUNDATION_LABELS.get(w.name, w.name) for w in WORKLOADS}
-    lines, used = table(files, labels, FOUNDATION_COLUMNS)
+    servers = {w.name: w.servers for w in WORKLOADS}
+    lines, used = table(files, labels, FOUNDATION_COLUMNS, servers=servers)
     if not used:
         return ["No results yet: run `make bench`."]
     head = [

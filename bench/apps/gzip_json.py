@@ -37,7 +37,7 @@ async def app(scope, receive, send):
 def _wrapped():
     try:
         from starlette.middleware.gzip import GZipMiddleware
-    except ImportError:  # bastion's own environment has no Starlette: it serves ``app``
+    except ImportError:  # (bastion serves ``app``: it needs no Starlette)
         return None
     return GZipMiddleware(app, minimum_size=1024, compresslevel=GZIP_LEVEL)
 

@@ -33,7 +33,7 @@ class PostLoad:
 
     BODY = b"p" * 2048
 
-    def __init__(self, url: str, threads: int = 6, max_seconds: float = 30.0) -> None:
+    def __init__(self, url: str, threads: int = 6, max_seconds: float = 120.0) -> None:
         self.url = url
         self.ok = 0
         self.failures: list[str] = []
@@ -69,11 +69,13 @@ class PostLoad:
             t.join(15)
 
 
-def wait_for_more(load: PostLoad, n: int, timeout: float = 10.0) -> None:
-    """Until ``n`` more requests were answered (or failed)."""
+def wait_for_more(load: PostLoad, n: int, timeout: float = 30.0) -> None:
+    """Until ``n`` more requests were answered (or failed): the load runs on through
+    each step the test takes."""
     target = load.count() + n
     deadline = time.monotonic() + timeout
-    while load.count() < target and time.monotonic() < deadline:
+    while load.count() < target:
+        assert time.monotonic() < deadline, f"the load stalled at {load.count()} requests"
         time.sleep(0.02)
 
 

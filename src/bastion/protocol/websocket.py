@@ -157,7 +157,8 @@ class WebSocketSession:
     def start(self, flow: Flow) -> None:
         """The connection is ours: ``flow`` is what :meth:`Exchange.take_over` returned."""
         self._flow = flow
-        flow.on_writable = self._writable
+        if not flow.closed:  # (closed: connection_lost is on its way; no cycle to leave)
+            flow.on_writable = self._writable
         interval = self.settings.ping_interval
         if interval > 0:
             self._timer = self._loop.call_later(interval, self._tick)
@@ -306,6 +307,8 @@ class WebSocketSession:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        if self._flow is not None:
+            self._flow.on_writable = None  # no session <-> flow cycle left behind
         if self.state != CLOSED:
             self._closed(ABNORMAL, "")
         self._wake()
@@ -422,9 +425,14 @@ class WebSocketSession:
 
     async def drain(self) -> None:
         """Wait while the peer reads slower than we write (not once the session is
-        over: its close wakes this wait too)."""
-        if self._flow is not None and self.state != CLOSED:
-            await self._flow.drain()
+        over: its end wakes this wait too). Raise :class:`SessionClosed` when the
+        session ended while the message waited: it was not sent."""
+        flow = self._flow
+        if flow is None or self.state == CLOSED:
+            return
+        await flow.drain()
+        if self.state == CLOSED and flow.write_paused:
+            raise SessionClosed("the WebSocket closed before the message was sent")
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
         """Start the close handshake (nothing if it has started)."""
@@ -505,12 +513,16 @@ class WebSocketSession:
             self._timer = self._loop.call_later(settings.ping_interval, self._tick)
             return
         if self._pinged:
-            # no pong, nothing at all, for ping_timeout: a dead peer, dropped (a close
-            # would wait, for the send timeout, on a peer that reads nothing)
+            # no pong, nothing at all, for ping_timeout: a dead peer. Closed, so that a
+            # peer still reading gets the 1011; dropped when it reads nothing (a close
+            # would wait on it until the send timeout)
             self.close_code = INTERNAL_ERROR
             self.fail(INTERNAL_ERROR, "keepalive ping timeout")
             if flow is not None:
-                flow.abort()
+                if flow.write_paused:
+                    flow.abort()
+                else:
+                    flow.close()
             return
         self._pinged = True
         self._write(self._conn.send(Ping(payload=b"bastion")))

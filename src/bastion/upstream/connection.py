@@ -337,8 +337,9 @@ class UpstreamConnection(asyncio.Protocol):
                 raise UpstreamProtocolError("an upgrade nobody asked for")
             if not self.parser.should_upgrade():
                 # RFC 9110 7.8: a 101 names the new protocol in Upgrade, listed in
-                # Connection. Without them llhttp does not stop at the head's end, and
-                # the new protocol's first bytes would be read as HTTP and lost.
+                # Connection. Without them llhttp still stops after the head but reports
+                # it as a parse error, which cut the tunnel just after the client had
+                # its 101 (and lost any bytes sent with the head): refused before.
                 raise UpstreamProtocolError("a 101 without Upgrade and Connection: upgrade")
             # the sink takes the client's connection over and sets self.tunnel (or
             # closes this connection when it cannot)
