@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 
 import httpx
-from proc_tools import free_port
+from proc_tools import Load, free_port
 from server import BastionProcess
 
 
@@ -28,48 +27,29 @@ def backend(port: int) -> BastionProcess:
     ).start()
 
 
-class PostLoad:
+class PostLoad(Load):
     """``threads`` keep-alive clients POSTing until stopped (at most ``max_seconds``)."""
 
     BODY = b"p" * 2048
 
     def __init__(self, url: str, threads: int = 6, max_seconds: float = 120.0) -> None:
-        self.url = url
-        self.ok = 0
-        self.failures: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._deadline = time.monotonic() + max_seconds
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-        for t in self._threads:
-            t.start()
+        super().__init__(url, "/order", threads, max_seconds)
 
     def _run(self) -> None:
         with httpx.Client(timeout=10) as client:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
                 try:
-                    r = client.post(self.url + "/order", content=self.BODY)
-                    good = r.status_code == 200 and json.loads(r.text)["body_size"] == 2048
-                    what = "" if good else f"status {r.status_code}: {r.text[:100]}"
+                    r = client.post(self.url + self.path, content=self.BODY)
                 except Exception as exc:  # refused, reset, timed out: all count
-                    what = repr(exc)
-                with self._lock:
-                    if what:
-                        self.failures.append(what)
-                    else:
-                        self.ok += 1
-
-    def count(self) -> int:
-        with self._lock:
-            return self.ok + len(self.failures)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
+                    self._failed(repr(exc))
+                    continue
+                if r.status_code == 200 and json.loads(r.text)["body_size"] != 2048:
+                    self._failed(f"body cut: {r.text[:100]}")
+                else:
+                    self._answered(r.status_code, r.text)
 
 
-def wait_for_more(load: PostLoad, n: int, timeout: float = 30.0) -> None:
+def wait_for_more(load: Load, n: int, timeout: float = 30.0) -> None:
     """Until ``n`` more requests were answered (or failed): the load runs on through
     each step the test takes."""
     target = load.count() + n
@@ -100,10 +80,8 @@ path = "/"
 proxy = "app"
 """
     )
-    load: PostLoad | None = None
     try:
-        with BastionProcess(["serve", "--config", str(config)]) as edge:
-            load = PostLoad(edge.url)
+        with BastionProcess(["serve", "--config", str(config)]) as edge, PostLoad(edge.url) as load:
             wait_for_more(load, 200)
             # a graceful stop under load
             assert backends[0].stop(20) == 0  # SIGTERM, then its exit
@@ -121,7 +99,5 @@ proxy = "app"
             assert not load.failures, (load.failures[:5], load.ok)
             assert load.ok >= 1000
     finally:
-        if load is not None:
-            load.stop()
         for b in backends:
             b.stop()

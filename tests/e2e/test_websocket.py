@@ -337,11 +337,7 @@ def test_an_app_sending_to_a_dead_peer_is_released_when_it_is_dropped(
     """The app blocks in send() while the peer reads nothing; when the peer is found
     dead (no pong) the session ends, and so must the app's wait (it lasted until the
     send timeout, a minute, after the session had closed)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    sock.connect(pinging_server.host_port)
-    raw = RawWebSocket(*pinging_server.host_port, path="/flood", sock=sock)
+    raw = RawWebSocket(*pinging_server.host_port, path="/flood", rcvbuf=4096)
     try:
         line = wait_for_log(pinging_server, "ws_app: flood ended after", timeout=8)
         took = float(line.split("ws_app: flood ended after ")[1].split(" s")[0])
@@ -365,12 +361,8 @@ def test_output_waiting_for_slow_websocket_clients_counts_against_the_budget() -
         clients = []
         try:
             for _ in range(2):
-                sock = socket.socket()
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                sock.settimeout(10)
-                sock.connect(proc.host_port)
                 path = f"/flood?size={12 * MiB}"
-                clients.append(RawWebSocket(*proc.host_port, path=path, sock=sock))
+                clients.append(RawWebSocket(*proc.host_port, path=path, rcvbuf=4096))
                 time.sleep(0.3)
             line = wait_for_log(proc, "ws_app: flood ended after", timeout=8)
             took = float(line.split("ws_app: flood ended after ")[1].split(" s")[0])
@@ -422,11 +414,7 @@ def test_pings_from_a_peer_that_does_not_read_get_one_pong_for_the_latest(
     without bound (a flood of pings grew it by hundreds of MiB). While the client does
     not read, only the latest ping is owed a pong (RFC 6455 5.5.3), sent when it reads
     again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the connection
-    sock.settimeout(10)
-    sock.connect(server.host_port)
-    raw = RawWebSocket(*server.host_port, path="/mark", sock=sock)
+    raw = RawWebSocket(*server.host_port, path="/mark", rcvbuf=4096)
     # 25 MB of pongs: more than the kernel's buffers take (up to 4 MiB each way here)
     count = 200_000
     payloads = [b"%06d" % i + b"-" * 119 for i in range(count)]  # 125 bytes each

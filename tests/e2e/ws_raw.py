@@ -16,10 +16,16 @@ class RawWebSocket:
         port: int,
         path: str = "/echo",
         extra: str = "",
-        sock: socket.socket | None = None,
+        rcvbuf: int = 0,
     ) -> None:
-        """The handshake on a new connection (or on ``sock``, connected already)."""
-        self.sock = sock if sock is not None else socket.create_connection((host, port), timeout=10)
+        """The handshake on a new connection; ``rcvbuf`` sets a small receive buffer
+        first (a client that reads slowly fills the server's side sooner)."""
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        self.sock = socket.socket(family, kind, proto)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(address)
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
